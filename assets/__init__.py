@@ -1,0 +1,1 @@
+"""Bundled assets: icons, alarm tones, default settings."""

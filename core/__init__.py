@@ -1,0 +1,1 @@
+"""Everything that works without a screen: faces, synthetic patients, datasets, splits, training, metrics, engine."""
