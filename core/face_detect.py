@@ -1,4 +1,4 @@
-"""Face detection: MediaPipe Tasks (BlazeFace from the Face Landmarker bundle) or OpenCV's Haar cascade.
+"""Face detection: MediaPipe Tasks (BlazeFace from the Face Landmarker bundle) or OpenCV Haar.
 
 The Face Landmarker bundle is not shipped (users fetch it with ``painmon models
 download``); without it painmon still runs on the Haar cascade that ships with
@@ -68,7 +68,9 @@ def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def read_bundle_member(bundle: str | Path, member: str, expected_sha256: str | None = FACE_LANDMARKER_SHA256) -> bytes:
+def read_bundle_member(
+    bundle: str | Path, member: str, expected_sha256: str | None = FACE_LANDMARKER_SHA256
+) -> bytes:
     """Read one .tflite out of the Face Landmarker bundle after checking the bundle's hash."""
     path = Path(bundle)
     if not path.is_file():
@@ -88,7 +90,12 @@ def read_bundle_member(bundle: str | Path, member: str, expected_sha256: str | N
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:
-    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+    if (
+        not isinstance(rgb, np.ndarray)
+        or rgb.ndim != 3
+        or rgb.shape[2] != 3
+        or rgb.dtype != np.uint8
+    ):
         raise ValueError("expected an RGB uint8 image of shape (H, W, 3)")
     return np.ascontiguousarray(rgb)
 
@@ -98,8 +105,12 @@ class MediaPipeFaceDetector:
 
     name = "mediapipe"
 
-    def __init__(self, bundle: str | Path, min_confidence: float = 0.5,
-                 expected_sha256: str | None = FACE_LANDMARKER_SHA256) -> None:
+    def __init__(
+        self,
+        bundle: str | Path,
+        min_confidence: float = 0.5,
+        expected_sha256: str | None = FACE_LANDMARKER_SHA256,
+    ) -> None:
         from mediapipe.tasks.python import BaseOptions, vision
 
         buffer = read_bundle_member(bundle, "face_detector.tflite", expected_sha256)
@@ -125,7 +136,11 @@ class MediaPipeFaceDetector:
             if x1 - x0 < 2 or y1 - y0 < 2:
                 continue
             score = float(detection.categories[0].score) if detection.categories else 0.0
-            boxes.append(FaceBox(float(x0), float(y0), float(x1 - x0), float(y1 - y0), min(1.0, max(0.0, score))))
+            boxes.append(
+                FaceBox(
+                    float(x0), float(y0), float(x1 - x0), float(y1 - y0), min(1.0, max(0.0, score))
+                )
+            )
         return sorted(boxes, key=lambda b: b.area, reverse=True)
 
     def close(self) -> None:
@@ -145,7 +160,9 @@ class HaarFaceDetector:
 
     name = "haar"
 
-    def __init__(self, min_size_px: int = 24, scale_factor: float = 1.1, min_neighbors: int = 5) -> None:
+    def __init__(
+        self, min_size_px: int = 24, scale_factor: float = 1.1, min_neighbors: int = 5
+    ) -> None:
         cascade_path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
         self._cascade = cv2.CascadeClassifier(str(cascade_path))
         if self._cascade.empty():
@@ -158,7 +175,9 @@ class HaarFaceDetector:
         gray = cv2.cvtColor(_check_rgb(rgb), cv2.COLOR_RGB2GRAY)
         gray = cv2.equalizeHist(gray)
         found = self._cascade.detectMultiScale(
-            gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+            gray,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
             minSize=(self.min_size_px, self.min_size_px),
         )
         # Haar gives no calibrated score; report a fixed mid confidence rather than pretend.
@@ -175,7 +194,9 @@ class HaarFaceDetector:
         self.close()
 
 
-def create_face_detector(face_model: str | Path | None = None, backend: str = "auto") -> FaceDetector:
+def create_face_detector(
+    face_model: str | Path | None = None, backend: str = "auto"
+) -> FaceDetector:
     """The best detector available: MediaPipe when its bundle is found, else Haar.
 
     ``backend`` is ``auto``, ``mediapipe`` (the bundle must exist) or ``haar``.
@@ -188,7 +209,8 @@ def create_face_detector(face_model: str | Path | None = None, backend: str = "a
     if bundle is None:
         if backend == "mediapipe":
             raise FaceModelError(
-                "MediaPipe face model not found. Run `painmon models download` or pass --face-model."
+                "MediaPipe face model not found. "
+                "Run `painmon models download` or pass --face-model."
             )
         log.info("face detector: OpenCV Haar cascade (no MediaPipe bundle found)")
         return HaarFaceDetector()

@@ -34,7 +34,7 @@ def pspi_to_class(pspi: float) -> int:
     if value < 0 or value > PSPI_MAX:
         raise ValueError(f"PSPI must lie in 0..{PSPI_MAX}, got {value:g}")
     # PSPI is an integer sum of FACS intensities; round guards against '2.0' style files.
-    score = int(round(value))
+    score = round(value)
     for cls, (low, high) in enumerate(PSPI_CLASS_RANGES):
         if low <= score <= high:
             return cls
@@ -45,15 +45,21 @@ def biovid_level_to_class(level: str) -> int:
     """Map a BioVid stimulus level (BL1, PA1..PA4) to class 0-4."""
     key = level.strip().upper()
     if key not in BIOVID_LEVELS:
-        raise ValueError(f"unknown BioVid level {level!r}; expected one of {', '.join(BIOVID_LEVELS)}")
+        raise ValueError(
+            f"unknown BioVid level {level!r}; expected one of {', '.join(BIOVID_LEVELS)}"
+        )
     return BIOVID_LEVELS.index(key)
 
 
 def pspi_from_aus(au4: int, au6: int, au7: int, au9: int, au10: int, au43: int) -> int:
     """Prkachin-Solomon Pain Intensity: AU4 + max(AU6, AU7) + max(AU9, AU10) + AU43."""
     for name, value, top in (
-        ("au4", au4, 5), ("au6", au6, 5), ("au7", au7, 5),
-        ("au9", au9, 5), ("au10", au10, 5), ("au43", au43, 1),
+        ("au4", au4, 5),
+        ("au6", au6, 5),
+        ("au7", au7, 5),
+        ("au9", au9, 5),
+        ("au10", au10, 5),
+        ("au43", au43, 1),
     ):
         if not 0 <= value <= top:
             raise ValueError(f"{name} must lie in 0..{top}, got {value}")

@@ -26,12 +26,15 @@ def user_cache_dir() -> Path:
 
 
 def find_face_model(explicit: str | os.PathLike[str] | None = None) -> Path | None:
-    """The Face Landmarker bundle to use: explicit path, ``PAINMON_FACE_MODEL``, then the user cache.
+    """The Face Landmarker bundle: explicit path, ``PAINMON_FACE_MODEL``, then the user cache.
 
     An explicit path or environment value that does not exist is an error (the
     user asked for it); an empty cache simply means "use the Haar fallback".
     """
-    for source, value in (("--face-model", explicit), ("PAINMON_FACE_MODEL", os.environ.get("PAINMON_FACE_MODEL"))):
+    for source, value in (
+        ("--face-model", explicit),
+        ("PAINMON_FACE_MODEL", os.environ.get("PAINMON_FACE_MODEL")),
+    ):
         if value:
             path = Path(value).expanduser()
             if not path.is_file():

@@ -1,4 +1,4 @@
-"""Shared fixtures: the team's real-face media and face model live in ../shared (never committed)."""
+"""Shared fixtures: real-face media and the face model live in ../shared (never committed)."""
 
 from __future__ import annotations
 

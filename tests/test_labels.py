@@ -18,7 +18,13 @@ def test_pspi_out_of_range_is_refused(bad):
 
 
 def test_biovid_levels_map_in_order():
-    assert [labels.biovid_level_to_class(x) for x in ("BL1", "pa1", "PA2", "PA3", "PA4")] == [0, 1, 2, 3, 4]
+    assert [labels.biovid_level_to_class(x) for x in ("BL1", "pa1", "PA2", "PA3", "PA4")] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
     with pytest.raises(ValueError, match="BioVid"):
         labels.biovid_level_to_class("PA5")
 
