@@ -1,1 +1,1 @@
-"""Everything that works without a screen: faces, synthetic patients, datasets, splits, training, metrics, engine."""
+"""Everything that works without a screen: faces, datasets, splits, training, metrics, engine."""
