@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("painmon")
 
@@ -60,6 +61,81 @@ def _cmd_split(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _train_config(args: argparse.Namespace, **overrides: Any) -> Any:
+    from painmon.core.train import TrainConfig
+
+    return TrainConfig(
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
+        seed=args.seed,
+        device=args.device,
+        augment=args.augment,
+        compile=args.compile,
+        **overrides,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from painmon.core.experiment import prepare_data, resolve_plan, train_on_plan
+
+    cfg = _train_config(args)
+    data = prepare_data(args.manifest, cache_dir=args.cache_dir)
+    plan = resolve_plan(data, args.splits, seed=args.seed, folds=5)
+    result = train_on_plan(data, plan, cfg, args.out, resume=args.resume)
+    print(
+        f"{result.stopped}: best epoch {result.best_epoch} of {result.epochs_run}, "
+        f"validation macro-F1 {result.best_val_macro_f1:.3f}; temperature {result.temperature:.3f} "
+        f"(ECE {result.ece_before:.3f} -> {result.ece_after:.3f}); {result.seconds:.0f} s\n"
+        f"run folder: {result.out_dir}"
+    )
+    return EXIT_OK
+
+
+def _cmd_cv(args: argparse.Namespace) -> int:
+    from painmon.core.experiment import (
+        cross_validate,
+        format_cv_summary,
+        prepare_data,
+        resolve_plan,
+    )
+
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if not seeds:
+        raise CliError("--seeds needs at least one integer, e.g. 42,123,999")
+    cfg = _train_config(args)
+    data = prepare_data(args.manifest, cache_dir=args.cache_dir)
+    plan = resolve_plan(data, args.splits, seed=args.seed, folds=args.folds)
+    summary = cross_validate(data, plan, cfg, args.out, seeds=seeds, jobs=args.jobs)
+    print(format_cv_summary(summary))
+    print(f"per-fold table: {Path(args.out) / 'cv_folds.csv'}")
+    return EXIT_OK
+
+
+def _cmd_bench_train(args: argparse.Namespace) -> int:
+    import json
+
+    from painmon.core.bench import bench_train
+
+    result = bench_train(
+        device=args.device,
+        epochs=args.epochs,
+        compile_mode=args.compile,
+        augment=args.augment,
+        model=args.model,
+        jobs=args.jobs,
+        batch_size=args.batch_size,
+    )
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     print(
         "painmon demo: the bedside window (a scripted synthetic patient scored by the shipped "
@@ -70,6 +146,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --- parser -------------------------------------------------------------------------------
+
+
+def _add_training_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--manifest", type=Path, required=True, help="manifest CSV, UNBC root or BioVid root"
+    )
+    p.add_argument("--splits", type=Path, help="splits.json from `painmon split` (else made here)")
+    p.add_argument("--model", default="dacnn", help="see `painmon models list`")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    p.add_argument("--augment", default="full", choices=("full", "color", "none"))
+    p.add_argument("--compile", default="none", choices=("none", "default", "reduce-overhead"))
+    p.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +200,35 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--folds", type=int, default=5)
     split.add_argument("--seed", type=int, default=42)
     split.set_defaults(func=_cmd_split)
+
+    train = sub.add_parser("train", help="train a pain model with the paper's recipe")
+    _add_training_arguments(train)
+    train.add_argument("--out", type=Path, required=True, help="run folder")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.set_defaults(func=_cmd_train)
+
+    cv = sub.add_parser("cv", help="subject-wise K-fold cross-validation with 95%% CIs")
+    _add_training_arguments(cv)
+    cv.add_argument("--out", type=Path, required=True, help="folder for fold runs and tables")
+    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--seeds", default="42", help="comma-separated, e.g. 42,123,999 (the paper's)")
+    cv.add_argument("--jobs", type=int, default=1, help="folds trained at once (processes)")
+    cv.set_defaults(func=_cmd_cv)
+
+    bench = sub.add_parser("bench", help="benchmarks that print numbers")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="WHAT")
+    bench_train = bench_sub.add_parser("train", help="s/epoch at the paper's protocol size")
+    bench_train.add_argument("--device", default="auto")
+    bench_train.add_argument("--model", default="dacnn")
+    bench_train.add_argument("--epochs", type=int, default=3, help="timed epochs after warm-up")
+    bench_train.add_argument("--batch-size", type=int, default=32)
+    bench_train.add_argument("--augment", default="full", choices=("full", "color", "none"))
+    bench_train.add_argument(
+        "--compile", default="none", choices=("none", "default", "reduce-overhead")
+    )
+    bench_train.add_argument("--jobs", type=int, default=1, help="folds trained at once")
+    bench_train.add_argument("--json", type=Path, help="also write the result here")
+    bench_train.set_defaults(func=_cmd_bench_train)
 
     demo = sub.add_parser("demo", help="the bedside window on a scripted synthetic patient")
     demo.set_defaults(func=_cmd_demo)

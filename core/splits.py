@@ -158,6 +158,16 @@ class SplitPlan:
         return plan
 
 
+def check_partitions_disjoint(partitions: dict[str, Iterable[str]]) -> None:
+    """Raise :class:`SubjectLeakError` naming the first subject found in two named partitions."""
+    seen: dict[str, str] = {}
+    for name, subjects in partitions.items():
+        for subject in sorted(set(subjects)):
+            if subject in seen:
+                raise SubjectLeakError(f"subject {subject!r} is in both {seen[subject]} and {name}")
+            seen[subject] = name
+
+
 def check_subject_disjoint(plan: SplitPlan) -> None:
     """Raise :class:`SubjectLeakError` if any subject sits in two partitions, or a fold is off.
 

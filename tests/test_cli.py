@@ -1,0 +1,66 @@
+"""The `painmon` command line: real output, exit codes, one clear line on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from painmon.core.cli import main
+
+
+def test_version_through_python_dash_m():
+    out = subprocess.run([sys.executable, "-m", "painmon", "--version"], capture_output=True,
+                         text=True, timeout=60, check=True)  # fmt: skip
+    assert out.stdout.startswith("painmon ")
+
+
+def test_models_list_prints_every_model(capsys):
+    assert main(["models", "list"]) == 0
+    text = capsys.readouterr().out
+    for name in ("dacnn", "simplecnn", "micropainnet", "painxception"):
+        assert name in text
+    assert "3x64x64" in text and "M " in text
+
+
+def test_synth_split_train_from_the_command_line(tmp_path, capsys, monkeypatch, face_model_path):
+    monkeypatch.setenv("PAINMON_FACE_MODEL", str(face_model_path))
+    data = tmp_path / "data"
+    assert main(["synth", "--out", str(data), "--subjects", "14", "--images-per-subject", "5",
+                 "--seed", "1"]) == 0  # fmt: skip
+    assert (data / "manifest.csv").is_file()
+    assert "14" in capsys.readouterr().out
+
+    splits = tmp_path / "splits.json"
+    assert main(["split", "--manifest", str(data / "manifest.csv"), "--out", str(splits)]) == 0
+    table = capsys.readouterr().out
+    assert "train" in table and "test" in table and "fold 5 val" in table
+    plan = json.loads(splits.read_text())
+    assert set(plan) == {"manifest_sha256", "seed", "train", "val", "test", "folds"}
+
+    run = tmp_path / "run"
+    code = main(["train", "--manifest", str(data / "manifest.csv"), "--splits", str(splits),
+                 "--model", "micropainnet", "--epochs", "1", "--batch-size", "8",
+                 "--device", "cpu", "--out", str(run),
+                 "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+    assert code == 0
+    assert "run folder" in capsys.readouterr().out
+    assert (run / "best.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["split", "--manifest", "/nonexistent/manifest.csv", "--out", "x.json"],
+        ["synth"],
+        ["synth", "--out", "{tmp}/d", "--subjects", "0"],
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(argv, tmp_path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("painmon ") and "error:" in err
+    assert "Traceback" not in err
