@@ -25,6 +25,21 @@ def _version() -> str:
     return __version__
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that describe bad input or a bad environment: one line, exit code 2."""
+    errors: list[type[BaseException]] = [CliError, OSError, ValueError]
+    for module, name in (
+        ("painmon.core.crops", "CropError"),
+        ("painmon.core.export", "ExportError"),
+        ("painmon.core.onnx_runtime", "ModelLoadError"),
+        ("painmon.core.face_detect", "FaceModelError"),
+    ):
+        mod = sys.modules.get(module)  # only modules the command used can have raised
+        if mod is not None:
+            errors.append(getattr(mod, name))
+    return tuple(errors)
+
+
 # --- commands ---------------------------------------------------------------------------
 
 
@@ -136,6 +151,22 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from painmon.core.export import export_onnx
+
+    result = export_onnx(
+        args.run, args.out, opset=args.opset, intended_use=args.intended_use, demo=args.demo
+    )
+    print(
+        f"exported {result.architecture} to {result.onnx_path} (opset {result.opset})\n"
+        f"  sha256 {result.sha256} (also in {result.sidecar_path.name})\n"
+        f"  ONNX Runtime vs torch over {result.parity_samples} inputs "
+        f"({result.gradcams_compared} Grad-CAM maps compared): max |diff| "
+        + ", ".join(f"{k} {v:.1e}" for k, v in result.parity_max_abs_diff.items())
+    )
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     print(
         "painmon demo: the bedside window (a scripted synthetic patient scored by the shipped "
@@ -215,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--jobs", type=int, default=1, help="folds trained at once (processes)")
     cv.set_defaults(func=_cmd_cv)
 
+    export = sub.add_parser("export", help="ONNX model for the monitor, with a parity check")
+    export.add_argument("--run", type=Path, required=True, help="run folder or best.safetensors")
+    export.add_argument("--out", type=Path, required=True, help="model.onnx to write")
+    export.add_argument("--opset", type=int, default=17)
+    export.add_argument("--intended-use", help="text stored in the model's metadata")
+    export.add_argument("--demo", action="store_true", help="mark as synthetic-data demo model")
+    export.set_defaults(func=_cmd_export)
+
     bench = sub.add_parser("bench", help="benchmarks that print numbers")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="WHAT")
     bench_train = bench_sub.add_parser("train", help="s/epoch at the paper's protocol size")
@@ -248,7 +287,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return func(args)
-    except (CliError, FileNotFoundError, ValueError, OSError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()):
+            raise  # a bug: keep the traceback
+        if args.verbose:
+            log.exception("painmon %s failed", args.command)
         print(f"painmon {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

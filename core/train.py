@@ -296,7 +296,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         path = path / "best.safetensors"
     meta_path = path.with_suffix(".json")
     if not path.is_file() or not meta_path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: need {path} and {meta_path}")
+        raise FileNotFoundError(
+            f"checkpoint not found: {path} (a run folder holds best.safetensors and best.json; "
+            "train one with `painmon train`)"
+        )
     meta = json.loads(meta_path.read_text())
     expected = meta.get("weights_sha256")
     if expected and sha256_file(path) != expected:

@@ -49,6 +49,11 @@ def test_synth_split_train_from_the_command_line(tmp_path, capsys, monkeypatch, 
     assert "run folder" in capsys.readouterr().out
     assert (run / "best.safetensors").is_file()
 
+    onnx_path = tmp_path / "model.onnx"
+    assert main(["export", "--run", str(run), "--out", str(onnx_path), "--demo"]) == 0
+    assert "max |diff|" in capsys.readouterr().out
+    assert onnx_path.is_file() and (tmp_path / "model.onnx.sha256").is_file()
+
 
 @pytest.mark.parametrize(
     "argv",
@@ -56,6 +61,7 @@ def test_synth_split_train_from_the_command_line(tmp_path, capsys, monkeypatch, 
         ["split", "--manifest", "/nonexistent/manifest.csv", "--out", "x.json"],
         ["synth"],
         ["synth", "--out", "{tmp}/d", "--subjects", "0"],
+        ["export", "--run", "{tmp}/no-run", "--out", "{tmp}/m.onnx"],
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(argv, tmp_path, capsys):
