@@ -11,8 +11,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from tqdm import tqdm
 
 from painmon.core.datasets import Sample
 from painmon.core.face_detect import FaceBox, FaceDetector, create_face_detector, sha256_file
+from painmon.core.fileio import atomic_save_npy, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -218,30 +217,6 @@ class CropSet:
         return np.bincount(self.labels, minlength=5)
 
 
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-        Path(tmp_name).replace(path)  # atomic: os.replace
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        Path(tmp_name).replace(path)  # atomic: os.replace
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 class _CropCache:
     """Crops on disk as ``<key[:2]>/<key>.npy``; a face-less frame leaves ``<key>.noface``."""
 
@@ -275,10 +250,10 @@ class _CropCache:
         return None
 
     def put_crop(self, key: str, crop: np.ndarray) -> None:
-        _atomic_save_npy(self._path(key, ".npy"), crop)
+        atomic_save_npy(self._path(key, ".npy"), crop)
 
     def put_noface(self, key: str, reason: str) -> None:
-        _atomic_write_text(self._path(key, ".noface"), reason)
+        atomic_write_text(self._path(key, ".noface"), reason)
 
 
 def _read_image_rgb(path: Path) -> np.ndarray | None:

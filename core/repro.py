@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
-import json
 import logging
 import os
 import platform
 import random
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from painmon.core.fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -174,15 +174,4 @@ def environment_manifest() -> dict[str, Any]:
 
 def write_environment_manifest(path: str | Path) -> Path:
     """Write :func:`environment_manifest` as JSON (atomically) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(environment_manifest(), handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        Path(tmp_name).replace(path)  # atomic: os.replace
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_json(path, environment_manifest(), sort_keys=True)

@@ -11,7 +11,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -24,6 +23,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from painmon.core.datasets import Sample, load_dataset
 from painmon.core.face_detect import sha256_file
+from painmon.core.fileio import atomic_write_json
 from painmon.core.labels import NUM_CLASSES
 
 PARTITIONS = ("train", "val", "test")
@@ -120,18 +120,7 @@ class SplitPlan:
 
     def to_json(self, path: str | Path) -> Path:
         """Write the plan as JSON (atomically) and return the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self.to_dict(), handle, indent=2)
-                handle.write("\n")
-            Path(tmp_name).replace(path)  # atomic: os.replace
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_json(path, self.to_dict())
 
     @classmethod
     def from_json(cls, path: str | Path) -> SplitPlan:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from painmon.core import labels as pain_labels
 from painmon.core.augment import AugmentConfig, augment_batch
 from painmon.core.calibration import calibrate, softmax
+from painmon.core.fileio import atomic_write_json
 from painmon.core.metrics import classification_metrics
 from painmon.core.splits import check_partitions_disjoint
 
@@ -280,7 +281,7 @@ def save_checkpoint(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
     save_file(_state_for_save(model), str(tmp))
     tmp.replace(path)
     meta = dict(meta, weights_file=path.name, weights_sha256=sha256_file(path))
-    _write_json(path.with_suffix(".json"), meta)
+    atomic_write_json(path.with_suffix(".json"), meta)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
@@ -317,22 +318,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     return model, meta
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
-    tmp.replace(path)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
-
-
 def _save_resume_state(model, optimizer, out_dir: Path, state: dict[str, Any]) -> None:
     from safetensors.torch import save_file
 
@@ -344,7 +329,7 @@ def _save_resume_state(model, optimizer, out_dir: Path, state: dict[str, Any]) -
     tmp = out_dir / "last.safetensors.tmp"
     save_file(tensors, str(tmp))
     tmp.replace(out_dir / "last.safetensors")
-    _write_json(out_dir / "last.json", state)
+    atomic_write_json(out_dir / "last.json", state)
 
 
 def _load_resume_state(model, optimizer, out_dir: Path, device: torch.device) -> dict[str, Any]:
@@ -415,7 +400,7 @@ def fit(
         raise ValueError("training needs crops in both the training and the validation partition")
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    _write_json(out / "config.json", dict(cfg.to_dict(), resolved_device=str(device)))
+    atomic_write_json(out / "config.json", dict(cfg.to_dict(), resolved_device=str(device)))
     write_environment_manifest(out / "env.json")
 
     model = create_model(cfg.model, **cfg.model_kwargs).to(device)
