@@ -33,6 +33,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ("painmon.core.export", "ExportError"),
         ("painmon.core.onnx_runtime", "ModelLoadError"),
         ("painmon.core.face_detect", "FaceModelError"),
+        ("painmon.core.capture", "SourceError"),
+        ("painmon.core.session", "SessionWriteError"),
     ):
         mod = sys.modules.get(module)  # only modules the command used can have raised
         if mod is not None:
@@ -167,6 +169,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from painmon.core.engine import run_monitor_cli
+
+    return run_monitor_cli(
+        args.source,
+        args.model,
+        args.out,
+        args.max_seconds,
+        args.realtime,
+        args.face_model,
+        args.pseudonym,
+    )
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     print(
         "painmon demo: the bedside window (a scripted synthetic patient scored by the shipped "
@@ -268,6 +284,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--jobs", type=int, default=1, help="folds trained at once")
     bench_train.add_argument("--json", type=Path, help="also write the result here")
     bench_train.set_defaults(func=_cmd_bench_train)
+
+    monitor = sub.add_parser("monitor", help="headless monitoring into session files")
+    monitor.add_argument(
+        "--source",
+        required=True,
+        help="camera:N, a video file, an image folder, a URL or synthetic",
+    )
+    monitor.add_argument("--model", type=Path, required=True, help="model.onnx from painmon export")
+    monitor.add_argument("--out", type=Path, required=True, help="folder for session files")
+    monitor.add_argument("--max-seconds", type=float, help="stop after this much media time")
+    monitor.add_argument("--realtime", action="store_true", help="play files at their own speed")
+    monitor.add_argument("--face-model", type=Path, help="face_landmarker.task (else Haar)")
+    monitor.add_argument("--pseudonym", default="anonymous", help="patient pseudonym (no names)")
+    monitor.set_defaults(func=_cmd_monitor)
 
     demo = sub.add_parser("demo", help="the bedside window on a scripted synthetic patient")
     demo.set_defaults(func=_cmd_demo)

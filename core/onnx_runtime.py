@@ -200,6 +200,11 @@ class OnnxPainModel:
             if intra_op_num_threads < 0:
                 raise ValueError(f"intra_op_num_threads must be >= 0, got {intra_op_num_threads}")
             options.intra_op_num_threads = int(intra_op_num_threads)
+        # With 'auto', a CUDA build on a machine without CUDA libraries is normal: keep ONNX
+        # Runtime's own multi-line error off the console; our warning below says what happened.
+        quiet = choice == "auto" and requested[0] != "CPUExecutionProvider"
+        if quiet:
+            ort.set_default_logger_severity(4)
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=requested)
         except _ort_errors() as exc:
@@ -207,6 +212,9 @@ class OnnxPainModel:
                 f"model file {self.path} is not a loadable ONNX model ({_first_line(exc)}); "
                 "re-export or re-download it"
             ) from exc
+        finally:
+            if quiet:
+                ort.set_default_logger_severity(2)
         self.providers: list[str] = list(self.session.get_providers())
         if requested[0] != self.providers[0]:
             if choice != "auto":
@@ -215,7 +223,8 @@ class OnnxPainModel:
                     "Runtime's log: usually a missing CUDA/cuDNN library); choose 'auto' or 'cpu'"
                 )
             log.warning(
-                "%s is installed but failed to start; running %s on %s",
+                "%s is installed but failed to start (CUDA/cuDNN libraries missing?); "
+                "running %s on %s",
                 requested[0],
                 self.path.name,
                 ", ".join(self.providers),

@@ -1,0 +1,495 @@
+"""The real-time engine: one frame in, one :class:`EngineResult` out, and the headless monitor.
+
+:class:`Engine` ties the stages together on one thread (the capture thread is
+separate): signal watchdog -> face tracker -> quality gates -> crop -> DA-CNN
+(ONNX Runtime) -> AU cross-check -> probability smoothing -> alarm state
+machine -> session files. :func:`run_monitor` drives it from a frame source.
+
+Design choices (the specification left these open):
+
+* Unknown is never "no pain": a frame without a face, failing a quality gate or
+  under a signal condition gets no probabilities, no level and no AU PSPI, and the
+  smoothed level (what alarms see) turns unknown too.
+* Precedence of the frame's technical condition: SIGNAL_LOST/FROZEN (the camera
+  itself) before NO_FACE before LOW_QUALITY. NO_FACE is only a candidate here; the
+  alarm manager raises it after its own ``no_face_delay_s``.
+* Timings: ``decode`` is the time the consumer waited for the frame from the
+  capture buffer (decoding runs on the capture thread); ``dacnn`` includes the
+  Grad-CAM, which the exported graph computes in the same ONNX Runtime call, so
+  ``gradcam`` is reported as 0.0 ms (fused).
+* Crops use the same square box + margin as the training crops
+  (:func:`painmon.core.crops.build_crop_set`), without eye-line rotation, so the
+  network sees faces framed as it was trained on.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from painmon.core.alarms import (
+    AlarmEventKind,
+    AlarmManager,
+    AlarmSettings,
+    AlarmState,
+    TechnicalCondition,
+)
+from painmon.core.au import AUEstimator
+from painmon.core.capture import CaptureThread, Frame, SignalWatchdog, open_source
+from painmon.core.crops import DEFAULT_MARGIN, crop_face
+from painmon.core.face import FaceObservation
+from painmon.core.onnx_runtime import OnnxPainModel
+from painmon.core.quality import QualityReport, assess_quality
+from painmon.core.session import SessionRow, SessionWriter, make_session_folder
+from painmon.core.smoothing import ProbabilitySmoother, SmoothedScore, au_agreement
+
+log = logging.getLogger(__name__)
+
+STAGES: tuple[str, ...] = ("decode", "face", "crop", "dacnn", "gradcam", "au", "total")
+# Good-quality observations kept for calibrate_neutral(): about 2 s at 25-30 fps.
+_NEUTRAL_FRAMES = 60
+_PROB_SUM_TOLERANCE = 1e-3
+# The live status line is redrawn at most this often.
+_STATUS_INTERVAL_S = 0.25
+_PAIN_ALARM_KINDS = frozenset({AlarmEventKind.ONSET.value, AlarmEventKind.ESCALATION.value})
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, eq=False)
+class EngineResult:
+    """Everything the monitor shows for one processed frame.
+
+    ``probs``/``pain_class``/``pain_level`` are the frame's own outputs (None when
+    unknown); ``smoothed`` is what alarms act on; ``timings_ms`` holds every
+    :data:`STAGES` key in milliseconds.
+    """
+
+    frame: Frame
+    observation: FaceObservation
+    quality: QualityReport
+    probs: np.ndarray | None
+    gradcam: np.ndarray | None
+    pain_class: int | None
+    pain_level: float | None
+    smoothed: SmoothedScore
+    au_pspi: float | None
+    alarm_state: AlarmState
+    technical_condition: str | None
+    timings_ms: Mapping[str, float]
+
+    def __post_init__(self) -> None:
+        known = self.probs is not None
+        if known and self.technical_condition is not None:
+            raise ValueError("a frame under a technical condition must not carry probabilities")
+        if known != (self.pain_level is not None) or known != (self.pain_class is not None):
+            raise ValueError("probs, pain_class and pain_level are given together or not at all")
+        if not known and (self.gradcam is not None or self.au_pspi is not None):
+            raise ValueError("an unknown frame must not carry a Grad-CAM or an AU PSPI")
+        if self.probs is not None:
+            if self.probs.ndim != 1 or not np.all(np.isfinite(self.probs)):
+                raise ValueError(f"probs must be a finite 1-D array, got {self.probs!r}")
+            if abs(float(self.probs.sum()) - 1.0) > _PROB_SUM_TOLERANCE:
+                raise ValueError(f"probs must sum to 1, got {float(self.probs.sum()):.6f}")
+        if self.technical_condition is not None:
+            TechnicalCondition(self.technical_condition)
+        missing = [k for k in STAGES if k not in self.timings_ms]
+        if missing:
+            raise ValueError(f"timings_ms lacks {', '.join(missing)}")
+        object.__setattr__(
+            self, "timings_ms", MappingProxyType({k: float(v) for k, v in self.timings_ms.items()})
+        )
+
+    @property
+    def output_known(self) -> bool:
+        return self.probs is not None
+
+
+class Engine:
+    """Scores frames one at a time; single-threaded, owns the face tracker it is given."""
+
+    def __init__(
+        self,
+        model: OnnxPainModel,
+        face_tracker: Any,
+        alarm_settings: AlarmSettings | None = None,
+        smoothing_time_constant_s: float = 3.0,
+        session_writer: SessionWriter | None = None,
+        *,
+        utc_clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        _channels, height, width = model.input_size
+        if height != width:
+            raise ValueError(f"the engine feeds square face crops; model input is {height}x{width}")
+        self.model = model
+        self.face_tracker = face_tracker
+        self.session_writer = session_writer
+        self._crop_px = int(height)
+        self._utc_clock = utc_clock
+        self.alarms = AlarmManager(alarm_settings)
+        self.smoother = ProbabilitySmoother(smoothing_time_constant_s)
+        self.au = AUEstimator()
+        self._media_now_s = 0.0
+        # Files are processed faster than real time: the watchdog runs on media time.
+        self.watchdog = SignalWatchdog(clock=lambda: self._media_now_s)
+        self._neutral: collections.deque[FaceObservation] = collections.deque(
+            maxlen=_NEUTRAL_FRAMES
+        )
+        self._closed = False
+
+    def process(self, frame: Frame, decode_ms: float = 0.0) -> EngineResult:
+        """Run every stage on ``frame``; ``decode_ms`` is the wait for it (see module doc)."""
+        if self._closed:
+            raise RuntimeError("the engine was closed; start a new one")
+        start = time.perf_counter()
+        timings = dict.fromkeys(STAGES, 0.0)
+        timings["decode"] = float(decode_ms)
+        self._media_now_s = frame.t_s
+
+        signal = self.watchdog.update(frame, now_s=frame.t_s)
+        mark = time.perf_counter()
+        observation = self.face_tracker.observe(frame.rgb, frame.t_s)
+        quality = assess_quality(frame.rgb, observation)
+        timings["face"] = _ms_since(mark)
+
+        condition: TechnicalCondition | None = signal
+        if condition is None and not observation.face_found:
+            condition = TechnicalCondition.NO_FACE
+        elif condition is None and not quality.ok:
+            condition = TechnicalCondition.LOW_QUALITY
+
+        probs = gradcam = None
+        if condition is None:
+            assert observation.box is not None
+            mark = time.perf_counter()
+            try:
+                crop = crop_face(frame.rgb, observation.box, self._crop_px, DEFAULT_MARGIN)
+            except ValueError as exc:
+                log.warning("frame %d: face could not be cropped (%s)", frame.index, exc)
+                condition = TechnicalCondition.LOW_QUALITY
+            timings["crop"] = _ms_since(mark)
+            if condition is None:
+                mark = time.perf_counter()
+                prediction = self.model.predict(crop[np.newaxis])
+                timings["dacnn"] = _ms_since(mark)
+                probs = np.asarray(prediction.probs[0], dtype=np.float64)
+                gradcam = np.asarray(prediction.gradcam[0], dtype=np.float32)
+
+        mark = time.perf_counter()
+        au_estimate = self.au.update(observation, frame.t_s, quality_ok=condition is None)
+        timings["au"] = _ms_since(mark)
+        if condition is None:
+            self._neutral.append(observation)
+
+        pain_class = pain_level = au_pspi = None
+        if probs is None:
+            reason = condition.value if condition is not None else "unknown"
+            smoothed = self.smoother.update(frame.t_s, None, unknown_reason=reason)
+        else:
+            pain_class = int(np.argmax(probs))
+            pain_level = float(np.clip(np.dot(np.arange(probs.size), probs), 0.0, 4.0))
+            au_pspi = au_estimate.pspi
+            smoothed = self.smoother.update(
+                frame.t_s,
+                probs.tolist(),
+                quality=quality.score,
+                agreement=au_agreement(pain_level, au_pspi),
+            )
+        alarm_state = self.alarms.update(frame.t_s, smoothed.pain_level, condition)
+        timings["total"] = _ms_since(start) + timings["decode"]
+
+        result = EngineResult(
+            frame=frame,
+            observation=observation,
+            quality=quality,
+            probs=probs,
+            gradcam=gradcam,
+            pain_class=pain_class,
+            pain_level=pain_level,
+            smoothed=smoothed,
+            au_pspi=au_pspi,
+            alarm_state=alarm_state,
+            technical_condition=condition.value if condition is not None else None,
+            timings_ms=timings,
+        )
+        self._record(result)
+        return result
+
+    def tick(self, now_s: float) -> AlarmState:
+        """Advance without a new frame (live source silent): may raise SIGNAL_LOST."""
+        self._media_now_s = max(self._media_now_s, float(now_s))
+        condition = self.watchdog.update(None, now_s=self._media_now_s)
+        return self._log_events(self.alarms.update(self._media_now_s, None, condition))
+
+    def acknowledge(self, t_s: float) -> AlarmState:
+        """Operator acknowledgement of the active alarm (logged)."""
+        return self._log_events(self.alarms.acknowledge(t_s))
+
+    def audio_pause(self, t_s: float) -> AlarmState:
+        """Silence pain alarm audio for the configured pause (logged)."""
+        return self._log_events(self.alarms.audio_pause(t_s))
+
+    def calibrate_neutral(self) -> None:
+        """Take the last ~2 s of good-quality faces as this patient's neutral AU baseline."""
+        self.au.calibrate_neutral(list(self._neutral))
+
+    def close(self) -> None:
+        """Close the face tracker; the session writer stays the caller's to close."""
+        if not self._closed:
+            self._closed = True
+            self.face_tracker.close()
+
+    def _log_events(self, state: AlarmState) -> AlarmState:
+        if self.session_writer is not None and state.new_events:
+            self.session_writer.write_events(state.new_events)
+        return state
+
+    def _record(self, result: EngineResult) -> None:
+        self._log_events(result.alarm_state)
+        if self.session_writer is None:
+            return
+        known = result.output_known
+        self.session_writer.write_row(
+            SessionRow(
+                utc_time=self._utc_clock().isoformat(),
+                t_s=result.frame.t_s,
+                frame=result.frame.index,
+                face_found=result.observation.face_found,
+                quality_ok=result.quality.ok and result.observation.face_found,
+                probabilities=tuple(result.probs.tolist()) if result.probs is not None else None,
+                pain_class=result.pain_class,
+                pain_level=result.pain_level,
+                pain_level_smoothed=result.smoothed.pain_level if known else None,
+                confidence=result.smoothed.confidence if known else None,
+                au_pspi=result.au_pspi,
+                alarm_priority=result.alarm_state.pain_priority,
+                technical_condition=result.technical_condition,
+            )
+        )
+
+
+def _ms_since(mark: float) -> float:
+    return (time.perf_counter() - mark) * 1000.0
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def format_status(result: EngineResult) -> str:
+    """One-line live status for a terminal."""
+    if result.output_known:
+        score = (
+            f"level {result.smoothed.pain_level:4.2f} class {result.smoothed.pain_class} "
+            f"conf {result.smoothed.confidence:4.2f}"
+        )
+    else:
+        score = f"unknown ({result.technical_condition or 'no score'})"
+    technical = ",".join(result.alarm_state.technical_conditions) or "-"
+    return (
+        f"t {result.frame.t_s:7.2f} s  frame {result.frame.index:6d}  "
+        f"face {'yes' if result.observation.face_found else 'no '}  {score}  "
+        f"alarm {result.alarm_state.pain_priority}  technical {technical}  "
+        f"{result.timings_ms['total']:6.1f} ms"
+    )
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """The end-of-session summary as plain text lines."""
+    lines = [
+        f"session folder: {summary['session_folder']}",
+        f"ended: {summary['end_reason']} after {summary['media_seconds']:.2f} s of media "
+        f"({summary['wall_seconds']:.2f} s wall, {summary['fps']:.1f} frames/s)",
+        f"frames: {summary['frames']}, with a face: {summary['frames_with_face']}, "
+        f"scored: {summary['frames_scored']}",
+        "technical conditions (frames): "
+        + (
+            ", ".join(f"{k} {v}" for k, v in sorted(summary["technical_condition_frames"].items()))
+            or "none"
+        ),
+        f"alarms raised: pain {summary['pain_alarms_raised']}, "
+        f"technical {summary['technical_alarms_raised']}",
+    ]
+    if summary["latency_ms"]["total"]["p50"] is not None:
+        total = summary["latency_ms"]["total"]
+        lines.append(f"latency per frame: median {total['p50']:.1f} ms, p95 {total['p95']:.1f} ms")
+    return "\n".join(lines)
+
+
+def run_monitor(
+    source_spec: str,
+    model_path: str | Path,
+    out_dir: str | Path,
+    max_seconds: float | None = None,
+    realtime: bool = False,
+    face_model: str | Path | None = None,
+    pseudonym: str = "anonymous",
+    progress: bool = True,
+    *,
+    on_status: Callable[[str], None] | None = None,
+    on_result: Callable[[EngineResult], None] | None = None,
+) -> dict[str, Any]:
+    """Monitor ``source_spec`` headless into a new session folder under ``out_dir``.
+
+    Files run in pull mode (every frame, as fast as possible) unless ``realtime``;
+    the run ends at the end of the media, after ``max_seconds`` of media time, or on
+    Ctrl-C, always with the session files closed. With ``progress``, ``on_status``
+    receives a status line at most every 0.25 s. Returns the summary dict.
+    """
+    from painmon.core.face import create_face_tracker
+
+    if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise ValueError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}")
+    model = OnnxPainModel(model_path)
+    source = open_source(str(source_spec))
+    try:
+        tracker = create_face_tracker(face_model)
+    except BaseException:
+        source.close()
+        raise
+    settings = AlarmSettings(model_sha256=model.sha256)
+    folder = make_session_folder(out_dir, pseudonym, _utc_now())
+    capture = CaptureThread(source, realtime=realtime)
+    timings: dict[str, list[float]] = {k: [] for k in STAGES}
+    conditions: collections.Counter[str] = collections.Counter()
+    counts = {"frames": 0, "frames_with_face": 0, "frames_scored": 0}
+    alarms = {"pain": 0, "technical": 0}
+    first_t_s: float | None = None
+    last_t_s = 0.0
+    end_reason = "end of media"
+    wall_start = time.perf_counter()
+    last_status_s = -math.inf
+
+    def count_events(state: AlarmState) -> None:
+        for event in state.new_events:
+            if event.kind in _PAIN_ALARM_KINDS:
+                alarms["pain"] += 1
+            elif event.kind == AlarmEventKind.TECHNICAL_ONSET.value:
+                alarms["technical"] += 1
+
+    writer = SessionWriter(
+        folder,
+        pseudonym,
+        model_id=str(model.metadata.get("architecture") or Path(model_path).stem),
+        model_sha256=model.sha256,
+        settings=settings,
+        source=str(source_spec),
+        face_detector=getattr(tracker, "name", type(tracker).__name__),
+    )
+    engine = Engine(model, tracker, settings, session_writer=writer)
+    try:
+        capture.start()
+        while True:
+            wait_start = time.perf_counter()
+            frame = capture.get_latest(timeout_s=0.5)
+            if frame is None:
+                if capture.exhausted:
+                    break
+                if source.is_live:
+                    count_events(engine.tick(last_t_s + (time.perf_counter() - wait_start)))
+                continue
+            if first_t_s is None:
+                first_t_s = frame.t_s
+            if max_seconds is not None and frame.t_s - first_t_s >= max_seconds:
+                end_reason = f"max_seconds ({max_seconds:g} s)"
+                break
+            result = engine.process(frame, decode_ms=_ms_since(wait_start))
+            last_t_s = frame.t_s
+            count_events(result.alarm_state)
+            counts["frames"] += 1
+            counts["frames_with_face"] += int(result.observation.face_found)
+            counts["frames_scored"] += int(result.output_known)
+            if result.technical_condition is not None:
+                conditions[result.technical_condition] += 1
+            for key in STAGES:
+                # Crop and network times exist only for scored frames.
+                if result.output_known or key not in ("crop", "dacnn", "gradcam"):
+                    timings[key].append(result.timings_ms[key])
+            if on_result is not None:
+                on_result(result)
+            now_s = time.monotonic()
+            if progress and on_status is not None and now_s - last_status_s >= _STATUS_INTERVAL_S:
+                last_status_s = now_s
+                on_status(format_status(result))
+        if capture.error is not None:
+            end_reason = f"capture error: {capture.error}"
+            log.error("capture from %s failed: %s", source_spec, capture.error)
+    except KeyboardInterrupt:
+        end_reason = "interrupted"
+        log.info("monitoring interrupted by the operator")
+    finally:
+        capture.stop()
+        engine.close()
+        writer.close(end_reason)
+
+    wall_s = time.perf_counter() - wall_start
+    media_s = 0.0 if first_t_s is None else last_t_s - first_t_s
+    return {
+        "session_folder": str(folder),
+        "source": str(source_spec),
+        "end_reason": end_reason,
+        "frames": counts["frames"],
+        "frames_with_face": counts["frames_with_face"],
+        "frames_scored": counts["frames_scored"],
+        "technical_condition_frames": dict(conditions),
+        "pain_alarms_raised": alarms["pain"],
+        "technical_alarms_raised": alarms["technical"],
+        "media_seconds": media_s,
+        "wall_seconds": wall_s,
+        "fps": counts["frames"] / wall_s if wall_s > 0 else 0.0,
+        "latency_ms": {
+            key: {"p50": _percentile(values, 50), "p95": _percentile(values, 95)}
+            for key, values in timings.items()
+        },
+        "median_total_latency_ms": _percentile(timings["total"], 50),
+        "p95_total_latency_ms": _percentile(timings["total"], 95),
+        "model_is_demo": model.is_demo,
+        "providers": list(model.providers),
+    }
+
+
+def run_monitor_cli(
+    source: str,
+    model: str | Path,
+    out: str | Path,
+    max_seconds: float | None = None,
+    realtime: bool = False,
+    face_model: str | Path | None = None,
+    pseudonym: str = "anonymous",
+) -> int:
+    """``painmon monitor``: live status line on stdout, then the summary; returns 0.
+
+    Bad sources or models raise (SourceError, ModelLoadError...) for the CLI to report.
+    """
+
+    def status(line: str) -> None:
+        sys.stdout.write("\r" + line)
+        sys.stdout.flush()
+
+    summary = run_monitor(
+        source,
+        model,
+        out,
+        max_seconds=max_seconds,
+        realtime=realtime,
+        face_model=face_model,
+        pseudonym=pseudonym,
+        progress=True,
+        on_status=status,
+    )
+    sys.stdout.write("\n" + format_summary(summary) + "\n")
+    sys.stdout.flush()
+    return 0

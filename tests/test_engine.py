@@ -1,0 +1,179 @@
+"""The engine loop and the headless monitor on real clips and synthetic no-face frames."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from painmon.core.alarms import AlarmPriority, TechnicalCondition
+from painmon.core.capture import Frame, SourceError
+from painmon.core.engine import STAGES, Engine, run_monitor, run_monitor_cli
+from painmon.core.export import export_onnx
+from painmon.core.face import create_face_tracker
+from painmon.core.onnx_runtime import ModelLoadError, OnnxPainModel
+from painmon.core.session import SESSION_COLUMNS
+from painmon.core.train import save_checkpoint
+from painmon.models import create_model
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    """A freshly initialised DA-CNN exported to ONNX (once per module)."""
+    torch.manual_seed(0)
+    model = create_model("dacnn").eval()
+    cfg = model.pretrained_cfg
+    run_dir = tmp_path_factory.mktemp("engine-run")
+    checkpoint = run_dir / "best.safetensors"
+    meta = {
+        "architecture": cfg["architecture"],
+        "model_kwargs": cfg["model_kwargs"],
+        "input_size": list(cfg["input_size"]),
+        "mean": list(cfg["mean"]),
+        "std": list(cfg["std"]),
+        "class_names": list(cfg["class_names"]),
+        "pspi_mapping": cfg["pspi_mapping"],
+        "temperature": 1.0,
+        "data_sha256": "cd" * 32,
+        "epoch": 0,
+    }
+    save_checkpoint(model, checkpoint, meta)
+    out = run_dir / "dacnn.onnx"
+    export_onnx(checkpoint, out)
+    return out
+
+
+def _read_rows(folder):
+    with (folder / "session.csv").open(newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        return header, list(reader)
+
+
+def test_single_face_clip_every_frame_scored(shared_file, face_model_path, model_path, tmp_path):
+    results = []
+    summary = run_monitor(
+        str(shared_file("media/single_face.mp4")),
+        model_path,
+        tmp_path,
+        face_model=face_model_path,
+        pseudonym="bed-7",
+        progress=False,
+        on_result=results.append,
+    )
+    assert summary["end_reason"] == "end of media"
+    assert summary["frames"] == len(results) > 0
+    # Pull mode: every frame of the file, in order, none dropped.
+    assert [r.frame.index for r in results] == list(range(len(results)))
+    assert summary["frames_with_face"] >= 0.95 * summary["frames"]
+    scored = [r for r in results if r.output_known]
+    assert len(scored) == summary["frames_scored"] > 0
+    for result in scored:
+        assert result.probs is not None
+        assert result.probs.sum() == pytest.approx(1.0, abs=1e-4)
+        assert result.gradcam is not None and result.gradcam.shape == (8, 8)
+        assert result.technical_condition is None
+        assert set(STAGES) <= set(result.timings_ms)
+        assert result.timings_ms["gradcam"] == 0.0  # fused into the dacnn call
+        assert result.timings_ms["total"] >= result.timings_ms["dacnn"] > 0
+    folder = tmp_path / summary["session_folder"]
+    header, rows = _read_rows(folder)
+    assert tuple(header) == SESSION_COLUMNS
+    assert len(rows) == summary["frames"]
+    written = sum(1 for row in rows if row[header.index("p0")] != "")
+    assert written == summary["frames_scored"]
+    meta = json.loads((folder / "session.json").read_text())
+    assert meta["status"] == "ended" and meta["frames_written"] == len(rows)
+
+
+def test_no_face_clip_writes_no_probabilities(shared_file, face_model_path, model_path, tmp_path):
+    summary = run_monitor(
+        str(shared_file("media/no_face.mp4")),
+        model_path,
+        tmp_path,
+        max_seconds=3.0,
+        face_model=face_model_path,
+        progress=False,
+    )
+    assert summary["end_reason"].startswith("max_seconds")
+    assert summary["frames_scored"] == 0
+    header, rows = _read_rows(tmp_path / summary["session_folder"])
+    assert 0 < len(rows) == summary["frames"]
+    for row in rows:
+        cells = dict(zip(header, row, strict=True))
+        assert row[header.index("face_found")] == "0"
+        for column in ("p0", "p1", "p2", "p3", "p4", "pain_class", "pain_level", "confidence"):
+            assert cells[column] == "", column
+        assert cells["technical_condition"] == "NO_FACE"
+
+
+def test_blank_frames_raise_no_face_after_delay_and_never_pain(model_path):
+    engine = Engine(OnnxPainModel(model_path), create_face_tracker(None))
+    rng = np.random.default_rng(0)
+    results = []
+    try:
+        for index in range(71):  # 0..7 s at 10 fps
+            # Dim noise: no face, and no two frames alike (so not FROZEN).
+            rgb = rng.integers(0, 30, size=(120, 160, 3), dtype=np.uint8)
+            frame = Frame(index, index * 0.1, rgb, float(index), "blank")
+            results.append(engine.process(frame))
+    finally:
+        engine.close()
+    for result in results:
+        assert result.probs is None and result.pain_level is None
+        assert result.smoothed.unknown and result.smoothed.pain_level is None
+        assert result.technical_condition == TechnicalCondition.NO_FACE.value
+        assert result.alarm_state.pain_priority == AlarmPriority.NONE.value
+        assert result.alarm_state.output_unknown
+    raised = [r for r in results if "NO_FACE" in r.alarm_state.technical_conditions]
+    assert raised, "NO_FACE technical alarm never raised"
+    assert all(r.frame.t_s > 5.0 for r in raised)
+    assert raised[-1] is results[-1]
+
+
+def test_identical_frames_become_frozen(model_path):
+    engine = Engine(OnnxPainModel(model_path), create_face_tracker(None))
+    rgb = np.full((120, 160, 3), 40, dtype=np.uint8)
+    try:
+        conditions = [
+            engine.process(Frame(i, i * 0.1, rgb, float(i), "still")).technical_condition
+            for i in range(31)
+        ]
+    finally:
+        engine.close()
+    assert conditions[0] == "NO_FACE"
+    assert conditions[-1] == "FROZEN"
+
+
+def test_missing_source_and_corrupt_model_raise_clear_errors(model_path, tmp_path):
+    with pytest.raises(SourceError, match="no file or folder"):
+        run_monitor(str(tmp_path / "absent.mp4"), model_path, tmp_path / "out", progress=False)
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(model_path.read_bytes()[:1000])
+    with pytest.raises(ModelLoadError, match=r"corrupt|not a loadable|cannot be verified"):
+        run_monitor("synthetic", corrupt, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_returns_zero_and_writes_session(
+    shared_file, face_model_path, model_path, tmp_path, capsys
+):
+    code = run_monitor_cli(
+        str(shared_file("media/single_face.mp4")),
+        model_path,
+        tmp_path,
+        max_seconds=1.0,
+        face_model=face_model_path,
+        pseudonym="bed-3",
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "\r" in out and "frames:" in out and "session folder:" in out
+    folders = list((tmp_path / "bed-3").iterdir())
+    assert len(folders) == 1
+    _header, rows = _read_rows(folders[0])
+    assert len(rows) > 0
+    assert (folders[0] / "alarms.csv").is_file()
