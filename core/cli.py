@@ -153,6 +153,23 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from painmon.core.experiment import evaluate_partition, prepare_data
+
+    data = prepare_data(args.manifest, cache_dir=args.cache_dir)
+    result = evaluate_partition(args.run, data, args.split, args.json, args.predictions)
+    print(
+        f"{args.split} subjects of {args.run}: n={result['n']}, accuracy {result['accuracy']:.3f}, "
+        f"balanced accuracy {result['balanced_accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}, "
+        f"quadratic kappa {_fmt(result['quadratic_kappa'])}, ECE {result['ece']:.3f}"
+    )
+    return EXIT_OK
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from painmon.core.export import export_onnx
 
@@ -261,6 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--seeds", default="42", help="comma-separated, e.g. 42,123,999 (the paper's)")
     cv.add_argument("--jobs", type=int, default=1, help="folds trained at once (processes)")
     cv.set_defaults(func=_cmd_cv)
+
+    evaluate = sub.add_parser("evaluate", help="score a run on its own held-out subjects")
+    evaluate.add_argument("--run", type=Path, required=True, help="run folder from painmon train")
+    evaluate.add_argument("--manifest", type=Path, required=True)
+    evaluate.add_argument("--split", default="test", choices=("test", "val", "train"))
+    evaluate.add_argument("--json", type=Path, help="write metrics.json here")
+    evaluate.add_argument("--predictions", type=Path, help="write preds.csv here")
+    evaluate.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
+    evaluate.set_defaults(func=_cmd_evaluate)
 
     export = sub.add_parser("export", help="ONNX model for the monitor, with a parity check")
     export.add_argument("--run", type=Path, required=True, help="run folder or best.safetensors")

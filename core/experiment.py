@@ -20,6 +20,7 @@ import numpy as np
 
 from painmon.core.crops import CropReport, CropSet, build_crop_set
 from painmon.core.datasets import Sample, load_dataset
+from painmon.core.fileio import atomic_write_json
 from painmon.core.metrics import classification_metrics, mean_ci
 from painmon.core.paths import user_cache_dir
 from painmon.core.splits import (
@@ -45,9 +46,13 @@ class PreparedData:
     report: CropReport
     dataset_sha256: str
 
+    def mask(self, subjects: Sequence[str]) -> np.ndarray:
+        """Which crops belong to the given people."""
+        return np.isin(self.crops.subjects, np.asarray(list(subjects), dtype=str))
+
     def partition(self, subjects: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Crops, labels and subjects of the given people."""
-        mask = np.isin(self.crops.subjects, np.asarray(list(subjects), dtype=str))
+        mask = self.mask(subjects)
         return self.crops.images[mask], self.crops.labels[mask], self.crops.subjects[mask]
 
 
@@ -134,17 +139,65 @@ def train_on_plan(
     )
 
 
-def evaluate_run(run_dir: str | Path, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Calibrated metrics of a run's best checkpoint on uint8 NHWC crops (CPU)."""
+def predict_run(run_dir: str | Path, images: np.ndarray) -> np.ndarray:
+    """Calibrated probabilities (N,5) of a run's best checkpoint on uint8 NHWC crops (CPU)."""
     import torch
 
     from painmon.core.calibration import softmax
 
     model, meta = load_checkpoint(run_dir, "cpu")
     tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
-    logits = predict_logits(model, tensor)
-    probs = softmax(logits, float(meta.get("temperature", 1.0)))
-    return classification_metrics(np.asarray(labels), probs)
+    return softmax(predict_logits(model, tensor), float(meta.get("temperature", 1.0)))
+
+
+def evaluate_run(run_dir: str | Path, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Calibrated metrics of a run's best checkpoint on uint8 NHWC crops (CPU)."""
+    return classification_metrics(np.asarray(labels), predict_run(run_dir, images))
+
+
+EVAL_JSON_KEYS = (
+    "accuracy", "balanced_accuracy", "macro_f1", "cohen_kappa", "quadratic_kappa", "mcc",
+    "auc_macro", "auc_micro", "ece", "brier", "nll", "confusion_matrix", "n",
+)  # fmt: skip
+
+
+def evaluate_partition(
+    run_dir: str | Path,
+    data: PreparedData,
+    partition: str,
+    json_path: str | Path | None = None,
+    predictions_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Score a run on one partition of its own ``splits.json``; write metrics and predictions."""
+    run = Path(run_dir)
+    splits = run / "splits.json"
+    if not splits.is_file():
+        raise FileNotFoundError(f"{splits} is missing: evaluate needs the run's own split plan")
+    plan = SplitPlan.from_json(splits)
+    mask = data.mask(plan.subjects(partition))
+    if not mask.any():
+        raise ValueError(f"no crops of the run's {partition} subjects are in {data.source}")
+    probs = predict_run(run, data.crops.images[mask])
+    labels = data.crops.labels[mask]
+    metrics = classification_metrics(labels, probs)
+    result = {k: metrics[k] for k in EVAL_JSON_KEYS} | {
+        "partition": partition,
+        "run": str(run),
+        "details": {k: v for k, v in metrics.items() if k not in EVAL_JSON_KEYS},
+    }
+    if json_path is not None:
+        atomic_write_json(json_path, result)
+    if predictions_path is not None:
+        paths = np.asarray(data.crops.paths)[mask]
+        subjects = data.crops.subjects[mask]
+        with Path(predictions_path).open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "subject", "label", "pred", "p0", "p1", "p2", "p3", "p4"])
+            for path, subject, label, p in zip(paths, subjects, labels, probs, strict=True):
+                writer.writerow(
+                    [path, subject, int(label), int(p.argmax()), *(f"{x:.6f}" for x in p)]
+                )
+    return result
 
 
 # --- cross-validation -----------------------------------------------------------------------

@@ -49,6 +49,36 @@ def test_synth_split_train_from_the_command_line(tmp_path, capsys, monkeypatch, 
     assert "run folder" in capsys.readouterr().out
     assert (run / "best.safetensors").is_file()
 
+    metrics, preds = tmp_path / "metrics.json", tmp_path / "preds.csv"
+    assert main(["evaluate", "--run", str(run), "--manifest", str(data / "manifest.csv"),
+                 "--json", str(metrics), "--predictions", str(preds),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0  # fmt: skip
+    assert "macro-F1" in capsys.readouterr().out
+    result = json.loads(metrics.read_text())
+    for key in (
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "cohen_kappa",
+        "quadratic_kappa",
+        "mcc",
+        "auc_macro",
+        "auc_micro",
+        "ece",
+        "brier",
+        "nll",
+        "confusion_matrix",
+        "n",
+    ):
+        assert key in result, key  # fmt: skip
+    lines = preds.read_text().splitlines()
+    assert lines[0] == "path,subject,label,pred,p0,p1,p2,p3,p4"
+    assert len(lines) - 1 == result["n"]
+    test_subjects = set(plan["test"])
+    assert {line.split(",")[1] for line in lines[1:]} <= test_subjects
+    probs = [float(x) for x in lines[1].split(",")[4:]]
+    assert abs(sum(probs) - 1) < 1e-4
+
     onnx_path = tmp_path / "model.onnx"
     assert main(["export", "--run", str(run), "--out", str(onnx_path), "--demo"]) == 0
     assert "max |diff|" in capsys.readouterr().out
