@@ -200,6 +200,20 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_crops(args: argparse.Namespace) -> int:
+    from painmon.core.experiment import prepare_data
+
+    data = prepare_data(args.manifest, cache_dir=args.cache_dir)
+    data.crops.save_npz(args.out, dataset_sha256=data.dataset_sha256)
+    counts = ", ".join(f"class {k}: {n}" for k, n in enumerate(data.crops.class_counts()))
+    print(
+        f"{len(data.crops)} face crops of {len(set(data.crops.subjects.tolist()))} subjects "
+        f"({data.crops.preprocessing.get('detector')} detector; {counts})\n"
+        f"{data.report.skipped_count} samples skipped\nwrote {args.out}"
+    )
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     print(
         "painmon demo: the bedside window (a scripted synthetic patient scored by the shipped "
@@ -214,7 +228,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--manifest", type=Path, required=True, help="manifest CSV, UNBC root or BioVid root"
+        "--manifest",
+        type=Path,
+        required=True,
+        help="manifest CSV, UNBC root, BioVid root, or crops.npz from `painmon crops`",
     )
     p.add_argument("--splits", type=Path, help="splits.json from `painmon split` (else made here)")
     p.add_argument("--model", default="dacnn", help="see `painmon models list`")
@@ -264,6 +281,14 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--folds", type=int, default=5)
     split.add_argument("--seed", type=int, default=42)
     split.set_defaults(func=_cmd_split)
+
+    crops = sub.add_parser(
+        "crops", help="detect and crop faces once into a portable .npz (train elsewhere with it)"
+    )
+    crops.add_argument("--manifest", type=Path, required=True, help="manifest, UNBC or BioVid")
+    crops.add_argument("--out", type=Path, required=True, help="crops.npz to write")
+    crops.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
+    crops.set_defaults(func=_cmd_crops)
 
     train = sub.add_parser("train", help="train a pain model with the paper's recipe")
     _add_training_arguments(train)

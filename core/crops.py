@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from painmon.core.datasets import Sample
 from painmon.core.face_detect import FaceBox, FaceDetector, create_face_detector, sha256_file
-from painmon.core.fileio import atomic_save_npy, atomic_write_text
+from painmon.core.fileio import atomic_save_npy, atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 CROP_ALGORITHM_VERSION = 1
 DEFAULT_SIZE_PX = 64
 DEFAULT_MARGIN = 0.25
+CROPS_NPZ_FORMAT = "painmon-crops-v1"
 
 Point = tuple[float, float]
 
@@ -215,6 +216,51 @@ class CropSet:
     def class_counts(self) -> np.ndarray:
         """Samples per class 0..4."""
         return np.bincount(self.labels, minlength=5)
+
+    def save_npz(self, path: str | Path, dataset_sha256: str = "") -> Path:
+        """One portable file (no pickle): detect faces on one machine, train on another."""
+        frames = np.array([-1 if f is None else f for f in self.frame_indices], dtype=np.int64)
+        meta = {
+            "format": CROPS_NPZ_FORMAT,
+            "preprocessing": self.preprocessing,
+            "data_sha256": self.data_sha256,
+            "dataset_sha256": dataset_sha256,
+        }
+        arrays = {
+            "images": self.images,
+            "labels": self.labels,
+            "subjects": self.subjects.astype(str),
+            "paths": np.asarray(self.paths, dtype=str),
+            "frame_indices": frames,
+            "meta_json": np.asarray(json.dumps(meta)),
+        }
+        return atomic_write(path, lambda f: np.savez_compressed(f, **arrays), binary=True)
+
+    @classmethod
+    def load_npz(cls, path: str | Path) -> tuple[CropSet, str]:
+        """Read :meth:`save_npz` output; returns the crops and the dataset hash they came from."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta_json"]))
+                if meta.get("format") != CROPS_NPZ_FORMAT:
+                    raise CropError(
+                        f"{path} is not a painmon crops file (format {meta.get('format')!r})"
+                    )
+                crops = cls(
+                    images=data["images"],
+                    labels=data["labels"],
+                    subjects=data["subjects"],
+                    paths=tuple(data["paths"].tolist()),
+                    frame_indices=tuple(None if f < 0 else int(f) for f in data["frame_indices"]),
+                    preprocessing=meta["preprocessing"],
+                    data_sha256=meta["data_sha256"],
+                )
+        except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+            raise CropError(
+                f"cannot read crops file {path} ({exc}); rebuild it with `painmon crops`"
+            ) from exc
+        return crops, str(meta.get("dataset_sha256", ""))
 
 
 class _CropCache:

@@ -62,8 +62,23 @@ def prepare_data(
     detector: Any = None,
     progress: bool = True,
 ) -> PreparedData:
-    """Load a dataset (UNBC root, BioVid root or manifest) and its face crops (cached)."""
+    """Load a dataset (UNBC root, BioVid root or manifest) and its face crops (cached).
+
+    A ``.npz`` written by ``painmon crops`` is used as it is: no images, no detector.
+    """
     source = Path(dataset)
+    if source.suffix == ".npz":
+        crops, dataset_hash = CropSet.load_npz(source)
+        if not dataset_hash:
+            raise ValueError(f"crops file {source} does not record which dataset it came from")
+        report = CropReport(
+            total=len(crops),
+            cropped=len(crops),
+            cache_hits=len(crops),
+            detections=0,
+            detector=str(crops.preprocessing.get("detector", "")),
+        )
+        return PreparedData(source, (), crops, report, dataset_hash)
     samples = load_dataset(source)
     cache = Path(cache_dir) if cache_dir is not None else user_cache_dir() / "crops"
     crops, report = build_crop_set(samples, cache, detector=detector, progress=progress)
@@ -75,6 +90,11 @@ def prepare_data(
 def resolve_plan(data: PreparedData, splits: str | Path | None, seed: int, folds: int) -> SplitPlan:
     """The split plan from ``splits.json`` (checked against the data) or a fresh one."""
     if splits is None:
+        if not data.samples:
+            raise ValueError(
+                f"{data.source} holds crops only: give --splits splits.json "
+                "(from `painmon split` on the dataset the crops came from)"
+            )
         return make_splits(list(data.samples), data.dataset_sha256, seed=seed, folds=folds)
     plan = SplitPlan.from_json(splits)
     check_subject_disjoint(plan)
@@ -167,8 +187,18 @@ def evaluate_partition(
     partition: str,
     json_path: str | Path | None = None,
     predictions_path: str | Path | None = None,
+    report_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Score a run on one partition of its own ``splits.json``; write metrics and predictions."""
+    """Score a run on one partition of its own ``splits.json``; write metrics and predictions.
+
+    ``details.reliability`` holds the reliability bins before (T = 1) and after temperature
+    scaling; ``report_path`` also writes the self-contained HTML report of the run.
+    """
+    import torch
+
+    from painmon.core.calibration import softmax
+    from painmon.core.report import PartitionPredictions, reliability_summary, write_report
+
     run = Path(run_dir)
     splits = run / "splits.json"
     if not splits.is_file():
@@ -177,13 +207,21 @@ def evaluate_partition(
     mask = data.mask(plan.subjects(partition))
     if not mask.any():
         raise ValueError(f"no crops of the run's {partition} subjects are in {data.source}")
-    probs = predict_run(run, data.crops.images[mask])
+    images = data.crops.images[mask]
+    model, meta = load_checkpoint(run, "cpu")
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+    # Keep the raw logits: the report shows calibration before and after the temperature.
+    logits = predict_logits(model, tensor)
+    temperature = float(meta.get("temperature", 1.0))
+    probs = softmax(logits, temperature)
     labels = data.crops.labels[mask]
     metrics = classification_metrics(labels, probs)
+    details = {k: v for k, v in metrics.items() if k not in EVAL_JSON_KEYS}
+    details["reliability"] = reliability_summary(logits, labels, temperature)
     result = {k: metrics[k] for k in EVAL_JSON_KEYS} | {
         "partition": partition,
         "run": str(run),
-        "details": {k: v for k, v in metrics.items() if k not in EVAL_JSON_KEYS},
+        "details": details,
     }
     if json_path is not None:
         atomic_write_json(json_path, result)
@@ -197,6 +235,14 @@ def evaluate_partition(
                 writer.writerow(
                     [path, subject, int(label), int(p.argmax()), *(f"{x:.6f}" for x in p)]
                 )
+    if report_path is not None:
+        write_report(
+            report_path,
+            run_dir=run,
+            evaluation=result,
+            predictions=PartitionPredictions(images, labels, logits, temperature, partition),
+            title=f"painmon report: {run.name} on its {partition} subjects",
+        )
     return result
 
 

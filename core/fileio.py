@@ -12,6 +12,16 @@ from typing import IO, Any
 import numpy as np
 
 
+def _read_umask() -> int:
+    # os.umask can only be read by setting it; do that once, at import, not per write.
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False) -> Path:
     """Call ``write(handle)`` on a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
@@ -22,6 +32,8 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: boo
             fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})
         ) as f:
             write(f)
+        # mkstemp makes 0600 files; give the result the permissions a plain open() would.
+        Path(tmp_name).chmod(0o666 & ~_UMASK)
         Path(tmp_name).replace(path)  # atomic: os.replace
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from painmon.core.crops import CropError
 from painmon.core.experiment import (
     cross_validate,
     format_cv_summary,
@@ -78,3 +79,22 @@ def test_cross_validation_reports_every_fold_with_ci(prepared, tmp_path):
     assert len(rows) == 4
     assert (tmp_path / "cv_folds.png").stat().st_size > 1000
     assert "95% CI" in format_cv_summary(summary)
+
+
+def test_crops_file_trains_without_images_or_detector(prepared, tmp_path):
+    manifest, data = prepared
+    npz = data.crops.save_npz(tmp_path / "crops.npz", dataset_sha256=data.dataset_sha256)
+    again = prepare_data(npz)
+    assert again.crops.data_sha256 == data.crops.data_sha256
+    assert again.dataset_sha256 == data.dataset_sha256 and again.samples == ()
+    with pytest.raises(ValueError, match="--splits"):
+        resolve_plan(again, None, seed=42, folds=5)
+    plan = resolve_plan(data, None, seed=42, folds=5)
+    plan.to_json(tmp_path / "splits.json")
+    plan_again = resolve_plan(again, tmp_path / "splits.json", seed=42, folds=5)
+    cfg = TrainConfig(model="micropainnet", epochs=1, batch_size=8, device="cpu")
+    result = train_on_plan(again, plan_again, cfg, tmp_path / "run", progress=False)
+    assert result.epochs_run == 1
+    (tmp_path / "bad.npz").write_bytes(b"not an npz")
+    with pytest.raises(CropError, match="painmon crops"):
+        prepare_data(tmp_path / "bad.npz")

@@ -144,3 +144,10 @@ def test_class_weighted_sampling_balances_rare_classes():
 def test_bad_config_is_refused(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    from painmon.core.fileio import _UMASK, atomic_write_json
+
+    path = atomic_write_json(tmp_path / "x.json", {"a": 1})
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_UMASK
