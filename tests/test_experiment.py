@@ -82,7 +82,7 @@ def test_cross_validation_reports_every_fold_with_ci(prepared, tmp_path):
 
 
 def test_crops_file_trains_without_images_or_detector(prepared, tmp_path):
-    manifest, data = prepared
+    _, data = prepared
     npz = data.crops.save_npz(tmp_path / "crops.npz", dataset_sha256=data.dataset_sha256)
     again = prepare_data(npz)
     assert again.crops.data_sha256 == data.crops.data_sha256
