@@ -35,6 +35,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ("painmon.core.face_detect", "FaceModelError"),
         ("painmon.core.capture", "SourceError"),
         ("painmon.core.session", "SessionWriteError"),
+        ("painmon.core.model_store", "ModelDownloadError"),
     ):
         mod = sys.modules.get(module)  # only modules the command used can have raised
         if mod is not None:
@@ -46,10 +47,32 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _cmd_models_list(args: argparse.Namespace) -> int:
+    from painmon.core.model_store import format_installed_models
     from painmon.models import format_model_table
 
     print(format_model_table())
+    print()
+    print(format_installed_models())
     return EXIT_OK
+
+
+def _cmd_models_download(args: argparse.Namespace) -> int:
+    from painmon.core.model_store import download_face_model
+
+    def progress(done: int, total: int | None) -> None:
+        print(f"\r{done / 1e6:.1f}/{(total or 0) / 1e6:.1f} MB", end="", file=sys.stderr)
+
+    path = download_face_model(timeout_s=args.timeout, force=args.force, progress=progress)
+    print(f"\nface model verified: {path}")
+    return EXIT_OK
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from painmon.core.doctor import doctor_exit_code, format_doctor, run_doctor
+
+    report = run_doctor(camera_index=args.camera)
+    print(format_doctor(report))
+    return doctor_exit_code(report)
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
@@ -262,6 +285,18 @@ def build_parser() -> argparse.ArgumentParser:
         "list", help="each model with parameter count and input size"
     )
     models_list.set_defaults(func=_cmd_models_list)
+    models_download = models_sub.add_parser(
+        "download", help="fetch and verify the MediaPipe Face Landmarker bundle"
+    )
+    models_download.add_argument(
+        "--force", action="store_true", help="download again even if a verified copy exists"
+    )
+    models_download.add_argument("--timeout", type=float, default=30.0, help="network timeout (s)")
+    models_download.set_defaults(func=_cmd_models_download)
+
+    doctor = sub.add_parser("doctor", help="check libraries, GPU, camera, models and folders")
+    doctor.add_argument("--camera", type=int, default=0, help="camera index to probe")
+    doctor.set_defaults(func=_cmd_doctor)
 
     synth = sub.add_parser("synth", help="draw synthetic patients (images + manifest, or a video)")
     synth.add_argument("--out", type=Path, help="folder for PNGs and manifest.csv")

@@ -13,6 +13,8 @@ from painmon.models.base import (
     gradcam,
     gradcam_from_gradient,
     make_pretrained_cfg,
+    saliency_map,
+    upsample_heatmap,
 )
 from painmon.models.layers import ClassifierHead
 from painmon.models.registry import (
@@ -39,4 +41,6 @@ __all__ = [
     "list_models",
     "make_pretrained_cfg",
     "register_model",
+    "saliency_map",
+    "upsample_heatmap",
 ]

@@ -99,3 +99,32 @@ def gradcam(model: PainModel, x: Tensor, class_index: int | Tensor | None = None
         features = model.forward_features(x)
         grad = model.head.input_gradient(features, class_index)
         return gradcam_from_gradient(features, grad)
+
+
+def upsample_heatmap(cam: Tensor, size_px: int) -> Tensor:
+    """Bilinear upsampling of (B, h, w) heatmaps to the crop size, kept in 0..1."""
+    up = torch.nn.functional.interpolate(
+        cam.unsqueeze(1), size=(size_px, size_px), mode="bilinear", align_corners=False
+    )
+    return up.squeeze(1).clamp(0.0, 1.0)
+
+
+def saliency_map(model: PainModel, x: Tensor, class_index: int | Tensor | None = None) -> Tensor:
+    """Vanilla-gradient saliency (B, H, W) in 0..1: max over channels of |d logit / d input|.
+
+    The paper's Fig. 12 companion to Grad-CAM; research-only (needs autograd).
+    """
+    if model.training:
+        raise RuntimeError("saliency_map needs the model in eval mode; call model.eval() first")
+    inputs = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(inputs)
+        if class_index is None:
+            index = logits.argmax(dim=1)
+        elif isinstance(class_index, int):
+            index = torch.full((x.shape[0],), class_index, dtype=torch.long, device=x.device)
+        else:
+            index = class_index.to(device=x.device, dtype=torch.long)
+        chosen = logits.gather(1, index.view(-1, 1)).sum()
+        (grad,) = torch.autograd.grad(chosen, inputs)
+    return normalise_heatmap(grad.abs().amax(dim=1))
