@@ -180,12 +180,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from painmon.core.experiment import evaluate_partition, prepare_data
 
     data = prepare_data(args.manifest, cache_dir=args.cache_dir)
-    result = evaluate_partition(args.run, data, args.split, args.json, args.predictions)
+    result = evaluate_partition(
+        args.run, data, args.split, args.json, args.predictions, args.report
+    )
     print(
         f"{args.split} subjects of {args.run}: n={result['n']}, accuracy {result['accuracy']:.3f}, "
         f"balanced accuracy {result['balanced_accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}, "
         f"quadratic kappa {_fmt(result['quadratic_kappa'])}, ECE {result['ece']:.3f}"
     )
+    if args.report:
+        print(f"report: {args.report}")
     return EXIT_OK
 
 
@@ -237,13 +241,63 @@ def _cmd_crops(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_app(args: argparse.Namespace) -> int:
+    from painmon.app.main import run_app
+
+    return run_app(source=args.source, model=args.model, face_model=args.face_model)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    print(
-        "painmon demo: the bedside window (a scripted synthetic patient scored by the shipped "
-        "demo model) arrives with the app; until then try `painmon synth --video patient.mp4` "
-        "and `painmon models list`."
+    from painmon.app.main import run_app
+
+    return run_app(source=args.source, model=args.model, demo=True, face_model=args.face_model)
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from painmon.core.reproduce import format_reproduce_summary, run_reproduce
+
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if not seeds:
+        raise CliError("--seeds needs at least one integer, e.g. 42,123,999")
+    result = run_reproduce(
+        args.manifest,
+        args.out,
+        quick=args.quick,
+        device=args.device,
+        jobs=args.jobs,
+        seeds=seeds,
+        folds=args.folds,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        splits=args.splits,
+        cache_dir=args.cache_dir,
     )
+    print(format_reproduce_summary(result))
     return EXIT_OK
+
+
+def _print_json(result: dict, json_path: Path | None) -> int:
+    import json
+
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_path:
+        Path(json_path).write_text(text + "\n")
+    return EXIT_OK
+
+
+def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from painmon.core.bench_pipeline import bench_pipeline
+
+    result = bench_pipeline(args.source, args.model, args.face_model, args.max_frames, None)
+    return _print_json(result, args.json)
+
+
+def _cmd_bench_soak(args: argparse.Namespace) -> int:
+    from painmon.core.bench_pipeline import bench_soak
+
+    result = bench_soak(args.seconds, args.source, args.model, args.face_model, None)
+    return _print_json(result, args.json)
 
 
 # --- parser -------------------------------------------------------------------------------
@@ -345,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=("test", "val", "train"))
     evaluate.add_argument("--json", type=Path, help="write metrics.json here")
     evaluate.add_argument("--predictions", type=Path, help="write preds.csv here")
+    evaluate.add_argument("--report", type=Path, help="write a self-contained report.html here")
     evaluate.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
     evaluate.set_defaults(func=_cmd_evaluate)
 
@@ -370,6 +425,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--jobs", type=int, default=1, help="folds trained at once")
     bench_train.add_argument("--json", type=Path, help="also write the result here")
     bench_train.set_defaults(func=_cmd_bench_train)
+    bench_pipe = bench_sub.add_parser(
+        "pipeline", help="per-stage engine latency, fps, realtime factor, ORT vs torch"
+    )
+    bench_pipe.add_argument("--source", required=True, help="a video file (or synthetic)")
+    bench_pipe.add_argument("--model", type=Path, help="exported .onnx (default: untrained DA-CNN)")
+    bench_pipe.add_argument("--face-model", type=Path, help="face_landmarker.task (else Haar)")
+    bench_pipe.add_argument("--max-frames", type=int)
+    bench_pipe.add_argument("--json", type=Path, help="also write the result here")
+    bench_pipe.set_defaults(func=_cmd_bench_pipeline)
+    bench_soak = bench_sub.add_parser("soak", help="resident memory growth over a long run")
+    bench_soak.add_argument("--seconds", type=float, default=600.0, help="wall-clock length")
+    bench_soak.add_argument("--source", default="synthetic")
+    bench_soak.add_argument("--model", type=Path)
+    bench_soak.add_argument("--face-model", type=Path)
+    bench_soak.add_argument("--json", type=Path, help="also write the result here")
+    bench_soak.set_defaults(func=_cmd_bench_soak)
 
     monitor = sub.add_parser("monitor", help="headless monitoring into session files")
     monitor.add_argument(
@@ -385,8 +456,37 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--pseudonym", default="anonymous", help="patient pseudonym (no names)")
     monitor.set_defaults(func=_cmd_monitor)
 
-    demo = sub.add_parser("demo", help="the bedside window on a scripted synthetic patient")
-    demo.set_defaults(func=_cmd_demo)
+    for name, func, text, source_help, model_help in (
+        ("app", _cmd_app, "the bedside monitor window", "default: last used, else camera:0",
+         "default: last used"),
+        ("demo", _cmd_demo, "the bedside window on a scripted synthetic patient",
+         "default: synthetic", "default: the shipped demo model"),
+    ):  # fmt: skip
+        window = sub.add_parser(name, help=text)
+        window.add_argument(
+            "--source", help=f"camera:N, video file, image folder, URL or synthetic ({source_help})"
+        )
+        window.add_argument("--model", type=Path, help=f"model.onnx ({model_help})")
+        window.add_argument("--face-model", type=Path, help="face_landmarker.task (else Haar)")
+        window.set_defaults(func=func)
+
+    rep = sub.add_parser("reproduce", help="the founding paper's Tables 2-4 in one command")
+    rep.add_argument("--manifest", type=Path, required=True, help="manifest, UNBC or BioVid root")
+    rep.add_argument(
+        "--splits", type=Path, help="splits.json from `painmon split` (else made here)"
+    )
+    rep.add_argument("--epochs", type=int, default=100)
+    rep.add_argument("--batch-size", type=int, default=32)
+    rep.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    rep.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
+    rep.add_argument("--out", type=Path, required=True, help="tables.md, results.json, CV runs")
+    rep.add_argument(
+        "--quick", action="store_true", help="smoke run (2 folds, 1 epoch): numbers mean nothing"
+    )
+    rep.add_argument("--jobs", type=int, default=1, help="folds trained at once (processes)")
+    rep.add_argument("--seeds", default="42", help="comma-separated, e.g. 42,123,999")
+    rep.add_argument("--folds", type=int, default=5)
+    rep.set_defaults(func=_cmd_reproduce)
     return parser
 
 

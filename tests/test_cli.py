@@ -52,8 +52,10 @@ def test_synth_split_train_from_the_command_line(tmp_path, capsys, monkeypatch, 
     metrics, preds = tmp_path / "metrics.json", tmp_path / "preds.csv"
     assert main(["evaluate", "--run", str(run), "--manifest", str(data / "manifest.csv"),
                  "--json", str(metrics), "--predictions", str(preds),
+                 "--report", str(tmp_path / "report.html"),
                  "--cache-dir", str(tmp_path / "cache")]) == 0  # fmt: skip
     assert "macro-F1" in capsys.readouterr().out
+    assert "<img" in (tmp_path / "report.html").read_text()
     result = json.loads(metrics.read_text())
     for key in (
         "accuracy",
