@@ -63,6 +63,11 @@ _PROB_SUM_TOLERANCE = 1e-3
 # The live status line is redrawn at most this often.
 _STATUS_INTERVAL_S = 0.25
 _PAIN_ALARM_KINDS = frozenset({AlarmEventKind.ONSET.value, AlarmEventKind.ESCALATION.value})
+# ONNX Runtime intra-op threads for the engine's batch-1 DA-CNN call. The face landmarker
+# and the capture thread's decoder already keep the cores busy; a 2-thread ORT pool on a
+# loaded 2-core machine waits for its descheduled second thread (measured median 11 ms
+# vs 2.7 ms with one thread); at a quiet moment one thread was ~0.9 ms slower.
+ENGINE_ORT_THREADS = 1
 
 
 def _utc_now() -> datetime:
@@ -353,7 +358,7 @@ def run_monitor(
 
     if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
         raise ValueError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}")
-    model = OnnxPainModel(model_path)
+    model = OnnxPainModel(model_path, intra_op_num_threads=ENGINE_ORT_THREADS)
     source = open_source(str(source_spec))
     try:
         tracker = create_face_tracker(face_model)

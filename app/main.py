@@ -1,0 +1,67 @@
+"""Entry point of the bedside window: ``painmon app`` and ``painmon demo``."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEMO_SOURCE = "synthetic"
+
+
+def demo_model_path() -> Path:
+    """Where the shipped synthetic-data demo model lives (it may not be installed)."""
+    import painmon.models
+
+    return Path(painmon.models.__file__).resolve().parent / "demo" / "painmon_demo.onnx"
+
+
+def run_app(
+    source: str | None = None,
+    model: str | Path | None = None,
+    demo: bool = False,
+    face_model: str | Path | None = None,
+) -> int:
+    """Open the monitor window and run Qt's event loop; returns the exit code.
+
+    ``demo`` plays the scripted synthetic patient (or ``source``) with the shipped
+    demo model when it exists. Without a model the window still opens, shows the
+    video and face box and says that no model is loaded.
+    """
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from painmon.app.main_window import MainWindow
+    from painmon.app.settings_dialog import APPLICATION, ORGANISATION
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName(ORGANISATION)
+    app.setApplicationName(APPLICATION)
+    window = MainWindow(face_model=face_model)
+    if demo:
+        chosen_model = model if model is not None else demo_model_path()
+        chosen_source = source or DEMO_SOURCE
+    else:
+        chosen_model = model if model is not None else (window.app_settings.model_path or None)
+        chosen_source = source or window.app_settings.source
+    if chosen_model is not None and Path(chosen_model).is_file():
+        window.load_model(chosen_model)
+    elif chosen_model is not None:
+        window.model_error = f"model file {chosen_model} not found"
+        log.warning("%s; running without a model", window.model_error)
+    window.show()
+    window.start_source(chosen_source)
+    # Ctrl-C in the terminal closes the window cleanly; the timer lets Python see the signal.
+    previous = signal.signal(signal.SIGINT, lambda *_: window.close())
+    keepalive = QTimer()
+    keepalive.timeout.connect(lambda: None)
+    keepalive.start(250)
+    try:
+        return int(app.exec())
+    finally:
+        keepalive.stop()
+        signal.signal(signal.SIGINT, previous)
+        window.shutdown()

@@ -1,0 +1,843 @@
+"""The bedside window: live video, state panel, trend and alarms over painmon.core's engine.
+
+Threads: the capture thread (painmon.core.capture), one :class:`InferenceWorker`
+in a QThread running the engine, and this GUI thread, which only stores what the
+worker emits and repaints on QTimers (video and banner at 10 Hz, trend at 1 Hz).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QSettings, Qt, QThread, QTimer, QUrl, Signal, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QImage
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QInputDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from painmon.app.settings_dialog import (
+    APPLICATION,
+    ORGANISATION,
+    TREND_WINDOWS_MIN,
+    AppSettings,
+    SettingsDialog,
+    load_settings,
+    save_settings,
+)
+from painmon.app.sound import AlarmSound
+from painmon.app.widgets import (
+    COLOUR_BACKGROUND,
+    COLOUR_HIGH,
+    COLOUR_MEDIUM,
+    COLOUR_TECHNICAL,
+    COLOUR_TEXT,
+    COLOUR_UNKNOWN,
+    CONDITION_TEXT,
+    AlarmBanner,
+    StatePanel,
+    TrendPlot,
+    VideoView,
+)
+from painmon.app.worker import InferenceWorker
+from painmon.core.alarms import AlarmEventKind, AlarmSettings, AlarmState
+from painmon.core.capture import FrameSource
+from painmon.core.engine import EngineResult
+from painmon.core.labels import DEFAULT_CLASS_NAMES
+from painmon.core.onnx_runtime import ModelLoadError, OnnxPainModel, ProviderError
+from painmon.core.session import SESSION_CSV, SessionWriteError, SessionWriter, make_session_folder
+from painmon.core.trend import TrendBuffer
+
+log = logging.getLogger(__name__)
+
+NO_MODEL_TEXT = "no model loaded — load a model (File → Open model…)"
+VIDEO_REFRESH_MS = 100
+TREND_REFRESH_MS = 1000
+_THREAD_JOIN_MS = 5000
+_STALE_FRAME_S = 1.0
+_PAIN_ONSETS = frozenset({AlarmEventKind.ONSET.value})
+
+
+def default_session_root() -> Path:
+    return Path.home() / "painmon-sessions"
+
+
+class MainWindow(QMainWindow):
+    """The monitor window; every action a nurse can take is also a public method."""
+
+    #: emitted (on any thread) when an Export CSV finished: destination path, or "" on failure
+    export_finished = Signal(str)
+
+    def __init__(
+        self,
+        settings_store: QSettings | None = None,
+        face_model: str | Path | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("painmon — bedside pain monitor")
+        self.store = (
+            settings_store if settings_store is not None else QSettings(ORGANISATION, APPLICATION)
+        )
+        self.app_settings = load_settings(self.store)
+        if face_model is not None:
+            self.app_settings = dataclasses.replace(self.app_settings, face_model=str(face_model))
+        self.model: OnnxPainModel | None = None
+        self.model_error = ""
+        self.source_spec: str | FrameSource | None = None
+        self.source_name = ""
+        self.source_live = False
+        self._thread: QThread | None = None
+        self._worker: InferenceWorker | None = None
+        self._retired_worker: InferenceWorker | None = None
+        self._latest: EngineResult | None = None
+        self._latest_image: QImage | None = None
+        self._frame_dirty = False
+        self._last_result_mono_s: float | None = None
+        self.alarm_state: AlarmState | None = None
+        self._source_problem: tuple[str, str] | None = None  # (headline, detail)
+        self._receive_times: collections.deque[float] = collections.deque(maxlen=120)
+        self._latency_ms: float | None = None
+        self.results_received = 0
+        self.popup_count = 0
+        self._popup: QMessageBox | None = None
+        self.session_folder: Path | None = None
+        self.session_active = False
+        self.trend = TrendBuffer(bucket_s=1.0, max_age_s=max(TREND_WINDOWS_MIN) * 60.0)
+        self.sound = AlarmSound()
+
+        self._build_ui()
+        self._build_menus()
+        self.export_finished.connect(self._on_export_finished)
+        self._video_timer = QTimer(self)
+        self._video_timer.setInterval(VIDEO_REFRESH_MS)
+        self._video_timer.timeout.connect(self.refresh)
+        self._trend_timer = QTimer(self)
+        self._trend_timer.setInterval(TREND_REFRESH_MS)
+        self._trend_timer.timeout.connect(self.refresh_trend)
+        self._video_timer.start()
+        self._trend_timer.start()
+        self._apply_display_settings()
+        self._update_model_labels()
+        self.refresh()
+
+    # ------------------------------------------------------------------ construction
+    def _build_ui(self) -> None:
+        central = QWidget()
+        central.setObjectName("central")
+        central.setStyleSheet(
+            f"QWidget#central {{ background: #0d0f12; }} QLabel {{ color: {COLOUR_TEXT}; }}"
+        )
+        outer = QVBoxLayout(central)
+        outer.setContentsMargins(8, 8, 8, 8)
+        outer.setSpacing(8)
+        self.banner = AlarmBanner()
+        self.banner.acknowledge_clicked.connect(self.acknowledge)
+        self.banner.audio_pause_clicked.connect(self.audio_pause)
+        outer.addWidget(self.banner)
+
+        middle = QHBoxLayout()
+        self.video_stack = QStackedWidget()
+        self.video = VideoView()
+        self.video_stack.addWidget(self.video)
+        self.video_stack.addWidget(self._build_source_prompt())
+        middle.addWidget(self.video_stack, 1)
+        self.state_panel = StatePanel()
+        middle.addWidget(self.state_panel)
+        outer.addLayout(middle, 3)
+
+        trend_box = QWidget()
+        trend_box.setStyleSheet(f"background: {COLOUR_BACKGROUND}; border-radius: 8px;")
+        trend_layout = QVBoxLayout(trend_box)
+        trend_layout.setContentsMargins(8, 4, 8, 4)
+        header = QHBoxLayout()
+        title = QLabel("Trend (smoothed level; red/amber = alarm, grey = output unknown)")
+        title.setStyleSheet("font-size: 16px;")
+        header.addWidget(title, 1)
+        self.window_combo = QComboBox()
+        for minutes in TREND_WINDOWS_MIN:
+            self.window_combo.addItem(f"{minutes} min", minutes)
+        self.window_combo.setStyleSheet(
+            f"font-size: 16px; background: #2a2f36; color: {COLOUR_TEXT}; padding: 2px 8px;"
+        )
+        self.window_combo.currentIndexChanged.connect(self._on_trend_window)
+        header.addWidget(self.window_combo)
+        trend_layout.addLayout(header)
+        self.trend_plot = TrendPlot()
+        trend_layout.addWidget(self.trend_plot)
+        outer.addWidget(trend_box, 2)
+        self.setCentralWidget(central)
+
+        status = self.statusBar()
+        status.setStyleSheet(
+            "QStatusBar { font-size: 14px; } QStatusBar QLabel { padding: 0 8px; }"
+        )
+        self.status_source = QLabel("source: none")
+        self.status_fps = QLabel("fps: –")
+        self.status_latency = QLabel("latency: –")
+        self.status_model = QLabel("model: none")
+        self.status_provider = QLabel("")
+        self.status_session = QLabel("no session")
+        self.status_sound = QLabel("sound: on" if self.sound.available else self.sound.reason)
+        if not self.sound.available:
+            self.status_sound.setStyleSheet(f"color: {COLOUR_MEDIUM};")
+        for label in (
+            self.status_source,
+            self.status_fps,
+            self.status_latency,
+            self.status_model,
+            self.status_provider,
+            self.status_session,
+            self.status_sound,
+        ):
+            status.addPermanentWidget(label)
+        self.resize(1560, 960)
+
+    def _build_source_prompt(self) -> QWidget:
+        page = QWidget()
+        page.setStyleSheet("background: #000;")
+        layout = QVBoxLayout(page)
+        layout.addStretch(1)
+        self.prompt_title = QLabel("NO VIDEO SOURCE")
+        self.prompt_title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.prompt_title.setStyleSheet(
+            f"color: {COLOUR_TECHNICAL}; font-size: 56px; font-weight: bold;"
+        )
+        layout.addWidget(self.prompt_title)
+        self.prompt_detail = QLabel()
+        self.prompt_detail.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.prompt_detail.setWordWrap(True)
+        self.prompt_detail.setStyleSheet(f"color: {COLOUR_TEXT}; font-size: 22px;")
+        layout.addWidget(self.prompt_detail)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        style = (
+            "QPushButton { font-size: 22px; padding: 12px 24px; background: #eceff1; "
+            "color: #111; border-radius: 6px; }"
+        )
+        self.demo_button = QPushButton("Run the demo patient")
+        self.file_button = QPushButton("Open a video file…")
+        self.camera_button = QPushButton("Try the camera again")
+        for button in (self.demo_button, self.file_button, self.camera_button):
+            button.setStyleSheet(style)
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        self.demo_button.clicked.connect(lambda: self.start_source("synthetic"))
+        self.file_button.clicked.connect(self._choose_video)
+        self.camera_button.clicked.connect(lambda: self.start_source(self.app_settings.source))
+        layout.addLayout(buttons)
+        layout.addStretch(1)
+        return page
+
+    def _build_menus(self) -> None:
+        menu_file = self.menuBar().addMenu("&File")
+        self.action_open_video = self._action(menu_file, "Open video…", self._choose_video)
+        self._action(menu_file, "Use camera", lambda: self.start_source("camera:0"))
+        self._action(menu_file, "Demo patient", lambda: self.start_source("synthetic"))
+        self.action_open_model = self._action(menu_file, "Open model…", self._choose_model)
+        menu_file.addSeparator()
+        self.action_start_session = self._action(
+            menu_file, "Start session…", self._ask_start_session
+        )
+        self.action_stop_session = self._action(menu_file, "Stop session", self.stop_session)
+        self.action_export = self._action(menu_file, "Export CSV…", self._ask_export_csv)
+        self.action_open_folder = self._action(
+            menu_file, "Open session folder", self.open_session_folder
+        )
+        menu_file.addSeparator()
+        self._action(menu_file, "Quit", self.close)
+
+        menu_monitor = self.menuBar().addMenu("&Monitor")
+        self._action(menu_monitor, "Acknowledge alarm", self.acknowledge)
+        self._action(menu_monitor, "Audio pause", self.audio_pause)
+        self._action(menu_monitor, "Calibrate neutral face", self.calibrate_neutral)
+        menu_monitor.addSeparator()
+        self._action(menu_monitor, "Settings…", self.open_settings)
+        self.action_retrain = self._action(menu_monitor, "Retrain model…", self.open_retrain)
+
+        menu_view = self.menuBar().addMenu("&View")
+        self.action_gradcam = self._action(menu_view, "Grad-CAM overlay", self._toggle_overlays)
+        self.action_gradcam.setCheckable(True)
+        self.action_landmarks = self._action(menu_view, "Face landmarks", self._toggle_overlays)
+        self.action_landmarks.setCheckable(True)
+        self._update_session_actions()
+
+    def _action(self, menu: Any, text: str, slot: Any) -> QAction:
+        action = QAction(text, self)
+        action.triggered.connect(lambda _checked=False: slot())
+        menu.addAction(action)
+        return action
+
+    # ------------------------------------------------------------------ model and source
+    def load_model(self, path: str | Path | None) -> bool:
+        """Load an exported model; on failure the window says why and keeps running."""
+        if not path:
+            self.model, self.model_error = None, ""
+            self._update_model_labels()
+            return False
+        try:
+            model = OnnxPainModel(path)
+        except (ModelLoadError, ProviderError, OSError, ValueError) as exc:
+            log.error("model %s not loaded: %s", path, exc)
+            self.model, self.model_error = None, str(exc)
+            self._update_model_labels()
+            self.statusBar().showMessage(f"model not loaded: {exc}", 15000)
+            return False
+        self.model, self.model_error = model, ""
+        self.app_settings = dataclasses.replace(self.app_settings, model_path=str(path))
+        save_settings(self.store, self.app_settings)
+        self._update_model_labels()
+        if self._worker is not None and isinstance(self.source_spec, str):
+            self.start_source(self.source_spec)  # rebuild the engine around the new model
+        return True
+
+    def _update_model_labels(self) -> None:
+        model = self.model
+        if model is None:
+            self.status_model.setText("model: none")
+            self.status_provider.setText("")
+        else:
+            name = model.metadata.get("architecture") or model.path.stem
+            self.status_model.setText(f"model: {model.path.name} ({name}) {model.sha256[:8]}")
+            self.status_provider.setText(model.providers[0].replace("ExecutionProvider", ""))
+        self.state_panel.demo_badge.setVisible(model is not None and model.is_demo)
+        self.trend_plot.set_thresholds(self.app_settings.alarm)
+
+    def _alarm_settings(self) -> AlarmSettings:
+        sha = self.model.sha256 if self.model is not None else ""
+        return dataclasses.replace(self.app_settings.alarm, model_sha256=sha)
+
+    def _engine_factory(self) -> Any:
+        model = self.model
+        alarm = self._alarm_settings()
+        tau = self.app_settings.smoothing_time_constant_s
+        face_model = self.app_settings.face_model or None
+
+        def make() -> Any:
+            # Runs on the worker thread: loading the face tracker must not freeze the window.
+            from painmon.core.face import create_face_tracker
+
+            tracker = create_face_tracker(face_model)
+            if model is None:
+                from painmon.core.preview import FaceOnlyEngine
+
+                return FaceOnlyEngine(tracker, alarm)
+            from painmon.core.engine import Engine
+
+            return Engine(model, tracker, alarm, tau)
+
+        return make
+
+    def start_source(self, source: str | FrameSource) -> None:
+        """(Re)start monitoring ``source`` (a spec such as camera:0, a path, synthetic)."""
+        self.stop_source()
+        self.source_spec = source
+        self.source_name = source if isinstance(source, str) else source.name
+        self._source_problem = None
+        self._latest = None
+        self._latest_image = None
+        self._last_result_mono_s = None
+        self.alarm_state = None
+        self._receive_times.clear()
+        self.video.clear()
+        self.video_stack.setCurrentIndex(0)
+        self.status_source.setText(f"source: {self.source_name} (opening…)")
+        if isinstance(source, str) and source != self.app_settings.source:
+            self.app_settings = dataclasses.replace(self.app_settings, source=source)
+            save_settings(self.store, self.app_settings)
+        worker = InferenceWorker(source, self._engine_factory())
+        thread = QThread(self)
+        thread.setObjectName("painmon-inference")
+        worker.moveToThread(thread)
+        thread.started.connect(worker.run)
+        # Direct: the GUI thread may be blocked in wait() and could not run a queued quit().
+        worker.finished.connect(thread.quit, Qt.ConnectionType.DirectConnection)
+        worker.result_ready.connect(self.on_result)
+        worker.alarm_state.connect(self.on_alarm_state)
+        worker.source_opened.connect(self._on_source_opened)
+        worker.source_failed.connect(self._on_source_failed)
+        worker.source_ended.connect(self._on_source_ended)
+        worker.command_failed.connect(self._on_command_failed)
+        worker.error.connect(self._on_worker_error)
+        self._worker, self._thread = worker, thread
+        thread.start()
+
+    def stop_source(self) -> None:
+        """Stop the worker and capture threads and wait for them (the session closes too)."""
+        worker, thread = self._worker, self._thread
+        self._worker = self._thread = None
+        if self.session_active:
+            self.session_active = False
+            self._update_session_actions()
+        if worker is not None:
+            worker.stop()
+        if thread is not None:
+            thread.quit()
+            if not thread.wait(_THREAD_JOIN_MS):
+                log.error("the inference thread did not stop within %d ms", _THREAD_JOIN_MS)
+            thread.deleteLater()
+        # Kept alive until the next stop so that signals it queued before stopping can still
+        # be recognised as stale (sender() of a deleted object is None).
+        self._retired_worker = worker
+
+    def threads_finished(self) -> bool:
+        """True when no worker or capture thread of this window is running."""
+        return self._thread is None and self._worker is None
+
+    def _from_current_worker(self) -> bool:
+        # Signals queued by a worker that was since stopped must not paint over the new one.
+        return self._worker is not None and self.sender() is self._worker
+
+    @Slot(str, bool)
+    def _on_source_opened(self, name: str, live: bool) -> None:
+        if not self._from_current_worker():
+            return
+        self.source_name, self.source_live = name, live
+        self.status_source.setText(f"source: {name}")
+
+    @Slot(str)
+    def _on_source_failed(self, message: str) -> None:
+        if not self._from_current_worker():
+            return
+        self.status_source.setText(f"source: {self.source_name} (failed)")
+        headline = "NO CAMERA" if self.source_name.startswith("camera:") else "NO VIDEO SOURCE"
+        self._source_problem = (headline, message)
+        self.prompt_title.setText(headline)
+        self.prompt_detail.setText(
+            f"{message}\n\nRun the demo patient, open a video file, or connect a camera."
+        )
+        self.video_stack.setCurrentIndex(1)
+
+    @Slot(str)
+    def _on_source_ended(self, reason: str) -> None:
+        if not self._from_current_worker():
+            return
+        self._source_problem = ("VIDEO ENDED" if reason == "end of video" else "NO SIGNAL", reason)
+        self.status_source.setText(f"source: {self.source_name} ({reason})")
+
+    @Slot(str)
+    def _on_command_failed(self, message: str) -> None:
+        self.statusBar().showMessage(message, 15000)
+
+    @Slot(str)
+    def _on_worker_error(self, message: str) -> None:
+        if not self._from_current_worker():
+            return
+        self._source_problem = ("MONITOR STOPPED", message)
+        self.statusBar().showMessage(message)
+
+    # ------------------------------------------------------------------ results
+    @Slot(object, QImage)
+    def on_result(self, result: EngineResult, image: QImage) -> None:
+        """Store the newest result (cheap); painting happens on the refresh timer."""
+        if self.sender() is not None and not self._from_current_worker():
+            return
+        now_s = time.monotonic()
+        self._latest, self._latest_image, self._frame_dirty = result, image, True
+        self._last_result_mono_s = now_s
+        self._receive_times.append(now_s)
+        self.results_received += 1
+        known = result.output_known
+        wall_s = time.time() - (now_s - result.frame.captured_monotonic_s)
+        self.trend.update(
+            wall_s,
+            result.smoothed.pain_level if known else None,
+            result.smoothed.confidence if known else None,
+            result.alarm_state.pain_priority,
+        )
+        self._take_alarm_state(result.alarm_state)
+
+    @Slot(object)
+    def on_alarm_state(self, state: AlarmState) -> None:
+        """An alarm state from a tick (no frames) or an operator command."""
+        if self.sender() is not None and not self._from_current_worker():
+            return
+        if not self.source_live or self._last_result_mono_s is None:
+            pass
+        elif time.monotonic() - self._last_result_mono_s > _STALE_FRAME_S:
+            self.trend.update(time.time(), None, None, state.pain_priority)
+        self._take_alarm_state(state)
+
+    def _take_alarm_state(self, state: AlarmState) -> None:
+        self.alarm_state = state
+        for event in state.new_events:
+            if event.kind in _PAIN_ONSETS:
+                self._show_popup(event.priority, event.message)
+            if event.kind in (AlarmEventKind.TECHNICAL_ONSET.value, AlarmEventKind.ONSET.value):
+                self.statusBar().showMessage(event.message, 10000)
+
+    def _show_popup(self, priority: str, message: str) -> None:
+        """A non-modal popup: at most one per episode (one per onset event)."""
+        self.popup_count += 1
+        stamp = datetime.now(UTC).astimezone().strftime("%H:%M:%S")
+        if self._popup is None:
+            self._popup = QMessageBox(self)
+            self._popup.setWindowModality(Qt.WindowModality.NonModal)
+            self._popup.setStandardButtons(QMessageBox.StandardButton.Ok)
+        self._popup.setIcon(
+            QMessageBox.Icon.Critical if priority == "high" else QMessageBox.Icon.Warning
+        )
+        self._popup.setWindowTitle(f"{priority.upper()} pain alarm")
+        self._popup.setText(f"{priority.upper()} PAIN ALARM at {stamp}")
+        self._popup.setInformativeText(message)
+        self._popup.show()
+
+    # ------------------------------------------------------------------ painting
+    @Slot()
+    def refresh(self) -> None:
+        """Repaint video, state panel, banner and status bar from the newest stored data."""
+        now_s = time.monotonic()
+        result = self._latest
+        if self._frame_dirty and self._latest_image is not None:
+            self._frame_dirty = False
+            self.video.set_frame(self._latest_image, result)
+            if result is not None:
+                latency_ms = (now_s - result.frame.captured_monotonic_s) * 1000.0
+                self._latency_ms = (
+                    latency_ms
+                    if self._latency_ms is None
+                    else 0.8 * self._latency_ms + 0.2 * latency_ms
+                )
+        self._refresh_video_message(result, now_s)
+        class_names = tuple(self.model.class_names) if self.model is not None else ()
+        if self.model is None:
+            self.state_panel.show_result(
+                None, self.app_settings.alarm, DEFAULT_CLASS_NAMES, self.model_error or ""
+            )
+            self.state_panel.class_name.setText("NO MODEL LOADED")
+            self.state_panel.reason.setText(
+                NO_MODEL_TEXT + (f"\n\n{self.model_error}" if self.model_error else "")
+            )
+        else:
+            reason = ""
+            if result is not None and result.technical_condition:
+                reason = (
+                    "Output unknown: "
+                    + CONDITION_TEXT.get(
+                        result.technical_condition, result.technical_condition
+                    ).lower()
+                )
+            stale = self._last_result_mono_s is None or now_s - self._last_result_mono_s > 2.0
+            self.state_panel.show_result(
+                None if stale else result,
+                self.app_settings.alarm,
+                class_names or DEFAULT_CLASS_NAMES,
+                "Output unknown: no video" if stale else reason,
+            )
+        state = self.alarm_state
+        blink_hz = 2.0 if state is not None and state.pain_priority == "high" else 0.6
+        self.banner.show_state(state, blink_on=int(now_s * blink_hz * 2) % 2 == 0)
+        self.sound.play(state.pain_priority if state is not None and state.audio_active else None)
+        while self._receive_times and now_s - self._receive_times[0] > 2.0:
+            self._receive_times.popleft()
+        if len(self._receive_times) >= 2:
+            span_s = self._receive_times[-1] - self._receive_times[0]
+            fps = (len(self._receive_times) - 1) / span_s if span_s > 0 else 0.0
+            self.status_fps.setText(f"{fps:4.1f} fps")
+        else:
+            self.status_fps.setText("fps: –")
+        self.status_latency.setText(
+            "latency: –" if self._latency_ms is None else f"latency {self._latency_ms:.0f} ms"
+        )
+
+    def _refresh_video_message(self, result: EngineResult | None, now_s: float) -> None:
+        state = self.alarm_state
+        technical = state.technical_conditions if state is not None else ()
+        if self._source_problem is not None:
+            headline, detail = self._source_problem
+            self.video.set_message(headline, detail, COLOUR_TECHNICAL)
+        elif "SIGNAL_LOST" in technical or (
+            self.source_live
+            and self._last_result_mono_s is not None
+            and now_s - self._last_result_mono_s > _STALE_FRAME_S
+        ):
+            self.video.set_message("NO SIGNAL", "no new images from the camera", COLOUR_TECHNICAL)
+        elif self._worker is not None and self._last_result_mono_s is None:
+            self.video.set_message("CONNECTING…", self.source_name, COLOUR_UNKNOWN)
+        elif result is not None and result.technical_condition is not None:
+            condition = result.technical_condition
+            detail = {
+                "NO_FACE": "no face in view — check the camera points at the patient",
+                "LOW_QUALITY": result.quality.describe(),
+                "FROZEN": "the camera keeps sending the same image",
+                "SIGNAL_LOST": "no new images from the camera",
+            }.get(condition, "")
+            self.video.set_message(
+                CONDITION_TEXT.get(condition, condition), detail, COLOUR_TECHNICAL
+            )
+        elif self._worker is None and result is None:
+            self.video.set_message("NO VIDEO SOURCE", "File → Open video… or Demo patient")
+        else:
+            self.video.set_message("")
+
+    @Slot()
+    def refresh_trend(self) -> None:
+        """Redraw the trend (1 Hz: the buckets are 1 s wide)."""
+        now_wall_s = time.time()
+        window_s = self.app_settings.trend_window_min * 60.0
+        self.trend_plot.window_s = window_s
+        self.trend_plot.show_series(self.trend.series(now_wall_s - window_s), now_wall_s)
+
+    # ------------------------------------------------------------------ operator actions
+    def _submit(self, command: Any, on_done: Any = None) -> bool:
+        if self._worker is None:
+            self.statusBar().showMessage("no video source is running", 5000)
+            return False
+        self._worker.submit(command, on_done)
+        return True
+
+    def acknowledge(self) -> None:
+        """Acknowledge the active (or latched) alarm; logged in the alarm log."""
+        self._submit(lambda engine, t_s: engine.acknowledge(t_s))
+
+    def audio_pause(self) -> None:
+        """Silence pain alarm audio for the configured pause; logged."""
+        self._submit(lambda engine, t_s: engine.audio_pause(t_s))
+
+    def calibrate_neutral(self) -> None:
+        """Use the last ~2 s of good faces as this patient's neutral AU baseline."""
+
+        def calibrate(engine: Any, _t_s: float) -> None:
+            engine.calibrate_neutral()
+
+        if self._submit(calibrate):
+            self.statusBar().showMessage("neutral face calibration requested", 5000)
+
+    def apply_settings(self, new: AppSettings) -> None:
+        """Persist ``new`` and apply alarm and smoothing changes now (logged as settings_change)."""
+        old = self.app_settings
+        self.app_settings = new
+        save_settings(self.store, new)
+        self._apply_display_settings()
+        self.trend_plot.set_thresholds(new.alarm)
+        if (
+            old.alarm == new.alarm
+            and old.smoothing_time_constant_s == new.smoothing_time_constant_s
+        ):
+            return
+        alarm = self._alarm_settings()
+        tau = new.smoothing_time_constant_s
+
+        def change(engine: Any, t_s: float) -> AlarmState:
+            engine.smoother.time_constant_s = tau
+            state = engine.alarms.change_settings(t_s, alarm)
+            writer = engine.session_writer
+            if writer is not None:
+                writer.update_settings(alarm)
+                writer.write_events(state.new_events)
+            return state
+
+        self._submit(change)
+
+    def _apply_display_settings(self) -> None:
+        s = self.app_settings
+        self.video.show_gradcam = s.show_gradcam
+        self.video.gradcam_opacity = s.gradcam_opacity
+        self.video.show_landmarks = s.show_landmarks
+        self.action_gradcam.setChecked(s.show_gradcam)
+        self.action_landmarks.setChecked(s.show_landmarks)
+        index = self.window_combo.findData(s.trend_window_min)
+        if index >= 0 and index != self.window_combo.currentIndex():
+            self.window_combo.setCurrentIndex(index)
+        self.video.update()
+
+    def _toggle_overlays(self) -> None:
+        self.apply_settings(
+            dataclasses.replace(
+                self.app_settings,
+                show_gradcam=self.action_gradcam.isChecked(),
+                show_landmarks=self.action_landmarks.isChecked(),
+            )
+        )
+
+    def _on_trend_window(self, index: int) -> None:
+        minutes = self.window_combo.itemData(index)
+        if minutes and minutes != self.app_settings.trend_window_min:
+            self.apply_settings(dataclasses.replace(self.app_settings, trend_window_min=minutes))
+            self.refresh_trend()
+
+    def open_settings(self) -> None:
+        dialog = SettingsDialog(self.app_settings, self)
+        if dialog.exec() == SettingsDialog.DialogCode.Accepted:
+            new = dialog.settings()
+            restart = (new.source, new.model_path, new.face_model) != (
+                self.app_settings.source,
+                self.app_settings.model_path,
+                self.app_settings.face_model,
+            )
+            model_changed = new.model_path != self.app_settings.model_path
+            self.apply_settings(new)
+            if model_changed:
+                self.load_model(new.model_path)
+            elif restart:
+                self.start_source(new.source)
+
+    def open_retrain(self) -> None:
+        """The offline retraining dialog (painmon.app.retrain), when installed."""
+        try:
+            from painmon.app.retrain import RetrainDialog
+        except ModuleNotFoundError as exc:
+            if exc.name != "painmon.app.retrain":
+                raise
+            QMessageBox.information(self, "Retrain model", "Retraining: coming soon.")
+            return
+        self._retrain_dialog = RetrainDialog(parent=self)
+        self._retrain_dialog.show()
+
+    # ------------------------------------------------------------------ sessions
+    def start_session(self, pseudonym: str) -> Path | None:
+        """Record a session for ``pseudonym``; returns its folder, or None (reason in status)."""
+        if self.model is None:
+            self.statusBar().showMessage("load a model before starting a session", 10000)
+            return None
+        if self._worker is None:
+            self.statusBar().showMessage("start a video source before a session", 10000)
+            return None
+        self.stop_session()
+        root = Path(self.app_settings.session_root or default_session_root())
+        try:
+            folder = make_session_folder(root, pseudonym, datetime.now(UTC))
+        except (OSError, ValueError) as exc:
+            self.statusBar().showMessage(f"session not started: {exc}", 15000)
+            return None
+        model = self.model
+        alarm = self._alarm_settings()
+        source = self.source_name
+
+        def attach(engine: Any, _t_s: float) -> None:
+            engine.session_writer = SessionWriter(
+                folder,
+                pseudonym,
+                model_id=str(model.metadata.get("architecture") or model.path.stem),
+                model_sha256=model.sha256,
+                settings=alarm,
+                source=source,
+                face_detector=getattr(engine.face_tracker, "name", "face tracker"),
+            )
+
+        self._submit(attach)
+        self.session_folder = folder
+        self.session_active = True
+        self._update_session_actions()
+        return folder
+
+    def stop_session(self) -> None:
+        """Close the running session's files (they stay in the session folder)."""
+        if not self.session_active:
+            return
+
+        def detach(engine: Any, _t_s: float) -> None:
+            writer, engine.session_writer = engine.session_writer, None
+            if writer is not None:
+                writer.close("stopped by the operator")
+
+        self._submit(detach)
+        self.session_active = False
+        self._update_session_actions()
+
+    def export_csv(self, destination: str | Path) -> None:
+        """Copy the session's session.csv to ``destination``; ``export_finished`` reports."""
+        if self.session_folder is None:
+            self.statusBar().showMessage("no session to export: start a session first", 10000)
+            self.export_finished.emit("")
+            return
+        source = self.session_folder / SESSION_CSV
+        destination = Path(destination)
+
+        def copy(engine: Any = None, _t_s: float = 0.0) -> None:
+            try:
+                writer = getattr(engine, "session_writer", None)
+                if writer is not None:
+                    writer.flush()  # the last second of rows, too
+                shutil.copyfile(source, destination)
+            except (OSError, SessionWriteError) as exc:
+                log.error("export of %s failed: %s", source, exc)
+                self.export_finished.emit("")
+                return
+            self.export_finished.emit(str(destination))
+
+        if not (self.session_active and self._submit(copy)):
+            copy()
+
+    @Slot(str)
+    def _on_export_finished(self, path: str) -> None:
+        self.statusBar().showMessage(
+            f"exported {path}" if path else "export failed (see the log)", 10000
+        )
+
+    def open_session_folder(self) -> None:
+        if self.session_folder is None:
+            self.statusBar().showMessage("no session yet", 5000)
+            return
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.session_folder)))
+
+    def _update_session_actions(self) -> None:
+        self.action_start_session.setEnabled(not self.session_active)
+        self.action_stop_session.setEnabled(self.session_active)
+        self.action_export.setEnabled(self.session_folder is not None)
+        self.action_open_folder.setEnabled(self.session_folder is not None)
+        if self.session_active and self.session_folder is not None:
+            self.status_session.setText(f"recording: {self.session_folder.name}")
+            self.status_session.setStyleSheet(f"color: {COLOUR_HIGH};")
+        else:
+            self.status_session.setText("no session")
+            self.status_session.setStyleSheet(f"color: {COLOUR_UNKNOWN};")
+
+    # ------------------------------------------------------------------ dialogs
+    def _choose_video(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open video", "", "Video (*.mp4 *.avi *.mov *.mkv);;All files (*)"
+        )
+        if path:
+            self.start_source(path)
+
+    def _choose_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open model", "", "ONNX model (*.onnx)")
+        if path:
+            self.load_model(path)
+
+    def _ask_start_session(self) -> None:
+        pseudonym, ok = QInputDialog.getText(
+            self, "Start session", "Patient pseudonym (no names):", text="bed-1"
+        )
+        if ok and pseudonym.strip():
+            self.start_session(pseudonym.strip())
+
+    def _ask_export_csv(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export CSV", "session.csv", "CSV (*.csv)")
+        if path:
+            self.export_csv(path)
+
+    # ------------------------------------------------------------------ shutdown
+    def shutdown(self) -> None:
+        """Stop timers, sound and threads; safe to call twice."""
+        self._video_timer.stop()
+        self._trend_timer.stop()
+        self.stop_source()
+        self.sound.stop()
+        if self._popup is not None:
+            self._popup.close()
+        save_settings(self.store, self.app_settings)
+
+    def timers_active(self) -> bool:
+        return self._video_timer.isActive() or self._trend_timer.isActive()
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        self.shutdown()
+        super().closeEvent(event)

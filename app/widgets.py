@@ -1,0 +1,419 @@
+"""Bedside widgets: video view with overlays, state panel, trend plot and alarm banner.
+
+Everything here paints what it is given; none of it decides anything (the engine
+and the alarm manager in painmon.core do). Sizes and colours are chosen to be
+read from across a dark room: the level is huge, colours follow the alarm
+priority (green / amber / red, grey when unknown), technical alarms are cyan so
+they are never mistaken for pain.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen, QPixmap
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from painmon.core.alarms import AlarmSettings, AlarmState
+from painmon.core.crops import DEFAULT_MARGIN
+from painmon.core.engine import EngineResult
+from painmon.core.labels import DEFAULT_CLASS_NAMES
+from painmon.core.trend import TrendSeries
+
+COLOUR_OK = "#2ecc71"
+COLOUR_MEDIUM = "#f5a623"
+COLOUR_HIGH = "#e53935"
+COLOUR_UNKNOWN = "#8a8f98"
+COLOUR_TECHNICAL = "#00bcd4"
+COLOUR_BACKGROUND = "#15181d"
+COLOUR_TEXT = "#eceff1"
+
+CONDITION_TEXT: dict[str, str] = {
+    "NO_FACE": "NO FACE",
+    "SIGNAL_LOST": "NO SIGNAL",
+    "FROZEN": "VIDEO FROZEN",
+    "LOW_QUALITY": "LOW QUALITY",
+}
+
+
+def level_colour(level: float | None, settings: AlarmSettings) -> str:
+    """Colour of a smoothed level against the alarm thresholds; grey when unknown."""
+    if level is None:
+        return COLOUR_UNKNOWN
+    if level >= settings.high_threshold:
+        return COLOUR_HIGH
+    if level >= settings.medium_threshold:
+        return COLOUR_MEDIUM
+    return COLOUR_OK
+
+
+def _heatmap_image(cam: np.ndarray) -> QImage:
+    """A small ARGB image of a 0..1 Grad-CAM map (jet-like, transparent where cold)."""
+    values = np.clip(np.asarray(cam, dtype=np.float32), 0.0, 1.0)
+    red = np.clip(1.5 - np.abs(4 * values - 3), 0, 1)
+    green = np.clip(1.5 - np.abs(4 * values - 2), 0, 1)
+    blue = np.clip(1.5 - np.abs(4 * values - 1), 0, 1)
+    alpha = np.clip(values * 1.4, 0, 1)
+    argb = (np.stack([blue, green, red, alpha], axis=-1) * 255).astype(np.uint8)
+    height, width = values.shape
+    # Format_ARGB32 is BGRA in memory on little-endian machines.
+    image = QImage(argb.tobytes(), width, height, 4 * width, QImage.Format.Format_ARGB32)
+    return image.copy()
+
+
+class VideoView(QWidget):
+    """The live frame, the face box, Grad-CAM and landmarks, and a large state message."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setMinimumSize(320, 240)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self._pixmap: QPixmap | None = None
+        self._result: EngineResult | None = None
+        self.message = "starting…"
+        self.sub_message = ""
+        self.message_colour = COLOUR_UNKNOWN
+        self.show_gradcam = True
+        self.gradcam_opacity = 0.4
+        self.show_landmarks = False
+
+    def set_frame(self, image: QImage, result: EngineResult | None) -> None:
+        self._pixmap = QPixmap.fromImage(image)
+        self._result = result
+        self.update()
+
+    def set_message(self, text: str, sub_text: str = "", colour: str = COLOUR_UNKNOWN) -> None:
+        if (text, sub_text, colour) != (self.message, self.sub_message, self.message_colour):
+            self.message, self.sub_message, self.message_colour = text, sub_text, colour
+            self.update()
+
+    def clear(self) -> None:
+        self._pixmap = None
+        self._result = None
+        self.update()
+
+    def paintEvent(self, event: object) -> None:  # noqa: N802 - Qt override
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        painter.fillRect(self.rect(), QColor("#000000"))
+        if self._pixmap is not None and not self._pixmap.isNull():
+            size = self._pixmap.size().scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio)
+            target = QRectF(
+                (self.width() - size.width()) / 2,
+                (self.height() - size.height()) / 2,
+                size.width(),
+                size.height(),
+            )
+            painter.drawPixmap(target, self._pixmap, QRectF(self._pixmap.rect()))
+            if self._result is not None:
+                self._paint_overlays(painter, target, self._pixmap.width())
+        if self.message:
+            self._paint_message(painter)
+        painter.end()
+
+    def _paint_overlays(self, painter: QPainter, target: QRectF, frame_width_px: int) -> None:
+        result = self._result
+        assert result is not None
+        scale = target.width() / max(1, frame_width_px)
+
+        def to_view(x: float, y: float) -> QPointF:
+            return QPointF(target.x() + x * scale, target.y() + y * scale)
+
+        box = result.observation.box
+        if box is None:
+            return
+        if self.show_gradcam and result.gradcam is not None:
+            # The Grad-CAM covers the square crop the network saw (box + margin), not the box.
+            cx, cy = box.center
+            side = max(box.width, box.height) * (1.0 + 2.0 * DEFAULT_MARGIN)
+            top_left = to_view(cx - side / 2, cy - side / 2)
+            crop = QRectF(top_left.x(), top_left.y(), side * scale, side * scale)
+            painter.save()
+            painter.setClipRect(target)
+            painter.setOpacity(self.gradcam_opacity)
+            painter.drawImage(crop, _heatmap_image(result.gradcam))
+            painter.restore()
+        colour = QColor(COLOUR_OK if result.output_known else COLOUR_UNKNOWN)
+        pen = QPen(colour, 3)
+        painter.setPen(pen)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        top_left = to_view(box.x, box.y)
+        painter.drawRect(QRectF(top_left.x(), top_left.y(), box.width * scale, box.height * scale))
+        landmarks = result.observation.landmarks
+        if self.show_landmarks and landmarks is not None:
+            painter.setPen(QPen(QColor("#80deea"), 2))
+            painter.drawPoints([to_view(float(x), float(y)) for x, y in landmarks[::2]])
+
+    def _paint_message(self, painter: QPainter) -> None:
+        height = min(180, max(90, self.height() // 4))
+        band = QRectF(0, (self.height() - height) / 2, self.width(), height)
+        painter.fillRect(band, QColor(0, 0, 0, 170))
+        font = QFont(self.font())
+        font.setBold(True)
+        font.setPixelSize(max(28, int(height * (0.42 if self.sub_message else 0.55))))
+        painter.setFont(font)
+        painter.setPen(QColor(self.message_colour))
+        main_rect = QRectF(band)
+        if self.sub_message:
+            main_rect.setHeight(band.height() * 0.62)
+        painter.drawText(main_rect, Qt.AlignmentFlag.AlignCenter, self.message)
+        if self.sub_message:
+            font.setBold(False)
+            font.setPixelSize(max(16, int(height * 0.18)))
+            painter.setFont(font)
+            painter.setPen(QColor(COLOUR_TEXT))
+            sub_rect = QRectF(band.x(), main_rect.bottom(), band.width(), band.height() * 0.34)
+            painter.drawText(
+                sub_rect,
+                Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop,
+                self.sub_message,
+            )
+
+
+def _label(pixel_size: int, bold: bool = False, colour: str = COLOUR_TEXT) -> QLabel:
+    label = QLabel()
+    font = label.font()
+    font.setPixelSize(pixel_size)
+    font.setBold(bold)
+    label.setFont(font)
+    label.setStyleSheet(f"color: {colour};")
+    label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    return label
+
+
+class StatePanel(QFrame):
+    """The pain level, class, confidence and AU cross-check in large type."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setFixedWidth(380)
+        self.setStyleSheet(f"StatePanel {{ background: {COLOUR_BACKGROUND}; border-radius: 8px; }}")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(16, 12, 16, 12)
+        self.demo_badge = _label(22, bold=True, colour="#000000")
+        self.demo_badge.setText("DEMO MODEL — NOT FOR CLINICAL USE")
+        self.demo_badge.setWordWrap(True)
+        self.demo_badge.setStyleSheet("background: #ffb300; color: #000; border-radius: 6px;")
+        self.demo_badge.hide()
+        layout.addWidget(self.demo_badge)
+        self.caption = _label(20, colour=COLOUR_UNKNOWN)
+        self.caption.setText("Expected pain level (0–4)")
+        layout.addWidget(self.caption)
+        self.level = _label(150, bold=True, colour=COLOUR_UNKNOWN)
+        self.level.setText("—")
+        layout.addWidget(self.level)
+        self.class_name = _label(38, bold=True, colour=COLOUR_UNKNOWN)
+        self.class_name.setWordWrap(True)
+        layout.addWidget(self.class_name)
+        layout.addSpacing(12)
+        confidence_row = QHBoxLayout()
+        confidence_caption = _label(20, colour=COLOUR_TEXT)
+        confidence_caption.setText("Confidence")
+        confidence_row.addWidget(confidence_caption)
+        self.confidence = QProgressBar()
+        self.confidence.setRange(0, 100)
+        self.confidence.setTextVisible(True)
+        self.confidence.setFormat("%p %")
+        self.confidence.setFixedHeight(30)
+        self.confidence.setStyleSheet(
+            "QProgressBar { font-size: 18px; color: #fff; background: #2a2f36; border: none; "
+            "border-radius: 4px; text-align: center; } "
+            "QProgressBar::chunk { background: #5c9ded; border-radius: 4px; }"
+        )
+        confidence_row.addWidget(self.confidence, 1)
+        layout.addLayout(confidence_row)
+        self.au_check = _label(20, colour=COLOUR_TEXT)
+        self.au_check.setWordWrap(True)
+        layout.addWidget(self.au_check)
+        layout.addStretch(1)
+        self.reason = _label(20, colour=COLOUR_UNKNOWN)
+        self.reason.setWordWrap(True)
+        layout.addWidget(self.reason)
+
+    def show_result(
+        self,
+        result: EngineResult | None,
+        settings: AlarmSettings,
+        class_names: tuple[str, ...] | list[str] = DEFAULT_CLASS_NAMES,
+        unknown_reason: str = "",
+    ) -> None:
+        """Show the smoothed output of ``result``; unknown output shows a dash and why."""
+        smoothed = None if result is None else result.smoothed
+        if smoothed is None or smoothed.unknown:
+            self.level.setText("—")
+            self.level.setStyleSheet(f"color: {COLOUR_UNKNOWN};")
+            self.class_name.setText("Output unknown")
+            self.class_name.setStyleSheet(f"color: {COLOUR_UNKNOWN};")
+            self.confidence.setValue(0)
+            self.au_check.setText("")
+            self.reason.setText(unknown_reason or (smoothed.reason if smoothed else ""))
+            return
+        assert smoothed.pain_level is not None and smoothed.pain_class is not None
+        colour = level_colour(smoothed.pain_level, settings)
+        self.level.setText(f"{smoothed.pain_level:.1f}")
+        self.level.setStyleSheet(f"color: {colour};")
+        name = (
+            class_names[smoothed.pain_class]
+            if smoothed.pain_class < len(class_names)
+            else str(smoothed.pain_class)
+        )
+        self.class_name.setText(name)
+        self.class_name.setStyleSheet(f"color: {colour};")
+        self.confidence.setValue(round(100 * (smoothed.confidence or 0.0)))
+        if result is not None and result.au_pspi is not None:
+            self.au_check.setText(f"AU cross-check: PSPI {result.au_pspi:.1f}")
+        else:
+            self.au_check.setText("AU cross-check: n/a (needs Face Landmarker)")
+        self.reason.setText("")
+
+
+class AlarmBanner(QFrame):
+    """Pain alarm row (priority colour, Acknowledge, Audio pause) and a technical alarm row."""
+
+    acknowledge_clicked = Signal()
+    audio_pause_clicked = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(4)
+        self.pain_row = QFrame()
+        row = QHBoxLayout(self.pain_row)
+        row.setContentsMargins(16, 6, 16, 6)
+        self.text = _label(34, bold=True, colour="#ffffff")
+        self.text.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        row.addWidget(self.text, 1)
+        self.acknowledge_button = QPushButton("Acknowledge")
+        self.audio_pause_button = QPushButton("Audio pause")
+        for button in (self.acknowledge_button, self.audio_pause_button):
+            button.setMinimumSize(190, 54)
+            button.setStyleSheet(
+                "QPushButton { font-size: 22px; font-weight: bold; background: #fafafa; "
+                "color: #111; border-radius: 6px; padding: 4px 12px; } "
+                "QPushButton:disabled { background: #777; color: #333; }"
+            )
+            row.addWidget(button)
+        self.acknowledge_button.clicked.connect(self.acknowledge_clicked)
+        self.audio_pause_button.clicked.connect(self.audio_pause_clicked)
+        outer.addWidget(self.pain_row)
+        self.technical_row = _label(26, bold=True, colour="#000000")
+        self.technical_row.setStyleSheet(
+            f"background: {COLOUR_TECHNICAL}; color: #000; border-radius: 6px; padding: 6px;"
+        )
+        self.technical_row.hide()
+        outer.addWidget(self.technical_row)
+        self.priority = "none"
+        self.show_state(None, blink_on=True)
+
+    def show_state(self, state: AlarmState | None, blink_on: bool, message: str = "") -> None:
+        """Paint ``state``; ``blink_on`` is the flashing phase for unacknowledged alarms."""
+        priority = "none" if state is None else state.pain_priority
+        self.priority = priority
+        if priority == "none":
+            colour, text = "#263238", "No pain alarm"
+        else:
+            colour = COLOUR_HIGH if priority == "high" else COLOUR_MEDIUM
+            text = message or f"{priority.upper()} PAIN ALARM"
+            if state is not None and state.latched and not state.active:
+                text += " (latched — acknowledge)"
+            elif state is not None and state.acknowledged:
+                text += " — acknowledged"
+            sounding = state is not None and (state.latched or not state.acknowledged)
+            if sounding and not blink_on:
+                colour = "#5d1a1a" if priority == "high" else "#6b4a10"
+        self.pain_row.setStyleSheet(f"background: {colour}; border-radius: 6px;")
+        self.text.setText(text)
+        can_ack = state is not None and (state.latched or (state.active and not state.acknowledged))
+        self.acknowledge_button.setEnabled(can_ack)
+        remaining = None if state is None else state.audio_paused_remaining_s
+        if remaining is not None:
+            minutes, seconds = divmod(math.ceil(remaining), 60)
+            self.audio_pause_button.setText(f"Audio paused {minutes}:{seconds:02d}")
+        else:
+            self.audio_pause_button.setText("Audio pause")
+        conditions = () if state is None else state.technical_conditions
+        if conditions:
+            names = ", ".join(CONDITION_TEXT.get(c, c) for c in conditions)
+            self.technical_row.setText(f"TECHNICAL ALARM: {names} — pain output unknown")
+            self.technical_row.show()
+        else:
+            self.technical_row.hide()
+
+
+class TrendPlot(pg.GraphicsLayoutWidget):
+    """Smoothed level and confidence against wall-clock time, alarms shaded, unknown grey."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setBackground(COLOUR_BACKGROUND)
+        self.window_s = 15 * 60.0
+        self.level_plot = self.addPlot(row=0, col=0, axisItems={"bottom": pg.DateAxisItem()})
+        self.level_plot.setYRange(0, 4, padding=0.02)
+        self.level_plot.setLabel("left", "pain level")
+        self.level_plot.setMouseEnabled(x=False, y=False)
+        self.level_plot.hideButtons()
+        self.level_curve = self.level_plot.plot(pen=pg.mkPen("#ffffff", width=3), connect="finite")
+        self.confidence_plot = self.addPlot(row=1, col=0, axisItems={"bottom": pg.DateAxisItem()})
+        self.confidence_plot.setYRange(0, 1, padding=0.02)
+        self.confidence_plot.setLabel("left", "confidence")
+        self.confidence_plot.setMouseEnabled(x=False, y=False)
+        self.confidence_plot.hideButtons()
+        self.confidence_plot.setXLink(self.level_plot)
+        self.ci.layout.setRowStretchFactor(0, 3)
+        self.ci.layout.setRowStretchFactor(1, 1)
+        self.confidence_curve = self.confidence_plot.plot(
+            pen=pg.mkPen("#5c9ded", width=2), connect="finite"
+        )
+        self.medium_line = pg.InfiniteLine(
+            angle=0, pen=pg.mkPen(COLOUR_MEDIUM, width=1, style=Qt.PenStyle.DashLine)
+        )
+        self.high_line = pg.InfiniteLine(
+            angle=0, pen=pg.mkPen(COLOUR_HIGH, width=1, style=Qt.PenStyle.DashLine)
+        )
+        self.level_plot.addItem(self.medium_line)
+        self.level_plot.addItem(self.high_line)
+        self._regions: list[pg.LinearRegionItem] = []
+        self.points_shown = 0
+
+    def set_thresholds(self, settings: AlarmSettings) -> None:
+        self.medium_line.setValue(settings.medium_threshold)
+        self.high_line.setValue(settings.high_threshold)
+
+    def show_series(self, series: TrendSeries, now_wall_s: float) -> None:
+        """Draw ``series`` over the last ``window_s`` seconds ending at ``now_wall_s``."""
+        self.points_shown = int(series.wall_s.size)
+        self.level_curve.setData(series.wall_s, series.pain_level)
+        self.confidence_curve.setData(series.wall_s, series.confidence)
+        spans = [
+            (start, end, QColor(COLOUR_HIGH if priority == "high" else COLOUR_MEDIUM))
+            for start, end, priority in series.episodes
+        ] + [(start, end, QColor(COLOUR_UNKNOWN)) for start, end in series.unknown_spans]
+        while len(self._regions) < len(spans):
+            region = pg.LinearRegionItem(movable=False)
+            for line in region.lines:
+                line.setPen(pg.mkPen(None))
+            region.setZValue(-10)
+            self.level_plot.addItem(region)
+            self._regions.append(region)
+        for region, (start, end, colour) in zip(self._regions, spans, strict=False):
+            colour.setAlpha(90 if colour.name() != COLOUR_UNKNOWN else 120)
+            region.setBrush(colour)
+            region.setRegion((start, end))
+            region.show()
+        for region in self._regions[len(spans) :]:
+            region.hide()
+        self.level_plot.setXRange(now_wall_s - self.window_s, now_wall_s, padding=0)

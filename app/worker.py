@@ -1,0 +1,184 @@
+"""The inference worker: a QObject living in a QThread that feeds capture frames to the engine.
+
+The worker opens the source itself (a camera can take seconds to open or fail,
+which must never freeze the window), starts a :class:`CaptureThread` in real time
+and calls ``engine.process`` once per frame, emitting the frozen
+:class:`~painmon.core.engine.EngineResult` with a QImage of the frame (QPixmaps
+are made in the GUI thread only). Operator commands (acknowledge, audio pause,
+settings, calibration, session start/stop) are queued with :meth:`submit` and run
+on this thread between frames, because the engine and its session writer are
+single-threaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtGui import QImage
+
+from painmon.core.alarms import AlarmState
+from painmon.core.capture import CaptureThread, FrameSource, SourceError, open_source
+
+log = logging.getLogger(__name__)
+
+# How long one wait for a frame lasts, so commands and stop() are served promptly.
+_POLL_S = 0.05
+# Without a frame for this long, a live (or failed) source's alarms are advanced by tick().
+_TICK_AFTER_S = 0.25
+
+Command = Callable[[Any, float], AlarmState | None]
+
+
+def frame_to_qimage(rgb: Any) -> QImage:
+    """A deep-copied RGB888 QImage of an (H, W, 3) uint8 array (safe off the GUI thread)."""
+    height, width = rgb.shape[:2]
+    image = QImage(rgb.data, width, height, 3 * width, QImage.Format.Format_RGB888)
+    return image.copy()  # the array may be reused by the source; the image must own its pixels
+
+
+class InferenceWorker(QObject):
+    """Opens the source, then loops: frame -> ``engine.process`` -> ``result_ready``."""
+
+    #: (EngineResult, QImage of the frame)
+    result_ready = Signal(object, QImage)
+    #: AlarmState from ticks while no frames arrive and from operator commands
+    alarm_state = Signal(object)
+    #: the source opened: its display name and whether it is live
+    source_opened = Signal(str, bool)
+    #: the source could not be opened (message for the nurse)
+    source_failed = Signal(str)
+    #: the media ended or capture failed (reason)
+    source_ended = Signal(str)
+    #: a queued command failed (message); the monitor keeps running
+    command_failed = Signal(str)
+    #: the engine failed: monitoring of this source stopped (message)
+    error = Signal(str)
+    finished = Signal()
+
+    def __init__(
+        self,
+        source: str | FrameSource,
+        engine_factory: Callable[[], Any],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._source_spec = source
+        self._engine_factory = engine_factory
+        self._clock = clock
+        self._stop = threading.Event()
+        self._commands: queue.SimpleQueue[tuple[Command, Callable[[Any], None] | None]] = (
+            queue.SimpleQueue()
+        )
+        self._engine: Any = None
+        self._t_s: float | None = None  # last time handed to the engine
+        self.capture: CaptureThread | None = None
+
+    def stop(self) -> None:
+        """Ask the loop to end (thread-safe); the thread's owner then waits for ``finished``."""
+        self._stop.set()
+
+    def submit(self, command: Command, on_done: Callable[[Any], None] | None = None) -> None:
+        """Run ``command(engine, t_s)`` on the worker thread; a returned AlarmState is emitted.
+
+        ``on_done(value)`` runs on the worker thread too; keep it to plain Python.
+        """
+        self._commands.put((command, on_done))
+
+    @Slot()
+    def run(self) -> None:
+        """The worker's whole life: open, loop until stopped or the source ends, clean up."""
+        try:
+            self._run()
+        except Exception as exc:
+            log.exception("monitoring stopped by an error")
+            self.error.emit(f"monitoring stopped: {exc}")
+        finally:
+            self._shutdown()
+            self.finished.emit()
+
+    def _run(self) -> None:
+        try:
+            source = (
+                open_source(self._source_spec)
+                if isinstance(self._source_spec, str)
+                else self._source_spec
+            )
+        except (SourceError, ValueError) as exc:
+            self.source_failed.emit(str(exc))
+            return
+        try:
+            self._engine = self._engine_factory()
+        except BaseException:
+            source.close()
+            raise
+        self.capture = CaptureThread(source, realtime=True)
+        self.source_opened.emit(source.name, source.is_live)
+        self.capture.start()
+        last_frame_s = self._clock()
+        ended = False
+        while not self._stop.is_set():
+            self._drain_commands()
+            wait_start_s = self._clock()
+            frame = self.capture.get_latest(timeout_s=_POLL_S)
+            now_s = self._clock()
+            if frame is None:
+                if self.capture.exhausted and not ended:
+                    ended = True
+                    error = self.capture.error
+                    self.source_ended.emit(
+                        f"video source failed: {error}" if error is not None else "end of video"
+                    )
+                # A silent live source, or one that failed, is a lost signal; a file that
+                # simply ended is not.
+                silent = source.is_live or (ended and self.capture.error is not None)
+                if silent and self._t_s is not None and now_s - last_frame_s >= _TICK_AFTER_S:
+                    self._t_s = max(self._t_s, self._t_s + (now_s - last_frame_s))
+                    last_frame_s = now_s
+                    self.alarm_state.emit(self._engine.tick(self._t_s))
+                elif ended and not silent:
+                    self._stop.wait(_POLL_S)
+                continue
+            if self._t_s is not None and frame.t_s < self._t_s:
+                # Captured just before a tick advanced the clock past it: time must not run back.
+                log.debug("dropping frame %d stamped before the last tick", frame.index)
+                continue
+            result = self._engine.process(frame, decode_ms=(now_s - wait_start_s) * 1000.0)
+            self._t_s = frame.t_s
+            last_frame_s = now_s
+            self.result_ready.emit(result, frame_to_qimage(frame.rgb))
+
+    def _drain_commands(self) -> None:
+        while True:
+            try:
+                command, on_done = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                value = command(self._engine, self._t_s if self._t_s is not None else 0.0)
+            except Exception as exc:
+                log.warning("operator command failed: %s", exc)
+                self.command_failed.emit(str(exc))
+                continue
+            if isinstance(value, AlarmState):
+                self.alarm_state.emit(value)
+            if on_done is not None:
+                on_done(value)
+
+    def _shutdown(self) -> None:
+        if self.capture is not None:
+            self.capture.stop()
+        # Commands queued before stop (e.g. "stop session") still run: they close files.
+        if self._engine is not None:
+            self._drain_commands()
+            writer = getattr(self._engine, "session_writer", None)
+            if writer is not None:
+                self._engine.session_writer = None
+                writer.close("monitoring stopped")
+            self._engine.close()

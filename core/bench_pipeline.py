@@ -1,0 +1,502 @@
+"""Engine benchmarks: per-stage latency of the real pipeline on a file, and a memory soak.
+
+``bench_pipeline`` drives :class:`painmon.core.engine.Engine` (ONNX Runtime DA-CNN with
+fused Grad-CAM, the face tracker, quality gates, AU cross-check) over every frame of a
+source in pull mode and reports p50/p95 per stage, end-to-end fps and how much faster
+than real time that is. It also times the DA-CNN at batch 1 in ONNX Runtime against
+eager torch computing the same outputs on the same crops.
+
+``bench_soak`` runs the engine on the synthetic patient for a wall-clock duration and
+reports resident memory (RSS) at start and end.
+
+These are commands that print numbers; the tests check shapes and sanity, never speed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from painmon.core.capture import CaptureThread, Frame, open_source
+from painmon.core.engine import ENGINE_ORT_THREADS, STAGES, Engine, EngineResult
+from painmon.core.fileio import atomic_write_json
+from painmon.core.onnx_runtime import OnnxPainModel
+
+log = logging.getLogger(__name__)
+
+# Medians of at least this many batch-1 calls per runtime (after warm-up).
+ORT_VS_TORCH_CALLS = 60
+_WARMUP_CALLS = 10
+# Crops kept from the run for the ORT-vs-torch comparison (real faces, not noise).
+_KEPT_CROPS = 16
+# Soak: RSS at "start" is read after this many frames, once arenas and caches are warm.
+SOAK_WARMUP_FRAMES = 60
+_SOAK_SAMPLE_INTERVAL_S = 5.0
+UNTRAINED_CHECKPOINT = "untrained.safetensors"
+
+
+def rss_mib() -> float:
+    """This process's resident set size in MiB (Linux /proc; else the peak from resource)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text(encoding="ascii", errors="replace").splitlines():
+            if line.startswith("VmRSS:"):
+                return float(line.split()[1]) / 1024.0
+    # ru_maxrss is KiB on Linux, bytes on macOS; only reached where /proc is missing.
+    peak = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak / (1024.0 * 1024.0) if platform.system() == "Darwin" else peak / 1024.0
+
+
+def _versions() -> dict[str, str]:
+    import cv2
+    import onnxruntime
+
+    versions = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+    try:
+        import mediapipe
+
+        versions["mediapipe"] = mediapipe.__version__
+    except ImportError:
+        versions["mediapipe"] = "not installed"
+    try:
+        import torch
+
+        versions["torch"] = torch.__version__
+    except ImportError:
+        versions["torch"] = "not installed"
+    try:
+        versions["painmon"] = metadata.version("painmon")
+    except metadata.PackageNotFoundError:
+        versions["painmon"] = "unknown"
+    return versions
+
+
+def export_untrained_dacnn(out_dir: str | Path, seed: int = 0) -> Path:
+    """Export a freshly initialised DA-CNN to ``out_dir/dacnn-untrained.onnx`` (speed only)."""
+    import torch
+
+    from painmon.core.export import export_onnx
+    from painmon.core.train import save_checkpoint
+    from painmon.models import create_model
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = create_model("dacnn").eval()
+    cfg = model.pretrained_cfg
+    meta = {
+        "architecture": cfg["architecture"],
+        "model_kwargs": cfg["model_kwargs"],
+        "input_size": list(cfg["input_size"]),
+        "mean": list(cfg["mean"]),
+        "std": list(cfg["std"]),
+        "class_names": list(cfg["class_names"]),
+        "pspi_mapping": cfg["pspi_mapping"],
+        "temperature": 1.0,
+        "data_sha256": "0" * 64,
+        "epoch": 0,
+    }
+    checkpoint = out_dir / UNTRAINED_CHECKPOINT
+    save_checkpoint(model, checkpoint, meta)
+    out = out_dir / "dacnn-untrained.onnx"
+    export_onnx(checkpoint, out, parity_samples=2)
+    return out
+
+
+def _stage_stats(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "n": 0}
+    return {
+        "p50": float(np.percentile(values, 50)),
+        "p95": float(np.percentile(values, 95)),
+        "n": len(values),
+    }
+
+
+def _call_times_ms(call: Callable[[], object], calls: int) -> list[float]:
+    """Wall time of each of ``calls`` calls in ms."""
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def _session_threads(model: OnnxPainModel) -> int | None:
+    """The intra-op thread count the session was opened with (0: ONNX Runtime's default)."""
+    options = getattr(model.session, "get_session_options", None)
+    return int(options().intra_op_num_threads) if options is not None else None
+
+
+def ort_vs_torch(
+    model: OnnxPainModel,
+    crops_uint8: np.ndarray,
+    calls: int = ORT_VS_TORCH_CALLS,
+    torch_threads: int | None = None,
+    checkpoint: str | Path | None = None,
+) -> dict[str, Any]:
+    """Median batch-1 latency of ONNX Runtime vs eager torch on the same uint8 crops.
+
+    Torch runs the exported graph's own wrapper (uint8 NHWC in, normalisation folded in)
+    up to probs and Grad-CAM in one backbone pass — the work
+    :func:`painmon.models.gradcam` does — and so computes no attention maps, while ONNX
+    Runtime runs the engine's full call (probs, Grad-CAM and attention). With the
+    ``checkpoint`` the ONNX file was exported from, torch runs those weights and the
+    largest output differences are reported; without it the weights are freshly
+    initialised (latency does not depend on their values). ``torch_threads`` (None:
+    torch's default) should equal the session's intra-op threads: same cores for both.
+    """
+    import torch
+
+    from painmon.core.export import PainExportWrapper
+    from painmon.models import create_model, gradcam_from_gradient
+
+    if calls < 50:
+        raise ValueError(f"calls must be >= 50 for a stable median, got {calls}")
+    if torch_threads is not None and torch_threads < 1:
+        raise ValueError(f"torch_threads must be >= 1, got {torch_threads}")
+    crops = np.ascontiguousarray(crops_uint8, dtype=np.uint8)
+    if crops.ndim != 4 or len(crops) < 1:
+        raise ValueError(f"crops must be (N, H, W, 3) uint8, got shape {crops.shape}")
+    meta = model.metadata
+    preprocessing = meta["preprocessing"]
+    if checkpoint is not None:
+        from painmon.core.train import load_checkpoint
+
+        torch_model, _meta = load_checkpoint(checkpoint)
+    else:
+        torch_model = create_model(
+            str(meta["architecture"]), **dict(meta.get("model_kwargs") or {})
+        )
+    wrapper = PainExportWrapper(
+        torch_model.eval(),
+        tuple(preprocessing["mean"]),
+        tuple(preprocessing["std"]),
+        float(meta["temperature"]),
+    ).eval()
+    singles = [crops[i : i + 1] for i in range(len(crops))]
+    tensors = [torch.from_numpy(single.copy()) for single in singles]
+
+    def torch_call(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            features = wrapper.model.forward_features(wrapper.normalise(x))
+            logits, grad = wrapper.model.head.logits_and_input_gradient(features, None)
+            probs = torch.softmax(logits / wrapper.temperature, dim=1)
+            return probs, gradcam_from_gradient(features, grad)
+
+    counter = {"ort": 0, "torch": 0}
+
+    def next_ort() -> object:
+        counter["ort"] += 1
+        return model.predict(singles[counter["ort"] % len(singles)])
+
+    def next_torch() -> object:
+        counter["torch"] += 1
+        return torch_call(tensors[counter["torch"] % len(tensors)])
+
+    default_threads = torch.get_num_threads()
+    ort_times: list[float] = []
+    torch_times: list[float] = []
+    try:
+        if torch_threads is not None:
+            torch.set_num_threads(int(torch_threads))
+        used_threads = torch.get_num_threads()
+        for _ in range(_WARMUP_CALLS):
+            next_ort()
+            next_torch()
+        # Alternate blocks so that a burst of load from other processes hits both sides.
+        block = max(10, calls // 5)
+        while len(ort_times) < calls:
+            ort_times += _call_times_ms(next_ort, block)
+            torch_times += _call_times_ms(next_torch, block)
+        diffs = None
+        if checkpoint is not None:
+            ort_out = [model.predict(single) for single in singles]
+            torch_out = [torch_call(tensor) for tensor in tensors]
+            diffs = {
+                name: max(
+                    float(np.abs(o[k][0] - t[k][0].numpy()).max())
+                    for o, t in zip(ort_out, torch_out, strict=True)
+                )
+                for k, name in enumerate(("probs", "gradcam"))
+            }
+    finally:
+        torch.set_num_threads(default_threads)
+    ort_ms = statistics.median(ort_times)
+    torch_ms = statistics.median(torch_times)
+    return {
+        "ort_median_ms": ort_ms,
+        "torch_median_ms": torch_ms,
+        "ratio": ort_ms / torch_ms,
+        "calls_each": len(ort_times),
+        "ort_p95_ms": float(np.percentile(ort_times, 95)),
+        "torch_p95_ms": float(np.percentile(torch_times, 95)),
+        "ort_computes": (
+            "OnnxPainModel.predict on 1 uint8 crop: in-graph normalisation, DA-CNN, "
+            "calibrated softmax probs, Grad-CAM (explicit head gradient) and attention maps"
+        ),
+        "torch_computes": (
+            "eager torch (inference_mode) on the same uint8 crop: PainExportWrapper.normalise, "
+            "forward_features, head.logits_and_input_gradient, calibrated softmax probs and "
+            "painmon.models.gradcam_from_gradient (the body of painmon.models.gradcam), in "
+            "one backbone pass; no attention maps"
+        ),
+        "torch_weights": "the exported checkpoint" if checkpoint is not None else "fresh init",
+        "outputs_compared": diffs is not None,
+        "max_abs_diff": diffs,
+        "torch_threads": used_threads,
+        "ort_intra_op_threads": _session_threads(model),
+        "crops": len(crops),
+    }
+
+
+def _fresh_model_path(model_path: str | Path | None, workdir: Path) -> tuple[Path, bool]:
+    if model_path is not None:
+        return Path(model_path), False
+    log.info("no model given: exporting an untrained DA-CNN for timing only")
+    return export_untrained_dacnn(workdir), True
+
+
+def _checkpoint_beside(onnx_path: Path) -> Path | None:
+    """The checkpoint an untrained export was made from (see export_untrained_dacnn)."""
+    checkpoint = onnx_path.with_name(UNTRAINED_CHECKPOINT)
+    return checkpoint if checkpoint.is_file() else None
+
+
+def bench_pipeline(
+    source: str | Path,
+    model_path: str | Path | None = None,
+    face_model: str | Path | None = None,
+    max_frames: int | None = None,
+    json_path: str | Path | None = None,
+    *,
+    ort_threads: int | None = ENGINE_ORT_THREADS,
+) -> dict[str, Any]:
+    """Per-stage latency, fps and real-time factor of the engine on every frame of ``source``.
+
+    Without ``model_path`` an untrained DA-CNN is exported to a temp folder (timing is
+    independent of the weights; the JSON says "untrained"). ``ort_threads`` are ONNX
+    Runtime's intra-op threads (None: its default, one per core); torch gets as many in
+    the comparison. Writes ``json_path`` if given.
+    """
+    from painmon.core.face import create_face_tracker
+
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    with tempfile.TemporaryDirectory(prefix="painmon-bench-") as tmp:
+        path, untrained = _fresh_model_path(model_path, Path(tmp))
+        model = OnnxPainModel(path, intra_op_num_threads=ort_threads)
+        frame_source = open_source(str(source))
+        source_fps = getattr(frame_source, "fps", None)
+        try:
+            tracker = create_face_tracker(face_model)
+        except BaseException:
+            frame_source.close()
+            raise
+        engine = Engine(model, tracker)
+        capture = CaptureThread(frame_source, realtime=False)
+        timings: dict[str, list[float]] = {k: [] for k in STAGES}
+        crops: list[np.ndarray] = []
+        counts = {"frames": 0, "frames_with_face": 0, "frames_scored": 0}
+        first_t_s = last_t_s = None
+        try:
+            capture.start()
+            wall_start = time.perf_counter()
+            while max_frames is None or counts["frames"] < max_frames:
+                wait_start = time.perf_counter()
+                frame = capture.get_latest(timeout_s=0.5)
+                if frame is None:
+                    if capture.exhausted:
+                        break
+                    continue
+                decode_ms = (time.perf_counter() - wait_start) * 1000.0
+                result = engine.process(frame, decode_ms=decode_ms)
+                first_t_s = frame.t_s if first_t_s is None else first_t_s
+                last_t_s = frame.t_s
+                _count(result, counts, timings)
+                if result.output_known and len(crops) < _KEPT_CROPS:
+                    crops.append(_crop_of(engine, frame, result))
+            wall_s = time.perf_counter() - wall_start
+            if capture.error is not None:
+                raise RuntimeError(f"capture from {source} failed: {capture.error}")
+        finally:
+            capture.stop()
+            engine.close()
+        if counts["frames"] == 0:
+            raise RuntimeError(f"{source} delivered no frames to benchmark")
+        if not crops:
+            raise RuntimeError(
+                f"no frame of {source} was scored (no face found or all failed quality), so "
+                "there is nothing to time the network on: use a clip with a visible face"
+            )
+        comparison = ort_vs_torch(
+            model,
+            np.stack(crops),
+            torch_threads=ort_threads or os.cpu_count(),
+            checkpoint=_checkpoint_beside(path) if untrained else None,
+        )
+
+    fps = counts["frames"] / wall_s if wall_s > 0 else 0.0
+    report: dict[str, Any] = {
+        "benchmark": "pipeline",
+        "source": str(source),
+        "source_fps": source_fps,
+        "media_seconds": (last_t_s or 0.0) - (first_t_s or 0.0),
+        "model": "untrained (freshly initialised DA-CNN, timing only)" if untrained else str(path),
+        "model_untrained": untrained,
+        **counts,
+        "wall_seconds": wall_s,
+        "fps": fps,
+        "realtime_factor": fps / source_fps if source_fps else None,
+        "latency_ms": {key: _stage_stats(values) for key, values in timings.items()},
+        "latency_notes": (
+            "decode: wait for the next frame from the capture thread (decoding overlaps on "
+            "that thread); face: landmarker + patient selection + quality gates; gradcam: "
+            "computed inside the same ONNX Runtime call as dacnn, so 0 (fused); crop, dacnn "
+            "and gradcam over scored frames only; total: everything per frame incl. decode"
+        ),
+        "ort_vs_torch_latency_ratio": comparison["ratio"],
+        "ort_vs_torch": comparison,
+        "provider": model.providers[0],
+        "providers": list(model.providers),
+        "face_detector": getattr(tracker, "name", type(tracker).__name__),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "machine": platform.machine(),
+        "platform": platform.platform(),
+        "versions": _versions(),
+    }
+    if json_path is not None:
+        atomic_write_json(Path(json_path), report)
+    return report
+
+
+def _count(result: EngineResult, counts: dict[str, int], timings: dict[str, list[float]]) -> None:
+    counts["frames"] += 1
+    counts["frames_with_face"] += int(result.observation.face_found)
+    counts["frames_scored"] += int(result.output_known)
+    for key in STAGES:
+        # Crop and network times exist only for scored frames.
+        if result.output_known or key not in ("crop", "dacnn", "gradcam"):
+            timings[key].append(result.timings_ms[key])
+
+
+def _crop_of(engine: Engine, frame: Frame, result: EngineResult) -> np.ndarray:
+    from painmon.core.crops import DEFAULT_MARGIN, crop_face
+
+    assert result.observation.box is not None
+    size = engine.model.input_size[1]
+    return crop_face(frame.rgb, result.observation.box, size, DEFAULT_MARGIN)
+
+
+def bench_soak(
+    seconds_wall: float = 600.0,
+    source: str = "synthetic",
+    model_path: str | Path | None = None,
+    face_model: str | Path | None = None,
+    json_path: str | Path | None = None,
+    *,
+    realtime: bool = False,
+) -> dict[str, Any]:
+    """Run the engine on ``source`` for ``seconds_wall`` s and report RSS growth.
+
+    "Start" RSS is read after :data:`SOAK_WARMUP_FRAMES` frames (arenas, caches and the
+    landmarker's graph are warm by then); RSS is also sampled every 5 s. Files are
+    not looped: use the synthetic patient (endless) for long soaks.
+    """
+    from painmon.core.face import create_face_tracker
+
+    if not seconds_wall > 0:
+        raise ValueError(f"seconds_wall must be > 0, got {seconds_wall!r}")
+    rss_before_mib = rss_mib()
+    with tempfile.TemporaryDirectory(prefix="painmon-soak-") as tmp:
+        path, untrained = _fresh_model_path(model_path, Path(tmp))
+        model = OnnxPainModel(path, intra_op_num_threads=ENGINE_ORT_THREADS)
+        frame_source = open_source(str(source))
+        try:
+            tracker = create_face_tracker(face_model)
+        except BaseException:
+            frame_source.close()
+            raise
+        engine = Engine(model, tracker)
+        capture = CaptureThread(frame_source, realtime=realtime)
+        counts = {"frames": 0, "frames_with_face": 0, "frames_scored": 0}
+        timings: dict[str, list[float]] = {k: [] for k in STAGES}
+        samples: list[tuple[float, float]] = []
+        rss_start_mib: float | None = None
+        end_reason = "time"
+        try:
+            capture.start()
+            wall_start = time.perf_counter()
+            next_sample_s = 0.0
+            while True:
+                elapsed_s = time.perf_counter() - wall_start
+                if elapsed_s >= seconds_wall:
+                    break
+                frame = capture.get_latest(timeout_s=0.5)
+                if frame is None:
+                    if capture.exhausted:
+                        end_reason = "end of media"
+                        break
+                    continue
+                result = engine.process(frame)
+                _count(result, counts, timings)
+                if counts["frames"] == SOAK_WARMUP_FRAMES:
+                    rss_start_mib = rss_mib()
+                if elapsed_s >= next_sample_s:
+                    samples.append((round(elapsed_s, 2), round(rss_mib(), 2)))
+                    next_sample_s += _SOAK_SAMPLE_INTERVAL_S
+            wall_s = time.perf_counter() - wall_start
+            if capture.error is not None:
+                raise RuntimeError(f"capture from {source} failed: {capture.error}")
+        finally:
+            capture.stop()
+            engine.close()
+    rss_end_mib = rss_mib()
+    warm_start = rss_start_mib is not None
+    if rss_start_mib is None:
+        # A run shorter than the warm-up: compare with the first sample instead.
+        rss_start_mib = samples[0][1] if samples else rss_before_mib
+    report: dict[str, Any] = {
+        "benchmark": "soak",
+        "source": str(source),
+        "realtime": realtime,
+        "seconds_wall_requested": float(seconds_wall),
+        "wall_seconds": wall_s,
+        "end_reason": end_reason,
+        "model_untrained": untrained,
+        **counts,
+        "fps": counts["frames"] / wall_s if wall_s > 0 else 0.0,
+        "rss_before_engine_mib": rss_before_mib,
+        "rss_start_mib": rss_start_mib,
+        "rss_start_after_frames": SOAK_WARMUP_FRAMES if warm_start else 0,
+        "rss_end_mib": rss_end_mib,
+        "rss_peak_sampled_mib": max([s[1] for s in samples] + [rss_end_mib]),
+        "rss_growth_mib": rss_end_mib - rss_start_mib,
+        "rss_growth_pct": 100.0 * (rss_end_mib - rss_start_mib) / rss_start_mib,
+        "rss_samples": samples,
+        "latency_ms": {key: _stage_stats(values) for key, values in timings.items()},
+        "face_detector": getattr(tracker, "name", type(tracker).__name__),
+        "cpu_count": os.cpu_count(),
+        "versions": _versions(),
+    }
+    if json_path is not None:
+        atomic_write_json(Path(json_path), report)
+    return report

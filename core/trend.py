@@ -1,0 +1,137 @@
+"""Downsampled history of the smoothed pain level for the bedside trend plot (no Qt).
+
+Results arrive at up to 30 per second but a trend spans 5 to 60 minutes: points
+are averaged into ``bucket_s`` buckets on wall-clock time. A bucket whose
+frames were all unknown is unknown (NaN), never zero; a bucket with any known
+frame averages only the known ones. The highest alarm priority seen in a
+bucket is kept, so shaded alarm episodes are never shortened by averaging.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+PRIORITY_RANK: dict[str, int] = {"none": 0, "medium": 1, "high": 2}
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    """One bucket: wall-clock start (epoch s), mean level/confidence (None = unknown), priority."""
+
+    wall_s: float
+    pain_level: float | None
+    confidence: float | None
+    priority: str
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.wall_s):
+            raise ValueError(f"wall_s must be finite, got {self.wall_s!r}")
+        if (self.pain_level is None) != (self.confidence is None):
+            raise ValueError("pain_level and confidence are known together or not at all")
+        if self.priority not in PRIORITY_RANK:
+            raise ValueError(f"priority must be one of {', '.join(PRIORITY_RANK)}")
+
+
+@dataclass(frozen=True, eq=False)
+class TrendSeries:
+    """Arrays ready to plot: NaN marks unknown; spans are (start_s, end_s[, priority])."""
+
+    wall_s: np.ndarray
+    pain_level: np.ndarray
+    confidence: np.ndarray
+    episodes: tuple[tuple[float, float, str], ...]
+    unknown_spans: tuple[tuple[float, float], ...]
+
+
+class TrendBuffer:
+    """Averages per-frame values into wall-clock buckets and keeps ``max_age_s`` of them."""
+
+    def __init__(self, bucket_s: float = 1.0, max_age_s: float = 3600.0) -> None:
+        if not (math.isfinite(bucket_s) and bucket_s > 0):
+            raise ValueError(f"bucket_s must be > 0, got {bucket_s!r}")
+        if not (math.isfinite(max_age_s) and max_age_s >= bucket_s):
+            raise ValueError(f"max_age_s must be >= bucket_s, got {max_age_s!r}")
+        self.bucket_s = float(bucket_s)
+        self.max_age_s = float(max_age_s)
+        self._points: collections.deque[TrendPoint] = collections.deque()
+        self._open_key: int | None = None
+        self._sums = [0.0, 0.0, 0]  # level sum, confidence sum, known count
+        self._open_priority = "none"
+
+    def __len__(self) -> int:
+        return len(self._points) + (self._open_key is not None)
+
+    def update(
+        self, wall_s: float, pain_level: float | None, confidence: float | None, priority: str
+    ) -> None:
+        """Add one frame's smoothed values at wall-clock ``wall_s`` (epoch seconds)."""
+        if priority not in PRIORITY_RANK:
+            raise ValueError(f"priority must be one of {', '.join(PRIORITY_RANK)}")
+        key = math.floor(wall_s / self.bucket_s)
+        if self._open_key is not None and key < self._open_key:
+            return  # the wall clock stepped back (NTP): drop rather than reorder history
+        if self._open_key is not None and key != self._open_key:
+            self._close_bucket()
+        if self._open_key is None:
+            self._open_key = key
+            self._sums = [0.0, 0.0, 0]
+            self._open_priority = "none"
+        if pain_level is not None and confidence is not None:
+            self._sums[0] += float(pain_level)
+            self._sums[1] += float(confidence)
+            self._sums[2] += 1
+        if PRIORITY_RANK[priority] > PRIORITY_RANK[self._open_priority]:
+            self._open_priority = priority
+        oldest_s = wall_s - self.max_age_s
+        while self._points and self._points[0].wall_s < oldest_s:
+            self._points.popleft()
+
+    def _open_point(self) -> TrendPoint | None:
+        if self._open_key is None:
+            return None
+        level_sum, confidence_sum, count = self._sums
+        known = count > 0
+        return TrendPoint(
+            self._open_key * self.bucket_s,
+            level_sum / count if known else None,
+            confidence_sum / count if known else None,
+            self._open_priority,
+        )
+
+    def _close_bucket(self) -> None:
+        point = self._open_point()
+        if point is not None:
+            self._points.append(point)
+        self._open_key = None
+
+    def points(self) -> list[TrendPoint]:
+        """Every bucket, oldest first, including the one still filling."""
+        current = self._open_point()
+        return [*self._points, *([current] if current is not None else [])]
+
+    def series(self, since_wall_s: float = -math.inf) -> TrendSeries:
+        """The buckets from ``since_wall_s`` on as arrays, with alarm episodes and unknown spans."""
+        points = [p for p in self.points() if p.wall_s >= since_wall_s]
+        nan = math.nan
+        wall = np.array([p.wall_s for p in points], dtype=np.float64)
+        level = np.array([nan if p.pain_level is None else p.pain_level for p in points])
+        confidence = np.array([nan if p.confidence is None else p.confidence for p in points])
+        episodes: list[tuple[float, float, str]] = []
+        unknown: list[tuple[float, float]] = []
+        for p in points:
+            end_s = p.wall_s + self.bucket_s
+            if p.priority != "none":
+                if episodes and episodes[-1][2] == p.priority and episodes[-1][1] >= p.wall_s:
+                    episodes[-1] = (episodes[-1][0], end_s, p.priority)
+                else:
+                    episodes.append((p.wall_s, end_s, p.priority))
+            if p.pain_level is None:
+                if unknown and unknown[-1][1] >= p.wall_s:
+                    unknown[-1] = (unknown[-1][0], end_s)
+                else:
+                    unknown.append((p.wall_s, end_s))
+        return TrendSeries(wall, level, confidence, tuple(episodes), tuple(unknown))
