@@ -138,6 +138,15 @@ def test_export_writes_checked_model_and_sidecar(exported):
     assert result.gradcams_compared >= result.parity_samples // 2
 
 
+def test_each_weight_is_stored_once(exported):
+    model, result, _ = exported
+    weights_bytes = 4 * sum(p.numel() for p in model.parameters())
+    # BN running stats and graph structure add well under 1 MB; a transposed copy of the
+    # head (Grad-CAM's explicit gradient) would add 8 MB for DA-CNN.
+    assert result.onnx_path.stat().st_size < weights_bytes + 1_000_000
+    assert result.onnx_path.stat().st_size <= 20_000_000  # the shipped-model size budget
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_onnx_predict_matches_torch_pipeline(exported, batch):
     model, result, _ = exported
