@@ -14,9 +14,9 @@ DEMO_SOURCE = "synthetic"
 
 def demo_model_path() -> Path:
     """Where the shipped synthetic-data demo model lives (it may not be installed)."""
-    import painmon.models
+    from painmon.core.model_store import shipped_demo_model_path
 
-    return Path(painmon.models.__file__).resolve().parent / "demo" / "painmon_demo.onnx"
+    return shipped_demo_model_path()
 
 
 def run_app(

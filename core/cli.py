@@ -216,9 +216,20 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_monitor(args: argparse.Namespace) -> int:
     from painmon.core.engine import run_monitor_cli
 
+    model = args.model
+    if model is None:
+        from painmon.core.model_store import shipped_demo_model_path
+
+        model = shipped_demo_model_path()
+        if not model.is_file():
+            raise CliError("no --model given and this build ships no demo model")
+        print(
+            "no --model given: using the synthetic-data DEMO model — not for clinical use",
+            file=sys.stderr,
+        )
     return run_monitor_cli(
         args.source,
-        args.model,
+        model,
         args.out,
         args.max_seconds,
         args.realtime,
@@ -448,7 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="camera:N, a video file, an image folder, a URL or synthetic",
     )
-    monitor.add_argument("--model", type=Path, required=True, help="model.onnx from painmon export")
+    monitor.add_argument(
+        "--model", type=Path, help="model.onnx from painmon export (default: the demo model)"
+    )
     monitor.add_argument("--out", type=Path, required=True, help="folder for session files")
     monitor.add_argument("--max-seconds", type=float, help="stop after this much media time")
     monitor.add_argument("--realtime", action="store_true", help="play files at their own speed")
