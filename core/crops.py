@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from painmon.core.datasets import Sample
-from painmon.core.face_detect import FaceBox, FaceDetector, create_face_detector, sha256_file
+from painmon.core.face_detect import FaceBox, FaceDetector, sha256_file
 from painmon.core.fileio import atomic_save_npy, atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -342,12 +342,19 @@ def build_crop_set(
     The largest detected face is cropped with :func:`crop_face`. Unreadable files,
     missing video frames and face-less frames are skipped and listed in the report;
     only a dataset where every sample fails raises :class:`CropError`. The default
-    detector is ``create_face_detector()`` (MediaPipe when its bundle is found, else Haar).
+    detector is ``create_crop_detector()``: the Face Landmarker's landmark box (the live
+    tracker's framing, so training and bedside crops match) when its bundle is found,
+    else Haar.
     """
     if not samples:
         raise CropError("no samples to crop: the dataset is empty")
     own_detector = detector is None
-    active = create_face_detector() if detector is None else detector
+    if detector is None:
+        from painmon.core.face import create_crop_detector
+
+        active = create_crop_detector()
+    else:
+        active = detector
     preprocessing: dict[str, Any] = {
         "size_px": int(size_px),
         "margin": float(margin),

@@ -209,6 +209,9 @@ def _build_metadata(
         "class_names": class_names,
         "pspi_mapping": str(meta.get("pspi_mapping", cfg.get("pspi_mapping")) or ""),
         "preprocessing": preprocessing,
+        # How the training crops were framed (detector box, margin, size): the engine
+        # frames live crops the same way and warns when its face tracker differs.
+        "crop": dict(meta.get("preprocessing") or {}),
         "outputs": outputs,
         "attention": attention,
         "temperature": float(meta.get("temperature", 1.0)),

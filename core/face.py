@@ -15,13 +15,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
 from painmon.core.face_detect import (
     FaceBox,
+    FaceDetector,
     FaceModelError,
     HaarFaceDetector,
     sha256_file,
@@ -263,6 +264,7 @@ class FaceLandmarkerTracker:
         min_confidence: float = 0.5,
         selector: PatientSelector | None = None,
         expected_sha256: str | None = FACE_LANDMARKER_SHA256,
+        video: bool = True,
     ) -> None:
         from mediapipe.tasks.python import BaseOptions, vision
 
@@ -282,7 +284,8 @@ class FaceLandmarkerTracker:
             raise ValueError(f"num_faces must lie in 1..16, got {num_faces}")
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_buffer=buffer),
-            running_mode=vision.RunningMode.VIDEO,
+            # VIDEO tracks a stream; IMAGE treats every call alone (dataset crops).
+            running_mode=vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE,
             num_faces=num_faces,
             min_face_detection_confidence=min_confidence,
             min_face_presence_confidence=min_confidence,
@@ -299,6 +302,7 @@ class FaceLandmarkerTracker:
         self._score = float(min_confidence)
         self.selector = selector if selector is not None else PatientSelector()
         self._last_ms: int | None = None
+        self._video = video
 
     def _timestamp_ms(self, t_s: float) -> int:
         if not math.isfinite(t_s):
@@ -312,23 +316,30 @@ class FaceLandmarkerTracker:
         self._last_ms = ms
         return ms
 
-    def observe(self, rgb: np.ndarray, t_s: float) -> FaceObservation:
-        """Landmarks, blendshapes and pose of the patient's face in one RGB frame."""
+    def _faces(self, rgb: np.ndarray, t_s: float | None) -> tuple[Any, list]:
+        """The landmarker's raw result and (index, landmark box, points) per face."""
         import mediapipe as mp
 
         if self._landmarker is None:
             raise RuntimeError("the face tracker was closed")
         image = _check_rgb(rgb)
         height, width = image.shape[:2]
-        result = self._landmarker.detect_for_video(
-            mp.Image(image_format=mp.ImageFormat.SRGB, data=image), self._timestamp_ms(t_s)
-        )
+        mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=image)
+        if self._video:
+            result = self._landmarker.detect_for_video(mp_image, self._timestamp_ms(float(t_s)))
+        else:
+            result = self._landmarker.detect(mp_image)
         faces = []
         for i, normalized in enumerate(result.face_landmarks):
             points = np.array([(p.x * width, p.y * height) for p in normalized], np.float32)
             box = _box_from_points(points, width, height, self._score)
             if box is not None:
                 faces.append((i, box, points))
+        return result, faces
+
+    def observe(self, rgb: np.ndarray, t_s: float) -> FaceObservation:
+        """Landmarks, blendshapes and pose of the patient's face in one RGB frame."""
+        result, faces = self._faces(rgb, t_s)
         index = self.selector.update([f[1] for f in faces], t_s)
         if index is None:
             return FaceObservation(t_s, False, None, len(faces), self.name)
@@ -417,6 +428,41 @@ class HaarFaceTracker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LandmarkerFaceDetector:
+    """Face boxes framed exactly as the live tracker frames them (the landmark extent).
+
+    Dataset crops for training use this, so a model sees the same framing at the
+    bedside as in training; BlazeFace boxes are tighter and sit higher.
+    """
+
+    name = "mediapipe-landmarker"
+
+    def __init__(self, bundle: str | Path, num_faces: int = 4) -> None:
+        self._tracker = FaceLandmarkerTracker(bundle, num_faces=num_faces, video=False)
+
+    def detect(self, rgb: np.ndarray) -> list[FaceBox]:
+        _, faces = self._tracker._faces(rgb, None)
+        return sorted((box for _, box, _ in faces), key=lambda b: b.area, reverse=True)
+
+    def close(self) -> None:
+        self._tracker.close()
+
+    def __enter__(self) -> LandmarkerFaceDetector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def create_crop_detector(face_model: str | Path | None = None) -> FaceDetector:
+    """The detector for dataset crops: the live tracker's framing (landmarker), else Haar."""
+    bundle = find_face_model(face_model)
+    if bundle is None:
+        log.warning("dataset crops: OpenCV Haar cascade (no Face Landmarker bundle found)")
+        return HaarFaceDetector()
+    return LandmarkerFaceDetector(bundle)
 
 
 def create_face_tracker(face_model: str | Path | None = None, num_faces: int = 4) -> FaceTracker:

@@ -45,6 +45,7 @@ JSON_METADATA_KEYS: frozenset[str] = frozenset(
         "model_kwargs",
         "class_names",
         "preprocessing",
+        "crop",
         "outputs",
         "attention",
         "temperature",

@@ -214,3 +214,31 @@ def test_corrupt_bundle_is_refused(tmp_path):
         FaceLandmarkerTracker(bad)
     with pytest.raises(FaceModelError, match="not found"):
         FaceLandmarkerTracker(tmp_path / "missing.task")
+
+
+def test_dataset_crops_are_framed_like_the_live_tracker(shared_file, face_model_path, monkeypatch):
+    from painmon.core.face import (
+        FaceLandmarkerTracker,
+        LandmarkerFaceDetector,
+        create_crop_detector,
+    )
+
+    bgr = cv2.imread(str(shared_file("media/single_face.jpg")))
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    with LandmarkerFaceDetector(face_model_path) as detector:
+        boxes = detector.detect(rgb)
+        assert detector.detect(rgb) == boxes  # IMAGE mode: no state between calls
+    with FaceLandmarkerTracker(face_model_path) as tracker:
+        live = tracker.observe(rgb, 0.0).box
+    assert len(boxes) == 1 and live is not None
+    for a, b in zip((boxes[0].x, boxes[0].y, boxes[0].width, boxes[0].height),
+                    (live.x, live.y, live.width, live.height), strict=True):  # fmt: skip
+        assert abs(a - b) <= 0.03 * live.width
+    monkeypatch.setenv("PAINMON_FACE_MODEL", str(face_model_path))
+    chosen = create_crop_detector()
+    try:
+        assert chosen.name == "mediapipe-landmarker"
+    finally:
+        chosen.close()
+    monkeypatch.delenv("PAINMON_FACE_MODEL")
+    assert create_crop_detector().name == "haar"
