@@ -360,7 +360,7 @@ def build_crop_set(
         "margin": float(margin),
         "detector": str(active.name),
         "face_choice": "largest",
-        "eye_alignment": False,
+        "eye_alignment": hasattr(active, "detect_with_eyes"),
         "color": "RGB",
         "resize": "INTER_AREA",
         "crop_version": CROP_ALGORITHM_VERSION,
@@ -435,6 +435,14 @@ def build_crop_set(
     return crop_set, report
 
 
+def _detect_with_eyes(detector: FaceDetector, image: np.ndarray) -> list[tuple[FaceBox, Any]]:
+    """Boxes with eye lines when the detector has landmarks (crops then level the eyes)."""
+    with_eyes = getattr(detector, "detect_with_eyes", None)
+    if with_eyes is not None:
+        return list(with_eyes(image))
+    return [(box, None) for box in detector.detect(image)]
+
+
 def _crop_misses(
     path: Path,
     positions: list[int],
@@ -473,14 +481,14 @@ def _crop_misses(
         if image is None:
             continue
         calls += 1
-        boxes = detector.detect(image)
-        if not boxes:
+        faces = _detect_with_eyes(detector, image)
+        if not faces:
             reason = f"no face found by {detector.name}"
             reasons[position] = reason
             cache.put_noface(keys[position], reason)
             continue
-        largest = max(boxes, key=lambda b: b.area)
-        crop = crop_face(image, largest, size_px=size_px, margin=margin)
+        largest, eye_line = max(faces, key=lambda face: face[0].area)
+        crop = crop_face(image, largest, size_px=size_px, margin=margin, eye_line=eye_line)
         cache.put_crop(keys[position], crop)
         crops[position] = crop
     return calls

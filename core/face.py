@@ -443,8 +443,13 @@ class LandmarkerFaceDetector:
         self._tracker = FaceLandmarkerTracker(bundle, num_faces=num_faces, video=False)
 
     def detect(self, rgb: np.ndarray) -> list[FaceBox]:
+        return [box for box, _ in self.detect_with_eyes(rgb)]
+
+    def detect_with_eyes(self, rgb: np.ndarray) -> list[tuple[FaceBox, tuple[Point, Point] | None]]:
+        """Boxes, largest first, each with its eye line (as the live tracker aligns crops)."""
         _, faces = self._tracker._faces(rgb, None)
-        return sorted((box for _, box, _ in faces), key=lambda b: b.area, reverse=True)
+        found = [(box, eye_line_from_landmarks(points)) for _, box, points in faces]
+        return sorted(found, key=lambda item: item[0].area, reverse=True)
 
     def close(self) -> None:
         self._tracker.close()

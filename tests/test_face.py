@@ -228,8 +228,12 @@ def test_dataset_crops_are_framed_like_the_live_tracker(shared_file, face_model_
     with LandmarkerFaceDetector(face_model_path) as detector:
         boxes = detector.detect(rgb)
         assert detector.detect(rgb) == boxes  # IMAGE mode: no state between calls
+        ((_, eye_line),) = detector.detect_with_eyes(rgb)
     with FaceLandmarkerTracker(face_model_path) as tracker:
-        live = tracker.observe(rgb, 0.0).box
+        observation = tracker.observe(rgb, 0.0)
+        live = observation.box
+    assert eye_line is not None and observation.eye_line is not None
+    assert np.allclose(np.array(eye_line), np.array(observation.eye_line), atol=0.03 * live.width)
     assert len(boxes) == 1 and live is not None
     for a, b in zip((boxes[0].x, boxes[0].y, boxes[0].width, boxes[0].height),
                     (live.x, live.y, live.width, live.height), strict=True):  # fmt: skip
