@@ -48,9 +48,18 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def _cmd_models_list(args: argparse.Namespace) -> int:
     from painmon.core.model_store import format_installed_models
-    from painmon.models import format_model_table
 
-    print(format_model_table())
+    try:
+        from painmon.models import format_model_table
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            raise
+        print(
+            "model zoo: needs PyTorch, which this install leaves out (it runs exported .onnx "
+            "models); for training: pip install 'painmon[train]'"
+        )
+    else:
+        print(format_model_table())
     print()
     print(format_installed_models())
     return EXIT_OK
@@ -517,6 +526,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except Exception as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "torch":
+            print(
+                f"painmon {args.command}: error: needs PyTorch, which this install leaves out; "
+                "train on a workstation (pip install 'painmon[train]') and load the exported "
+                ".onnx here",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         if not isinstance(exc, _user_errors()):
             raise  # a bug: keep the traceback
         if args.verbose:
