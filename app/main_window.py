@@ -2,15 +2,18 @@
 
 Threads: the capture thread (painmon.core.capture), one :class:`InferenceWorker`
 in a QThread running the engine, and this GUI thread, which only stores what the
-worker emits and repaints on QTimers (video and banner at 10 Hz, trend at 1 Hz).
+worker emits and repaints on QTimers (new frames at up to 30 Hz, state panel and
+banner at 10 Hz, trend at 1 Hz).
 """
 
 from __future__ import annotations
 
 import collections
+import ctypes
 import dataclasses
 import logging
 import shutil
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,8 +60,8 @@ from painmon.app.widgets import (
 )
 from painmon.app.worker import InferenceWorker
 from painmon.core.alarms import AlarmEventKind, AlarmSettings, AlarmState
-from painmon.core.capture import FrameSource
-from painmon.core.engine import EngineResult
+from painmon.core.capture import CaptureStats, FrameSource
+from painmon.core.engine import ENGINE_ORT_THREADS, Engine, EngineResult
 from painmon.core.labels import DEFAULT_CLASS_NAMES
 from painmon.core.onnx_runtime import ModelLoadError, OnnxPainModel, ProviderError
 from painmon.core.session import SESSION_CSV, SessionWriteError, SessionWriter, make_session_folder
@@ -68,14 +71,48 @@ log = logging.getLogger(__name__)
 
 NO_MODEL_TEXT = "no model loaded — load a model (File → Open model…)"
 VIDEO_REFRESH_MS = 100
+# New frames reach the screen at up to 30 fps on their own timer: waiting for the 10 Hz panel
+# refresh showed a 30 fps camera at 10 fps and added up to 100 ms of display latency.
+FRAME_REFRESH_MS = 33
 TREND_REFRESH_MS = 1000
 _THREAD_JOIN_MS = 5000
 _STALE_FRAME_S = 1.0
+# keep_singletons_alive() keeps their reference counts above this: minutes of losses at the
+# measured worst (~1000/s) would still leave them far from zero.
+SINGLETON_REFS_FLOOR = 200_000
+_py_incref = ctypes.pythonapi.Py_IncRef
+_py_incref.argtypes = [ctypes.py_object]
+_py_incref.restype = None
 _PAIN_ONSETS = frozenset({AlarmEventKind.ONSET.value})
+# A failed or lost command must not mute the alarm for longer than this.
+_SOUND_HOLD_MAX_S = 1.0
+_SILENCING_KINDS = frozenset({AlarmEventKind.ACKNOWLEDGE.value, AlarmEventKind.AUDIO_PAUSE.value})
+
+
+def keep_singletons_alive(floor: int = SINGLETON_REFS_FLOOR) -> int:
+    """Give None, True and False back the references PySide6 drops; returns how many.
+
+    PySide6 6.12 on Python 3.11 loses one reference to None on every call of a void
+    Qt method and one to True on every ``Signal.emit`` (measured: -100 per 100
+    ``QLabel.setText`` / ``emit`` calls, 0 for getters). These objects are immortal
+    only from Python 3.12 on, so the monitor would abort with "Fatal Python error:
+    none_dealloc" (or bool_dealloc) after a minute or two. Called on every refresh.
+    """
+    if sys.version_info >= (3, 12):
+        return 0
+    added = 0
+    for singleton in (None, True, False):
+        missing = max(0, floor - sys.getrefcount(singleton))
+        for _ in range(missing):
+            _py_incref(singleton)
+        added += missing
+    return added
 
 
 def default_session_root() -> Path:
-    return Path.home() / "painmon-sessions"
+    from painmon.core.doctor import default_sessions_dir
+
+    return default_sessions_dir()
 
 
 class MainWindow(QMainWindow):
@@ -112,6 +149,8 @@ class MainWindow(QMainWindow):
         self._last_result_mono_s: float | None = None
         self.alarm_state: AlarmState | None = None
         self._source_problem: tuple[str, str] | None = None  # (headline, detail)
+        #: why the running source ended (end of video, capture error), None while it runs
+        self.source_ended_reason: str | None = None
         self._receive_times: collections.deque[float] = collections.deque(maxlen=120)
         self._latency_ms: float | None = None
         self.results_received = 0
@@ -121,6 +160,7 @@ class MainWindow(QMainWindow):
         self.session_active = False
         self.trend = TrendBuffer(bucket_s=1.0, max_age_s=max(TREND_WINDOWS_MIN) * 60.0)
         self.sound = AlarmSound()
+        self._sound_held_until_s: float | None = None
 
         self._build_ui()
         self._build_menus()
@@ -128,10 +168,14 @@ class MainWindow(QMainWindow):
         self._video_timer = QTimer(self)
         self._video_timer.setInterval(VIDEO_REFRESH_MS)
         self._video_timer.timeout.connect(self.refresh)
+        self._frame_timer = QTimer(self)
+        self._frame_timer.setInterval(FRAME_REFRESH_MS)
+        self._frame_timer.timeout.connect(self.show_new_frame)
         self._trend_timer = QTimer(self)
         self._trend_timer.setInterval(TREND_REFRESH_MS)
         self._trend_timer.timeout.connect(self.refresh_trend)
         self._video_timer.start()
+        self._frame_timer.start()
         self._trend_timer.start()
         self._apply_display_settings()
         self._update_model_labels()
@@ -292,7 +336,7 @@ class MainWindow(QMainWindow):
             self._update_model_labels()
             return False
         try:
-            model = OnnxPainModel(path)
+            model = OnnxPainModel(path, intra_op_num_threads=ENGINE_ORT_THREADS)
         except (ModelLoadError, ProviderError, OSError, ValueError) as exc:
             log.error("model %s not loaded: %s", path, exc)
             self.model, self.model_error = None, str(exc)
@@ -338,8 +382,6 @@ class MainWindow(QMainWindow):
                 from painmon.core.preview import FaceOnlyEngine
 
                 return FaceOnlyEngine(tracker, alarm)
-            from painmon.core.engine import Engine
-
             return Engine(model, tracker, alarm, tau)
 
         return make
@@ -350,6 +392,7 @@ class MainWindow(QMainWindow):
         self.source_spec = source
         self.source_name = source if isinstance(source, str) else source.name
         self._source_problem = None
+        self.source_ended_reason = None
         self._latest = None
         self._latest_image = None
         self._last_result_mono_s = None
@@ -396,6 +439,19 @@ class MainWindow(QMainWindow):
         # be recognised as stale (sender() of a deleted object is None).
         self._retired_worker = worker
 
+    def timed_slots(self) -> list[tuple[QTimer, str, Any]]:
+        """(timer, name, slot) of the GUI thread's periodic work, for the app benchmark."""
+        return [
+            (self._video_timer, "refresh", self.refresh),
+            (self._frame_timer, "frame", self.show_new_frame),
+            (self._trend_timer, "trend", self.refresh_trend),
+        ]
+
+    def capture_stats(self) -> CaptureStats | None:
+        """Counters of the running source's capture thread (None before it opened)."""
+        capture = self._worker.capture if self._worker is not None else None
+        return capture.stats if capture is not None else None
+
     def threads_finished(self) -> bool:
         """True when no worker or capture thread of this window is running."""
         return self._thread is None and self._worker is None
@@ -429,6 +485,7 @@ class MainWindow(QMainWindow):
         if not self._from_current_worker():
             return
         self._source_problem = ("VIDEO ENDED" if reason == "end of video" else "NO SIGNAL", reason)
+        self.source_ended_reason = reason
         self.status_source.setText(f"source: {self.source_name} ({reason})")
 
     @Slot(str)
@@ -476,6 +533,8 @@ class MainWindow(QMainWindow):
 
     def _take_alarm_state(self, state: AlarmState) -> None:
         self.alarm_state = state
+        if any(event.kind in _SILENCING_KINDS for event in state.new_events):
+            self._sound_held_until_s = None
         for event in state.new_events:
             if event.kind in _PAIN_ONSETS:
                 self._show_popup(event.priority, event.message)
@@ -502,18 +561,10 @@ class MainWindow(QMainWindow):
     @Slot()
     def refresh(self) -> None:
         """Repaint video, state panel, banner and status bar from the newest stored data."""
+        keep_singletons_alive()
         now_s = time.monotonic()
         result = self._latest
-        if self._frame_dirty and self._latest_image is not None:
-            self._frame_dirty = False
-            self.video.set_frame(self._latest_image, result)
-            if result is not None:
-                latency_ms = (now_s - result.frame.captured_monotonic_s) * 1000.0
-                self._latency_ms = (
-                    latency_ms
-                    if self._latency_ms is None
-                    else 0.8 * self._latency_ms + 0.2 * latency_ms
-                )
+        self.show_new_frame()
         self._refresh_video_message(result, now_s)
         class_names = tuple(self.model.class_names) if self.model is not None else ()
         if self.model is None:
@@ -543,7 +594,9 @@ class MainWindow(QMainWindow):
         state = self.alarm_state
         blink_hz = 2.0 if state is not None and state.pain_priority == "high" else 0.6
         self.banner.show_state(state, blink_on=int(now_s * blink_hz * 2) % 2 == 0)
-        self.sound.play(state.pain_priority if state is not None and state.audio_active else None)
+        held = self._sound_held_until_s is not None and now_s < self._sound_held_until_s
+        sounding = state is not None and state.audio_active and not held
+        self.sound.play(state.pain_priority if sounding else None)
         while self._receive_times and now_s - self._receive_times[0] > 2.0:
             self._receive_times.popleft()
         if len(self._receive_times) >= 2:
@@ -555,6 +608,19 @@ class MainWindow(QMainWindow):
         self.status_latency.setText(
             "latency: –" if self._latency_ms is None else f"latency {self._latency_ms:.0f} ms"
         )
+
+    @Slot()
+    def show_new_frame(self) -> None:
+        """Hand the newest frame to the video view if it changed (cheap when it did not)."""
+        result = self._latest
+        if not self._frame_dirty or self._latest_image is None:
+            return
+        self._frame_dirty = False
+        self.video.set_frame(self._latest_image, result)
+        if result is not None:
+            latency_ms = (time.monotonic() - result.frame.captured_monotonic_s) * 1000.0
+            previous = self._latency_ms
+            self._latency_ms = latency_ms if previous is None else 0.8 * previous + 0.2 * latency_ms
 
     def _refresh_video_message(self, result: EngineResult | None, now_s: float) -> None:
         state = self.alarm_state
@@ -604,11 +670,19 @@ class MainWindow(QMainWindow):
 
     def acknowledge(self) -> None:
         """Acknowledge the active (or latched) alarm; logged in the alarm log."""
-        self._submit(lambda engine, t_s: engine.acknowledge(t_s))
+        if self._submit(lambda engine, t_s: engine.acknowledge(t_s)):
+            self._silence_until_next_state()
 
     def audio_pause(self) -> None:
         """Silence pain alarm audio for the configured pause; logged."""
-        self._submit(lambda engine, t_s: engine.audio_pause(t_s))
+        if self._submit(lambda engine, t_s: engine.audio_pause(t_s)):
+            self._silence_until_next_state()
+
+    def _silence_until_next_state(self) -> None:
+        # The tone stops at the press; the engine's next state (which has the press in it)
+        # decides whether anything still sounds, e.g. a HIGH breaking through a pause.
+        self._sound_held_until_s = time.monotonic() + _SOUND_HOLD_MAX_S
+        self.sound.stop()
 
     def calibrate_neutral(self) -> None:
         """Use the last ~2 s of good faces as this patient's neutral AU baseline."""
@@ -635,13 +709,10 @@ class MainWindow(QMainWindow):
         tau = new.smoothing_time_constant_s
 
         def change(engine: Any, t_s: float) -> AlarmState:
-            engine.smoother.time_constant_s = tau
-            state = engine.alarms.change_settings(t_s, alarm)
-            writer = engine.session_writer
-            if writer is not None:
-                writer.update_settings(alarm)
-                writer.write_events(state.new_events)
-            return state
+            if isinstance(engine, Engine):
+                return engine.change_settings(t_s, alarm, tau)
+            # The face-only preview (no model) scores nothing: only its alarm settings matter.
+            return engine.alarms.change_settings(t_s, alarm)
 
         self._submit(change)
 
@@ -828,6 +899,7 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Stop timers, sound and threads; safe to call twice."""
         self._video_timer.stop()
+        self._frame_timer.stop()
         self._trend_timer.stop()
         self.stop_source()
         self.sound.stop()
@@ -836,7 +908,9 @@ class MainWindow(QMainWindow):
         save_settings(self.store, self.app_settings)
 
     def timers_active(self) -> bool:
-        return self._video_timer.isActive() or self._trend_timer.isActive()
+        return any(
+            timer.isActive() for timer in (self._video_timer, self._frame_timer, self._trend_timer)
+        )
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         self.shutdown()

@@ -6,10 +6,11 @@ is a fundamental with four harmonics (a "melodic" tone is easier to localise tha
 a sine) with short ramps so it does not click. Regenerate the assets with
 ``python -m painmon.app.sound``.
 
-Playback uses QtMultimedia's QSoundEffect only when PySide6-Addons is installed;
-without it (or without an audio device) :class:`AlarmSound` reports itself
-unavailable and the visual alarm carries the alarm alone: a missing speaker must
-never break an alarm.
+Playback uses QtMultimedia's QSoundEffect (PySide6-Addons) to play one burst;
+:class:`TonePattern` repeats it, HIGH every 5 s and MEDIUM every 10 s. Without
+QtMultimedia (or its libpulse) or without an audio output device
+:class:`AlarmSound` reports itself unavailable and the visual alarm carries the
+alarm alone: a missing speaker must never break an alarm.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from __future__ import annotations
 import io
 import logging
 import sys
+import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +42,9 @@ _PULSE_S = {"high": 0.15, "medium": 0.2}
 _FUNDAMENTAL_HZ = {"high": 660.0, "medium": 520.0}
 _RAMP_S = 0.02
 _TAIL_S = 0.3
+# Bursts repeat every so many seconds (IEC 60601-1-8 allows 2.5-15 s for HIGH, 2.5-30 s for
+# MEDIUM); the HIGH burst itself lasts 3.25 s, the MEDIUM one 1.1 s.
+BURST_INTERVAL_S: dict[str, float] = {"high": 5.0, "medium": 10.0}
 
 
 def tone_samples(priority: str) -> np.ndarray:
@@ -83,18 +90,79 @@ def write_alarm_tones(folder: str | Path = ASSETS_DIR) -> list[Path]:
     return written
 
 
-class AlarmSound:
-    """Loops the tone of the sounding priority, or stays silent and says why."""
+class TonePattern:
+    """When to start the next alarm burst: at once on a new priority, then every interval.
 
-    def __init__(self, folder: str | Path = ASSETS_DIR) -> None:
-        self._effects: dict[str, object] = {}
+    Pure timing (no Qt): ``update(now_s, priority)`` returns the priority whose
+    burst must start now, or None.
+    """
+
+    def __init__(self, burst_interval_s: dict[str, float] | None = None) -> None:
+        self.burst_interval_s = dict(
+            BURST_INTERVAL_S if burst_interval_s is None else burst_interval_s
+        )
         self.priority: str | None = None
+        self._next_burst_s: float | None = None
+
+    def update(self, now_s: float, priority: str | None) -> str | None:
+        if priority is not None and priority not in self.burst_interval_s:
+            raise ValueError(f"no alarm tone for priority {priority!r}; use high or medium")
+        if priority != self.priority:
+            self.priority = priority
+            self._next_burst_s = None if priority is None else now_s
+        if self.priority is None or self._next_burst_s is None or now_s < self._next_burst_s:
+            return None
+        # Bursts keep their rhythm after a late tick instead of drifting with the GUI timer.
+        interval_s = self.burst_interval_s[self.priority]
+        while self._next_burst_s <= now_s:
+            self._next_burst_s += interval_s
+        return self.priority
+
+
+def _default_effect_factory() -> tuple[Callable[[Path], Any] | None, str]:
+    """A QSoundEffect factory, or None and why sound cannot play here."""
+    try:
+        from PySide6.QtCore import QUrl
+        from PySide6.QtMultimedia import QMediaDevices, QSoundEffect
+    except ImportError as exc:
+        # PySide6-Addons missing, or its system audio library (libpulse) missing.
+        return None, f"{SOUND_UNAVAILABLE} (QtMultimedia unavailable: {exc})"
+    if not QMediaDevices.audioOutputs():
+        return None, f"{SOUND_UNAVAILABLE} (no audio output device)"
+
+    def make(path: Path) -> Any:
+        effect = QSoundEffect()
+        effect.setSource(QUrl.fromLocalFile(str(path)))
+        effect.setLoopCount(1)  # one burst; TonePattern repeats it
+        return effect
+
+    return make, ""
+
+
+class AlarmSound:
+    """Plays the sounding priority's burst pattern, or stays silent and says why.
+
+    ``play(priority)`` is called on every GUI refresh with the priority whose
+    audio is active (None while paused, acknowledged or quiet); it never raises,
+    so the visual alarm is never affected by the audio.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path = ASSETS_DIR,
+        *,
+        effect_factory: Callable[[Path], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._effects: dict[str, Any] = {}
+        self._clock = clock
+        self.pattern = TonePattern()
+        self.bursts_started = 0
         self.reason = ""
-        try:
-            from PySide6.QtCore import QUrl
-            from PySide6.QtMultimedia import QSoundEffect
-        except ImportError:
-            self.reason = SOUND_UNAVAILABLE + " (QtMultimedia is not installed)"
+        factory = effect_factory
+        if factory is None:
+            factory, self.reason = _default_effect_factory()
+        if factory is None:
             log.warning("%s", self.reason)
             return
         for priority, name in TONE_FILES.items():
@@ -104,31 +172,39 @@ class AlarmSound:
                 log.warning("%s", self.reason)
                 self._effects.clear()
                 return
-            effect = QSoundEffect()
-            effect.setSource(QUrl.fromLocalFile(str(path)))
-            effect.setLoopCount(QSoundEffect.Loop.Infinite.value)
-            self._effects[priority] = effect
+            self._effects[priority] = factory(path)
 
     @property
     def available(self) -> bool:
         return bool(self._effects)
 
+    @property
+    def priority(self) -> str | None:
+        return self.pattern.priority
+
     def play(self, priority: str | None) -> None:
         """Sound ``priority``'s pattern ("high"/"medium"), or silence with None."""
-        if priority == self.priority:
+        if priority != self.pattern.priority:
+            self._stop_effects()
+        start = self.pattern.update(self._clock(), priority)
+        if start is None or start not in self._effects:
             return
-        self.priority = priority
-        for name, effect in self._effects.items():
-            try:
-                if name == priority:
-                    effect.play()  # type: ignore[attr-defined]
-                else:
-                    effect.stop()  # type: ignore[attr-defined]
-            except RuntimeError as exc:  # a vanished audio device must not break the alarm
-                log.error("alarm sound failed: %s", exc)
+        self.bursts_started += 1
+        try:
+            self._effects[start].play()
+        except RuntimeError as exc:  # a vanished audio device must not break the alarm
+            log.error("alarm sound failed: %s", exc)
 
     def stop(self) -> None:
+        """Silence now (acknowledge, audio pause, shutdown)."""
         self.play(None)
+
+    def _stop_effects(self) -> None:
+        for effect in self._effects.values():
+            try:
+                effect.stop()
+            except RuntimeError as exc:
+                log.error("alarm sound failed to stop: %s", exc)
 
 
 if __name__ == "__main__":

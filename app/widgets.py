@@ -10,6 +10,8 @@ they are never mistaken for pain.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 
 import numpy as np
 import pyqtgraph as pg
@@ -88,10 +90,14 @@ class VideoView(QWidget):
         self.show_gradcam = True
         self.gradcam_opacity = 0.4
         self.show_landmarks = False
+        #: called as (result, monotonic time) when a new frame's first paint finished
+        self.on_frame_painted: Callable[[EngineResult, float], None] | None = None
+        self._frame_new = False
 
     def set_frame(self, image: QImage, result: EngineResult | None) -> None:
         self._pixmap = QPixmap.fromImage(image)
         self._result = result
+        self._frame_new = True
         self.update()
 
     def set_message(self, text: str, sub_text: str = "", colour: str = COLOUR_UNKNOWN) -> None:
@@ -123,6 +129,9 @@ class VideoView(QWidget):
         if self.message:
             self._paint_message(painter)
         painter.end()
+        if self._frame_new and self._result is not None and self.on_frame_painted is not None:
+            self.on_frame_painted(self._result, time.monotonic())
+        self._frame_new = False
 
     def _paint_overlays(self, painter: QPainter, target: QRectF, frame_width_px: int) -> None:
         result = self._result

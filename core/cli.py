@@ -267,6 +267,12 @@ def _cmd_app(args: argparse.Namespace) -> int:
     return run_app(source=args.source, model=args.model, face_model=args.face_model)
 
 
+def _cmd_bench_app(args: argparse.Namespace) -> int:
+    from painmon.app.bench import bench_app_cli
+
+    return bench_app_cli(args.source, args.seconds, args.face_model, args.model, args.json)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from painmon.app.main import run_app
 
@@ -461,6 +467,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench_soak.add_argument("--face-model", type=Path)
     bench_soak.add_argument("--json", type=Path, help="also write the result here")
     bench_soak.set_defaults(func=_cmd_bench_soak)
+    bench_app = bench_sub.add_parser("app", help="camera-to-display latency and GUI stall")
+    bench_app.add_argument("--source", required=True, help="a video file, played at 30 fps")
+    bench_app.add_argument("--seconds", type=float, default=20.0)
+    bench_app.add_argument("--face-model", type=Path)
+    bench_app.add_argument("--model", type=Path, help="default: the shipped demo model")
+    bench_app.add_argument("--json", type=Path, help="also write the result here")
+    bench_app.set_defaults(func=_cmd_bench_app)
 
     monitor = sub.add_parser("monitor", help="headless monitoring into session files")
     monitor.add_argument(

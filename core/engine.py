@@ -62,6 +62,8 @@ _NEUTRAL_FRAMES = 60
 _PROB_SUM_TOLERANCE = 1e-3
 # The live status line is redrawn at most this often.
 _STATUS_INTERVAL_S = 0.25
+# How long the headless loop waits for a frame before it advances a silent live source's clock.
+_LIVE_POLL_S = 0.5
 _PAIN_ALARM_KINDS = frozenset({AlarmEventKind.ONSET.value, AlarmEventKind.ESCALATION.value})
 # ONNX Runtime intra-op threads for the engine's batch-1 DA-CNN call. The face landmarker
 # and the capture thread's decoder already keep the cores busy; a 2-thread ORT pool on a
@@ -239,6 +241,31 @@ class Engine:
         condition = self.watchdog.update(None, now_s=self._media_now_s)
         return self._log_events(self.alarms.update(self._media_now_s, None, condition))
 
+    def change_settings(
+        self,
+        t_s: float,
+        alarm_settings: AlarmSettings,
+        smoothing_time_constant_s: float | None = None,
+    ) -> AlarmState:
+        """Apply new alarm settings (and smoothing time constant) from ``t_s`` on; logged.
+
+        The running session's settings file is updated too, so a session always says
+        which thresholds its alarms were raised against.
+        """
+        if smoothing_time_constant_s is not None:
+            tau_s = float(smoothing_time_constant_s)
+            if not (math.isfinite(tau_s) and tau_s > 0):
+                raise ValueError(
+                    f"smoothing time constant must be a positive number of seconds, got "
+                    f"{smoothing_time_constant_s!r}"
+                )
+        state = self.alarms.change_settings(t_s, alarm_settings)
+        if smoothing_time_constant_s is not None:
+            self.smoother.time_constant_s = tau_s
+        if self.session_writer is not None:
+            self.session_writer.update_settings(alarm_settings)
+        return self._log_events(state)
+
     def acknowledge(self, t_s: float) -> AlarmState:
         """Operator acknowledgement of the active alarm (logged)."""
         return self._log_events(self.alarms.acknowledge(t_s))
@@ -374,6 +401,9 @@ def run_monitor(
     alarms = {"pain": 0, "technical": 0}
     first_t_s: float | None = None
     last_t_s = 0.0
+    # A silent live source is measured from the last frame's arrival (or from the start):
+    # SIGNAL_LOST must come lost_after_s after that frame, whatever the poll timeout.
+    last_frame_mono_s = time.monotonic()
     end_reason = "end of media"
     wall_start = time.perf_counter()
     last_status_s = -math.inf
@@ -399,13 +429,15 @@ def run_monitor(
         capture.start()
         while True:
             wait_start = time.perf_counter()
-            frame = capture.get_latest(timeout_s=0.5)
+            frame = capture.get_latest(timeout_s=_LIVE_POLL_S)
             if frame is None:
                 if capture.exhausted:
                     break
                 if source.is_live:
-                    count_events(engine.tick(last_t_s + (time.perf_counter() - wait_start)))
+                    silent_s = time.monotonic() - last_frame_mono_s
+                    count_events(engine.tick(last_t_s + silent_s))
                 continue
+            last_frame_mono_s = time.monotonic()
             if first_t_s is None:
                 first_t_s = frame.t_s
             if max_seconds is not None and frame.t_s - first_t_s >= max_seconds:

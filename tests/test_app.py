@@ -450,3 +450,99 @@ class qtbot_signal:  # noqa: N801 - reads like qtbot.waitSignal at the call site
                 bot_wait(lambda: self.args is not None, self.timeout_ms)
         finally:
             self.signal.disconnect(self._store)
+
+
+# --------------------------------------------------------------------- alarm sound
+
+
+class _FakeEffect:
+    """Stands in for QSoundEffect; ``broken`` raises like a vanished audio device."""
+
+    def __init__(self, path, log, broken=False):
+        self.name, self.log, self.broken = path.name, log, broken
+
+    def play(self):
+        self.log.append(("play", self.name))
+        if self.broken:
+            raise RuntimeError("audio device vanished")
+
+    def stop(self):
+        self.log.append(("stop", self.name))
+
+
+def test_tone_pattern_repeats_high_faster_than_medium_and_restarts_on_change():
+    pattern = sound.TonePattern()
+    started = {
+        t / 10: pattern.update(t / 10, "high" if t < 120 else "medium") for t in range(0, 240)
+    }
+    assert [t for t, p in started.items() if p == "high"] == [0.0, 5.0, 10.0]
+    assert [t for t, p in started.items() if p == "medium"] == [12.0, 22.0]
+    assert pattern.update(30.0, None) is None and pattern.priority is None
+    assert pattern.update(30.1, "medium") == "medium"  # a new alarm sounds at once
+    with pytest.raises(ValueError, match="high or medium"):
+        pattern.update(31.0, "low")
+
+
+def test_sound_unavailable_is_said_in_the_status_bar(make_window, tmp_path):
+    window = make_window()
+    if window.sound.available:  # a machine with speakers and QtMultimedia
+        assert window.status_sound.text() == "sound: on"
+    else:
+        assert window.status_sound.text().startswith(sound.SOUND_UNAVAILABLE)
+        assert "visual alarms only" in window.status_sound.text()
+    missing = sound.AlarmSound(tmp_path, effect_factory=lambda path: None)
+    assert not missing.available and "tone file" in missing.reason
+    missing.play("high")  # silent, never raises
+    assert missing.bursts_started == 0
+
+
+def _high_episode(window, effects_log):
+    manager = AlarmManager(AlarmSettings(alarm_delay_s=1.0))
+    image = QImage(160, 120, QImage.Format.Format_RGB888)
+    priorities = []
+    for i in range(30):  # 3 s at level 3.8: HIGH after 1 s
+        window.on_result(_result(i / 10, 3.8, manager), image)
+        window.refresh()
+        priorities.append(window.banner.priority)
+    return manager, priorities
+
+
+@pytest.mark.parametrize("audio", ["working", "broken", "missing"])
+def test_visual_alarm_is_the_same_whatever_the_audio_does(make_window, audio, tmp_path):
+    window = make_window()
+    log = []
+    folder = sound.ASSETS_DIR if audio != "missing" else tmp_path
+    window.sound = sound.AlarmSound(
+        folder, effect_factory=lambda path: _FakeEffect(path, log, broken=audio == "broken")
+    )
+    manager, priorities = _high_episode(window, log)
+    assert priorities[:9] == ["none"] * 9 and priorities[-1] == "high"
+    assert window.alarm_state.audio_active
+    if audio == "missing":
+        assert log == [] and not window.sound.available
+        return
+    assert ("play", "alarm_high.wav") in log  # the burst started (or tried to)
+    # Acknowledge silences the tone; the banner still shows the alarm.
+    played = len(log)
+    window.on_alarm_state(manager.acknowledge(3.0))
+    window.refresh()
+    assert ("stop", "alarm_high.wav") in log[played:] and window.sound.priority is None
+    assert all(action == "stop" for action, _name in log[played:])
+    assert window.banner.priority == "high"
+
+
+def test_audio_pause_mutes_the_tone_until_it_ends(make_window):
+    window = make_window()
+    log = []
+    window.sound = sound.AlarmSound(effect_factory=lambda path: _FakeEffect(path, log))
+    manager, _ = _high_episode(window, log)
+    plays = log.count(("play", "alarm_high.wav"))
+    assert plays == 1  # one burst so far: the next is due 5 s after the first
+    played = len(log)
+    window.on_alarm_state(manager.audio_pause(3.0, duration_s=60.0))
+    for _ in range(3):
+        window.refresh()
+    assert window.sound.priority is None
+    assert ("stop", "alarm_high.wav") in log[played:]
+    assert all(action == "stop" for action, _name in log[played:])
+    assert window.banner.priority == "high"

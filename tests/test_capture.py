@@ -24,6 +24,7 @@ from painmon.core.capture import (
     SyntheticSource,
     VideoFileSource,
     open_source,
+    same_image,
     synthetic_patient_factory,
 )
 
@@ -577,3 +578,32 @@ def test_capture_thread_is_a_daemon():
     assert cap._thread.daemon
     assert isinstance(cap._thread, threading.Thread)
     cap.stop()
+
+
+def test_watchdog_compares_pixels_not_buffers():
+    # A source that reuses one buffer for every frame must not look frozen while the
+    # pixels change, and a new size is a new image.
+    clock = FakeClock()
+    watchdog = SignalWatchdog(clock=clock)
+    buffer = np.zeros((36, 64, 3), dtype=np.uint8)
+    for i in range(25):  # 0 .. 3 s, the same array object every time, new pixels
+        buffer[0, 0, 0] = i
+        assert watchdog.update(_frame(i, buffer, clock)) is None
+        clock.advance(0.125)
+    still = buffer.copy()
+    for i in range(25, 42):
+        condition = watchdog.update(_frame(i, still, clock))
+        clock.advance(0.125)
+    assert condition == TechnicalCondition.FROZEN
+    assert watchdog.update(_frame(42, np.zeros((18, 32, 3), np.uint8), clock)) is None
+
+
+def test_same_image_is_exact():
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (36, 64, 3), dtype=np.uint8)
+    assert same_image(image, image.copy())
+    assert not same_image(None, image)
+    assert not same_image(image[:, :32], image[:, 32:].copy())
+    changed = image.copy()
+    changed[-1, -1, -1] ^= 1
+    assert not same_image(image, changed)

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import time
 
 import numpy as np
 import pytest
 import torch
 
-from painmon.core.alarms import AlarmPriority, TechnicalCondition
-from painmon.core.capture import Frame, SourceError
+from painmon.core import engine as engine_module
+from painmon.core.alarms import AlarmPriority, AlarmSettings, TechnicalCondition
+from painmon.core.capture import Frame, FrameSource, RawFrame, SourceError
 from painmon.core.engine import STAGES, Engine, run_monitor, run_monitor_cli
 from painmon.core.export import export_onnx
 from painmon.core.face import create_face_tracker
 from painmon.core.onnx_runtime import ModelLoadError, OnnxPainModel
-from painmon.core.session import SESSION_COLUMNS
+from painmon.core.session import SESSION_COLUMNS, SessionWriter
 from painmon.core.train import save_checkpoint
 from painmon.models import create_model
 
@@ -177,3 +180,81 @@ def test_cli_returns_zero_and_writes_session(
     _header, rows = _read_rows(folders[0])
     assert len(rows) > 0
     assert (folders[0] / "alarms.csv").is_file()
+
+
+class _StallingCamera(FrameSource):
+    """A live source that delivers a few frames, goes silent for ``stall_s``, then ends."""
+
+    is_live = True
+
+    def __init__(self, frames: int, stall_s: float) -> None:
+        super().__init__("camera:stalling")
+        self.frames = frames
+        self.stall_s = stall_s
+        self.rng = np.random.default_rng(3)
+
+    def open(self) -> None:
+        self.sent = 0
+
+    def read(self) -> RawFrame | None:
+        if self.sent < self.frames:
+            self.sent += 1
+            time.sleep(0.03)
+            return RawFrame(self.rng.integers(0, 30, size=(120, 160, 3), dtype=np.uint8))
+        if self.sent == self.frames:
+            self.sent += 1
+            time.sleep(self.stall_s)  # the camera hangs without an error
+        return None
+
+
+def test_silent_live_source_raises_signal_lost_headless(model_path, tmp_path, monkeypatch):
+    camera = _StallingCamera(frames=3, stall_s=3.0)
+
+    def fake_open_source(spec):
+        camera.open()
+        return camera
+
+    monkeypatch.setattr(engine_module, "open_source", fake_open_source)
+    summary = run_monitor("camera:0", model_path, tmp_path, progress=False)
+    assert summary["frames"] == 3
+    assert summary["technical_alarms_raised"] >= 1
+    with (tmp_path / summary["session_folder"] / "alarms.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    lost = [row for row in rows if "SIGNAL_LOST" in ",".join(row.values())]
+    assert lost, f"no SIGNAL_LOST event in {rows}"
+
+
+def test_change_settings_applies_alarm_and_smoothing_and_logs_to_the_session(model_path, tmp_path):
+    model = OnnxPainModel(model_path)
+    old = AlarmSettings(model_sha256=model.sha256)
+    writer = SessionWriter(
+        tmp_path / "session",
+        "bed-2",
+        model_id="dacnn",
+        model_sha256=model.sha256,
+        settings=old,
+        source="test",
+        face_detector="haar",
+    )
+    engine = Engine(model, create_face_tracker(None), old, 3.0, session_writer=writer)
+    new = dataclasses.replace(old, medium_threshold=2.0, alarm_delay_s=4.0)
+    try:
+        with pytest.raises(ValueError, match="smoothing time constant"):
+            engine.change_settings(1.0, new, smoothing_time_constant_s=0.0)
+        assert engine.alarms.settings == old  # a rejected change changes nothing
+        assert engine.smoother.time_constant_s == 3.0
+        state = engine.change_settings(1.5, new, smoothing_time_constant_s=6.0)
+        assert engine.alarms.settings == new
+        assert engine.smoother.time_constant_s == 6.0
+        assert [e.kind for e in state.new_events] == ["settings_change"]
+        assert "medium_threshold 2.5 -> 2.0" in state.new_events[0].message
+        engine.change_settings(2.0, old)  # tau left out: unchanged
+        assert engine.smoother.time_constant_s == 6.0
+    finally:
+        engine.close()
+        writer.close("test over")
+    with (tmp_path / "session" / "alarms.csv").open(newline="") as handle:
+        kinds = [row["kind"] for row in csv.DictReader(handle)]
+    assert kinds.count("settings_change") == 2
+    meta = json.loads((tmp_path / "session" / "session.json").read_text())
+    assert meta["thresholds"]["medium_threshold"] == 2.5  # the last change is recorded
