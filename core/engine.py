@@ -145,6 +145,19 @@ class Engine:
         self.face_tracker = face_tracker
         self.session_writer = session_writer
         self._crop_px = int(height)
+        # Frame live crops the way the model's training crops were framed (metadata).
+        crop = dict(model.metadata.get("crop") or {})
+        self._crop_margin = float(crop.get("margin", DEFAULT_MARGIN))
+        self._align_eyes = bool(crop.get("eye_alignment", False))
+        trained_on = crop.get("detector")
+        tracker_name = getattr(face_tracker, "name", None)
+        if trained_on and tracker_name and trained_on != tracker_name:
+            log.warning(
+                "the model was trained on %s face crops but the live tracker is %s: crops are "
+                "framed differently and scores may be less accurate",
+                trained_on,
+                tracker_name,
+            )
         self._utc_clock = utc_clock
         self.alarms = AlarmManager(alarm_settings)
         self.smoother = ProbabilitySmoother(smoothing_time_constant_s)
@@ -183,7 +196,10 @@ class Engine:
             assert observation.box is not None
             mark = time.perf_counter()
             try:
-                crop = crop_face(frame.rgb, observation.box, self._crop_px, DEFAULT_MARGIN)
+                eye_line = observation.eye_line if self._align_eyes else None
+                crop = crop_face(
+                    frame.rgb, observation.box, self._crop_px, self._crop_margin, eye_line
+                )
             except ValueError as exc:
                 log.warning("frame %d: face could not be cropped (%s)", frame.index, exc)
                 condition = TechnicalCondition.LOW_QUALITY
@@ -361,6 +377,15 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def load_pain_model(model_path: str | Path) -> Any:
+    """An exported .onnx through ONNX Runtime, or a research run folder through torch."""
+    from painmon.core.torch_backend import TorchPainModel, is_checkpoint
+
+    if is_checkpoint(model_path):
+        return TorchPainModel(model_path)
+    return OnnxPainModel(model_path, intra_op_num_threads=ENGINE_ORT_THREADS)
+
+
 def run_monitor(
     source_spec: str,
     model_path: str | Path,
@@ -385,7 +410,7 @@ def run_monitor(
 
     if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
         raise ValueError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}")
-    model = OnnxPainModel(model_path, intra_op_num_threads=ENGINE_ORT_THREADS)
+    model = load_pain_model(model_path)
     source = open_source(str(source_spec))
     try:
         tracker = create_face_tracker(face_model)

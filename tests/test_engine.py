@@ -13,7 +13,7 @@ import torch
 
 from painmon.core import engine as engine_module
 from painmon.core.alarms import AlarmPriority, AlarmSettings, TechnicalCondition
-from painmon.core.capture import Frame, FrameSource, RawFrame, SourceError
+from painmon.core.capture import Frame, FrameSource, RawFrame, SourceError, open_source
 from painmon.core.engine import STAGES, Engine, run_monitor, run_monitor_cli
 from painmon.core.export import export_onnx
 from painmon.core.face import create_face_tracker
@@ -258,3 +258,37 @@ def test_change_settings_applies_alarm_and_smoothing_and_logs_to_the_session(mod
     assert kinds.count("settings_change") == 2
     meta = json.loads((tmp_path / "session" / "session.json").read_text())
     assert meta["thresholds"]["medium_threshold"] == 2.5  # the last change is recorded
+
+
+def test_live_crops_follow_the_training_crop_metadata_and_run_folders_work(
+    shared_file, face_model_path, model_path, tmp_path, monkeypatch, caplog
+):
+    """Crops are framed as the model's training crops were; a run folder scores through torch."""
+    seen = []
+    real_crop = engine_module.crop_face
+
+    def spy(rgb, box, size_px, margin, eye_line=None):
+        seen.append((margin, eye_line))
+        return real_crop(rgb, box, size_px, margin, eye_line)
+
+    monkeypatch.setattr(engine_module, "crop_face", spy)
+    model = OnnxPainModel(model_path, prefer="cpu")
+    model.metadata["crop"] = {"margin": 0.3, "eye_alignment": True, "detector": "haar"}
+    tracker = create_face_tracker(face_model_path)
+    engine = Engine(model, tracker)
+    source = open_source(str(shared_file("media/single_face.mp4")))
+    raw = source.read()
+    source.close()
+    frame = Frame(0, 0.0, raw.rgb, time.monotonic(), "test")
+    try:
+        with caplog.at_level("WARNING"):
+            engine.process(frame)
+    finally:
+        engine.close()
+    assert seen and seen[0][0] == 0.3 and seen[0][1] is not None
+    assert any("trained on haar face crops" in r.getMessage() for r in caplog.records)
+
+    run_dir = model_path.parent  # holds best.safetensors + best.json
+    summary = run_monitor(str(shared_file("media/single_face.mp4")), run_dir, tmp_path / "out",
+                          max_seconds=0.5, face_model=face_model_path, progress=False)  # fmt: skip
+    assert summary["frames_scored"] >= 10
