@@ -10,10 +10,15 @@ OpenCV's Haar cascade find them.
 Every pain action unit of the PSPI changes the face the way FACS describes it
 (AU4 brows lowered and drawn together with vertical furrows, AU6 cheeks raised
 with crow's feet, AU7 narrowed lids, AU9 nose wrinkles, AU10 raised upper lip,
-AU43 closed eyes), scaled by intensity. Identities and per-image nuisances
-(light, pose, background, noise) are drawn independently of the action units,
-so who the patient is never encodes the label. Everything is a pure function
-of the seed: the same seed gives byte-identical images.
+AU43 closed eyes), scaled linearly by intensity so that every FACS step is an
+equally visible change even in a 64 px face crop: besides the thin lines, each
+action unit also moves a soft relief over an area a small network can see
+(glabella knot, cheek mound and infraorbital furrow, lower-lid roll, bunched
+nose root). Identities and per-image nuisances (light, pose, background,
+noise) are drawn independently of the action units, so who the patient is never
+encodes the label; light, pose and resting quirks are kept mild enough not to
+swamp a single FACS step. Everything is a pure function of the seed: the same
+seed gives byte-identical images.
 """
 
 from __future__ import annotations
@@ -197,11 +202,12 @@ def sample_identity(rng: np.random.Generator) -> Identity:
         brow_rgb=_rgb_tuple(brow),
         brow_thickness=float(rng.uniform(0.065, 0.095)),
         brow_arch=float(rng.uniform(0.04, 0.09)),
-        brow_height=float(rng.uniform(-0.03, 0.03)),
+        # Resting quirks stay below one FACS step, so a neutral face never reads as pain.
+        brow_height=float(rng.uniform(-0.02, 0.02)),
         brow_asymmetry=float(rng.uniform(-0.015, 0.015)),
         eye_spacing=float(rng.uniform(0.38, 0.44)),
         eye_width=float(rng.uniform(0.17, 0.20)),
-        eye_open=float(rng.uniform(0.9, 1.12)),
+        eye_open=float(rng.uniform(0.94, 1.08)),
         eye_tilt=float(rng.uniform(-0.01, 0.025)),
         iris_rgb=_rgb_tuple(np.array(_IRIS_RGB[iris_index], float) * rng.uniform(0.85, 1.1)),
         nose_length=float(rng.uniform(0.33, 0.41)),
@@ -251,12 +257,13 @@ def sample_scene(rng: np.random.Generator) -> Scene:
     """Draw the nuisances of one image."""
     wall = rng.uniform(90, 235) * rng.uniform(0.85, 1.15, 3)
     return Scene(
-        roll_deg=float(rng.uniform(-10, 10)),
-        yaw_deg=float(rng.uniform(-12, 12)),
-        light_azimuth_deg=float(rng.uniform(-40, 40)),
-        light_elevation_deg=float(rng.uniform(0, 35)),
-        light_gain=float(rng.uniform(0.78, 1.18)),
-        ambient=float(rng.uniform(0.45, 0.65)),
+        roll_deg=float(rng.uniform(-8, 8)),
+        yaw_deg=float(rng.uniform(-10, 10)),
+        # Side light is kept moderate: at 64 px a hard half-face shadow hides a brow or a lid.
+        light_azimuth_deg=float(rng.uniform(-28, 28)),
+        light_elevation_deg=float(rng.uniform(5, 30)),
+        light_gain=float(rng.uniform(0.82, 1.15)),
+        ambient=float(rng.uniform(0.52, 0.7)),
         tint=(float(rng.uniform(0.95, 1.05)), 1.0, float(rng.uniform(0.93, 1.05))),
         wall_top_rgb=_rgb_tuple(wall),
         wall_bottom_rgb=_rgb_tuple(wall * rng.uniform(0.75, 1.0)),
@@ -269,9 +276,13 @@ def sample_scene(rng: np.random.Generator) -> Scene:
 
 
 def _au_strength(intensity: float) -> float:
-    """0..1 visual strength: a visible step at trace (A) then linear to E, continuous at 0."""
-    value = min(max(intensity, 0.0), 5.0)
-    return 0.3 * min(value, 1.0) + 0.7 * value / 5.0
+    """0..1 visual strength, linear in the FACS intensity: every step A..E looks as large.
+
+    PSPI adds intensities, so a face whose cues grow by equal steps is one whose
+    pain score can be read off it; a jump at trace followed by small steps made
+    neighbouring pain classes look alike in 64 px crops.
+    """
+    return min(max(intensity, 0.0), 5.0) / 5.0
 
 
 def _shade(rgb: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
@@ -490,23 +501,27 @@ def _draw_brows(p: _Painter, ident: Identity, f4: float, f9: float) -> None:
     u = np.linspace(0.0, 1.0, 12)
     for sgn in (-1.0, 1.0):
         base = _BROW_Y + ident.brow_height + sgn * ident.brow_asymmetry
-        # AU4 pulls the inner brows down and toward each other; AU9 helps lower them.
-        inner = (sgn * (0.15 - 0.08 * f4), base + 0.22 * f4 + 0.06 * f9)
-        outer = (sgn * 0.70, base + 0.07 * f4 - 0.02)
-        arch = ident.brow_arch * (1.0 - 0.7 * f4)
+        # AU4 pulls the inner brows down and toward each other; AU9 helps lower them a little
+        # (kept small so that the brows stay AU4's cue). The bunched brow also thickens.
+        inner = (sgn * (0.15 - 0.09 * f4), base + 0.26 * f4 + 0.03 * f9)
+        outer = (sgn * 0.70, base + 0.10 * f4 - 0.02)
+        arch = ident.brow_arch * (1.0 - 0.8 * f4)
         x = inner[0] + (outer[0] - inner[0]) * u
         y = inner[1] + (outer[1] - inner[1]) * u - arch * np.sin(math.pi * u**0.8)
-        half = ident.brow_thickness * (1.0 - 0.5 * u) * 0.5 * (1 + 0.25 * f4)
+        half = ident.brow_thickness * (1.0 - 0.5 * u) * 0.5 * (1 + 0.4 * f4 * (1.0 - 0.6 * u))
         pts = np.concatenate([np.stack([x, y - half], 1), np.stack([x, y + half], 1)[::-1]])
         p.poly(pts, ident.brow_rgb)
     if f4 > 0.01:
-        # Vertical glabellar furrows between the drawn-together brows.
-        dark = _shade(skin, 1 - 0.5 * f4)
-        top_y = _BROW_Y + ident.brow_height - 0.06 + 0.15 * f4
-        for x0 in (-0.06, 0.06):
-            ys = np.linspace(top_y, top_y + 0.12 + 0.12 * f4, 5)
+        # Vertical glabellar furrows between the drawn-together brows: depth (contrast), length
+        # and width all grow linearly, so each step still shows once the crop is 64 px.
+        dark = _shade(skin, 1 - 0.6 * f4)
+        top_y = _BROW_Y + ident.brow_height - 0.08 + 0.16 * f4
+        for x0 in (-0.055, 0.055):
+            ys = np.linspace(top_y, top_y + 0.1 + 0.16 * f4, 5)
             p.line(
-                np.stack([x0 + 0.02 * np.sign(x0) * ((ys - ys[0]) / 0.2) ** 2, ys], 1), dark, 0.018
+                np.stack([x0 + 0.02 * np.sign(x0) * ((ys - ys[0]) / 0.2) ** 2, ys], 1),
+                dark,
+                0.016 + 0.016 * f4,
             )
 
 
@@ -526,14 +541,18 @@ def _draw_eye(
     x = ex + sgn * u * ew
     y0 = _EYE_Y - ident.eye_tilt * u + 0.03 * f6
     open_scale = ident.eye_open * (1.0 - closure)
-    up_open = 0.085 * open_scale * (1.0 - 0.35 * f7 - 0.2 * f6 - 0.2 * f4)
-    lo_open = 0.05 * open_scale * (1.0 - 0.8 * f7 - 0.75 * f6)
+    # AU6 (cheek pushing up) and AU7 (lids tightening) both narrow the eye; together they
+    # narrow it only a little more than the stronger alone, as PSPI counts max(AU6, AU7).
+    narrow6, narrow7 = 0.85 * f6, f7
+    narrow = max(narrow6, narrow7) + 0.2 * min(narrow6, narrow7)
+    up_open = 0.085 * open_scale * (1.0 - 0.4 * narrow - 0.12 * f4)
+    lo_open = 0.05 * open_scale * (1.0 - 0.9 * narrow)
     sag = 0.022 * closure * (1 - u**2)
     lower_shape = (1 - u**2) ** (1.0 - 0.6 * f7)  # AU7 straightens the lower lid
     y_up = y0 - max(up_open, 0.0) * (1 - u**2) ** 0.7 + sag
     y_lo = y0 + max(lo_open, 0.0) * lower_shape + sag
 
-    lid_rgb = _shade(skin, 0.84)
+    lid_rgb = _shade(skin, 0.84 + 0.1 * closure)
     if up_open + lo_open > 0.006:
         p.poly(
             np.concatenate([np.stack([x, y_up], 1), np.stack([x, y_lo], 1)[::-1]]), (232, 226, 220)
@@ -560,7 +579,8 @@ def _draw_eye(
         p.poly(np.concatenate([np.stack([x, y_up], 1), cover]), lid_rgb)
 
     lash = _mix((30, 22, 20), skin, 0.15)
-    p.line(np.stack([x, y_up], 1), lash, 0.038)
+    # A shut eye is one thick dark lash line curving down.
+    p.line(np.stack([x, y_up], 1), lash, 0.038 + 0.02 * closure)
     # Lashes at the outer half; they point down when the eye is shut.
     for k in (0.2, 0.5, 0.8):
         i = round((k + 1) / 2 * (u.size - 1))
@@ -571,9 +591,11 @@ def _draw_eye(
             0.012,
         )
     lower_dark = 0.72 - 0.3 * f7
-    p.line(np.stack([x, y_lo], 1)[2:-1], _shade(skin, lower_dark), 0.012 + 0.012 * f7)
-    if f7 > 0.01:  # bulge of the tightened lower lid
-        p.line(np.stack([x, y_lo + 0.035], 1)[3:-3], _shade(skin, 1 - 0.3 * f7), 0.012)
+    p.line(np.stack([x, y_lo], 1)[2:-1], _shade(skin, lower_dark), 0.012 + 0.008 * f7)
+    if f7 > 0.01:
+        # Bulge of the tightened lower lid: a raised, lit roll with a shadow under it.
+        p.line(np.stack([x, y_lo + 0.035], 1)[2:-2], _shade(skin, 1 + 0.1 * f7), 0.035 * f7)
+        p.line(np.stack([x, y_lo + 0.065], 1)[2:-2], _shade(skin, 1 - 0.4 * f7), 0.012 + 0.01 * f7)
     # Lid crease.
     crease_y = y0 - max(up_open, 0.0) - 0.05 - 0.02 * (1 - f4)
     p.line(
@@ -581,15 +603,15 @@ def _draw_eye(
     )
     if f6 > 0.01:
         # AU6: raised cheek makes an infraorbital furrow and crow's feet at the outer corner.
-        fy = y0 + 0.10 - 0.02 * f6
-        arc = np.stack([x, fy + 0.03 * u**2 + 0.02 * (1 - u**2)], 1)[2:-1]
-        p.line(arc, _shade(skin, 1 - 0.4 * f6), 0.016)
-        ox, oy = ex + sgn * (ew + 0.04), y0[-1]
-        length = 0.07 + 0.12 * f6
-        for angle in (-30.0, 0.0, 30.0):
+        fy = y0 + 0.11 - 0.02 * f6
+        arc = np.stack([x, fy + 0.03 * u**2 + 0.02 * (1 - u**2)], 1)[1:]
+        p.line(arc, _shade(skin, 1 - 0.5 * f6), 0.014 + 0.014 * f6)
+        ox, oy = ex + sgn * (ew + 0.03), y0[-1]
+        length = 0.06 + 0.16 * f6
+        for angle in (-35.0, -5.0, 25.0):
             a = math.radians(angle)
             end = (ox + sgn * length * math.cos(a), oy + length * math.sin(a))
-            p.line(np.array([[ox, oy], end]), _shade(skin, 1 - 0.45 * f6), 0.014)
+            p.line(np.array([[ox, oy], end]), _shade(skin, 1 - 0.55 * f6), 0.012 + 0.012 * f6)
 
 
 def _draw_nose(p: _Painter, ident: Identity, f6: float, f9: float, f10: float) -> None:
@@ -630,16 +652,26 @@ def _draw_nose(p: _Painter, ident: Identity, f6: float, f9: float, f10: float) -
         depth_bias=0.25,
     )
     if f9 > 0.01:
-        # AU9: horizontal wrinkles across the bridge, more and darker with intensity.
-        for k in range(4):
-            y = -0.14 + 0.06 * k
-            dark = 1 - 0.5 * f9 * (1 - 0.18 * k)
-            xs = np.linspace(-0.1, 0.1, 7)
+        # AU9: horizontal wrinkles across the bridge, one more per intensity step (the newest
+        # fades in while animating), all of them darker and wider as the nose wrinkles harder.
+        count = 5.0 * f9
+        for k in range(5):
+            presence = _clip01(count - k)
+            if presence <= 0.0:
+                break
+            y = -0.15 + 0.05 * k
+            dark = 1 - (0.2 + 0.3 * f9) * presence
+            half_w = 0.08 + 0.04 * f9
+            xs = np.linspace(-half_w, half_w, 7)
             p.line(
-                np.stack([xs, y - 0.03 * (1 - (xs / 0.1) ** 2)], 1), _shade(skin, dark), 0.016, 0.15
+                np.stack([xs, y - 0.03 * (1 - (xs / half_w) ** 2)], 1),
+                _shade(skin, dark),
+                0.014 + 0.006 * f9,
+                0.15,
             )
-    # Nasolabial folds: deepen with AU9/AU10 (and a little AU6), present faintly with age.
-    fold = 0.1 + 0.12 * ident.wrinkle_depth + 0.45 * max(f9, f10) + 0.1 * f6
+    # Nasolabial folds: deepen with AU9/AU10 (and a little AU6), present faintly with age
+    # (less than one AU step, so that age does not read as a raised upper lip).
+    fold = 0.1 + 0.06 * ident.wrinkle_depth + 0.5 * max(f9, f10) + 0.1 * f6
     mw = ident.mouth_width
     for sgn in (-1.0, 1.0):
         t = np.linspace(0.0, 1.0, 10)[:, None]
@@ -657,7 +689,7 @@ def _draw_mouth(p: _Painter, ident: Identity, f9: float, f10: float) -> None:
     y_m = _MOUTH_Y + ident.mouth_curve * u**2
     # AU10 lifts the upper lip, most in its middle-lateral part (a squarish opening).
     raise_shape = (1 - u**4) ** 1.5
-    lift = (0.16 * f10 + 0.05 * f9) * raise_shape
+    lift = (0.18 * f10 + 0.05 * f9) * raise_shape
     y_ul_bottom = y_m - lift
     bow = 0.012 * np.exp(-((u / 0.12) ** 2)) - 0.008 * np.exp(-(((np.abs(u) - 0.3) / 0.12) ** 2))
     y_ul_top = y_ul_bottom - ident.upper_lip * (0.25 + 0.75 * (1 - u**2) ** 0.6) + bow
@@ -717,16 +749,31 @@ def _shading(
     def blob(cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
         return np.exp(-(((x - cx) / rx) ** 2) - ((y - cy) / ry) ** 2)
 
-    f6 = _au_strength(aus.au6)
+    f4, f6, f7 = _au_strength(aus.au4), _au_strength(aus.au6), _au_strength(aus.au7)
+    f9 = _au_strength(aus.au9)
     socket = ident.eye_spacing
     sockets = blob(-socket, _EYE_Y - 0.05, 0.26, 0.17) + blob(socket, _EYE_Y - 0.05, 0.26, 0.17)
-    shade = shade * (1 - 0.38 * sockets)
+    shade = shade * (1 - 0.3 * sockets)
     side = 1.0 if scene.light_azimuth_deg < 0 else -1.0  # nose shadow falls away from the light
     shade = shade * (1 - 0.16 * blob(side * 0.13, 0.12, 0.07, 0.22))
     shade = shade * (1 + 0.08 * blob(0.0, -0.02, 0.06, 0.25))
     shade = shade * (1 - 0.2 * blob(0.0, ident.nose_length + 0.1, 0.14, 0.05))
-    cheek_y = 0.3 - 0.14 * f6
-    shade = shade * (1 + 0.07 * (blob(-0.5, cheek_y, 0.2, 0.13) + blob(0.5, cheek_y, 0.2, 0.13)))
+    # AU6 lifts and rounds the cheeks: their lit mound rises toward the eyes and grows.
+    # Lid lines are a pixel or two in a 64 px crop; these soft reliefs carry the same
+    # action units over areas a small network can see.
+    cheek_y = 0.3 - 0.16 * f6
+    cheeks = blob(-0.46, cheek_y, 0.2, 0.13) + blob(0.46, cheek_y, 0.2, 0.13)
+    shade = shade * (1 + (0.07 + 0.2 * f6) * cheeks)
+    # AU6 also deepens the infraorbital furrow between the raised cheek and the eye.
+    furrow = blob(-socket, _EYE_Y + 0.16, 0.22, 0.05) + blob(socket, _EYE_Y + 0.16, 0.22, 0.05)
+    shade = shade * (1 - 0.25 * f6 * furrow)
+    # AU7 tightens the lower lid into a lit roll right under the eye, shadowed below.
+    roll = blob(-socket, _EYE_Y + 0.08, 0.22, 0.055) + blob(socket, _EYE_Y + 0.08, 0.22, 0.055)
+    under = blob(-socket, _EYE_Y + 0.15, 0.22, 0.045) + blob(socket, _EYE_Y + 0.15, 0.22, 0.045)
+    shade = shade * (1 + 0.4 * f7 * roll) * (1 - 0.35 * f7 * under)
+    # AU4 bunches the skin between the brows into a shadowed knot; AU9 bunches the nose root.
+    shade = shade * (1 - 0.22 * f4 * blob(0.0, _BROW_Y + ident.brow_height + 0.2, 0.09, 0.1))
+    shade = shade * (1 - 0.22 * f9 * blob(0.0, -0.06, 0.13, 0.12))
     shade = shade * (1 - 0.25 * blob(0.0, 1.5, 0.5, 0.25))  # under the chin
     # Skin sheen is what keeps the T-zone brighter than the eyes on darker skin, as on camera.
     luma = 0.3 * ident.skin_rgb[0] + 0.59 * ident.skin_rgb[1] + 0.11 * ident.skin_rgb[2]

@@ -125,6 +125,25 @@ def test_each_action_unit_changes_its_own_face_region(au, value, changed, unchan
     assert inside > 4 * outside, f"{au}: region {inside:.2f} vs elsewhere {outside:.2f}"
 
 
+BROW_AREA = ((-0.75, 0.75), (-0.7, -0.15))
+
+
+@pytest.mark.parametrize(
+    ("au", "region"),
+    [("au4", BROW_AREA), ("au6", EYES), ("au7", EYES), ("au9", NOSE), ("au10", MOUTH)],
+)
+def test_every_intensity_step_is_a_comparably_visible_change(au, region):
+    # PSPI adds intensities, so neighbouring pain classes differ by single FACS steps:
+    # each step A..E must change the face by a comparable, non-negligible amount.
+    identity = synth.subject_identity(0, 5)
+    faces = [_frontal_render(identity, synth.ActionUnits(**{au: v})) for v in range(6)]
+    steps = np.array([_region_change(a, b, identity, *region) for a, b in pairwise(faces)])
+    assert steps.min() > 0.4 * steps.mean(), f"{au} has a near-invisible step: {steps.round(2)}"
+    assert steps.min() > 2.5, f"{au} steps are too faint: {steps.round(2)}"
+    from_rest = [_region_change(faces[0], face, identity, *region) for face in faces[1:]]
+    assert from_rest[-1] > from_rest[0], f"{au}: E looks no stronger than A"
+
+
 def _bright_pixels(image, identity, x_range, y_range):
     xs = np.array(x_range) * identity.face_width * 64 + 128
     ys = np.array(y_range) * identity.face_length * 64 + 120
