@@ -13,7 +13,7 @@ cd "$work"
 painmon synth --out synth40 --subjects 40 --images-per-subject 100 --seed 0
 painmon split --manifest synth40/manifest.csv --out splits40.json --seed 42
 painmon crops --manifest synth40/manifest.csv --out crops40.npz
-painmon train --manifest crops40.npz --splits splits40.json --model dacnn --lr 3e-4 \
+painmon train --manifest crops40.npz --splits splits40.json --model dacnn --lr 2e-3 \
     --device auto --compile reduce-overhead --out run
 painmon evaluate --run run --manifest crops40.npz --split test --json test_metrics.json \
     --report report.html
