@@ -314,6 +314,7 @@ class MainWindow(QMainWindow):
         menu_monitor.addSeparator()
         self._action(menu_monitor, "Settings…", self.open_settings)
         self.action_retrain = self._action(menu_monitor, "Retrain model…", self.open_retrain)
+        self.action_rollback = self._action(menu_monitor, "Roll back model", self.rollback_model)
 
         menu_view = self.menuBar().addMenu("&View")
         self.action_gradcam = self._action(menu_view, "Grad-CAM overlay", self._toggle_overlays)
@@ -760,16 +761,25 @@ class MainWindow(QMainWindow):
                 self.start_source(new.source)
 
     def open_retrain(self) -> None:
-        """The offline retraining dialog (painmon.app.retrain), when installed."""
-        try:
-            from painmon.app.retrain import RetrainDialog
-        except ModuleNotFoundError as exc:
-            if exc.name != "painmon.app.retrain":
-                raise
-            QMessageBox.information(self, "Retrain model", "Retraining: coming soon.")
+        """The offline retraining dialog; training itself runs in a separate process."""
+        from painmon.app.retrain import RetrainDialog
+
+        existing = getattr(self, "_retrain_dialog", None)
+        if existing is not None and existing.running:
+            existing.show()
+            existing.raise_()
             return
         self._retrain_dialog = RetrainDialog(parent=self)
+        self._retrain_dialog.model_activated.connect(self.load_model)
         self._retrain_dialog.show()
+
+    def rollback_model(self) -> None:
+        """Re-activate the previously active retrained model (logged in the registry)."""
+        from painmon.app.retrain import rollback_model
+
+        entry = rollback_model(self)
+        if entry is not None and self.load_model(entry.onnx_path):
+            self.statusBar().showMessage(f"rolled back to {entry.describe()}", 10000)
 
     # ------------------------------------------------------------------ sessions
     def start_session(self, pseudonym: str) -> Path | None:
@@ -905,6 +915,8 @@ class MainWindow(QMainWindow):
         self.sound.stop()
         if self._popup is not None:
             self._popup.close()
+        if getattr(self, "_retrain_dialog", None) is not None:
+            self._retrain_dialog.shutdown()
         save_settings(self.store, self.app_settings)
 
     def timers_active(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import os
 import threading
 import time
 
@@ -14,9 +15,9 @@ import torch
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtCore import QSettings
 from PySide6.QtGui import QImage
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication
 
 from painmon.app import sound
 from painmon.app.main_window import NO_MODEL_TEXT, MainWindow
@@ -378,43 +379,75 @@ def test_source_that_dies_shows_technical_alarm_and_recovers(make_window, patien
     assert window.banner.technical_row.isHidden()
 
 
-def test_retrain_action_says_coming_soon_without_the_module(make_window, monkeypatch):
-    monkeypatch.setitem(__import__("sys").modules, "painmon.app.retrain", None)
-    shown = []
-    monkeypatch.setattr(QMessageBox, "information", lambda *args: shown.append(args[2]))
-    window = make_window()
-    window.open_retrain()
-    assert shown and "coming soon" in shown[0]
-
-
-def test_run_app_demo_without_demo_model_opens_and_closes(
-    qtbot, tmp_path, monkeypatch, face_model_path
+def test_retrain_dialog_opens_once_from_the_menu_and_closes_with_the_window(
+    make_window, tmp_path, monkeypatch
 ):
-    from painmon.app import main as app_main
+    monkeypatch.setenv("PAINMON_DATA", str(tmp_path / "data"))
+    window = make_window()
+    window.action_retrain.trigger()
+    dialog = window._retrain_dialog
+    assert dialog.isVisible()
+    window.open_retrain()
+    assert window._retrain_dialog is not None
+    window.shutdown()
+    assert not dialog.timers_active()
 
-    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
-        QSettings.setPath(fmt, QSettings.Scope.UserScope, str(tmp_path / "config"))
-    monkeypatch.setattr(app_main, "demo_model_path", lambda: tmp_path / "missing.onnx")
-    seen = {}
 
-    def close_when_running() -> None:
-        windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow)]
-        window = windows[-1] if windows else None
-        if window is None or window.results_received < 3:
-            QTimer.singleShot(100, close_when_running)
-            return
-        window.refresh()
-        seen["reason"] = window.state_panel.reason.text()
-        seen["source"] = window.source_name
-        window.close()
-        seen["finished"] = window.threads_finished()
-        QApplication.instance().quit()
+RUN_APP_SCRIPT = """
+import json, sys
+from pathlib import Path
+from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtWidgets import QApplication
+from painmon.app import main as app_main
+from painmon.app.main_window import MainWindow
 
-    QTimer.singleShot(100, close_when_running)
-    assert app_main.run_app(demo=True, face_model=face_model_path) == 0
-    assert seen["source"] == "synthetic"
-    assert NO_MODEL_TEXT in seen["reason"] and "missing.onnx" in seen["reason"]
-    assert seen["finished"]
+tmp, face_model, with_model = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
+for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+    QSettings.setPath(fmt, QSettings.Scope.UserScope, str(tmp / "config"))
+if not with_model:
+    app_main.demo_model_path = lambda: tmp / "missing.onnx"
+app = QApplication([])
+seen = {}
+
+def close_when_running():
+    windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow)]
+    window = windows[-1] if windows else None
+    if window is None or window.results_received < 3:
+        QTimer.singleShot(100, close_when_running)
+        return
+    window.refresh()
+    seen.update(reason=window.state_panel.reason.text(), source=window.source_name,
+                demo=window.model is not None and window.model.is_demo)
+    window.close()
+    seen["finished"] = window.threads_finished()
+    QApplication.instance().quit()
+
+QTimer.singleShot(100, close_when_running)
+seen["code"] = app_main.run_app(demo=True, face_model=face_model)
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("with_model", [True, False])
+def test_run_app_demo_opens_and_closes(tmp_path, face_model_path, with_model):
+    """`painmon demo` end to end in its own process (app.exec() owns the event loop)."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN_APP_SCRIPT, str(tmp_path), str(face_model_path),
+         "1" if with_model else "0"],
+        capture_output=True, text=True, timeout=180,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen", "PAINMON_DATA": str(tmp_path)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["code"] == 0 and seen["source"] == "synthetic" and seen["finished"]
+    if with_model:
+        assert seen["demo"], "painmon demo must load the shipped demo model"
+    else:
+        assert NO_MODEL_TEXT in seen["reason"] and "missing.onnx" in seen["reason"]
 
 
 # --------------------------------------------------------------------- helpers
