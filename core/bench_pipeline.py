@@ -92,26 +92,14 @@ def export_untrained_dacnn(out_dir: str | Path, seed: int = 0) -> Path:
     import torch
 
     from painmon.core.export import export_onnx
-    from painmon.core.train import save_checkpoint
+    from painmon.core.train import checkpoint_meta, save_checkpoint
     from painmon.models import create_model
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = create_model("dacnn").eval()
-    cfg = model.pretrained_cfg
-    meta = {
-        "architecture": cfg["architecture"],
-        "model_kwargs": cfg["model_kwargs"],
-        "input_size": list(cfg["input_size"]),
-        "mean": list(cfg["mean"]),
-        "std": list(cfg["std"]),
-        "class_names": list(cfg["class_names"]),
-        "pspi_mapping": cfg["pspi_mapping"],
-        "temperature": 1.0,
-        "data_sha256": "0" * 64,
-        "epoch": 0,
-    }
+    meta = checkpoint_meta(model, temperature=1.0, data_sha256="0" * 64, epoch=0)
     checkpoint = out_dir / UNTRAINED_CHECKPOINT
     save_checkpoint(model, checkpoint, meta)
     out = out_dir / "dacnn-untrained.onnx"

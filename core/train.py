@@ -270,6 +270,21 @@ def _state_for_save(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in base.state_dict().items()}
 
 
+def checkpoint_meta(model: nn.Module, **extra: Any) -> dict[str, Any]:
+    """What a checkpoint's JSON sidecar needs to rebuild ``model`` and preprocess its input."""
+    cfg = getattr(model, "_orig_mod", model).pretrained_cfg
+    return {
+        "architecture": cfg["architecture"],
+        "model_kwargs": dict(cfg["model_kwargs"]),
+        "input_size": list(cfg["input_size"]),
+        "mean": list(cfg["mean"]),
+        "std": list(cfg["std"]),
+        "class_names": list(cfg["class_names"]),
+        "pspi_mapping": cfg["pspi_mapping"],
+        **extra,
+    }
+
+
 def save_checkpoint(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
     """Write ``path`` (.safetensors) and its ``.json`` sidecar atomically."""
     from safetensors.torch import save_file
@@ -437,16 +452,7 @@ def fit(
     elif resume:
         raise FileNotFoundError(f"nothing to resume in {out}: last.json is missing")
 
-    meta_base = {
-        "architecture": cfg.model,
-        "model_kwargs": cfg.model_kwargs,
-        "input_size": list(model.pretrained_cfg["input_size"]),
-        "mean": list(model.pretrained_cfg["mean"]),
-        "std": list(model.pretrained_cfg["std"]),
-        "class_names": list(pain_labels.DEFAULT_CLASS_NAMES),
-        "pspi_mapping": pain_labels.pspi_mapping_text(),
-        **provenance,
-    }
+    meta_base = checkpoint_meta(model, **provenance)
     stopped = "completed"
     t_start = time.perf_counter()
     epoch = start_epoch - 1

@@ -43,7 +43,7 @@ from painmon.core.quality import QualityReport
 from painmon.core.session import SESSION_COLUMNS
 from painmon.core.smoothing import SmoothedScore
 from painmon.core.synth import SyntheticPatientStream
-from painmon.core.train import save_checkpoint
+from painmon.core.train import checkpoint_meta, save_checkpoint
 from painmon.core.trend import TrendBuffer
 from painmon.models import create_model
 
@@ -55,21 +55,9 @@ def model_path(tmp_path_factory):
     """A freshly initialised DA-CNN exported to ONNX (once per module)."""
     torch.manual_seed(0)
     model = create_model("dacnn").eval()
-    cfg = model.pretrained_cfg
     run_dir = tmp_path_factory.mktemp("app-model")
     checkpoint = run_dir / "best.safetensors"
-    meta = {
-        "architecture": cfg["architecture"],
-        "model_kwargs": cfg["model_kwargs"],
-        "input_size": list(cfg["input_size"]),
-        "mean": list(cfg["mean"]),
-        "std": list(cfg["std"]),
-        "class_names": list(cfg["class_names"]),
-        "pspi_mapping": cfg["pspi_mapping"],
-        "temperature": 1.0,
-        "data_sha256": "cd" * 32,
-        "epoch": 0,
-    }
+    meta = checkpoint_meta(model, temperature=1.0, data_sha256="cd" * 32, epoch=0)
     save_checkpoint(model, checkpoint, meta)
     out = run_dir / "dacnn.onnx"
     export_onnx(checkpoint, out)

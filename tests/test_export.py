@@ -28,7 +28,7 @@ from painmon.core.onnx_runtime import (
     ProviderError,
     choose_providers,
 )
-from painmon.core.train import save_checkpoint
+from painmon.core.train import checkpoint_meta, save_checkpoint
 from painmon.models import create_model, gradcam
 
 log = logging.getLogger(__name__)
@@ -59,20 +59,13 @@ def _trained_like(name: str, seed: int) -> torch.nn.Module:
 
 
 def _meta(model) -> dict:
-    cfg = model.pretrained_cfg
-    return {
-        "architecture": cfg["architecture"],
-        "model_kwargs": cfg["model_kwargs"],
-        "input_size": list(cfg["input_size"]),
-        "mean": list(cfg["mean"]),
-        "std": list(cfg["std"]),
-        "class_names": list(cfg["class_names"]),
-        "pspi_mapping": cfg["pspi_mapping"],
-        "temperature": TEMPERATURE,
-        "metrics": {"val_accuracy": 0.41, "val_macro_f1": 0.33},
-        "data_sha256": "ab" * 32,
-        "epoch": 3,
-    }
+    return checkpoint_meta(
+        model,
+        temperature=TEMPERATURE,
+        metrics={"val_accuracy": 0.41, "val_macro_f1": 0.33},
+        data_sha256="ab" * 32,
+        epoch=3,
+    )
 
 
 _EXPORTS: dict[str, tuple] = {}

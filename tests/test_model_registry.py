@@ -17,7 +17,7 @@ from painmon.core.model_registry import (
     RegistryError,
     default_registry_dir,
 )
-from painmon.core.train import save_checkpoint
+from painmon.core.train import checkpoint_meta, save_checkpoint
 from painmon.models import create_model
 
 
@@ -26,19 +26,8 @@ def exported(tmp_path_factory):
     """A freshly initialised micropainnet run folder and its verified ONNX export."""
     torch.manual_seed(0)
     model = create_model("micropainnet").eval()
-    cfg = model.pretrained_cfg
     run = tmp_path_factory.mktemp("registry-run")
-    meta = {
-        "architecture": cfg["architecture"],
-        "model_kwargs": cfg["model_kwargs"],
-        "input_size": list(cfg["input_size"]),
-        "mean": list(cfg["mean"]),
-        "std": list(cfg["std"]),
-        "class_names": list(cfg["class_names"]),
-        "pspi_mapping": cfg["pspi_mapping"],
-        "temperature": 1.0,
-        "epoch": 1,
-    }
+    meta = checkpoint_meta(model, temperature=1.0, epoch=1)
     save_checkpoint(model, run / "best.safetensors", meta)
     (run / "card.md").write_text("# card\n")
     onnx_path = run / "export" / "micropainnet.onnx"
