@@ -110,7 +110,7 @@ def keep_singletons_alive(floor: int = SINGLETON_REFS_FLOOR) -> int:
 
 
 def default_session_root() -> Path:
-    from painmon.core.doctor import default_sessions_dir
+    from painmon.core.paths import default_sessions_dir
 
     return default_sessions_dir()
 

@@ -33,8 +33,8 @@ from PySide6.QtWidgets import (
 )
 
 from painmon.core import retrain_job
-from painmon.core.doctor import user_data_dir
 from painmon.core.model_registry import ModelRegistry, RegistryEntry, RegistryError
+from painmon.core.paths import user_data_dir
 from painmon.core.retrain_job import (
     AUGMENT_MODES,
     DEVICES,

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from painmon.core.paths import default_sessions_dir
+
 log = logging.getLogger(__name__)
 
 STATUSES: tuple[str, ...] = ("ok", "warn", "error")
@@ -76,25 +78,6 @@ class DoctorReport:
 
 
 # --- folders ------------------------------------------------------------------------------
-
-
-def user_data_dir() -> Path:
-    """Per-user data folder (``PAINMON_DATA`` overrides; XDG_DATA_HOME on Linux)."""
-    override = os.environ.get("PAINMON_DATA")
-    if override:
-        return Path(override).expanduser()
-    if os.name == "nt":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-        return base / "painmon" / "data"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "painmon"
-    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "painmon"
-
-
-def default_sessions_dir() -> Path:
-    """Where monitoring sessions go unless the user picks a folder."""
-    return user_data_dir() / "sessions"
 
 
 # --- individual checks --------------------------------------------------------------------

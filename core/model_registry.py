@@ -26,10 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from painmon.core.doctor import user_data_dir
 from painmon.core.face_detect import sha256_file
 from painmon.core.fileio import atomic_write_json
 from painmon.core.onnx_runtime import SIDECAR_SUFFIX, ModelLoadError, read_sidecar_sha256
+from painmon.core.paths import user_data_dir
 
 log = logging.getLogger(__name__)
 

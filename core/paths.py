@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 FACE_LANDMARKER_FILENAME = "face_landmarker.task"
@@ -45,3 +46,22 @@ def find_face_model(explicit: str | os.PathLike[str] | None = None) -> Path | No
             return path
     cached = user_cache_dir() / "models" / FACE_LANDMARKER_FILENAME
     return cached if cached.is_file() else None
+
+
+def user_data_dir() -> Path:
+    """Per-user data folder (``PAINMON_DATA`` overrides; XDG_DATA_HOME on Linux)."""
+    override = os.environ.get("PAINMON_DATA")
+    if override:
+        return Path(override).expanduser()
+    if os.name == "nt":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+        return base / "painmon" / "data"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "painmon"
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "painmon"
+
+
+def default_sessions_dir() -> Path:
+    """Where monitoring sessions go unless the user picks a folder."""
+    return user_data_dir() / "sessions"

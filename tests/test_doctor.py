@@ -16,13 +16,12 @@ from painmon.core.doctor import (
     check_face_model,
     check_opencv_distributions,
     check_sessions_dir,
-    default_sessions_dir,
     doctor_exit_code,
     format_doctor,
     run_doctor,
 )
 from painmon.core.model_store import models_dir
-from painmon.core.paths import FACE_LANDMARKER_FILENAME
+from painmon.core.paths import FACE_LANDMARKER_FILENAME, default_sessions_dir
 
 
 @pytest.fixture(autouse=True)
