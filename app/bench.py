@@ -151,6 +151,7 @@ def bench_app(
             start_s = measure.get("start_s")
             if start_s is not None and "stats" not in stats_at and now_s >= start_s:
                 stats_at["stats"] = window.capture_stats()
+                measure["span_start_s"] = now_s
                 processed["at_start"] = window.results_received
             ended = window.source_ended_reason
             if (start_s is not None and now_s >= start_s + seconds) or ended is not None:
@@ -192,9 +193,13 @@ def bench_app(
         frames_read = end.frames_read - start.frames_read
         frames_dropped = end.frames_dropped - start.frames_dropped
     measured_s = max(0.0, measure.get("end_s", 0.0) - measure.get("start_s", 0.0))
-    # Frames painted after the end of the span are not in frames_read: keep the span's.
+    # frames_read counts captures between the two stats snapshots: keep exactly the frames
+    # captured in that span (a warm-up frame painted late is not one of them).
+    span_start_s = measure.get("span_start_s", measure.get("start_s", 0.0))
     recorder.samples = [
-        s for s in recorder.samples if s.captured_monotonic_s < measure.get("end_s", 0.0)
+        s
+        for s in recorder.samples
+        if span_start_s <= s.captured_monotonic_s < measure.get("end_s", 0.0)
     ]
     try:
         load = os.getloadavg()
