@@ -59,3 +59,39 @@ def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.mktemp("painmon-cache")
     monkeypatch.setenv("PAINMON_CACHE", str(cache))
     monkeypatch.delenv("PAINMON_FACE_MODEL", raising=False)
+
+
+def make_toy_crops(n: int, seed: int):
+    """Crops whose brightness encodes the class 0..4: learnable in a few epochs."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = np.tile(np.arange(5), n // 5 + 1)[:n]
+    images = rng.integers(0, 40, (n, 64, 64, 3)).astype(np.int64) + labels[:, None, None, None] * 50
+    return images.clip(0, 255).astype(np.uint8), labels
+
+
+@pytest.fixture(scope="session")
+def toy_crops():
+    """``toy_crops(n, seed) -> (uint8 crops (n,64,64,3), labels)``."""
+    return make_toy_crops
+
+
+@pytest.fixture(scope="session")
+def untrained_dacnn_onnx(tmp_path_factory) -> Path:
+    """A freshly initialised DA-CNN exported to ONNX; its folder is also a run folder."""
+    import torch
+
+    from painmon.core.export import export_onnx
+    from painmon.core.train import checkpoint_meta, save_checkpoint
+    from painmon.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("dacnn").eval()
+    run_dir = tmp_path_factory.mktemp("dacnn-untrained")
+    checkpoint = run_dir / "best.safetensors"
+    save_checkpoint(model, checkpoint, checkpoint_meta(model, temperature=1.0,
+                                                       data_sha256="cd" * 32, epoch=0))  # fmt: skip
+    out = run_dir / "dacnn.onnx"
+    export_onnx(checkpoint, out)
+    return out

@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("pytestqt")
 
@@ -36,32 +35,21 @@ from painmon.core.capture import (
     SourceError,
 )
 from painmon.core.engine import STAGES, EngineResult
-from painmon.core.export import export_onnx
 from painmon.core.face import FaceObservation
 from painmon.core.face_detect import FaceBox
 from painmon.core.quality import QualityReport
 from painmon.core.session import SESSION_COLUMNS
 from painmon.core.smoothing import SmoothedScore
 from painmon.core.synth import SyntheticPatientStream
-from painmon.core.train import checkpoint_meta, save_checkpoint
 from painmon.core.trend import TrendBuffer
-from painmon.models import create_model
 
 WAIT_MS = 20000
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    """A freshly initialised DA-CNN exported to ONNX (once per module)."""
-    torch.manual_seed(0)
-    model = create_model("dacnn").eval()
-    run_dir = tmp_path_factory.mktemp("app-model")
-    checkpoint = run_dir / "best.safetensors"
-    meta = checkpoint_meta(model, temperature=1.0, data_sha256="cd" * 32, epoch=0)
-    save_checkpoint(model, checkpoint, meta)
-    out = run_dir / "dacnn.onnx"
-    export_onnx(checkpoint, out)
-    return out
+def model_path(untrained_dacnn_onnx):
+    """A freshly initialised DA-CNN exported to ONNX (shared by the session)."""
+    return untrained_dacnn_onnx
 
 
 @pytest.fixture(scope="module")

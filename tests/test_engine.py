@@ -9,32 +9,20 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from painmon.core import engine as engine_module
 from painmon.core.alarms import AlarmPriority, AlarmSettings, TechnicalCondition
 from painmon.core.capture import Frame, FrameSource, RawFrame, SourceError, open_source
 from painmon.core.engine import STAGES, Engine, run_monitor, run_monitor_cli
-from painmon.core.export import export_onnx
 from painmon.core.face import create_face_tracker
 from painmon.core.onnx_runtime import ModelLoadError, OnnxPainModel
 from painmon.core.session import SESSION_COLUMNS, SessionWriter
-from painmon.core.train import checkpoint_meta, save_checkpoint
-from painmon.models import create_model
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    """A freshly initialised DA-CNN exported to ONNX (once per module)."""
-    torch.manual_seed(0)
-    model = create_model("dacnn").eval()
-    run_dir = tmp_path_factory.mktemp("engine-run")
-    checkpoint = run_dir / "best.safetensors"
-    meta = checkpoint_meta(model, temperature=1.0, data_sha256="cd" * 32, epoch=0)
-    save_checkpoint(model, checkpoint, meta)
-    out = run_dir / "dacnn.onnx"
-    export_onnx(checkpoint, out)
-    return out
+def model_path(untrained_dacnn_onnx):
+    """A freshly initialised DA-CNN exported to ONNX (shared by the session)."""
+    return untrained_dacnn_onnx
 
 
 def _read_rows(folder):

@@ -44,21 +44,13 @@ TABLES_MD = """# Table 2: baselines
 """
 
 
-def _toy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Crops whose brightness encodes the class: learnable in a few epochs."""
-    rng = np.random.default_rng(seed)
-    labels = np.tile(np.arange(5), n // 5 + 1)[:n]
-    images = rng.integers(0, 40, (n, 64, 64, 3)).astype(np.int64) + labels[:, None, None, None] * 50
-    return images.clip(0, 255).astype(np.uint8), labels
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, toy_crops):
     """A 2-epoch micropainnet run, its test partition and an evaluation of it."""
     out = tmp_path_factory.mktemp("run")
-    x_tr, y_tr = _toy(40, 0)
-    x_va, y_va = _toy(20, 1)
-    x_te, y_te = _toy(30, 2)
+    x_tr, y_tr = toy_crops(40, 0)
+    x_va, y_va = toy_crops(20, 1)
+    x_te, y_te = toy_crops(30, 2)
     cfg = TrainConfig(
         model="micropainnet", epochs=2, warmup_epochs=1, batch_size=16, lr=3e-3, device="cpu"
     )

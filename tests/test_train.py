@@ -6,7 +6,6 @@ import csv
 import itertools
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -20,19 +19,11 @@ from painmon.core.train import (
 )
 
 
-def _toy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Crops whose brightness encodes the class: learnable in a few epochs."""
-    rng = np.random.default_rng(seed)
-    labels = np.tile(np.arange(5), n // 5 + 1)[:n]
-    images = rng.integers(0, 40, (n, 64, 64, 3)).astype(np.int64) + labels[:, None, None, None] * 50
-    return images.clip(0, 255).astype(np.uint8), labels
-
-
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def trained_run(tmp_path_factory, toy_crops):
     out = tmp_path_factory.mktemp("run")
-    x_tr, y_tr = _toy(80, 0)
-    x_va, y_va = _toy(40, 1)
+    x_tr, y_tr = toy_crops(80, 0)
+    x_va, y_va = toy_crops(40, 1)
     cfg = TrainConfig(
         model="micropainnet", epochs=3, warmup_epochs=1, batch_size=16, lr=3e-3, device="cpu"
     )
@@ -94,11 +85,11 @@ def test_tampered_checkpoint_is_refused(trained_run, tmp_path):
         load_checkpoint(tmp_path / "missing")
 
 
-def test_resume_continues_after_last_epoch(trained_run, tmp_path):
+def test_resume_continues_after_last_epoch(trained_run, tmp_path, toy_crops):
     out, _, cfg, (x_va, y_va) = trained_run
     for path in out.iterdir():
         (tmp_path / path.name).write_bytes(path.read_bytes())
-    x_tr, y_tr = _toy(80, 0)
+    x_tr, y_tr = toy_crops(80, 0)
     longer = TrainConfig(**{**cfg.to_dict(), "epochs": 4})
     result = fit(longer, x_tr, y_tr, x_va, y_va, tmp_path, resume=True, progress=False)
     rows = list(csv.DictReader((tmp_path / "history.csv").open()))
@@ -108,8 +99,8 @@ def test_resume_continues_after_last_epoch(trained_run, tmp_path):
         fit(longer, x_tr, y_tr, x_va, y_va, tmp_path / "fresh", resume=True, progress=False)
 
 
-def test_a_subject_in_train_and_val_is_refused(tmp_path):
-    x, y = _toy(20, 0)
+def test_a_subject_in_train_and_val_is_refused(tmp_path, toy_crops):
+    x, y = toy_crops(20, 0)
     cfg = TrainConfig(epochs=1, batch_size=4, device="cpu")
     with pytest.raises(SubjectLeakError, match="'p7'"):
         fit(cfg, x, y, x, y, tmp_path, progress=False,
