@@ -179,17 +179,9 @@ class Engine:
         timings["decode"] = float(decode_ms)
         self._media_now_s = frame.t_s
 
-        signal = self.watchdog.update(frame, now_s=frame.t_s)
-        mark = time.perf_counter()
-        observation = self.face_tracker.observe(frame.rgb, frame.t_s)
-        quality = assess_quality(frame.rgb, observation)
-        timings["face"] = _ms_since(mark)
-
-        condition: TechnicalCondition | None = signal
-        if condition is None and not observation.face_found:
-            condition = TechnicalCondition.NO_FACE
-        elif condition is None and not quality.ok:
-            condition = TechnicalCondition.LOW_QUALITY
+        observation, quality, condition, timings["face"] = observe_frame(
+            self.watchdog, self.face_tracker, frame
+        )
 
         probs = gradcam = None
         if condition is None:
@@ -327,6 +319,26 @@ class Engine:
                 technical_condition=result.technical_condition,
             )
         )
+
+
+def observe_frame(
+    watchdog: SignalWatchdog, face_tracker: Any, frame: Frame
+) -> tuple[FaceObservation, QualityReport, TechnicalCondition | None, float]:
+    """Signal watchdog, face and quality gates for one frame: what every engine does first.
+
+    Returns the observation, the quality report, the technical condition (watchdog
+    first, then no face, then low quality) and the face stage's time in ms.
+    """
+    condition = watchdog.update(frame, now_s=frame.t_s)
+    mark = time.perf_counter()
+    observation = face_tracker.observe(frame.rgb, frame.t_s)
+    quality = assess_quality(frame.rgb, observation)
+    face_ms = _ms_since(mark)
+    if condition is None and not observation.face_found:
+        condition = TechnicalCondition.NO_FACE
+    elif condition is None and not quality.ok:
+        condition = TechnicalCondition.LOW_QUALITY
+    return observation, quality, condition, face_ms
 
 
 def _ms_since(mark: float) -> float:

@@ -13,11 +13,10 @@ from __future__ import annotations
 import logging
 import time
 
-from painmon.core.alarms import AlarmManager, AlarmSettings, AlarmState, TechnicalCondition
+from painmon.core.alarms import AlarmManager, AlarmSettings, AlarmState
 from painmon.core.capture import Frame, SignalWatchdog
-from painmon.core.engine import STAGES, EngineResult
+from painmon.core.engine import STAGES, EngineResult, observe_frame
 from painmon.core.face import FaceTracker
-from painmon.core.quality import assess_quality
 from painmon.core.smoothing import ProbabilitySmoother
 
 log = logging.getLogger(__name__)
@@ -50,15 +49,9 @@ class FaceOnlyEngine:
         timings = dict.fromkeys(STAGES, 0.0)
         timings["decode"] = float(decode_ms)
         self._media_now_s = frame.t_s
-        condition = self.watchdog.update(frame, now_s=frame.t_s)
-        mark = time.perf_counter()
-        observation = self.face_tracker.observe(frame.rgb, frame.t_s)
-        quality = assess_quality(frame.rgb, observation)
-        timings["face"] = (time.perf_counter() - mark) * 1000.0
-        if condition is None and not observation.face_found:
-            condition = TechnicalCondition.NO_FACE
-        elif condition is None and not quality.ok:
-            condition = TechnicalCondition.LOW_QUALITY
+        observation, quality, condition, timings["face"] = observe_frame(
+            self.watchdog, self.face_tracker, frame
+        )
         reason = condition.value if condition is not None else NO_MODEL_REASON
         smoothed = self.smoother.update(frame.t_s, None, unknown_reason=reason)
         alarm_state = self.alarms.update(frame.t_s, None, condition)
