@@ -46,6 +46,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from painmon.core.timeline import next_time
+
 log = logging.getLogger(__name__)
 
 MAX_AUDIO_PAUSE_S = 180.0
@@ -359,14 +361,7 @@ class AlarmManager:
     # -- internals ---------------------------------------------------------------------------
 
     def _advance_clock(self, t_s: float) -> None:
-        t_s = float(t_s)
-        if not math.isfinite(t_s):
-            raise ValueError(f"t_s must be finite, got {t_s!r}")
-        if self._last_t_s is not None and t_s < self._last_t_s:
-            raise ValueError(
-                f"time went backwards: t_s={t_s:.3f} s after {self._last_t_s:.3f} s; "
-                "start a new AlarmManager for a new source"
-            )
+        t_s = next_time(t_s, self._last_t_s, "start a new AlarmManager for a new source")
         self._last_t_s = t_s
         if self._pause_until_t_s is not None and t_s >= self._pause_until_t_s:
             self._end_pause(t_s, "audio pause elapsed")

@@ -39,6 +39,7 @@ import numpy as np
 
 from painmon.core.face import FaceObservation
 from painmon.core.labels import PSPI_MAX, pspi_from_aus
+from painmon.core.timeline import next_time
 
 log = logging.getLogger(__name__)
 
@@ -206,11 +207,7 @@ class AUEstimator:
         self, observation: FaceObservation, t_s: float, quality_ok: bool = True
     ) -> AUEstimate:
         """The AU estimate for one observation; frames failing quality never enter the baseline."""
-        t_s = float(t_s)
-        if not math.isfinite(t_s):
-            raise ValueError(f"t_s must be finite, got {t_s!r}")
-        if self._last_t_s is not None and t_s < self._last_t_s:
-            raise ValueError(f"time went backwards: {t_s} s after {self._last_t_s} s")
+        t_s = next_time(t_s, self._last_t_s)
         self._last_t_s = t_s
         shapes = observation.blendshapes if observation.face_found else None
         if shapes is None or not quality_ok:

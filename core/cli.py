@@ -120,6 +120,7 @@ def _train_config(args: argparse.Namespace, **overrides: Any) -> Any:
         lr=args.lr,
         weight_decay=args.weight_decay,
         label_smoothing=args.label_smoothing,
+        patience=args.patience,
         seed=args.seed,
         device=args.device,
         augment=args.augment,
@@ -295,6 +296,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         folds=args.folds,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        lr=args.lr,
         splits=args.splits,
         cache_dir=args.cache_dir,
     )
@@ -343,6 +345,10 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument(
+        "--patience", type=int, default=15,
+        help="stop after this many epochs without a better validation macro-F1",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     p.add_argument("--augment", default="full", choices=("full", "color", "none"))
@@ -512,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--epochs", type=int, default=100)
     rep.add_argument("--batch-size", type=int, default=32)
+    rep.add_argument(
+        "--lr", type=float, default=1e-4, help="every row's learning rate (paper: 1e-4)"
+    )
     rep.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     rep.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
     rep.add_argument("--out", type=Path, required=True, help="tables.md, results.json, CV runs")

@@ -19,11 +19,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from painmon.core.datasets import Sample
 from painmon.core.face_detect import FaceBox, FaceDetector, sha256_file
 from painmon.core.fileio import atomic_save_npy, atomic_write, atomic_write_text
+from painmon.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,16 @@ class CropSet:
         }
         return atomic_write(path, lambda f: np.savez_compressed(f, **arrays), binary=True)
 
+    def as_samples(self) -> list[Sample]:
+        """One :class:`Sample` per crop (path, subject, label, frame): enough to plan splits."""
+        return [
+            Sample(Path(path), str(subject), int(label), frame_index=frame)
+            for path, subject, label, frame in zip(
+                self.paths, self.subjects.tolist(), self.labels.tolist(), self.frame_indices,
+                strict=True,
+            )
+        ]  # fmt: skip
+
     @classmethod
     def load_npz(cls, path: str | Path) -> tuple[CropSet, str]:
         """Read :meth:`save_npz` output; returns the crops and the dataset hash they came from."""
@@ -374,8 +384,8 @@ def build_crop_set(
     reasons: dict[int, str] = {}
     cache_hits = detections = 0
     try:
-        with tqdm(
-            total=len(samples), desc="face crops", unit="sample", disable=not progress
+        with progress_bar(
+            total=len(samples), desc="face crops", unit="sample", enabled=progress
         ) as bar:
             for path, positions in by_path.items():
                 try:

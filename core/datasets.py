@@ -278,6 +278,21 @@ def load_manifest(csv_path: str | Path) -> list[Sample]:
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DatasetLayoutError(f"manifest {csv_path} not found. Expected {MANIFEST_LAYOUT}")
+    if csv_path.suffix.lower() == ".npz":
+        raise DatasetLayoutError(
+            f"{csv_path} is a crops file from `painmon crops`, not a dataset: this command "
+            f"needs the images. Give the manifest CSV, UNBC or BioVid root it was made from"
+        )
+    try:
+        return _read_manifest(csv_path)
+    except UnicodeDecodeError as exc:
+        raise DatasetLayoutError(
+            f"manifest {csv_path} is not UTF-8 text (byte {exc.start}): is it the right file? "
+            f"Expected {MANIFEST_LAYOUT}"
+        ) from None
+
+
+def _read_manifest(csv_path: Path) -> list[Sample]:
     base = csv_path.parent
     samples: list[Sample] = []
     with csv_path.open(newline="", encoding="utf-8-sig") as handle:

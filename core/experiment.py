@@ -90,12 +90,8 @@ def prepare_data(
 def resolve_plan(data: PreparedData, splits: str | Path | None, seed: int, folds: int) -> SplitPlan:
     """The split plan from ``splits.json`` (checked against the data) or a fresh one."""
     if splits is None:
-        if not data.samples:
-            raise ValueError(
-                f"{data.source} holds crops only: give --splits splits.json "
-                "(from `painmon split` on the dataset the crops came from)"
-            )
-        return make_splits(list(data.samples), data.dataset_sha256, seed=seed, folds=folds)
+        samples = list(data.samples) or data.crops.as_samples()
+        return make_splits(samples, data.dataset_sha256, seed=seed, folds=folds)
     plan = SplitPlan.from_json(splits)
     check_subject_disjoint(plan)
     if plan.manifest_sha256 != data.dataset_sha256:

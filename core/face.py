@@ -28,6 +28,7 @@ from painmon.core.face_detect import (
     sha256_file,
 )
 from painmon.core.paths import FACE_LANDMARKER_SHA256, find_face_model
+from painmon.core.timeline import next_time
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +165,7 @@ class PatientSelector:
 
     def update(self, boxes: Sequence[FaceBox], t_s: float) -> int | None:
         """Index into ``boxes`` of the patient's face, or None when the patient is not in view."""
-        t_s = float(t_s)
-        if not math.isfinite(t_s):
-            raise ValueError(f"t_s must be finite, got {t_s!r}")
-        if self._last_t_s is not None and t_s < self._last_t_s:
-            raise ValueError(f"time went backwards: {t_s} s after {self._last_t_s} s")
+        t_s = next_time(t_s, self._last_t_s)
         self._last_t_s = t_s
         lost = self._last_seen_s is not None and t_s - self._last_seen_s > self.lost_after_s
         if self._box is None or lost:
@@ -302,15 +299,14 @@ class FaceLandmarkerTracker:
         self._score = float(min_confidence)
         self.selector = selector if selector is not None else PatientSelector()
         self._last_ms: int | None = None
+        self._last_stamp_s: float | None = None
         self._video = video
 
     def _timestamp_ms(self, t_s: float) -> int:
-        if not math.isfinite(t_s):
-            raise ValueError(f"t_s must be finite, got {t_s!r}")
+        t_s = next_time(t_s, self._last_stamp_s)
+        self._last_stamp_s = t_s
         ms = round(t_s * 1000.0)
         if self._last_ms is not None:
-            if ms < self._last_ms:
-                raise ValueError(f"time went backwards: {t_s} s after {self._last_ms / 1000} s")
             # MediaPipe's VIDEO mode needs strictly increasing stamps; frames < 1 ms apart happen.
             ms = max(ms, self._last_ms + 1)
         self._last_ms = ms

@@ -89,6 +89,7 @@ class ProtocolSettings:
     warmup_epochs: int
     crops_per_subject: int | None  # None: every crop
     quick: bool
+    lr: float = TrainConfig.lr  # the paper's 1e-4 unless asked otherwise
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -97,15 +98,22 @@ class ProtocolSettings:
             raise ValueError("give at least one seed, e.g. 42,123,999")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not self.lr > 0:
+            raise ValueError(f"learning rate must be > 0, got {self.lr}")
 
 
 def protocol_settings(
-    quick: bool, folds: int, seeds: Sequence[int], epochs: int, batch_size: int = 32
+    quick: bool,
+    folds: int,
+    seeds: Sequence[int],
+    epochs: int,
+    batch_size: int = 32,
+    lr: float = TrainConfig.lr,
 ) -> ProtocolSettings:
     """The settings a full run asks for, or their ``--quick`` shrink."""
     seeds = tuple(int(s) for s in seeds)
     if not quick:
-        return ProtocolSettings(folds, seeds, epochs, batch_size, 5, None, False)
+        return ProtocolSettings(folds, seeds, epochs, batch_size, 5, None, False, lr)
     return ProtocolSettings(
         folds=min(folds, QUICK_FOLDS),
         seeds=seeds[:1],
@@ -114,6 +122,7 @@ def protocol_settings(
         warmup_epochs=0,
         crops_per_subject=QUICK_CROPS_PER_SUBJECT,
         quick=True,
+        lr=lr,
     )
 
 
@@ -123,6 +132,7 @@ def build_experiments(settings: ProtocolSettings, device: str = "auto") -> list[
         model=REFERENCE_MODEL,
         epochs=settings.epochs,
         batch_size=settings.batch_size,
+        lr=settings.lr,
         warmup_epochs=settings.warmup_epochs,
         seed=settings.seeds[0],
         device=device,
@@ -353,9 +363,9 @@ def format_tables_markdown(result: Mapping[str, Any]) -> str:
         f"Dataset `{p['dataset']}` (SHA-256 `{p['dataset_sha256']}`), {p['n_subjects']} subjects "
         f"({p['n_test_subjects']} held out for test), {p['n_crops']} face crops; "
         f"{p['folds']} folds, seeds {seeds}, {p['epochs']} epoch(s) (batch {p['batch_size']}, "
-        f"device {p['device']}); {HONESTY_NOTE}, reported exactly as they came out, "
-        "whichever model comes first. Cells: mean ± std [95% CI, t-distribution] over "
-        f"{p['folds'] * len(p['seeds'])} fold runs.",
+        f"lr {p.get('lr', 1e-4):g}, device {p['device']}); {HONESTY_NOTE}, reported exactly as "
+        "they came out, whichever model comes first. Cells: mean ± std [95% CI, "
+        f"t-distribution] over {p['folds'] * len(p['seeds'])} fold runs.",
     ]
     if p["quick"]:
         lines += [
@@ -412,7 +422,7 @@ def format_reproduce_summary(result: Mapping[str, Any]) -> str:
     lines = [
         f"reproduce{' (QUICK: numbers mean nothing)' if p['quick'] else ''}: {p['n_subjects']} "
         f"subjects, {p['folds']} folds x {len(p['seeds'])} seed(s), {p['epochs']} epoch(s), "
-        f"{result['seconds']:.0f} s"
+        f"lr {p.get('lr', 1e-4):g}, {result['seconds']:.0f} s"
     ]
     for table, rows in result["tables"].items():
         for row in rows:
@@ -511,6 +521,7 @@ def run_reproduce(
     folds: int = 5,
     epochs: int = 100,
     batch_size: int = 32,
+    lr: float = TrainConfig.lr,
     splits: str | Path | None = None,
     cache_dir: str | Path | None = None,
     detector: Any = None,
@@ -522,7 +533,7 @@ def run_reproduce(
     (rows that train the same networks share a folder); a rerun reuses finished ones.
     """
     t0 = time.perf_counter()
-    settings = protocol_settings(quick, folds, seeds, epochs, batch_size)
+    settings = protocol_settings(quick, folds, seeds, epochs, batch_size, lr)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = prepare_data(manifest, cache_dir=cache_dir, detector=detector, progress=progress)
@@ -592,6 +603,7 @@ def run_reproduce(
             "seeds": list(settings.seeds),
             "epochs": settings.epochs,
             "batch_size": settings.batch_size,
+            "lr": settings.lr,
             "crops_per_subject": settings.crops_per_subject,
             "split_seed": plan.seed,
             "device": device,

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from painmon.core.labels import NUM_CLASSES, PSPI_MAX, pspi_to_class
+from painmon.core.timeline import next_time
 
 # Softmax outputs written as float32 do not sum to exactly 1.
 _PROB_SUM_TOLERANCE = 1e-3
@@ -138,14 +139,7 @@ class ProbabilitySmoother:
         unknown_reason: str = "no valid frame",
     ) -> SmoothedScore:
         """Feed one frame (``probs=None`` for an unknown frame) and return the smoothed score."""
-        t_s = float(t_s)
-        if not math.isfinite(t_s):
-            raise ValueError(f"t_s must be finite, got {t_s!r}")
-        if self._last_t_s is not None and t_s < self._last_t_s:
-            raise ValueError(
-                f"time went backwards: t_s={t_s:.3f} s after {self._last_t_s:.3f} s; "
-                "call reset() when a new source or a seek starts"
-            )
+        t_s = next_time(t_s, self._last_t_s, "call reset() when a new source or a seek starts")
         self._last_t_s = t_s
 
         if probs is None:

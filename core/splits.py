@@ -330,8 +330,21 @@ def dataset_sha256(path: str | Path, samples: Sequence[Sample] | None = None) ->
 def run_split_cli(
     manifest: str | Path, out: str | Path, folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED
 ) -> str:
-    """``painmon split``: load the dataset, make the plan, write JSON, return the table text."""
-    samples = load_dataset(manifest)
-    plan = make_splits(samples, dataset_sha256(manifest, samples), seed=seed, folds=folds)
+    """``painmon split``: load the dataset, make the plan, write JSON, return the table text.
+
+    A crops file from ``painmon crops`` works too: the plan is made from the crops it holds
+    and carries the hash of the dataset they came from.
+    """
+    if Path(manifest).suffix.lower() == ".npz":
+        from painmon.core.crops import CropSet
+
+        crops, source_sha = CropSet.load_npz(manifest)
+        samples = crops.as_samples()
+        if not source_sha:
+            raise ValueError(f"crops file {manifest} does not record which dataset it came from")
+    else:
+        samples = load_dataset(manifest)
+        source_sha = dataset_sha256(manifest, samples)
+    plan = make_splits(samples, source_sha, seed=seed, folds=folds)
     written = plan.to_json(out)
     return f"{format_split_table(plan, samples)}\nwrote {written}"

@@ -964,9 +964,9 @@ def write_dataset(
     labels = {s: subject_labels(seed, s, images_per_subject, balanced) for s in range(n_subjects)}
     iterator: Iterator[tuple[int, int]] | list[tuple[int, int]] = jobs
     if progress:
-        from tqdm import tqdm
+        from painmon.core.progress import progress_bar
 
-        iterator = tqdm(jobs, desc="synthetic faces", unit="img")
+        iterator = progress_bar(jobs, desc="synthetic faces", unit="img")
     tmp_manifest = manifest.with_suffix(".csv.partial")
     with tmp_manifest.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -1279,9 +1279,9 @@ def write_video(
         )
     frames: Iterator[SyntheticFrame] | SyntheticPatientStream = stream
     if progress:
-        from tqdm import tqdm
+        from painmon.core.progress import progress_bar
 
-        frames = tqdm(stream, total=stream.n_frames, desc="synthetic video", unit="frame")
+        frames = progress_bar(stream, total=stream.n_frames, desc="synthetic video", unit="frame")
     truth_path = truth_csv_path(path)
     try:
         with truth_path.open("w", newline="") as handle:

@@ -401,8 +401,7 @@ def fit(
     With ``train_subjects``/``val_subjects`` (one per crop) a person in both is refused.
     Ctrl-C stops cleanly after writing what the best epoch so far earned.
     """
-    from tqdm.auto import tqdm
-
+    from painmon.core.progress import progress_bar
     from painmon.core.repro import resolve_device, seed_everything, write_environment_manifest
     from painmon.models import create_model
 
@@ -459,11 +458,11 @@ def fit(
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
             t0 = time.perf_counter()
-            bar = tqdm(
+            bar = progress_bar(
                 total=steps_per_epoch,
                 desc=f"epoch {epoch}/{cfg.epochs}",
                 leave=False,
-                disable=not progress,
+                enabled=progress,
                 unit="batch",
             )
             try:

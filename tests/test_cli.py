@@ -43,11 +43,12 @@ def test_synth_split_train_from_the_command_line(tmp_path, capsys, monkeypatch, 
     run = tmp_path / "run"
     code = main(["train", "--manifest", str(data / "manifest.csv"), "--splits", str(splits),
                  "--model", "micropainnet", "--epochs", "1", "--batch-size", "8",
-                 "--device", "cpu", "--out", str(run),
+                 "--patience", "7", "--device", "cpu", "--out", str(run),
                  "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
     assert code == 0
     assert "run folder" in capsys.readouterr().out
     assert (run / "best.safetensors").is_file()
+    assert json.loads((run / "config.json").read_text())["patience"] == 7
 
     metrics, preds = tmp_path / "metrics.json", tmp_path / "preds.csv"
     assert main(["evaluate", "--run", str(run), "--manifest", str(data / "manifest.csv"),

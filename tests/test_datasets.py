@@ -186,6 +186,18 @@ def test_manifest_missing_column_is_named(tmp_path):
         load_manifest(manifest)
 
 
+def test_a_crops_file_or_binary_file_is_not_a_manifest(tmp_path):
+    crops = tmp_path / "crops.npz"
+    crops.write_bytes(b"PK\x03\x04\x94\x00binary")
+    with pytest.raises(DatasetLayoutError, match="crops file from `painmon crops`"):
+        load_dataset(crops)
+    binary = tmp_path / "m.csv"
+    binary.write_bytes(b"path,subject\n\x94\xff\x00")
+    with pytest.raises(DatasetLayoutError, match="not UTF-8 text") as err:
+        load_dataset(binary)
+    assert str(binary) in str(err.value) and "Expected" in str(err.value)
+
+
 def test_manifest_pspi_label_disagreement_names_the_row(tmp_path):
     _write_images(tmp_path, ["a.png", "b.png"])
     manifest = tmp_path / "m.csv"

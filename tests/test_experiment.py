@@ -16,7 +16,7 @@ from painmon.core.experiment import (
     train_on_plan,
 )
 from painmon.core.face_detect import MediaPipeFaceDetector
-from painmon.core.splits import SplitPlan, SubjectLeakError
+from painmon.core.splits import SplitPlan, SubjectLeakError, run_split_cli
 from painmon.core.synth import write_dataset
 from painmon.core.train import TrainConfig
 
@@ -87,9 +87,13 @@ def test_crops_file_trains_without_images_or_detector(prepared, tmp_path):
     again = prepare_data(npz)
     assert again.crops.data_sha256 == data.crops.data_sha256
     assert again.dataset_sha256 == data.dataset_sha256 and again.samples == ()
-    with pytest.raises(ValueError, match="--splits"):
-        resolve_plan(again, None, seed=42, folds=5)
     plan = resolve_plan(data, None, seed=42, folds=5)
+    # Without --splits a crops file is split from the crops it holds: the same plan as the
+    # dataset's when every image gave a crop.
+    assert resolve_plan(again, None, seed=42, folds=5) == plan
+    cli_plan = run_split_cli(npz, tmp_path / "from_crops.json", folds=5, seed=42)
+    assert "wrote" in cli_plan and "subject-wise split" in cli_plan
+    assert SplitPlan.from_json(tmp_path / "from_crops.json") == plan
     plan.to_json(tmp_path / "splits.json")
     plan_again = resolve_plan(again, tmp_path / "splits.json", seed=42, folds=5)
     cfg = TrainConfig(model="micropainnet", epochs=1, batch_size=8, device="cpu")

@@ -148,6 +148,19 @@ def test_full_ablation_rows_share_runs_with_the_table2_dacnn():
     }
 
 
+def test_lr_reaches_every_row_and_the_tables():
+    settings = protocol_settings(False, 5, (42,), 30, lr=2e-3)
+    assert {e.cfg.lr for e in build_experiments(settings, "cpu")} == {2e-3}
+    assert protocol_settings(True, 5, (42,), 30, lr=2e-3).lr == 2e-3
+    assert protocol_settings(False, 5, (42,), 30).lr == 1e-4  # the paper's
+    with pytest.raises(ValueError, match="learning rate"):
+        protocol_settings(False, 5, (42,), 30, lr=0.0)
+    result = _fake_result(quick=False)
+    result["protocol"]["lr"] = 2e-3
+    assert "lr 0.002" in format_tables_markdown(result)
+    assert "lr 0.002" in format_reproduce_summary(result)
+
+
 def test_quick_settings_shrink_everything():
     quick = protocol_settings(True, 5, (42, 123, 999), 100)
     assert (quick.folds, quick.seeds, quick.epochs) == (2, (42,), 1)
