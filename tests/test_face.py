@@ -178,6 +178,8 @@ def test_landmarker_needs_increasing_time(shared_file, face_model_path):
     with FaceLandmarkerTracker(face_model_path) as tracker:
         tracker.observe(rgb, 1.0)
         tracker.observe(rgb, 1.0)  # same stamp: accepted, nudged by 1 ms for MediaPipe
+        tracker.observe(rgb, 1.0002)  # still forward, though the nudged stamp is ahead of it
+        tracker.observe(rgb, 1.0004)
         with pytest.raises(ValueError, match="backwards"):
             tracker.observe(rgb, 0.5)
 
