@@ -21,7 +21,7 @@ import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -284,49 +284,22 @@ def bench_pipeline(
     Runtime's intra-op threads (None: its default, one per core); torch gets as many in
     the comparison. Writes ``json_path`` if given.
     """
-    from painmon.core.face import create_face_tracker
-
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
     with tempfile.TemporaryDirectory(prefix="painmon-bench-") as tmp:
-        path, untrained = _fresh_model_path(model_path, Path(tmp))
-        model = OnnxPainModel(path, intra_op_num_threads=ort_threads)
-        frame_source = open_source(str(source))
-        source_fps = getattr(frame_source, "fps", None)
-        try:
-            tracker = create_face_tracker(face_model)
-        except BaseException:
-            frame_source.close()
-            raise
-        engine = Engine(model, tracker)
-        capture = CaptureThread(frame_source, realtime=False)
-        timings: dict[str, list[float]] = {k: [] for k in STAGES}
+        run = _EngineRun(source, model_path, face_model, Path(tmp), ort_threads, realtime=False)
         crops: list[np.ndarray] = []
-        counts = {"frames": 0, "frames_with_face": 0, "frames_scored": 0}
         first_t_s = last_t_s = None
-        try:
-            capture.start()
-            wall_start = time.perf_counter()
-            while max_frames is None or counts["frames"] < max_frames:
-                wait_start = time.perf_counter()
-                frame = capture.get_latest(timeout_s=0.5)
-                if frame is None:
-                    if capture.exhausted:
-                        break
-                    continue
-                decode_ms = (time.perf_counter() - wait_start) * 1000.0
-                result = engine.process(frame, decode_ms=decode_ms)
+        with run:
+            for frame, decode_ms in run.frames():
+                if max_frames is not None and run.counts["frames"] >= max_frames:
+                    break
+                result = run.process(frame, decode_ms)
                 first_t_s = frame.t_s if first_t_s is None else first_t_s
                 last_t_s = frame.t_s
-                _count(result, counts, timings)
                 if result.output_known and len(crops) < _KEPT_CROPS:
-                    crops.append(_crop_of(engine, frame, result))
-            wall_s = time.perf_counter() - wall_start
-            if capture.error is not None:
-                raise RuntimeError(f"capture from {source} failed: {capture.error}")
-        finally:
-            capture.stop()
-            engine.close()
+                    crops.append(run.engine.crop(frame, result.observation))
+        counts, wall_s = run.counts, run.wall_s
         if counts["frames"] == 0:
             raise RuntimeError(f"{source} delivered no frames to benchmark")
         if not crops:
@@ -335,25 +308,29 @@ def bench_pipeline(
                 "there is nothing to time the network on: use a clip with a visible face"
             )
         comparison = ort_vs_torch(
-            model,
+            run.model,
             np.stack(crops),
             torch_threads=ort_threads or os.cpu_count(),
-            checkpoint=_checkpoint_beside(path) if untrained else None,
+            checkpoint=_checkpoint_beside(run.model_path) if run.untrained else None,
         )
 
     fps = counts["frames"] / wall_s if wall_s > 0 else 0.0
     report: dict[str, Any] = {
         "benchmark": "pipeline",
         "source": str(source),
-        "source_fps": source_fps,
+        "source_fps": run.source_fps,
         "media_seconds": (last_t_s or 0.0) - (first_t_s or 0.0),
-        "model": "untrained (freshly initialised DA-CNN, timing only)" if untrained else str(path),
-        "model_untrained": untrained,
+        "model": (
+            "untrained (freshly initialised DA-CNN, timing only)"
+            if run.untrained
+            else str(run.model_path)
+        ),
+        "model_untrained": run.untrained,
         **counts,
         "wall_seconds": wall_s,
         "fps": fps,
-        "realtime_factor": fps / source_fps if source_fps else None,
-        "latency_ms": {key: _stage_stats(values) for key, values in timings.items()},
+        "realtime_factor": fps / run.source_fps if run.source_fps else None,
+        "latency_ms": {key: _stage_stats(values) for key, values in run.timings.items()},
         "latency_notes": (
             "decode: wait for the next frame from the capture thread (decoding overlaps on "
             "that thread); face: landmarker + patient selection + quality gates; gradcam: "
@@ -362,9 +339,9 @@ def bench_pipeline(
         ),
         "ort_vs_torch_latency_ratio": comparison["ratio"],
         "ort_vs_torch": comparison,
-        "provider": model.providers[0],
-        "providers": list(model.providers),
-        "face_detector": getattr(tracker, "name", type(tracker).__name__),
+        "provider": run.model.providers[0],
+        "providers": list(run.model.providers),
+        "face_detector": run.face_detector,
         "cpu_count": os.cpu_count(),
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "machine": platform.machine(),
@@ -376,22 +353,91 @@ def bench_pipeline(
     return report
 
 
-def _count(result: EngineResult, counts: dict[str, int], timings: dict[str, list[float]]) -> None:
-    counts["frames"] += 1
-    counts["frames_with_face"] += int(result.observation.face_found)
-    counts["frames_scored"] += int(result.output_known)
-    for key in STAGES:
-        # Crop and network times exist only for scored frames.
-        if result.output_known or key not in ("crop", "dacnn", "gradcam"):
-            timings[key].append(result.timings_ms[key])
+class _EngineRun:
+    """The engine on a source as both benchmarks drive it: model, tracker, capture, counters.
 
+    ``with`` starts the capture thread and stops it and the engine on the way out;
+    :meth:`frames` yields (frame, ms waited for it) until the source is exhausted;
+    :meth:`process` runs the engine and counts the result into ``counts``/``timings``.
+    """
 
-def _crop_of(engine: Engine, frame: Frame, result: EngineResult) -> np.ndarray:
-    from painmon.core.crops import DEFAULT_MARGIN, crop_face
+    def __init__(
+        self,
+        source: str | Path,
+        model_path: str | Path | None,
+        face_model: str | Path | None,
+        workdir: Path,
+        ort_threads: int | None,
+        *,
+        realtime: bool,
+    ) -> None:
+        from painmon.core.face import create_face_tracker
 
-    assert result.observation.box is not None
-    size = engine.model.input_size[1]
-    return crop_face(frame.rgb, result.observation.box, size, DEFAULT_MARGIN)
+        self.source = str(source)
+        self.model_path, self.untrained = _fresh_model_path(model_path, workdir)
+        self.model = OnnxPainModel(self.model_path, intra_op_num_threads=ort_threads)
+        frame_source = open_source(self.source)
+        self.source_fps = getattr(frame_source, "fps", None)
+        tracker = None
+        try:
+            tracker = create_face_tracker(face_model)
+            self.engine = Engine(self.model, tracker)
+        except BaseException:
+            frame_source.close()
+            if tracker is not None:
+                tracker.close()
+            raise
+        self.face_detector = getattr(tracker, "name", type(tracker).__name__)
+        self.capture = CaptureThread(frame_source, realtime=realtime)
+        self.counts = {"frames": 0, "frames_with_face": 0, "frames_scored": 0}
+        self.timings: dict[str, list[float]] = {k: [] for k in STAGES}
+        self.exhausted = False
+        self.wall_s = 0.0
+        self._wall_start = 0.0
+
+    def __enter__(self) -> _EngineRun:
+        try:
+            self.capture.start()
+        except BaseException:
+            self.engine.close()
+            raise
+        self._wall_start = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.wall_s = self.elapsed_s()
+        try:
+            self.capture.stop()
+        finally:
+            self.engine.close()
+        if exc_type is None and self.capture.error is not None:
+            raise RuntimeError(f"capture from {self.source} failed: {self.capture.error}")
+
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self._wall_start
+
+    def frames(self, until_s: float | None = None) -> Iterator[tuple[Frame, float]]:
+        """Frames in order with the ms waited for each; stops at the end of the source or
+        once ``until_s`` wall seconds have passed since the start."""
+        while until_s is None or self.elapsed_s() < until_s:
+            wait_start = time.perf_counter()
+            frame = self.capture.get_latest(timeout_s=0.5)
+            if frame is not None:
+                yield frame, (time.perf_counter() - wait_start) * 1000.0
+            elif self.capture.exhausted:
+                self.exhausted = True
+                return
+
+    def process(self, frame: Frame, decode_ms: float = 0.0) -> EngineResult:
+        result = self.engine.process(frame, decode_ms=decode_ms)
+        self.counts["frames"] += 1
+        self.counts["frames_with_face"] += int(result.observation.face_found)
+        self.counts["frames_scored"] += int(result.output_known)
+        for key in STAGES:
+            # Crop and network times exist only for scored frames.
+            if result.output_known or key not in ("crop", "dacnn", "gradcam"):
+                self.timings[key].append(result.timings_ms[key])
+        return result
 
 
 def bench_soak(
@@ -409,54 +455,27 @@ def bench_soak(
     landmarker's graph are warm by then); RSS is also sampled every 5 s. Files are
     not looped: use the synthetic patient (endless) for long soaks.
     """
-    from painmon.core.face import create_face_tracker
-
     if not seconds_wall > 0:
         raise ValueError(f"seconds_wall must be > 0, got {seconds_wall!r}")
     rss_before_mib = rss_mib()
     with tempfile.TemporaryDirectory(prefix="painmon-soak-") as tmp:
-        path, untrained = _fresh_model_path(model_path, Path(tmp))
-        model = OnnxPainModel(path, intra_op_num_threads=ENGINE_ORT_THREADS)
-        frame_source = open_source(str(source))
-        try:
-            tracker = create_face_tracker(face_model)
-        except BaseException:
-            frame_source.close()
-            raise
-        engine = Engine(model, tracker)
-        capture = CaptureThread(frame_source, realtime=realtime)
-        counts = {"frames": 0, "frames_with_face": 0, "frames_scored": 0}
-        timings: dict[str, list[float]] = {k: [] for k in STAGES}
+        run = _EngineRun(
+            source, model_path, face_model, Path(tmp), ENGINE_ORT_THREADS, realtime=realtime
+        )
         samples: list[tuple[float, float]] = []
         rss_start_mib: float | None = None
-        end_reason = "time"
-        try:
-            capture.start()
-            wall_start = time.perf_counter()
+        with run:
             next_sample_s = 0.0
-            while True:
-                elapsed_s = time.perf_counter() - wall_start
-                if elapsed_s >= seconds_wall:
-                    break
-                frame = capture.get_latest(timeout_s=0.5)
-                if frame is None:
-                    if capture.exhausted:
-                        end_reason = "end of media"
-                        break
-                    continue
-                result = engine.process(frame)
-                _count(result, counts, timings)
-                if counts["frames"] == SOAK_WARMUP_FRAMES:
+            for frame, _ in run.frames(until_s=seconds_wall):
+                run.process(frame)
+                if run.counts["frames"] == SOAK_WARMUP_FRAMES:
                     rss_start_mib = rss_mib()
+                elapsed_s = run.elapsed_s()
                 if elapsed_s >= next_sample_s:
                     samples.append((round(elapsed_s, 2), round(rss_mib(), 2)))
                     next_sample_s += _SOAK_SAMPLE_INTERVAL_S
-            wall_s = time.perf_counter() - wall_start
-            if capture.error is not None:
-                raise RuntimeError(f"capture from {source} failed: {capture.error}")
-        finally:
-            capture.stop()
-            engine.close()
+    counts, wall_s = run.counts, run.wall_s
+    end_reason = "end of media" if run.exhausted else "time"
     rss_end_mib = rss_mib()
     warm_start = rss_start_mib is not None
     if rss_start_mib is None:
@@ -469,7 +488,7 @@ def bench_soak(
         "seconds_wall_requested": float(seconds_wall),
         "wall_seconds": wall_s,
         "end_reason": end_reason,
-        "model_untrained": untrained,
+        "model_untrained": run.untrained,
         **counts,
         "fps": counts["frames"] / wall_s if wall_s > 0 else 0.0,
         "rss_before_engine_mib": rss_before_mib,
@@ -480,8 +499,8 @@ def bench_soak(
         "rss_growth_mib": rss_end_mib - rss_start_mib,
         "rss_growth_pct": 100.0 * (rss_end_mib - rss_start_mib) / rss_start_mib,
         "rss_samples": samples,
-        "latency_ms": {key: _stage_stats(values) for key, values in timings.items()},
-        "face_detector": getattr(tracker, "name", type(tracker).__name__),
+        "latency_ms": {key: _stage_stats(values) for key, values in run.timings.items()},
+        "face_detector": run.face_detector,
         "cpu_count": os.cpu_count(),
         "versions": _versions(),
     }

@@ -17,9 +17,9 @@ Design choices (the specification left these open):
   capture buffer (decoding runs on the capture thread); ``dacnn`` includes the
   Grad-CAM, which the exported graph computes in the same ONNX Runtime call, so
   ``gradcam`` is reported as 0.0 ms (fused).
-* Crops use the same square box + margin as the training crops
-  (:func:`painmon.core.crops.build_crop_set`), without eye-line rotation, so the
-  network sees faces framed as it was trained on.
+* Crops are framed the way the model's training crops were (its metadata: square
+  box + margin, eye line levelled when the training crops were), so the network sees
+  faces framed as it was trained on.
 """
 
 from __future__ import annotations
@@ -170,6 +170,16 @@ class Engine:
         )
         self._closed = False
 
+    def crop(self, frame: Frame, observation: FaceObservation) -> np.ndarray:
+        """The model's input crop of the observed face, framed like its training crops.
+
+        Raises ``ValueError`` when there is no face box or the face cannot be cropped.
+        """
+        if observation.box is None:
+            raise ValueError("no face box to crop")
+        eye_line = observation.eye_line if self._align_eyes else None
+        return crop_face(frame.rgb, observation.box, self._crop_px, self._crop_margin, eye_line)
+
     def process(self, frame: Frame, decode_ms: float = 0.0) -> EngineResult:
         """Run every stage on ``frame``; ``decode_ms`` is the wait for it (see module doc)."""
         if self._closed:
@@ -188,10 +198,7 @@ class Engine:
             assert observation.box is not None
             mark = time.perf_counter()
             try:
-                eye_line = observation.eye_line if self._align_eyes else None
-                crop = crop_face(
-                    frame.rgb, observation.box, self._crop_px, self._crop_margin, eye_line
-                )
+                crop = self.crop(frame, observation)
             except ValueError as exc:
                 log.warning("frame %d: face could not be cropped (%s)", frame.index, exc)
                 condition = TechnicalCondition.LOW_QUALITY
