@@ -152,6 +152,8 @@ class FrameSource(abc.ABC):
         self.name = name
         #: Frames the source could not decode and skipped (image folders).
         self.skipped = 0
+        #: How many frames the source holds once open (None: live, endless or unknown).
+        self.total_frames: int | None = None
 
     @abc.abstractmethod
     def open(self) -> None:
@@ -207,6 +209,9 @@ class VideoFileSource(FrameSource):
             )
             fps = DEFAULT_VIDEO_FPS
         self.fps = fps
+        count = float(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
+        # Containers may not know (or misreport) their length: a progress hint only.
+        self.total_frames = int(count) if math.isfinite(count) and count >= 1 else None
         self._next_index = 0
         self._last_t_s = None
         self._use_pos_msec = True
@@ -293,6 +298,7 @@ class ImageFolderSource(FrameSource):
             )
         self._position = 0
         self.skipped = 0
+        self.total_frames = len(self.paths)
         self._pending = self._read_next()
         if self._pending is None:
             raise SourceError(

@@ -60,6 +60,8 @@ STAGES: tuple[str, ...] = ("decode", "face", "crop", "dacnn", "gradcam", "au", "
 # Good-quality observations kept for calibrate_neutral(): about 2 s at 25-30 fps.
 _NEUTRAL_FRAMES = 60
 _PROB_SUM_TOLERANCE = 1e-3
+# Written into a log (not a terminal), the status line comes at most this often.
+_LOG_STATUS_INTERVAL_S = 30.0
 # The live status line is redrawn at most this often.
 _STATUS_INTERVAL_S = 0.25
 # How long the headless loop waits for a frame before it advances a silent live source's clock.
@@ -356,8 +358,8 @@ def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def format_status(result: EngineResult) -> str:
-    """One-line live status for a terminal."""
+def format_status(result: EngineResult, total_frames: int | None = None) -> str:
+    """One-line live status; with ``total_frames`` (a file) it starts with how far it got."""
     if result.output_known:
         score = (
             f"level {result.smoothed.pain_level:4.2f} class {result.smoothed.pain_class} "
@@ -366,8 +368,11 @@ def format_status(result: EngineResult) -> str:
     else:
         score = f"unknown ({result.technical_condition or 'no score'})"
     technical = ",".join(result.alarm_state.technical_conditions) or "-"
+    done = ""
+    if total_frames:
+        done = f"{min(100.0, 100.0 * (result.frame.index + 1) / total_frames):5.1f} %  "
     return (
-        f"t {result.frame.t_s:7.2f} s  frame {result.frame.index:6d}  "
+        f"{done}t {result.frame.t_s:7.2f} s  frame {result.frame.index:6d}  "
         f"face {'yes' if result.observation.face_found else 'no '}  {score}  "
         f"alarm {result.alarm_state.pain_priority}  technical {technical}  "
         f"{result.timings_ms['total']:6.1f} ms"
@@ -504,7 +509,7 @@ def run_monitor(
             now_s = time.monotonic()
             if progress and on_status is not None and now_s - last_status_s >= _STATUS_INTERVAL_S:
                 last_status_s = now_s
-                on_status(format_status(result))
+                on_status(format_status(result, source.total_frames))
         if capture.error is not None:
             end_reason = f"capture error: {capture.error}"
             log.error("capture from %s failed: %s", source_spec, capture.error)
@@ -553,11 +558,23 @@ def run_monitor_cli(
 ) -> int:
     """``painmon monitor``: live status line on stdout, then the summary; returns 0.
 
+    On a terminal the status line is redrawn in place; into a file or pipe it is written
+    as a whole line at most every :data:`_LOG_STATUS_INTERVAL_S` seconds.
     Bad sources or models raise (SourceError, ModelLoadError...) for the CLI to report.
     """
+    terminal = sys.stdout.isatty()
+    last_line_s = -math.inf
 
     def status(line: str) -> None:
-        sys.stdout.write("\r" + line)
+        nonlocal last_line_s
+        if terminal:
+            sys.stdout.write("\r" + line)
+        else:
+            now_s = time.monotonic()
+            if now_s - last_line_s < _LOG_STATUS_INTERVAL_S:
+                return
+            last_line_s = now_s
+            sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
     summary = run_monitor(
@@ -571,6 +588,6 @@ def run_monitor_cli(
         progress=True,
         on_status=status,
     )
-    sys.stdout.write("\n" + format_summary(summary) + "\n")
+    sys.stdout.write(("\n" if terminal else "") + format_summary(summary) + "\n")
     sys.stdout.flush()
     return 0

@@ -185,12 +185,13 @@ def test_frame_validates_its_fields():
 def test_video_file_pull_mode_gives_every_frame_at_media_time(shared_file):
     source = open_source(str(shared_file("media/single_face.mp4")))
     assert isinstance(source, VideoFileSource) and not source.is_live
+    assert source.total_frames == VIDEO_FRAMES  # open_source opened it: the length is known
     cap = CaptureThread(source).start()
     assert cap.pull_mode
     frames = list(cap)
     cap.join(2.0)
     assert not cap.is_alive()
-    assert len(frames) == VIDEO_FRAMES
+    assert source.total_frames == len(frames) == VIDEO_FRAMES
     assert [f.index for f in frames] == list(range(VIDEO_FRAMES))
     t_s = np.array([f.t_s for f in frames])
     np.testing.assert_allclose(t_s, np.arange(VIDEO_FRAMES) / VIDEO_FPS, atol=2e-3)
@@ -209,6 +210,7 @@ def test_video_timestamps_fall_back_to_fps_when_the_container_has_none(tmp_path)
     t_s = [source.read().t_s for _ in range(4)]
     assert source.read() is None
     np.testing.assert_allclose(t_s, [0.0, 0.04, 0.08, 0.12])  # 25 fps
+    assert source.total_frames is None  # the fake container does not know its length
 
 
 def test_image_folder_plays_at_image_fps_in_natural_order(tmp_path):
@@ -218,6 +220,7 @@ def test_image_folder_plays_at_image_fps_in_natural_order(tmp_path):
     source = open_source(str(folder), image_fps=2.0)
     assert isinstance(source, ImageFolderSource)
     assert [p.name for p in source.paths] == ["img1.bmp", "img2.jpg", "img3.jpeg", "img10.png"]
+    assert source.total_frames == 4
     cap = CaptureThread(source).start()
     frames = list(cap)
     assert [f.t_s for f in frames] == [0.0, 0.5, 1.0, 1.5]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import re
+import sys
 import time
 
 import numpy as np
@@ -150,12 +152,27 @@ def test_cli_returns_zero_and_writes_session(
     )
     assert code == 0
     out = capsys.readouterr().out
-    assert "\r" in out and "frames:" in out and "session folder:" in out
+    assert "frames:" in out and "session folder:" in out
+    # Not a terminal: whole status lines (the first at once), no carriage returns; a file
+    # source says how far it got.
+    assert "\r" not in out
+    first = out.splitlines()[0]
+    assert re.match(r"\s*\d+\.\d %  t\s+\d", first), first
     folders = list((tmp_path / "bed-3").iterdir())
     assert len(folders) == 1
     _header, rows = _read_rows(folders[0])
     assert len(rows) > 0
     assert (folders[0] / "alarms.csv").is_file()
+
+
+def test_cli_redraws_one_status_line_on_a_terminal(
+    shared_file, face_model_path, model_path, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    run_monitor_cli(str(shared_file("media/single_face.mp4")), model_path, tmp_path,
+                    max_seconds=0.5, face_model=face_model_path)  # fmt: skip
+    out = capsys.readouterr().out
+    assert out.startswith("\r") and "%  t" in out and "\nsession folder:" in out
 
 
 class _StallingCamera(FrameSource):
