@@ -198,6 +198,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         f"balanced accuracy {result['balanced_accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}, "
         f"quadratic kappa {_fmt(result['quadratic_kappa'])}, ECE {result['ece']:.3f}"
     )
+    reliability = result["details"]["reliability"]
+    print(
+        f"calibration: temperature {reliability['temperature']:.3f}; ECE "
+        f"{reliability['before']['ece']:.3f} at T = 1 -> {reliability['after']['ece']:.3f}"
+    )
     if args.report:
         print(f"report: {args.report}")
     return EXIT_OK
@@ -534,13 +539,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _CliLogFormatter(logging.Formatter):
+    """Progress (INFO) as the bare message; warnings and errors with level and source."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.INFO:
+            return record.getMessage()
+        return f"{record.levelname} {record.name}: {super().format(record)}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler and handler.formatter is not None:
+            handler.setFormatter(_CliLogFormatter("%(message)s"))
+    # painmon's own progress (epochs, CV rows, sessions) is for the user; other libraries
+    # stay at warnings. Restored on the way out: main() also runs inside other programs.
+    painmon_log = logging.getLogger("painmon")
+    previous_level = painmon_log.level
+    if not args.verbose:
+        painmon_log.setLevel(logging.INFO)
+    try:
+        return _run(parser, args)
+    finally:
+        painmon_log.setLevel(previous_level)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
 # Rebuilds the shipped synthetic-data demo model (models/demo/painmon_demo.onnx).
 #   bash packaging/make_demo_model.sh [WORKDIR]
-# Face detection needs the MediaPipe Face Landmarker bundle (`painmon models download`);
-# training wants a CUDA GPU (about a minute on one H100); on a CPU it takes hours.
-# Same seeds give the same data, split and crops; GPU training is not bit-reproducible,
-# so a rebuilt model differs slightly from the shipped one (compare its card's numbers).
+# Needs the training extra (`pip install -e ".[train]"`) and the MediaPipe Face Landmarker
+# bundle (`painmon models download`, or PAINMON_FACE_MODEL=/path/face_landmarker.task): the
+# live engine frames crops with its landmarks, so the demo model must be trained on them.
+# Time: about 35 min on a 2-core CPU (the shipped model: 33 min of training), about a
+# minute on one H100. Same seeds give the same data, split and crops; training is not
+# bit-reproducible across machines, so a rebuilt model differs slightly from the shipped
+# one (compare its test numbers with models/demo/painmon_demo.md).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-demo-model-work}
 mkdir -p "$work"
 cd "$work"
-painmon synth --out synth40 --subjects 40 --images-per-subject 100 --seed 0
-painmon split --manifest synth40/manifest.csv --out splits40.json --seed 42
-painmon crops --manifest synth40/manifest.csv --out crops40.npz
-painmon train --manifest crops40.npz --splits splits40.json --model dacnn --lr 2e-3 \
-    --device auto --compile reduce-overhead --out run
-painmon evaluate --run run --manifest crops40.npz --split test --json test_metrics.json \
-    --report report.html
+painmon synth --out synth80 --subjects 80 --images-per-subject 100 --seed 0
+painmon crops --manifest synth80/manifest.csv --out crops80.npz | tee crops.log
+if ! grep -q "mediapipe-landmarker detector" crops.log; then
+    echo "the crops were not made with the Face Landmarker: run \`painmon models download\`" \
+        "(or set PAINMON_FACE_MODEL) and start again" >&2
+    exit 1
+fi
+painmon split --manifest crops80.npz --out splits80.json --seed 42
+painmon train --manifest crops80.npz --splits splits80.json --model dacnn --lr 2e-3 \
+    --epochs 40 --device auto --out run
+painmon evaluate --run run --manifest crops80.npz --split test --json test_metrics.json \
+    --predictions test_predictions.csv --report report.html
 painmon export --run run --out "$repo/models/demo/painmon_demo.onnx" --demo

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import subprocess
 import sys
 
@@ -17,6 +19,20 @@ def test_version_through_python_dash_m():
     assert out.stdout.startswith("painmon ")
 
 
+def test_progress_into_a_log_file_is_whole_lines(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "painmon", "synth", "--out", str(tmp_path / "d"), "--subjects",
+         "1", "--images-per-subject", "5", "--seed", "2"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert "\r" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert any(line.startswith("synthetic faces: 5/5 img (100 %), in ") for line in lines), lines
+    # painmon's progress messages are bare; nothing says INFO.
+    assert f"wrote 5 synthetic images of 1 subjects to {tmp_path / 'd'}" in lines
+    assert "INFO" not in proc.stderr
+
+
 def test_models_list_prints_every_model(capsys):
     assert main(["models", "list"]) == 0
     text = capsys.readouterr().out
@@ -25,7 +41,9 @@ def test_models_list_prints_every_model(capsys):
     assert "3x64x64" in text and "M " in text
 
 
-def test_synth_split_train_from_the_command_line(tmp_path, capsys, monkeypatch, face_model_path):
+def test_synth_split_train_from_the_command_line(
+    tmp_path, capsys, caplog, monkeypatch, face_model_path
+):
     monkeypatch.setenv("PAINMON_FACE_MODEL", str(face_model_path))
     data = tmp_path / "data"
     assert main(["synth", "--out", str(data), "--subjects", "14", "--images-per-subject", "5",
@@ -47,6 +65,10 @@ def test_synth_split_train_from_the_command_line(tmp_path, capsys, monkeypatch, 
                  "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
     assert code == 0
     assert "run folder" in capsys.readouterr().out
+    # Each epoch is reported (not only a bar that vanishes), and main() puts the painmon
+    # logger's level back when it returns.
+    assert any(r.getMessage().startswith("epoch 1: loss") for r in caplog.records)
+    assert logging.getLogger("painmon").level == logging.NOTSET
     assert (run / "best.safetensors").is_file()
     assert json.loads((run / "config.json").read_text())["patience"] == 7
 
@@ -55,7 +77,10 @@ def test_synth_split_train_from_the_command_line(tmp_path, capsys, monkeypatch, 
                  "--json", str(metrics), "--predictions", str(preds),
                  "--report", str(tmp_path / "report.html"),
                  "--cache-dir", str(tmp_path / "cache")]) == 0  # fmt: skip
-    assert "macro-F1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "macro-F1" in out and re.search(
+        r"calibration: temperature [\d.]+; ECE [\d.]+ at T = 1 -> ", out
+    )
     assert "<img" in (tmp_path / "report.html").read_text()
     result = json.loads(metrics.read_text())
     for key in (
