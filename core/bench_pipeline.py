@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from painmon.core.capture import CaptureThread, Frame, open_source
-from painmon.core.engine import ENGINE_ORT_THREADS, STAGES, Engine, EngineResult
+from painmon.core.engine import ENGINE_ORT_THREADS, Engine, EngineResult, FrameTally
 from painmon.core.fileio import atomic_write_json
 from painmon.core.onnx_runtime import OnnxPainModel
 
@@ -292,14 +292,14 @@ def bench_pipeline(
         first_t_s = last_t_s = None
         with run:
             for frame, decode_ms in run.frames():
-                if max_frames is not None and run.counts["frames"] >= max_frames:
+                if max_frames is not None and run.tally.counts["frames"] >= max_frames:
                     break
                 result = run.process(frame, decode_ms)
                 first_t_s = frame.t_s if first_t_s is None else first_t_s
                 last_t_s = frame.t_s
                 if result.output_known and len(crops) < _KEPT_CROPS:
                     crops.append(run.engine.crop(frame, result.observation))
-        counts, wall_s = run.counts, run.wall_s
+        counts, wall_s = run.tally.counts, run.wall_s
         if counts["frames"] == 0:
             raise RuntimeError(f"{source} delivered no frames to benchmark")
         if not crops:
@@ -330,7 +330,7 @@ def bench_pipeline(
         "wall_seconds": wall_s,
         "fps": fps,
         "realtime_factor": fps / run.source_fps if run.source_fps else None,
-        "latency_ms": {key: _stage_stats(values) for key, values in run.timings.items()},
+        "latency_ms": {key: _stage_stats(values) for key, values in run.tally.timings.items()},
         "latency_notes": (
             "decode: wait for the next frame from the capture thread (decoding overlaps on "
             "that thread); face: landmarker + patient selection + quality gates; gradcam: "
@@ -358,7 +358,7 @@ class _EngineRun:
 
     ``with`` starts the capture thread and stops it and the engine on the way out;
     :meth:`frames` yields (frame, ms waited for it) until the source is exhausted;
-    :meth:`process` runs the engine and counts the result into ``counts``/``timings``.
+    :meth:`process` runs the engine and adds the result to ``tally``.
     """
 
     def __init__(
@@ -389,8 +389,7 @@ class _EngineRun:
             raise
         self.face_detector = getattr(tracker, "name", type(tracker).__name__)
         self.capture = CaptureThread(frame_source, realtime=realtime)
-        self.counts = {"frames": 0, "frames_with_face": 0, "frames_scored": 0}
-        self.timings: dict[str, list[float]] = {k: [] for k in STAGES}
+        self.tally = FrameTally()
         self.exhausted = False
         self.wall_s = 0.0
         self._wall_start = 0.0
@@ -430,13 +429,7 @@ class _EngineRun:
 
     def process(self, frame: Frame, decode_ms: float = 0.0) -> EngineResult:
         result = self.engine.process(frame, decode_ms=decode_ms)
-        self.counts["frames"] += 1
-        self.counts["frames_with_face"] += int(result.observation.face_found)
-        self.counts["frames_scored"] += int(result.output_known)
-        for key in STAGES:
-            # Crop and network times exist only for scored frames.
-            if result.output_known or key not in ("crop", "dacnn", "gradcam"):
-                self.timings[key].append(result.timings_ms[key])
+        self.tally.add(result)
         return result
 
 
@@ -468,13 +461,13 @@ def bench_soak(
             next_sample_s = 0.0
             for frame, _ in run.frames(until_s=seconds_wall):
                 run.process(frame)
-                if run.counts["frames"] == SOAK_WARMUP_FRAMES:
+                if run.tally.counts["frames"] == SOAK_WARMUP_FRAMES:
                     rss_start_mib = rss_mib()
                 elapsed_s = run.elapsed_s()
                 if elapsed_s >= next_sample_s:
                     samples.append((round(elapsed_s, 2), round(rss_mib(), 2)))
                     next_sample_s += _SOAK_SAMPLE_INTERVAL_S
-    counts, wall_s = run.counts, run.wall_s
+    counts, wall_s = run.tally.counts, run.wall_s
     end_reason = "end of media" if run.exhausted else "time"
     rss_end_mib = rss_mib()
     warm_start = rss_start_mib is not None
@@ -499,7 +492,7 @@ def bench_soak(
         "rss_growth_mib": rss_end_mib - rss_start_mib,
         "rss_growth_pct": 100.0 * (rss_end_mib - rss_start_mib) / rss_start_mib,
         "rss_samples": samples,
-        "latency_ms": {key: _stage_stats(values) for key, values in run.timings.items()},
+        "latency_ms": {key: _stage_stats(values) for key, values in run.tally.timings.items()},
         "face_detector": run.face_detector,
         "cpu_count": os.cpu_count(),
         "versions": _versions(),

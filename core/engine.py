@@ -50,6 +50,7 @@ from painmon.core.capture import CaptureThread, Frame, SignalWatchdog, open_sour
 from painmon.core.crops import DEFAULT_MARGIN, crop_face
 from painmon.core.face import FaceObservation
 from painmon.core.onnx_runtime import OnnxPainModel
+from painmon.core.progress import LOG_INTERVAL_S
 from painmon.core.quality import QualityReport, assess_quality
 from painmon.core.session import SessionRow, SessionWriter, make_session_folder
 from painmon.core.smoothing import ProbabilitySmoother, SmoothedScore, au_agreement
@@ -60,8 +61,6 @@ STAGES: tuple[str, ...] = ("decode", "face", "crop", "dacnn", "gradcam", "au", "
 # Good-quality observations kept for calibrate_neutral(): about 2 s at 25-30 fps.
 _NEUTRAL_FRAMES = 60
 _PROB_SUM_TOLERANCE = 1e-3
-# Written into a log (not a terminal), the status line comes at most this often.
-_LOG_STATUS_INTERVAL_S = 30.0
 # The live status line is redrawn at most this often.
 _STATUS_INTERVAL_S = 0.25
 # How long the headless loop waits for a frame before it advances a silent live source's clock.
@@ -354,6 +353,25 @@ def _ms_since(mark: float) -> float:
     return (time.perf_counter() - mark) * 1000.0
 
 
+class FrameTally:
+    """Frame counts and per-stage latencies of a run, as the monitor and the benchmarks report.
+
+    Crop and network times exist only for scored frames, so only those frames add them.
+    """
+
+    def __init__(self) -> None:
+        self.counts = {"frames": 0, "frames_with_face": 0, "frames_scored": 0}
+        self.timings: dict[str, list[float]] = {k: [] for k in STAGES}
+
+    def add(self, result: EngineResult) -> None:
+        self.counts["frames"] += 1
+        self.counts["frames_with_face"] += int(result.observation.face_found)
+        self.counts["frames_scored"] += int(result.output_known)
+        for key in STAGES:
+            if result.output_known or key not in ("crop", "dacnn", "gradcam"):
+                self.timings[key].append(result.timings_ms[key])
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
@@ -444,9 +462,9 @@ def run_monitor(
     settings = AlarmSettings(model_sha256=model.sha256)
     folder = make_session_folder(out_dir, pseudonym, _utc_now())
     capture = CaptureThread(source, realtime=realtime)
-    timings: dict[str, list[float]] = {k: [] for k in STAGES}
+    tally = FrameTally()
+    counts, timings = tally.counts, tally.timings
     conditions: collections.Counter[str] = collections.Counter()
-    counts = {"frames": 0, "frames_with_face": 0, "frames_scored": 0}
     alarms = {"pain": 0, "technical": 0}
     first_t_s: float | None = None
     last_t_s = 0.0
@@ -495,15 +513,9 @@ def run_monitor(
             result = engine.process(frame, decode_ms=_ms_since(wait_start))
             last_t_s = frame.t_s
             count_events(result.alarm_state)
-            counts["frames"] += 1
-            counts["frames_with_face"] += int(result.observation.face_found)
-            counts["frames_scored"] += int(result.output_known)
+            tally.add(result)
             if result.technical_condition is not None:
                 conditions[result.technical_condition] += 1
-            for key in STAGES:
-                # Crop and network times exist only for scored frames.
-                if result.output_known or key not in ("crop", "dacnn", "gradcam"):
-                    timings[key].append(result.timings_ms[key])
             if on_result is not None:
                 on_result(result)
             now_s = time.monotonic()
@@ -559,7 +571,7 @@ def run_monitor_cli(
     """``painmon monitor``: live status line on stdout, then the summary; returns 0.
 
     On a terminal the status line is redrawn in place; into a file or pipe it is written
-    as a whole line at most every :data:`_LOG_STATUS_INTERVAL_S` seconds.
+    as a whole line at most every :data:`painmon.core.progress.LOG_INTERVAL_S` seconds.
     Bad sources or models raise (SourceError, ModelLoadError...) for the CLI to report.
     """
     terminal = sys.stdout.isatty()
@@ -571,7 +583,7 @@ def run_monitor_cli(
             sys.stdout.write("\r" + line)
         else:
             now_s = time.monotonic()
-            if now_s - last_line_s < _LOG_STATUS_INTERVAL_S:
+            if now_s - last_line_s < LOG_INTERVAL_S:
                 return
             last_line_s = now_s
             sys.stdout.write(line + "\n")
