@@ -1,5 +1,5 @@
 """``python -m painmon`` runs the command-line interface."""
 
-from painmon.core.cli import main
+from painmon.core.tools.cli import main
 
 raise SystemExit(main())

@@ -4,7 +4,7 @@ Measures camera-to-display latency (capture stamp -> end of the paint that first
 showed the frame), displayed fps, dropped frames, and the GUI event-loop stall (a
 10 ms precise QTimer measuring its own lateness) while scoring runs on the worker
 thread. Runs offscreen when there is no display. The bookkeeping lives in
-:mod:`painmon.core.app_bench`.
+:mod:`painmon.core.tools.bench_app`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from painmon.core.app_bench import (
+from painmon.core.live.capture import open_source
+from painmon.core.tools.bench_app import (
     DEFAULT_INPUT_FPS,
     STALL_TIMER_INTERVAL_MS,
     DisplayRecorder,
@@ -29,8 +30,7 @@ from painmon.core.app_bench import (
     format_app_bench,
     summarize_app_bench,
 )
-from painmon.core.capture import open_source
-from painmon.core.fileio import atomic_write_json
+from painmon.core.util.fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,8 @@ def bench_app(
 
     from painmon.app.main_window import MainWindow
     from painmon.app.settings_dialog import AppSettings, save_settings
-    from painmon.core.model_store import shipped_demo_model_path
-    from painmon.core.paths import find_face_model
+    from painmon.core.store.catalog import shipped_demo_model_path
+    from painmon.core.util.paths import find_face_model
 
     if not (seconds > 0 and warmup_s >= 0):
         raise ValueError(f"seconds must be > 0 and warmup_s >= 0, got {seconds}, {warmup_s}")

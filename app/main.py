@@ -14,7 +14,7 @@ DEMO_SOURCE = "synthetic"
 
 def demo_model_path() -> Path:
     """Where the shipped synthetic-data demo model lives (it may not be installed)."""
-    from painmon.core.model_store import shipped_demo_model_path
+    from painmon.core.store.catalog import shipped_demo_model_path
 
     return shipped_demo_model_path()
 

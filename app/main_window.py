@@ -1,6 +1,6 @@
 """The bedside window: live video, state panel, trend and alarms over painmon.core's engine.
 
-Threads: the capture thread (painmon.core.capture), one :class:`InferenceWorker`
+Threads: the capture thread (painmon.core.live.capture), one :class:`InferenceWorker`
 in a QThread running the engine, and this GUI thread, which only stores what the
 worker emits and repaints on QTimers (new frames at up to 30 Hz, state panel and
 banner at 10 Hz, trend at 1 Hz).
@@ -59,13 +59,18 @@ from painmon.app.widgets import (
     VideoView,
 )
 from painmon.app.worker import InferenceWorker
-from painmon.core.alarms import AlarmEventKind, AlarmSettings, AlarmState
-from painmon.core.capture import CaptureStats, FrameSource
-from painmon.core.engine import ENGINE_ORT_THREADS, Engine, EngineResult
-from painmon.core.labels import DEFAULT_CLASS_NAMES
-from painmon.core.onnx_runtime import ModelLoadError, OnnxPainModel, ProviderError
-from painmon.core.session import SESSION_CSV, SessionWriteError, SessionWriter, make_session_folder
-from painmon.core.trend import TrendBuffer
+from painmon.core.live.alarms import AlarmEventKind, AlarmSettings, AlarmState
+from painmon.core.live.capture import CaptureStats, FrameSource
+from painmon.core.live.engine import ENGINE_ORT_THREADS, Engine, EngineResult
+from painmon.core.live.scoring import ModelLoadError, OnnxPainModel, ProviderError
+from painmon.core.live.session import (
+    SESSION_CSV,
+    SessionWriteError,
+    SessionWriter,
+    make_session_folder,
+)
+from painmon.core.live.trend import TrendBuffer
+from painmon.core.util.labels import DEFAULT_CLASS_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +115,7 @@ def keep_singletons_alive(floor: int = SINGLETON_REFS_FLOOR) -> int:
 
 
 def default_session_root() -> Path:
-    from painmon.core.paths import default_sessions_dir
+    from painmon.core.util.paths import default_sessions_dir
 
     return default_sessions_dir()
 
@@ -376,11 +381,11 @@ class MainWindow(QMainWindow):
 
         def make() -> Any:
             # Runs on the worker thread: loading the face tracker must not freeze the window.
-            from painmon.core.face import create_face_tracker
+            from painmon.core.live.face import create_face_tracker
 
             tracker = create_face_tracker(face_model)
             if model is None:
-                from painmon.core.preview import FaceOnlyEngine
+                from painmon.core.live.preview import FaceOnlyEngine
 
                 return FaceOnlyEngine(tracker, alarm)
             return Engine(model, tracker, alarm, tau)

@@ -1,6 +1,6 @@
 """The offline retraining dialog: pick data, model and recipe; watch training; activate.
 
-All work happens in child processes run by :class:`painmon.core.retrain_job.RetrainJob`,
+All work happens in child processes run by :class:`painmon.core.research.retrain_job.RetrainJob`,
 so the monitor behind this dialog keeps scoring. A QTimer polls the job (and the run's
 history.csv) and repaints; there is no thread here.
 """
@@ -32,10 +32,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from painmon.core import retrain_job
-from painmon.core.model_registry import ModelRegistry, RegistryEntry, RegistryError
-from painmon.core.paths import user_data_dir
-from painmon.core.retrain_job import (
+from painmon.core.research import retrain_job
+from painmon.core.research.retrain_job import (
     AUGMENT_MODES,
     DEVICES,
     JobStatus,
@@ -43,6 +41,8 @@ from painmon.core.retrain_job import (
     RetrainSpec,
     format_metrics,
 )
+from painmon.core.store.registry import ModelRegistry, RegistryEntry, RegistryError
+from painmon.core.util.paths import user_data_dir
 
 log = logging.getLogger(__name__)
 

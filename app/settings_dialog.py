@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from painmon.core.alarms import MAX_AUDIO_PAUSE_S, AlarmSettings
+from painmon.core.live.alarms import MAX_AUDIO_PAUSE_S, AlarmSettings
 
 log = logging.getLogger(__name__)
 

@@ -28,11 +28,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from painmon.core.alarms import AlarmSettings, AlarmState
-from painmon.core.crops import DEFAULT_MARGIN
-from painmon.core.engine import EngineResult
-from painmon.core.labels import DEFAULT_CLASS_NAMES
-from painmon.core.trend import TrendSeries
+from painmon.core.live.alarms import AlarmSettings, AlarmState
+from painmon.core.live.crop import DEFAULT_MARGIN
+from painmon.core.live.engine import EngineResult
+from painmon.core.live.trend import TrendSeries
+from painmon.core.util.labels import DEFAULT_CLASS_NAMES
 
 COLOUR_OK = "#2ecc71"
 COLOUR_MEDIUM = "#f5a623"

@@ -3,7 +3,7 @@
 The worker opens the source itself (a camera can take seconds to open or fail,
 which must never freeze the window), starts a :class:`CaptureThread` in real time
 and calls ``engine.process`` once per frame, emitting the frozen
-:class:`~painmon.core.engine.EngineResult` with a QImage of the frame (QPixmaps
+:class:`~painmon.core.live.engine.EngineResult` with a QImage of the frame (QPixmaps
 are made in the GUI thread only). Operator commands (acknowledge, audio pause,
 settings, calibration, session start/stop) are queued with :meth:`submit` and run
 on this thread between frames, because the engine and its session writer are
@@ -22,8 +22,8 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtGui import QImage
 
-from painmon.core.alarms import AlarmState
-from painmon.core.capture import CaptureThread, FrameSource, SourceError, open_source
+from painmon.core.live.alarms import AlarmState
+from painmon.core.live.capture import CaptureThread, FrameSource, SourceError, open_source
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from painmon.core.labels import DEFAULT_CLASS_NAMES, NUM_CLASSES, pspi_mapping_text
+from painmon.core.util.labels import DEFAULT_CLASS_NAMES, NUM_CLASSES, pspi_mapping_text
 from painmon.models.layers import ClassifierHead
 
 INPUT_SIZE: tuple[int, int, int] = (3, 64, 64)

@@ -74,7 +74,7 @@ def main() -> int:
     t0 = os.environ.get("PAINMON_STARTUP_PROBE_T0")
     if t0 and len(sys.argv) > 1 and sys.argv[1] in ("app", "demo"):
         _install_startup_probe(float(t0))
-    from painmon.core.cli import main as cli_main
+    from painmon.core.tools.cli import main as cli_main
 
     return cli_main()
 

@@ -82,8 +82,8 @@ def untrained_dacnn_onnx(tmp_path_factory) -> Path:
     """A freshly initialised DA-CNN exported to ONNX; its folder is also a run folder."""
     import torch
 
-    from painmon.core.export import export_onnx
-    from painmon.core.train import checkpoint_meta, save_checkpoint
+    from painmon.core.research.export import export_onnx
+    from painmon.core.research.train import checkpoint_meta, save_checkpoint
     from painmon.models import create_model
 
     torch.manual_seed(0)

@@ -1,0 +1,600 @@
+"""IEC 60601-1-8-style pain alarm state machine (pure logic, no Qt, no threads).
+
+All timing runs on the media time ``t_s`` handed in; the injectable UTC clock is
+read only to stamp events for the log.
+
+Design choices (the specification left these open):
+
+* Episodes: an episode opens when the smoothed level stays >= medium_threshold
+  for alarm_delay_s (HIGH straight away if it also stayed >= high_threshold that
+  long) and ends when it stays below ``medium_threshold - hysteresis`` for
+  clear_hold_s. An episode raises one onset; it may escalate MEDIUM -> HIGH
+  (which also needs the high condition for alarm_delay_s) but never
+  de-escalates: quietly turning a latching HIGH into a non-latching MEDIUM while
+  the patient is still in pain would hide it.
+* Onset timers use no hysteresis (a dip below the threshold restarts them); the
+  clear timer does.
+* Timers count only time covered by valid levels: during a technical condition
+  or an unknown level (None) the pain state is frozen, onset/clear/reminder
+  timers keep what they had and resume when valid levels return; the unknown
+  stretch itself never counts. The audio-pause countdown and the NO_FACE delay
+  run on plain t_s.
+* A latched HIGH keeps sounding (unless paused) until acknowledged, as IEC
+  latching signals do. A new episode during a latch keeps the latch shown.
+* Technical alarms (SIGNAL_LOST, FROZEN, LOW_QUALITY at once; NO_FACE after it
+  persists > no_face_delay_s) are visual and logged, no tone (IEC allows
+  visual-only low-priority alarms): ``audio_active`` concerns the pain alarm.
+* Audio pause silences every pain alarm; only a HIGH onset/escalation breaks
+  through, and only if the pause was not started while a HIGH was shown.
+* Acknowledge silences the active alarm and starts the reminder timer; pressing
+  it with nothing to acknowledge is still logged (operator action audit).
+* Settings changes restart the onset and clear timers (they measured against the
+  old thresholds) but keep an open episode.
+* ``new_events`` of every returned AlarmState holds the events produced since the
+  previously returned state (from update, acknowledge, audio_pause or
+  change_settings), so each event is delivered exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from painmon.core.util.timeline import next_time
+
+log = logging.getLogger(__name__)
+
+MAX_AUDIO_PAUSE_S = 180.0
+MAX_LEVEL = 4.0
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class TechnicalCondition(enum.StrEnum):
+    """Conditions under which the pain level cannot be trusted."""
+
+    SIGNAL_LOST = "SIGNAL_LOST"
+    FROZEN = "FROZEN"
+    NO_FACE = "NO_FACE"
+    LOW_QUALITY = "LOW_QUALITY"
+
+
+class AlarmPriority(enum.StrEnum):
+    """Priority names used in states and events."""
+
+    NONE = "none"
+    MEDIUM = "medium"
+    HIGH = "high"
+    TECHNICAL = "technical"
+
+
+class AlarmEventKind(enum.StrEnum):
+    """Every kind of logged alarm event."""
+
+    ONSET = "onset"
+    ESCALATION = "escalation"
+    ACKNOWLEDGE = "acknowledge"
+    AUDIO_PAUSE = "audio_pause"
+    AUDIO_PAUSE_END = "audio_pause_end"
+    CLEAR = "clear"
+    LATCH = "latch"
+    REMINDER = "reminder"
+    TECHNICAL_ONSET = "technical_onset"
+    TECHNICAL_CLEAR = "technical_clear"
+    SETTINGS_CHANGE = "settings_change"
+
+
+_PAIN_RANK = {AlarmPriority.NONE: 0, AlarmPriority.MEDIUM: 1, AlarmPriority.HIGH: 2}
+
+
+def _finite(name: str, value: float, minimum: float = 0.0) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value >= minimum):
+        raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class AlarmSettings:
+    """Alarm thresholds (on the 0..4 smoothed pain level) and timings in seconds."""
+
+    medium_threshold: float = 2.5
+    high_threshold: float = 3.5
+    alarm_delay_s: float = 10.0
+    hysteresis: float = 0.3
+    clear_hold_s: float = 5.0
+    audio_pause_s: float = 120.0
+    reminder_interval_s: float = 300.0
+    no_face_delay_s: float = 5.0
+    model_sha256: str = ""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "medium_threshold",
+            "high_threshold",
+            "alarm_delay_s",
+            "hysteresis",
+            "clear_hold_s",
+            "audio_pause_s",
+            "reminder_interval_s",
+            "no_face_delay_s",
+        ):
+            _finite(name, getattr(self, name))
+        if not 0.0 < self.medium_threshold < self.high_threshold <= MAX_LEVEL:
+            raise ValueError(
+                "need 0 < medium_threshold < high_threshold <= 4, got "
+                f"medium={self.medium_threshold:g}, high={self.high_threshold:g}"
+            )
+        if self.hysteresis >= self.medium_threshold:
+            raise ValueError(
+                f"hysteresis ({self.hysteresis:g}) must be smaller than medium_threshold "
+                f"({self.medium_threshold:g}), or an alarm could never clear"
+            )
+        if not 0.0 < self.audio_pause_s <= MAX_AUDIO_PAUSE_S:
+            raise ValueError(
+                f"audio_pause_s must lie in (0, {MAX_AUDIO_PAUSE_S:g}] s (IEC 60601-1-8 "
+                f"bedside limit), got {self.audio_pause_s:g}"
+            )
+        if self.reminder_interval_s <= 0:
+            raise ValueError(f"reminder_interval_s must be > 0, got {self.reminder_interval_s:g}")
+        if self.model_sha256 and not _SHA256_RE.match(self.model_sha256):
+            raise ValueError(
+                f"model_sha256 must be empty or 64 lowercase hex digits, got {self.model_sha256!r}"
+            )
+
+
+@dataclass(frozen=True)
+class AlarmEvent:
+    """One logged alarm event; ``utc_time`` is ISO-8601 with a UTC offset."""
+
+    utc_time: str
+    t_s: float
+    kind: str
+    priority: str
+    value: float | None
+    threshold: float | None
+    model_sha256: str
+    message: str
+
+    def __post_init__(self) -> None:
+        try:
+            stamp = datetime.fromisoformat(self.utc_time)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"utc_time must be ISO-8601, got {self.utc_time!r}") from exc
+        if stamp.tzinfo is None:
+            raise ValueError(f"utc_time must carry a timezone, got {self.utc_time!r}")
+        if not math.isfinite(self.t_s):
+            raise ValueError(f"t_s must be finite, got {self.t_s!r}")
+        object.__setattr__(self, "kind", AlarmEventKind(self.kind).value)
+        object.__setattr__(self, "priority", AlarmPriority(self.priority).value)
+        for name in ("value", "threshold"):
+            number = getattr(self, name)
+            if number is not None and not math.isfinite(number):
+                raise ValueError(f"{name} must be finite or None, got {number!r}")
+        if not self.message:
+            raise ValueError("an AlarmEvent needs a message")
+
+
+@dataclass(frozen=True)
+class AlarmState:
+    """What the monitor shows and sounds at media time ``t_s``."""
+
+    t_s: float
+    pain_priority: str
+    active: bool
+    latched: bool
+    acknowledged: bool
+    audio_active: bool
+    audio_paused_remaining_s: float | None
+    last_trigger_t_s: float | None
+    last_trigger_utc: str | None
+    technical_conditions: tuple[str, ...]
+    output_unknown: bool
+    new_events: tuple[AlarmEvent, ...]
+    pain_level: float | None = None
+
+    def __post_init__(self) -> None:
+        priority = AlarmPriority(self.pain_priority)
+        if priority is AlarmPriority.TECHNICAL:
+            raise ValueError("pain_priority cannot be 'technical'; see technical_conditions")
+        object.__setattr__(self, "pain_priority", priority.value)
+        if (self.active or self.latched) != (priority is not AlarmPriority.NONE):
+            raise ValueError(
+                "pain_priority must be none exactly when no alarm is active or latched"
+            )
+        if self.latched and priority is not AlarmPriority.HIGH:
+            raise ValueError("only a HIGH alarm latches")
+        if self.acknowledged and not self.active:
+            raise ValueError("only an active alarm can be acknowledged")
+        remaining = self.audio_paused_remaining_s
+        if remaining is not None and not (math.isfinite(remaining) and remaining > 0):
+            raise ValueError(f"audio_paused_remaining_s must be > 0 or None, got {remaining!r}")
+        for name in self.technical_conditions:
+            TechnicalCondition(name)
+        if self.output_unknown != (self.pain_level is None):
+            raise ValueError("output_unknown must be set exactly when pain_level is None")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AlarmManager:
+    """Pain and technical alarm state machine driven by ``update(t_s, level, condition)``."""
+
+    def __init__(
+        self,
+        settings: AlarmSettings | None = None,
+        utc_clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.settings = settings if settings is not None else AlarmSettings()
+        self._utc_clock = utc_clock
+        self._events: list[AlarmEvent] = []
+        self._pending: list[AlarmEvent] = []
+        self._last_t_s: float | None = None
+        self._last_level: float | None = None
+        # Pain episode.
+        self._episode = AlarmPriority.NONE
+        self._acknowledged = False
+        self._latched = False
+        self._last_trigger_t_s: float | None = None
+        self._last_trigger_utc: str | None = None
+        # Timers, in seconds of valid-level time; None = condition not holding.
+        self._prev_valid_t_s: float | None = None
+        self._medium_held_s: float | None = None
+        self._high_held_s: float | None = None
+        self._below_held_s: float | None = None
+        self._since_ack_s: float | None = None
+        # Audio pause.
+        self._pause_until_t_s: float | None = None
+        self._pause_started_at_high = False
+        # Technical condition.
+        self._condition: TechnicalCondition | None = None
+        self._condition_since_t_s: float | None = None
+        self._technical_active = False
+
+    @property
+    def events(self) -> tuple[AlarmEvent, ...]:
+        """Every event since construction, oldest first."""
+        return tuple(self._events)
+
+    # -- public operations -------------------------------------------------------------------
+
+    def update(
+        self,
+        t_s: float,
+        pain_level_smoothed: float | None,
+        technical_condition: TechnicalCondition | str | None = None,
+    ) -> AlarmState:
+        """Advance to ``t_s`` with the smoothed level (None = unknown) and any technical alarm."""
+        self._advance_clock(t_s)
+        level = self._check_level(pain_level_smoothed)
+        condition = None if technical_condition is None else self._parse(technical_condition)
+        self._update_technical(t_s, condition)
+
+        if condition is None and level is not None:
+            self._update_pain(t_s, level)
+            self._last_level = level
+        else:
+            # Frozen: the unknown stretch must not count towards onset, clear or reminder.
+            self._prev_valid_t_s = None
+            self._last_level = None
+        return self._state(t_s)
+
+    def acknowledge(self, t_s: float) -> AlarmState:
+        """Operator acknowledgement: silences the active alarm, removes a latched HIGH."""
+        self._advance_clock(t_s)
+        level = self._last_level
+        if self._latched or (self._episode is not AlarmPriority.NONE and not self._acknowledged):
+            shown = self._shown_priority()
+            parts = []
+            if self._latched:
+                parts.append("latched HIGH alarm removed")
+                self._latched = False
+            if self._episode is not AlarmPriority.NONE and not self._acknowledged:
+                self._acknowledged = True
+                self._since_ack_s = 0.0
+                parts.append(
+                    f"{self._episode.value.upper()} alarm acknowledged; reminder in "
+                    f"{self.settings.reminder_interval_s:g} s if pain persists"
+                )
+            self._emit(t_s, AlarmEventKind.ACKNOWLEDGE, shown, level, None, "; ".join(parts))
+        else:
+            self._emit(
+                t_s,
+                AlarmEventKind.ACKNOWLEDGE,
+                self._shown_priority(),
+                level,
+                None,
+                "acknowledge pressed with no unacknowledged alarm",
+            )
+        return self._state(t_s)
+
+    def audio_pause(self, t_s: float, duration_s: float | None = None) -> AlarmState:
+        """Silence pain alarm audio for ``duration_s`` (default audio_pause_s, at most 180 s)."""
+        duration = self.settings.audio_pause_s if duration_s is None else float(duration_s)
+        if not (math.isfinite(duration) and 0.0 < duration <= MAX_AUDIO_PAUSE_S):
+            raise ValueError(
+                f"audio pause must last more than 0 and at most {MAX_AUDIO_PAUSE_S:g} s, "
+                f"got {duration:g} s"
+            )
+        self._advance_clock(t_s)
+        self._pause_until_t_s = t_s + duration
+        self._pause_started_at_high = self._shown_priority() is AlarmPriority.HIGH
+        self._emit(
+            t_s,
+            AlarmEventKind.AUDIO_PAUSE,
+            self._shown_priority(),
+            self._last_level,
+            None,
+            f"alarm audio paused for {duration:g} s",
+        )
+        return self._state(t_s)
+
+    def change_settings(self, t_s: float, new_settings: AlarmSettings) -> AlarmState:
+        """Apply new settings from ``t_s`` on and log what changed."""
+        if not isinstance(new_settings, AlarmSettings):
+            raise TypeError(f"expected AlarmSettings, got {type(new_settings).__name__}")
+        self._advance_clock(t_s)
+        old = self.settings
+        changes = [
+            f"{field.name} {getattr(old, field.name)!r} -> {getattr(new_settings, field.name)!r}"
+            for field in dataclasses.fields(AlarmSettings)
+            if getattr(old, field.name) != getattr(new_settings, field.name)
+        ]
+        self.settings = new_settings
+        # The running timers measured against the old thresholds; start them afresh.
+        self._medium_held_s = self._high_held_s = self._below_held_s = None
+        self._emit(
+            t_s,
+            AlarmEventKind.SETTINGS_CHANGE,
+            AlarmPriority.NONE,
+            None,
+            None,
+            "settings changed: " + ("; ".join(changes) if changes else "no difference"),
+        )
+        return self._state(t_s)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _advance_clock(self, t_s: float) -> None:
+        t_s = next_time(t_s, self._last_t_s, "start a new AlarmManager for a new source")
+        self._last_t_s = t_s
+        if self._pause_until_t_s is not None and t_s >= self._pause_until_t_s:
+            self._end_pause(t_s, "audio pause elapsed")
+
+    @staticmethod
+    def _check_level(level: float | None) -> float | None:
+        if level is None:
+            return None
+        value = float(level)
+        if not (math.isfinite(value) and 0.0 <= value <= MAX_LEVEL):
+            raise ValueError(
+                f"smoothed pain level must lie in 0..{MAX_LEVEL:g} or be None, got {level!r}"
+            )
+        return value
+
+    @staticmethod
+    def _parse(condition: TechnicalCondition | str) -> TechnicalCondition:
+        try:
+            return TechnicalCondition(condition)
+        except ValueError:
+            names = ", ".join(c.value for c in TechnicalCondition)
+            raise ValueError(
+                f"unknown technical condition {condition!r}; use one of {names}"
+            ) from None
+
+    def _update_technical(self, t_s: float, condition: TechnicalCondition | None) -> None:
+        if condition != self._condition:
+            if self._condition is not None and self._technical_active:
+                self._emit(
+                    t_s,
+                    AlarmEventKind.TECHNICAL_CLEAR,
+                    AlarmPriority.TECHNICAL,
+                    None,
+                    None,
+                    f"technical alarm {self._condition.value} cleared",
+                )
+            self._condition = condition
+            self._condition_since_t_s = t_s if condition is not None else None
+            self._technical_active = False
+        if condition is None or self._technical_active:
+            return
+        assert self._condition_since_t_s is not None
+        if condition is TechnicalCondition.NO_FACE:
+            persisted_s = t_s - self._condition_since_t_s
+            if persisted_s <= self.settings.no_face_delay_s:
+                return
+            threshold: float | None = self.settings.no_face_delay_s
+            message = f"technical alarm NO_FACE: no face for more than {threshold:g} s"
+        else:
+            threshold = None
+            message = f"technical alarm {condition.value}"
+        self._technical_active = True
+        self._emit(
+            t_s,
+            AlarmEventKind.TECHNICAL_ONSET,
+            AlarmPriority.TECHNICAL,
+            None,
+            threshold,
+            message + "; pain output unknown, pain alarms frozen",
+        )
+
+    def _update_pain(self, t_s: float, level: float) -> None:
+        s = self.settings
+        dt_s = 0.0 if self._prev_valid_t_s is None else t_s - self._prev_valid_t_s
+        self._prev_valid_t_s = t_s
+
+        def held(previous: float | None, holds: bool) -> float | None:
+            if not holds:
+                return None
+            return 0.0 if previous is None else previous + dt_s
+
+        self._medium_held_s = held(self._medium_held_s, level >= s.medium_threshold)
+        self._high_held_s = held(self._high_held_s, level >= s.high_threshold)
+        clear_below = s.medium_threshold - s.hysteresis
+        self._below_held_s = held(self._below_held_s, level < clear_below)
+        high_due = self._high_held_s is not None and self._high_held_s >= s.alarm_delay_s
+
+        if self._episode is AlarmPriority.NONE:
+            if self._medium_held_s is not None and self._medium_held_s >= s.alarm_delay_s:
+                priority = AlarmPriority.HIGH if high_due else AlarmPriority.MEDIUM
+                self._raise(t_s, level, priority, AlarmEventKind.ONSET)
+            return
+
+        if self._episode is AlarmPriority.MEDIUM and high_due:
+            self._raise(t_s, level, AlarmPriority.HIGH, AlarmEventKind.ESCALATION)
+            return
+
+        if self._below_held_s is not None and self._below_held_s >= s.clear_hold_s:
+            self._clear(t_s, level, clear_below)
+            return
+
+        if self._acknowledged and self._since_ack_s is not None:
+            self._since_ack_s += dt_s
+            if self._since_ack_s >= s.reminder_interval_s:
+                self._acknowledged = False
+                self._since_ack_s = None
+                self._emit(
+                    t_s,
+                    AlarmEventKind.REMINDER,
+                    self._episode,
+                    level,
+                    self._threshold(),
+                    f"reminder: {self._episode.value.upper()} pain alarm still present "
+                    f"{s.reminder_interval_s:g} s after acknowledgement",
+                )
+
+    def _raise(
+        self, t_s: float, level: float, priority: AlarmPriority, kind: AlarmEventKind
+    ) -> None:
+        self._episode = priority
+        self._acknowledged = False
+        self._since_ack_s = None
+        self._below_held_s = None
+        threshold = self._threshold()
+        verb = "raised" if kind is AlarmEventKind.ONSET else "escalated to"
+        event = self._emit(
+            t_s,
+            kind,
+            priority,
+            level,
+            threshold,
+            f"{priority.value.upper()} pain alarm {verb}: level {level:.2f} >= {threshold:g} "
+            f"for {self.settings.alarm_delay_s:g} s",
+        )
+        self._last_trigger_t_s = t_s
+        self._last_trigger_utc = event.utc_time
+        if (
+            priority is AlarmPriority.HIGH
+            and self._pause_until_t_s is not None
+            and not self._pause_started_at_high
+        ):
+            self._end_pause(t_s, "audio pause broken through by a HIGH pain alarm")
+
+    def _clear(self, t_s: float, level: float, clear_below: float) -> None:
+        priority = self._episode
+        held_for = f"level {level:.2f} below {clear_below:g} for {self.settings.clear_hold_s:g} s"
+        if priority is AlarmPriority.HIGH and not self._acknowledged:
+            self._latched = True
+            self._emit(
+                t_s,
+                AlarmEventKind.LATCH,
+                priority,
+                level,
+                clear_below,
+                f"HIGH pain condition cleared ({held_for}); alarm latched until acknowledged",
+            )
+        else:
+            self._emit(
+                t_s,
+                AlarmEventKind.CLEAR,
+                priority,
+                level,
+                clear_below,
+                f"{priority.value.upper()} pain alarm cleared ({held_for})",
+            )
+        self._episode = AlarmPriority.NONE
+        self._acknowledged = False
+        self._since_ack_s = None
+        self._below_held_s = None
+
+    def _end_pause(self, t_s: float, reason: str) -> None:
+        self._pause_until_t_s = None
+        self._pause_started_at_high = False
+        self._emit(t_s, AlarmEventKind.AUDIO_PAUSE_END, self._shown_priority(), None, None, reason)
+
+    def _threshold(self) -> float | None:
+        if self._episode is AlarmPriority.HIGH:
+            return self.settings.high_threshold
+        if self._episode is AlarmPriority.MEDIUM:
+            return self.settings.medium_threshold
+        return None
+
+    def _shown_priority(self) -> AlarmPriority:
+        if self._latched:
+            return AlarmPriority.HIGH
+        return self._episode
+
+    def _utc_iso(self) -> str:
+        stamp = self._utc_clock()
+        if stamp.tzinfo is None:
+            raise ValueError("utc_clock must return a timezone-aware datetime")
+        return stamp.astimezone(UTC).isoformat()
+
+    def _emit(
+        self,
+        t_s: float,
+        kind: AlarmEventKind,
+        priority: AlarmPriority,
+        value: float | None,
+        threshold: float | None,
+        message: str,
+    ) -> AlarmEvent:
+        event = AlarmEvent(
+            utc_time=self._utc_iso(),
+            t_s=float(t_s),
+            kind=kind.value,
+            priority=priority.value,
+            value=value,
+            threshold=threshold,
+            model_sha256=self.settings.model_sha256,
+            message=message,
+        )
+        self._events.append(event)
+        self._pending.append(event)
+        log_level = (
+            logging.WARNING
+            if kind in (AlarmEventKind.ONSET, AlarmEventKind.ESCALATION)
+            else logging.INFO
+        )
+        log.log(log_level, "alarm %s at t=%.2f s: %s", kind.value, t_s, message)
+        return event
+
+    def _state(self, t_s: float) -> AlarmState:
+        shown = self._shown_priority()
+        active = self._episode is not AlarmPriority.NONE
+        sounding = (active and not self._acknowledged) or self._latched
+        paused = self._pause_until_t_s is not None
+        remaining = self._pause_until_t_s - t_s if self._pause_until_t_s is not None else None
+        new_events = tuple(self._pending)
+        self._pending.clear()
+        technical = (self._condition.value,) if self._condition and self._technical_active else ()
+        return AlarmState(
+            t_s=float(t_s),
+            pain_priority=shown.value,
+            active=active,
+            latched=self._latched,
+            acknowledged=active and self._acknowledged,
+            audio_active=sounding and not paused,
+            audio_paused_remaining_s=remaining,
+            last_trigger_t_s=self._last_trigger_t_s if shown is not AlarmPriority.NONE else None,
+            last_trigger_utc=self._last_trigger_utc if shown is not AlarmPriority.NONE else None,
+            technical_conditions=technical,
+            output_unknown=self._last_level is None,
+            new_events=new_events,
+            pain_level=self._last_level,
+        )

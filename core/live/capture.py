@@ -1,0 +1,892 @@
+"""Frame capture: cameras, video files, image folders, network streams and the synthetic patient.
+
+``open_source(spec)`` turns a spec string into an opened :class:`FrameSource`;
+:class:`CaptureThread` reads it on a daemon thread into a bounded buffer;
+:class:`SignalWatchdog` turns the frame stream into SIGNAL_LOST / FROZEN.
+
+Design choices (the specification left these open):
+
+* Time: live sources (camera, URL) stamp ``t_s`` with the capture clock relative
+  to the first frame; files, folders and the synthetic patient carry their own
+  media time, so smoothing and alarms give the same result at any processing
+  speed.
+* ``Frame.index`` is the position in the media for files and folders (an
+  unreadable image leaves a gap in indices and ``t_s``), and the count of frames
+  read for live and synthetic sources (dropped frames leave gaps).
+* Media sources default to pull mode (every frame, in order, no drops); with
+  ``realtime=True`` they are paced to media time into the one-slot buffer like a
+  live source. Live sources are always real time.
+* Reconnection happens only after a live source was open once: a source that
+  cannot be opened at all is a configuration error the user must see at once.
+* The capture thread owns the source after ``start()`` and closes it on exit.
+"""
+
+from __future__ import annotations
+
+import abc
+import collections
+import logging
+import math
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+
+from painmon.core.live.alarms import TechnicalCondition
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp")
+URL_SCHEMES: tuple[str, ...] = ("rtsp", "rtsps", "http", "https")
+DEFAULT_VIDEO_FPS = 30.0
+# Cameras often return a few empty reads while their sensor starts.
+_LIVE_PROBE_READS = 5
+# Behind media time by more than this, paced playback re-anchors instead of bursting to catch up.
+_MAX_PACING_LAG_S = 0.5
+# Consumers poll the buffer at least this often so that stop() is never missed.
+_WAIT_SLICE_S = 0.1
+
+VideoCaptureFactory = Callable[[Any], Any]
+SyntheticFactory = Callable[[], Iterable[Any]]
+
+
+class SourceError(RuntimeError):
+    """A frame source could not be opened or read; the message says what to do."""
+
+
+class SourceDisconnectedError(SourceError):
+    """A live source stopped delivering frames after it had worked (reconnect may help)."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured RGB frame: media time ``t_s``, capture-clock stamp and where it came from."""
+
+    index: int
+    t_s: float
+    rgb: np.ndarray
+    captured_monotonic_s: float
+    source: str
+
+    def __post_init__(self) -> None:
+        if isinstance(self.index, bool) or not isinstance(self.index, int | np.integer):
+            raise ValueError(f"frame index must be an int, got {self.index!r}")
+        if self.index < 0:
+            raise ValueError(f"frame index must be >= 0, got {self.index}")
+        object.__setattr__(self, "index", int(self.index))
+        for name in ("t_s", "captured_monotonic_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (
+                isinstance(value, int | float | np.floating) and math.isfinite(value)
+            ):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.t_s < 0:
+            raise ValueError(f"t_s must be >= 0, got {self.t_s}")
+        rgb = self.rgb
+        if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8:
+            raise ValueError(f"rgb must be a uint8 numpy array, got {type(rgb).__name__}")
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
+            raise ValueError(f"rgb must have shape (H, W, 3), got {rgb.shape}")
+        if not isinstance(self.source, str) or not self.source:
+            raise ValueError("a frame needs a non-empty source name")
+
+    @property
+    def height_px(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width_px(self) -> int:
+        return int(self.rgb.shape[1])
+
+
+class RawFrame(NamedTuple):
+    """What a source read: RGB pixels, media time (None for live sources) and media index."""
+
+    rgb: np.ndarray
+    t_s: float | None = None
+    index: int | None = None
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+    """OpenCV BGR/BGRA/grey image -> contiguous RGB uint8."""
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+
+
+def _natural_key(path: Path) -> tuple[Any, ...]:
+    # frame_2.png before frame_10.png even without zero padding.
+    parts = re.split(r"(\d+)", path.name.lower())
+    return tuple((0, int(p), p) if p.isdigit() else (1, 0, p) for p in parts)
+
+
+def _redact_url(url: str) -> str:
+    """The URL without its password, fit for logs and messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username}:***@{host}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+class FrameSource(abc.ABC):
+    """Something that yields frames: ``open()``, then ``read()`` until None, then ``close()``."""
+
+    #: Live sources have no media time and are reconnected when they drop out.
+    is_live: bool = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        #: Frames the source could not decode and skipped (image folders).
+        self.skipped = 0
+        #: How many frames the source holds once open (None: live, endless or unknown).
+        self.total_frames: int | None = None
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Open (or reopen) the source; raises SourceError with an actionable message."""
+
+    @abc.abstractmethod
+    def read(self) -> RawFrame | None:
+        """Next frame, or None at the end of the media; a lost live source raises
+        SourceDisconnectedError."""
+
+    def close(self) -> None:  # noqa: B027 - sources without resources need no close
+        """Release the device or file; safe to call twice."""
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class VideoFileSource(FrameSource):
+    """A video file read frame by frame; ``t_s`` is the file's own timestamp."""
+
+    def __init__(self, path: str | Path, video_capture: VideoCaptureFactory = cv2.VideoCapture):
+        self.path = Path(path)
+        super().__init__(str(self.path))
+        self._video_capture = video_capture
+        self._capture: Any = None
+        self._pending: RawFrame | None = None
+        self._next_index = 0
+        self._last_t_s: float | None = None
+        self._use_pos_msec = True
+        self.fps = DEFAULT_VIDEO_FPS
+
+    def open(self) -> None:
+        self.close()
+        if not self.path.is_file():
+            raise SourceError(f"video file {self.path} does not exist: check the path")
+        capture = self._video_capture(str(self.path))
+        if capture is None or not capture.isOpened():
+            raise SourceError(
+                f"video file {self.path} could not be opened: it is damaged or in a format "
+                "OpenCV cannot decode, so convert it to H.264 MP4 and try again"
+            )
+        self._capture = capture
+        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        if not (math.isfinite(fps) and 0.1 <= fps <= 1000.0):
+            log.warning(
+                "%s reports %r frames per second; assuming %g", self.path, fps, DEFAULT_VIDEO_FPS
+            )
+            fps = DEFAULT_VIDEO_FPS
+        self.fps = fps
+        count = float(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0)
+        # Containers may not know (or misreport) their length: a progress hint only.
+        self.total_frames = int(count) if math.isfinite(count) and count >= 1 else None
+        self._next_index = 0
+        self._last_t_s = None
+        self._use_pos_msec = True
+        first = self._read_next()
+        if first is None:
+            self.close()
+            raise SourceError(
+                f"video file {self.path} holds no readable frames: it is empty or damaged, "
+                "so re-export or convert it and try again"
+            )
+        self._pending = first
+
+    def _media_time_s(self, index: int) -> float:
+        pos_ms = float(self._capture.get(cv2.CAP_PROP_POS_MSEC))
+        if self._use_pos_msec:
+            pos_s = pos_ms / 1000.0
+            # Some backends report 0 or garbage; a timestamp is sane only if it moves forward.
+            sane = math.isfinite(pos_s) and pos_s >= 0.0
+            if sane and self._last_t_s is not None:
+                sane = pos_s > self._last_t_s
+            if sane:
+                return pos_s
+            self._use_pos_msec = False
+            log.info("%s: container timestamps unusable from frame %d; using fps", self.path, index)
+        if self._last_t_s is None:
+            return index / self.fps
+        return self._last_t_s + 1.0 / self.fps
+
+    def _read_next(self) -> RawFrame | None:
+        ok, bgr = self._capture.read()
+        if not ok or bgr is None:
+            return None
+        index = self._next_index
+        t_s = self._media_time_s(index)
+        self._next_index += 1
+        self._last_t_s = t_s
+        return RawFrame(_to_rgb(bgr), t_s, index)
+
+    def read(self) -> RawFrame | None:
+        if self._capture is None:
+            raise SourceError(f"video file {self.path} is not open: call open() first")
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+            return frame
+        return self._read_next()
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+        self._pending = None
+
+
+class ImageFolderSource(FrameSource):
+    """A folder of still images played in natural name order at ``image_fps`` of media time."""
+
+    def __init__(self, folder: str | Path, image_fps: float = 1.0) -> None:
+        if isinstance(image_fps, bool) or not (
+            isinstance(image_fps, int | float) and math.isfinite(image_fps) and image_fps > 0
+        ):
+            raise ValueError(f"image_fps must be a positive number, got {image_fps!r}")
+        self.folder = Path(folder)
+        super().__init__(str(self.folder))
+        self.image_fps = float(image_fps)
+        self.paths: list[Path] = []
+        self._position = 0
+        self._pending: RawFrame | None = None
+
+    def open(self) -> None:
+        if not self.folder.is_dir():
+            raise SourceError(f"image folder {self.folder} does not exist: check the path")
+        self.paths = sorted(
+            (
+                p
+                for p in self.folder.iterdir()
+                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            ),
+            key=_natural_key,
+        )
+        if not self.paths:
+            raise SourceError(
+                f"image folder {self.folder} holds no .png, .jpg, .jpeg or .bmp images: "
+                "choose the folder that contains the frames"
+            )
+        self._position = 0
+        self.skipped = 0
+        self.total_frames = len(self.paths)
+        self._pending = self._read_next()
+        if self._pending is None:
+            raise SourceError(
+                f"none of the {len(self.paths)} images in {self.folder} could be read: "
+                "they are damaged or not really images, so re-export them"
+            )
+
+    def _read_next(self) -> RawFrame | None:
+        while self._position < len(self.paths):
+            index = self._position
+            path = self.paths[index]
+            self._position += 1
+            try:
+                # imdecode(fromfile) also reads non-ASCII paths, which imread cannot on Windows.
+                bgr = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
+            except (OSError, cv2.error) as exc:
+                log.debug("decoding %s failed: %s", path, exc)
+                bgr = None
+            if bgr is None:
+                self.skipped += 1
+                log.warning("skipping unreadable image %s (%d skipped so far)", path, self.skipped)
+                continue
+            return RawFrame(_to_rgb(bgr), index / self.image_fps, index)
+        return None
+
+    def read(self) -> RawFrame | None:
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+            return frame
+        return self._read_next()
+
+
+class LiveVideoSource(FrameSource):
+    """A camera (``cv2.VideoCapture(N)``) or network stream (``cv2.VideoCapture(url)``)."""
+
+    is_live = True
+
+    def __init__(
+        self,
+        target: int | str,
+        video_capture: VideoCaptureFactory = cv2.VideoCapture,
+    ) -> None:
+        self.target = target
+        if isinstance(target, int):
+            name = f"camera:{target}"
+            self._what = f"camera {target}"
+            self._advice = "is it connected and not used by another program?"
+        else:
+            name = _redact_url(target)
+            self._what = f"stream {name}"
+            self._advice = "check the address, the network and the camera's user name/password."
+        super().__init__(name)
+        self._video_capture = video_capture
+        self._capture: Any = None
+        self._pending: RawFrame | None = None
+
+    def open(self) -> None:
+        self.close()
+        capture = self._video_capture(self.target)
+        if capture is None or not capture.isOpened():
+            if capture is not None:
+                capture.release()
+            raise SourceError(f"{self._what} could not be opened: {self._advice}")
+        # A deep driver queue would hand out stale frames; ask for the newest (ignored by some).
+        capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        self._capture = capture
+        for _ in range(_LIVE_PROBE_READS):
+            frame = self._grab()
+            if frame is not None:
+                self._pending = frame
+                return
+        self.close()
+        raise SourceError(f"{self._what} opened but delivered no image: {self._advice}")
+
+    def _grab(self) -> RawFrame | None:
+        try:
+            ok, bgr = self._capture.read()
+        except cv2.error as exc:
+            log.debug("%s read raised %s", self.name, exc)
+            return None
+        if not ok or bgr is None or bgr.size == 0:
+            return None
+        return RawFrame(_to_rgb(bgr))
+
+    def read(self) -> RawFrame | None:
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+            return frame
+        if self._capture is None:
+            raise SourceDisconnectedError(f"{self._what} is not open")
+        frame = self._grab()
+        if frame is None:
+            raise SourceDisconnectedError(f"{self._what} stopped delivering images")
+        return frame
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+        self._pending = None
+
+
+class SyntheticSource(FrameSource):
+    """Frames from a generator of ``(t_s, rgb, truth)`` items, e.g. the synthetic patient."""
+
+    def __init__(self, frame_factory: SyntheticFactory, name: str = "synthetic") -> None:
+        super().__init__(name)
+        self._factory = frame_factory
+        self._frames: Iterator[Any] | None = None
+        self._last_t_s: float | None = None
+
+    def open(self) -> None:
+        try:
+            self._frames = iter(self._factory())
+        except ImportError as exc:
+            raise SourceError(
+                f"the synthetic patient is not available ({exc}): reinstall painmon"
+            ) from exc
+        self._last_t_s = None
+
+    def read(self) -> RawFrame | None:
+        if self._frames is None:
+            raise SourceError("the synthetic source is not open: call open() first")
+        try:
+            item = next(self._frames)
+        except StopIteration:
+            return None
+        t_s, rgb = float(item[0]), item[1]
+        if not math.isfinite(t_s) or (self._last_t_s is not None and t_s < self._last_t_s):
+            raise SourceError(f"the synthetic generator gave t_s={t_s!r} after {self._last_t_s!r}")
+        self._last_t_s = t_s
+        return RawFrame(np.ascontiguousarray(rgb), t_s)
+
+    def close(self) -> None:
+        self._frames = None
+
+
+def synthetic_patient_factory(
+    seed: int = 0, fps: float = 30.0, seconds: float | None = None
+) -> SyntheticFactory:
+    """Factory of synthetic patient streams, imported lazily (heavy to load)."""
+
+    def make() -> Iterable[Any]:
+        from painmon.core.synth import patients as synth
+
+        return synth.SyntheticPatientStream(seed=seed, fps=fps, seconds=seconds)
+
+    return make
+
+
+def open_source(
+    spec: str,
+    image_fps: float = 1.0,
+    *,
+    video_capture: VideoCaptureFactory = cv2.VideoCapture,
+    synthetic_factory: SyntheticFactory | None = None,
+) -> FrameSource:
+    """Open ``camera:N``, ``rtsp://``/``http(s)://`` URLs, a video file, an image folder or
+    ``synthetic[:SEED]``; raises SourceError saying what was wrong and what to do."""
+    spec = str(spec).strip()
+    if not spec:
+        raise SourceError(
+            "no video source given: use camera:N, a video file, an image folder, a stream URL "
+            "or synthetic"
+        )
+    lowered = spec.lower()
+    source: FrameSource
+    if lowered.startswith("camera:"):
+        number = spec.split(":", 1)[1].strip()
+        if not number.isdigit():
+            raise SourceError(
+                f"camera source {spec!r} needs a camera number, e.g. camera:0 for the first camera"
+            )
+        source = LiveVideoSource(int(number), video_capture)
+    elif lowered == "synthetic" or lowered.startswith("synthetic:"):
+        seed_text = spec.split(":", 1)[1].strip() if ":" in spec else "0"
+        if not seed_text.isdigit():
+            raise SourceError(
+                f"synthetic source {spec!r} needs a whole-number seed, e.g. synthetic:3"
+            )
+        factory = synthetic_factory or synthetic_patient_factory(seed=int(seed_text))
+        source = SyntheticSource(factory)
+    elif urllib.parse.urlsplit(spec).scheme.lower() in URL_SCHEMES:
+        source = LiveVideoSource(spec, video_capture)
+    else:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            source = ImageFolderSource(path, image_fps)
+        elif path.is_file():
+            source = VideoFileSource(path, video_capture)
+        else:
+            raise SourceError(
+                f"no file or folder at {path}: check the path, or use camera:N for a camera, "
+                "rtsp://... for a network camera or synthetic for the demo patient"
+            )
+    source.open()
+    log.info("opened video source %s", source.name)
+    return source
+
+
+class ReconnectBackoff:
+    """Delays between reconnect attempts: ``initial_s`` doubling to ``max_s``; reset on success."""
+
+    def __init__(self, initial_s: float = 0.5, max_s: float = 5.0, factor: float = 2.0) -> None:
+        if not (0 < initial_s <= max_s and factor >= 1):
+            raise ValueError(
+                f"need 0 < initial_s <= max_s and factor >= 1, got {initial_s}, {max_s}, {factor}"
+            )
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.factor = factor
+        self._next_s = initial_s
+
+    def next_delay_s(self) -> float:
+        """Delay before the next attempt; each call lengthens the following one."""
+        delay = self._next_s
+        self._next_s = min(self.max_s, self._next_s * self.factor)
+        return delay
+
+    def reset(self) -> None:
+        self._next_s = self.initial_s
+
+
+@dataclass(frozen=True)
+class CaptureStats:
+    """Counters of one capture thread."""
+
+    frames_read: int = 0
+    frames_dropped: int = 0
+    frames_skipped: int = 0
+    reconnect_attempts: int = 0
+    reconnects: int = 0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "frames_read",
+            "frames_dropped",
+            "frames_skipped",
+            "reconnect_attempts",
+            "reconnects",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} cannot be negative")
+
+
+class _FrameBuffer:
+    """Bounded frame queue: drop mode replaces the oldest unread frame, block mode waits."""
+
+    def __init__(self, capacity: int, drop_oldest: bool) -> None:
+        if capacity < 1:
+            raise ValueError(f"buffer capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.drop_oldest = drop_oldest
+        self.dropped = 0
+        self._frames: collections.deque[Frame] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, frame: Frame, stop: threading.Event) -> bool:
+        """Add a frame; False if the buffer was closed or stop was set while waiting for room."""
+        with self._cond:
+            if self.drop_oldest:
+                while len(self._frames) >= self.capacity:
+                    self._frames.popleft()
+                    self.dropped += 1
+            else:
+                while len(self._frames) >= self.capacity and not (self._closed or stop.is_set()):
+                    self._cond.wait(_WAIT_SLICE_S)
+            if self._closed or (not self.drop_oldest and stop.is_set()):
+                return False
+            self._frames.append(frame)
+            self._cond.notify_all()
+            return True
+
+    def get(self, timeout_s: float | None) -> Frame | None:
+        deadline = None if timeout_s is None else time.monotonic() + max(0.0, timeout_s)
+        with self._cond:
+            while not self._frames and not self._closed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            if not self._frames:
+                return None
+            frame = self._frames.popleft()
+            self._cond.notify_all()
+            return frame
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._frames)
+
+
+class CaptureThread:
+    """Reads a source on a daemon thread into a bounded buffer; ``get_latest()`` hands frames out.
+
+    Live sources, and media sources with ``realtime=True`` (paced to media time),
+    fill a one-slot "latest frame wins" buffer: an unread frame is replaced and
+    counted as dropped. Media sources with ``realtime`` False or None run in pull
+    mode: every frame, in order, never dropped, reading ahead at most
+    ``pull_buffer`` frames. When the media ends ``ended`` is set and the thread
+    stops; a lost live source is reopened with :class:`ReconnectBackoff`.
+    """
+
+    def __init__(
+        self,
+        source: FrameSource,
+        clock: Callable[[], float] = time.monotonic,
+        realtime: bool | None = None,
+        *,
+        sleep: Callable[[float], object] | None = None,
+        backoff: ReconnectBackoff | None = None,
+        pull_buffer: int = 4,
+    ) -> None:
+        self.source = source
+        self._clock = clock
+        if source.is_live and realtime is False:
+            log.info("%s is a live source and always runs in real time", source.name)
+        self.realtime = True if source.is_live else bool(realtime)
+        self.pull_mode = not self.realtime
+        self._buffer = (
+            _FrameBuffer(pull_buffer, drop_oldest=False)
+            if self.pull_mode
+            else _FrameBuffer(1, drop_oldest=True)
+        )
+        self._stop_event = threading.Event()
+        self.ended_event = threading.Event()
+        self._finished = threading.Event()
+        # The default sleep wakes as soon as stop() is called.
+        self._sleep = sleep if sleep is not None else self._stop_event.wait
+        self._backoff = backoff if backoff is not None else ReconnectBackoff()
+        self._lock = threading.Lock()
+        self._frames_read = 0
+        self._reconnect_attempts = 0
+        self._reconnects = 0
+        self._first_capture_s: float | None = None
+        self._pace_anchor: tuple[float, float] | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"painmon-capture[{source.name}]", daemon=True
+        )
+
+    # ------------------------------------------------------------------ consumer side
+    def start(self) -> CaptureThread:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 2.0) -> bool:
+        """Ask the thread to stop and join it; True if it ended within ``timeout_s``."""
+        self._stop_event.set()
+        self._buffer.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        elif self._thread.ident is None:
+            self.source.close()  # never started: nobody else will close it
+        if self._thread.is_alive():
+            log.error(
+                "capture thread for %s did not stop within %.1f s", self.source.name, timeout_s
+            )
+            return False
+        return True
+
+    def join(self, timeout_s: float | None = None) -> None:
+        self._thread.join(timeout_s)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def get_latest(self, timeout_s: float | None = 0.0) -> Frame | None:
+        """Newest unread frame (pull mode: next frame in order), waiting up to ``timeout_s``.
+
+        None on timeout, and at once when the thread finished and nothing is left.
+        """
+        return self._buffer.get(timeout_s)
+
+    @property
+    def ended(self) -> bool:
+        """True once the media ended (files, folders, finite synthetic runs)."""
+        return self.ended_event.is_set()
+
+    @property
+    def exhausted(self) -> bool:
+        """The thread finished (end of media, stop or error) and every frame was handed out."""
+        return self._finished.is_set() and len(self._buffer) == 0
+
+    @property
+    def stats(self) -> CaptureStats:
+        with self._lock:
+            return CaptureStats(
+                frames_read=self._frames_read,
+                frames_dropped=self._buffer.dropped,
+                frames_skipped=self.source.skipped,
+                reconnect_attempts=self._reconnect_attempts,
+                reconnects=self._reconnects,
+            )
+
+    def __iter__(self) -> Iterator[Frame]:
+        """Every frame handed out until the stream is exhausted."""
+        if self._thread.ident is None:
+            raise RuntimeError("start() the capture thread before iterating over it")
+        while True:
+            frame = self._buffer.get(None)
+            if frame is None:
+                return
+            yield frame
+
+    def __enter__(self) -> CaptureThread:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ capture side
+    def _run(self) -> None:
+        try:
+            while not self._stop_event.is_set():
+                try:
+                    raw = self.source.read()
+                except SourceDisconnectedError as exc:
+                    if not self.source.is_live:
+                        raise
+                    self._reconnect(exc)
+                    continue
+                if raw is None:
+                    log.info("%s ended after %d frames", self.source.name, self._frames_read)
+                    self.ended_event.set()
+                    break
+                frame = self._make_frame(raw)
+                with self._lock:
+                    self._frames_read += 1
+                if not self._buffer.put(frame, self._stop_event):
+                    break
+        except Exception as exc:
+            # Surface the failure to the consumer (error + exhausted) instead of dying silently.
+            self.error = exc
+            log.exception("capture from %s failed", self.source.name)
+        finally:
+            self.source.close()
+            self._finished.set()
+            self._buffer.close()
+
+    def _make_frame(self, raw: RawFrame) -> Frame:
+        if self.source.is_live:
+            now_s = self._clock()
+            if self._first_capture_s is None:
+                self._first_capture_s = now_s
+            t_s = now_s - self._first_capture_s
+        else:
+            t_s = float(raw.t_s if raw.t_s is not None else 0.0)
+            if self.realtime:
+                self._pace(t_s)
+            now_s = self._clock()
+        index = raw.index if raw.index is not None else self._frames_read
+        return Frame(index, t_s, raw.rgb, now_s, self.source.name)
+
+    def _pace(self, t_s: float) -> None:
+        now_s = self._clock()
+        if self._pace_anchor is None:
+            self._pace_anchor = (now_s, t_s)
+            return
+        anchor_clock_s, anchor_t_s = self._pace_anchor
+        delay_s = anchor_clock_s + (t_s - anchor_t_s) - now_s
+        if delay_s < -_MAX_PACING_LAG_S:
+            self._pace_anchor = (now_s, t_s)
+        elif delay_s > 0:
+            self._sleep(delay_s)
+
+    def _reconnect(self, reason: Exception) -> None:
+        self.source.close()
+        log.warning("%s: %s; reconnecting", self.source.name, reason)
+        while not self._stop_event.is_set():
+            delay_s = self._backoff.next_delay_s()
+            self._sleep(delay_s)
+            if self._stop_event.is_set():
+                return
+            with self._lock:
+                self._reconnect_attempts += 1
+                attempt = self._reconnect_attempts
+            try:
+                self.source.open()
+            except SourceError as exc:
+                log.warning(
+                    "reconnect attempt %d to %s failed (waited %.1f s): %s",
+                    attempt,
+                    self.source.name,
+                    delay_s,
+                    exc,
+                )
+                continue
+            self._backoff.reset()
+            with self._lock:
+                self._reconnects += 1
+            log.info("reconnected to %s after attempt %d", self.source.name, attempt)
+            return
+
+
+def same_image(previous: np.ndarray | None, rgb: np.ndarray) -> bool:
+    """True when ``rgb`` repeats ``previous`` exactly, pixel for pixel.
+
+    Real sensors never repeat a frame exactly, frozen backends do. Comparing the
+    pixels is exact and far cheaper than hashing them (0.03 vs 0.5 ms at 640x360).
+    """
+    if previous is None or previous.shape != rgb.shape:
+        return False
+    return bool(np.array_equal(previous, rgb))
+
+
+class SignalWatchdog:
+    """SIGNAL_LOST when no new frame came for ``lost_after_s``; FROZEN when frames stayed
+    identical for ``frozen_after_s``.
+
+    Call ``update(frame)`` with each new frame and ``update()`` when none came
+    (e.g. on every GUI tick). ``now_s`` defaults to the clock; a consumer that
+    processes a file faster than real time can pass ``frame.t_s`` instead.
+    """
+
+    def __init__(
+        self,
+        lost_after_s: float = 2.0,
+        frozen_after_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        for name, value in (("lost_after_s", lost_after_s), ("frozen_after_s", frozen_after_s)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        self.lost_after_s = float(lost_after_s)
+        self.frozen_after_s = float(frozen_after_s)
+        self._clock = clock
+        self.condition: TechnicalCondition | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every frame; the lost timer restarts now."""
+        self._started_s = self._clock()
+        self._last_frame_s: float | None = None
+        self._last_key: tuple[str, int, float] | None = None
+        # A copy of the previous frame's pixels: a source may reuse its buffer, and comparing
+        # a frame with itself would call a live camera FROZEN.
+        self._last_rgb: np.ndarray | None = None
+        self._identical_since_s: float | None = None
+        self.condition = None
+
+    def update(
+        self,
+        frame: Frame | None = None,
+        now_s: float | None = None,
+        end_of_stream: bool = False,
+    ) -> TechnicalCondition | None:
+        """Feed the newest frame (or None) and return the technical condition now holding.
+
+        ``end_of_stream`` (a file that ended) is not a lost signal and returns None.
+        """
+        now = self._clock() if now_s is None else float(now_s)
+        if end_of_stream:
+            return self._set(None)
+        if frame is not None:
+            key = (frame.source, frame.index, frame.captured_monotonic_s)
+            if key != self._last_key:  # the same Frame handed in twice is not a new frame
+                self._last_key = key
+                self._last_frame_s = now
+                if not same_image(self._last_rgb, frame.rgb):
+                    self._identical_since_s = now
+                if self._last_rgb is None or self._last_rgb.shape != frame.rgb.shape:
+                    self._last_rgb = frame.rgb.copy()
+                else:
+                    np.copyto(self._last_rgb, frame.rgb)
+        since_frame_s = now - (
+            self._last_frame_s if self._last_frame_s is not None else self._started_s
+        )
+        if since_frame_s >= self.lost_after_s:
+            return self._set(TechnicalCondition.SIGNAL_LOST)
+        if (
+            self._identical_since_s is not None
+            and now - self._identical_since_s >= self.frozen_after_s
+        ):
+            return self._set(TechnicalCondition.FROZEN)
+        return self._set(None)
+
+    def _set(self, condition: TechnicalCondition | None) -> TechnicalCondition | None:
+        if condition != self.condition:
+            if condition is None:
+                log.info("video signal recovered from %s", self.condition)
+            else:
+                log.warning("video signal: %s", condition)
+            self.condition = condition
+        return condition

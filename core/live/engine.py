@@ -1,0 +1,344 @@
+"""The real-time engine: one frame in, one :class:`EngineResult` out.
+
+:class:`Engine` ties the stages together on one thread (the capture thread is
+separate): signal watchdog -> face tracker -> quality gates -> crop -> DA-CNN
+(ONNX Runtime) -> AU cross-check -> probability smoothing -> alarm state
+machine -> session files. :func:`painmon.core.live.monitor.run_monitor` drives it from a source.
+
+Design choices (the specification left these open):
+
+* Unknown is never "no pain": a frame without a face, failing a quality gate or
+  under a signal condition gets no probabilities, no level and no AU PSPI, and the
+  smoothed level (what alarms see) turns unknown too.
+* Precedence of the frame's technical condition: SIGNAL_LOST/FROZEN (the camera
+  itself) before NO_FACE before LOW_QUALITY. NO_FACE is only a candidate here; the
+  alarm manager raises it after its own ``no_face_delay_s``.
+* Timings: ``decode`` is the time the consumer waited for the frame from the
+  capture buffer (decoding runs on the capture thread); ``dacnn`` includes the
+  Grad-CAM, which the exported graph computes in the same ONNX Runtime call, so
+  ``gradcam`` is reported as 0.0 ms (fused).
+* Crops are framed the way the model's training crops were (its metadata: square
+  box + margin, eye line levelled when the training crops were), so the network sees
+  faces framed as it was trained on.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from painmon.core.live.alarms import (
+    AlarmManager,
+    AlarmSettings,
+    AlarmState,
+    TechnicalCondition,
+)
+from painmon.core.live.au import AUEstimator
+from painmon.core.live.capture import Frame, SignalWatchdog
+from painmon.core.live.crop import DEFAULT_MARGIN, crop_face
+from painmon.core.live.face import FaceObservation
+from painmon.core.live.quality import QualityReport, assess_quality
+from painmon.core.live.scoring import OnnxPainModel
+from painmon.core.live.session import SessionRow, SessionWriter
+from painmon.core.live.smoothing import ProbabilitySmoother, SmoothedScore, au_agreement
+
+log = logging.getLogger(__name__)
+
+STAGES: tuple[str, ...] = ("decode", "face", "crop", "dacnn", "gradcam", "au", "total")
+# Good-quality observations kept for calibrate_neutral(): about 2 s at 25-30 fps.
+_NEUTRAL_FRAMES = 60
+_PROB_SUM_TOLERANCE = 1e-3
+# ONNX Runtime intra-op threads for the engine's batch-1 DA-CNN call. The face landmarker
+# and the capture thread's decoder already keep the cores busy; a 2-thread ORT pool on a
+# loaded 2-core machine waits for its descheduled second thread (measured median 11 ms
+# vs 2.7 ms with one thread); at a quiet moment one thread was ~0.9 ms slower.
+ENGINE_ORT_THREADS = 1
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, eq=False)
+class EngineResult:
+    """Everything the monitor shows for one processed frame.
+
+    ``probs``/``pain_class``/``pain_level`` are the frame's own outputs (None when
+    unknown); ``smoothed`` is what alarms act on; ``timings_ms`` holds every
+    :data:`STAGES` key in milliseconds.
+    """
+
+    frame: Frame
+    observation: FaceObservation
+    quality: QualityReport
+    probs: np.ndarray | None
+    gradcam: np.ndarray | None
+    pain_class: int | None
+    pain_level: float | None
+    smoothed: SmoothedScore
+    au_pspi: float | None
+    alarm_state: AlarmState
+    technical_condition: str | None
+    timings_ms: Mapping[str, float]
+
+    def __post_init__(self) -> None:
+        known = self.probs is not None
+        if known and self.technical_condition is not None:
+            raise ValueError("a frame under a technical condition must not carry probabilities")
+        if known != (self.pain_level is not None) or known != (self.pain_class is not None):
+            raise ValueError("probs, pain_class and pain_level are given together or not at all")
+        if not known and (self.gradcam is not None or self.au_pspi is not None):
+            raise ValueError("an unknown frame must not carry a Grad-CAM or an AU PSPI")
+        if self.probs is not None:
+            if self.probs.ndim != 1 or not np.all(np.isfinite(self.probs)):
+                raise ValueError(f"probs must be a finite 1-D array, got {self.probs!r}")
+            if abs(float(self.probs.sum()) - 1.0) > _PROB_SUM_TOLERANCE:
+                raise ValueError(f"probs must sum to 1, got {float(self.probs.sum()):.6f}")
+        if self.technical_condition is not None:
+            TechnicalCondition(self.technical_condition)
+        missing = [k for k in STAGES if k not in self.timings_ms]
+        if missing:
+            raise ValueError(f"timings_ms lacks {', '.join(missing)}")
+        object.__setattr__(
+            self, "timings_ms", MappingProxyType({k: float(v) for k, v in self.timings_ms.items()})
+        )
+
+    @property
+    def output_known(self) -> bool:
+        return self.probs is not None
+
+
+class Engine:
+    """Scores frames one at a time; single-threaded, owns the face tracker it is given."""
+
+    def __init__(
+        self,
+        model: OnnxPainModel,
+        face_tracker: Any,
+        alarm_settings: AlarmSettings | None = None,
+        smoothing_time_constant_s: float = 3.0,
+        session_writer: SessionWriter | None = None,
+        *,
+        utc_clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        _channels, height, width = model.input_size
+        if height != width:
+            raise ValueError(f"the engine feeds square face crops; model input is {height}x{width}")
+        self.model = model
+        self.face_tracker = face_tracker
+        self.session_writer = session_writer
+        self._crop_px = int(height)
+        # Frame live crops the way the model's training crops were framed (metadata).
+        crop = dict(model.metadata.get("crop") or {})
+        self._crop_margin = float(crop.get("margin", DEFAULT_MARGIN))
+        self._align_eyes = bool(crop.get("eye_alignment", False))
+        trained_on = crop.get("detector")
+        tracker_name = getattr(face_tracker, "name", None)
+        if trained_on and tracker_name and trained_on != tracker_name:
+            log.warning(
+                "the model was trained on %s face crops but the live tracker is %s: crops are "
+                "framed differently and scores may be less accurate",
+                trained_on,
+                tracker_name,
+            )
+        self._utc_clock = utc_clock
+        self.alarms = AlarmManager(alarm_settings)
+        self.smoother = ProbabilitySmoother(smoothing_time_constant_s)
+        self.au = AUEstimator()
+        self._media_now_s = 0.0
+        # Files are processed faster than real time: the watchdog runs on media time.
+        self.watchdog = SignalWatchdog(clock=lambda: self._media_now_s)
+        self._neutral: collections.deque[FaceObservation] = collections.deque(
+            maxlen=_NEUTRAL_FRAMES
+        )
+        self._closed = False
+
+    def crop(self, frame: Frame, observation: FaceObservation) -> np.ndarray:
+        """The model's input crop of the observed face, framed like its training crops.
+
+        Raises ``ValueError`` when there is no face box or the face cannot be cropped.
+        """
+        if observation.box is None:
+            raise ValueError("no face box to crop")
+        eye_line = observation.eye_line if self._align_eyes else None
+        return crop_face(frame.rgb, observation.box, self._crop_px, self._crop_margin, eye_line)
+
+    def process(self, frame: Frame, decode_ms: float = 0.0) -> EngineResult:
+        """Run every stage on ``frame``; ``decode_ms`` is the wait for it (see module doc)."""
+        if self._closed:
+            raise RuntimeError("the engine was closed; start a new one")
+        start = time.perf_counter()
+        timings = dict.fromkeys(STAGES, 0.0)
+        timings["decode"] = float(decode_ms)
+        self._media_now_s = frame.t_s
+
+        observation, quality, condition, timings["face"] = observe_frame(
+            self.watchdog, self.face_tracker, frame
+        )
+
+        probs = gradcam = None
+        if condition is None:
+            assert observation.box is not None
+            mark = time.perf_counter()
+            try:
+                crop = self.crop(frame, observation)
+            except ValueError as exc:
+                log.warning("frame %d: face could not be cropped (%s)", frame.index, exc)
+                condition = TechnicalCondition.LOW_QUALITY
+            timings["crop"] = ms_since(mark)
+            if condition is None:
+                mark = time.perf_counter()
+                prediction = self.model.predict(crop[np.newaxis])
+                timings["dacnn"] = ms_since(mark)
+                probs = np.asarray(prediction.probs[0], dtype=np.float64)
+                gradcam = np.asarray(prediction.gradcam[0], dtype=np.float32)
+
+        mark = time.perf_counter()
+        au_estimate = self.au.update(observation, frame.t_s, quality_ok=condition is None)
+        timings["au"] = ms_since(mark)
+        if condition is None:
+            self._neutral.append(observation)
+
+        pain_class = pain_level = au_pspi = None
+        if probs is None:
+            reason = condition.value if condition is not None else "unknown"
+            smoothed = self.smoother.update(frame.t_s, None, unknown_reason=reason)
+        else:
+            pain_class = int(np.argmax(probs))
+            pain_level = float(np.clip(np.dot(np.arange(probs.size), probs), 0.0, 4.0))
+            au_pspi = au_estimate.pspi
+            smoothed = self.smoother.update(
+                frame.t_s,
+                probs.tolist(),
+                quality=quality.score,
+                agreement=au_agreement(pain_level, au_pspi),
+            )
+        alarm_state = self.alarms.update(frame.t_s, smoothed.pain_level, condition)
+        timings["total"] = ms_since(start) + timings["decode"]
+
+        result = EngineResult(
+            frame=frame,
+            observation=observation,
+            quality=quality,
+            probs=probs,
+            gradcam=gradcam,
+            pain_class=pain_class,
+            pain_level=pain_level,
+            smoothed=smoothed,
+            au_pspi=au_pspi,
+            alarm_state=alarm_state,
+            technical_condition=condition.value if condition is not None else None,
+            timings_ms=timings,
+        )
+        self._record(result)
+        return result
+
+    def tick(self, now_s: float) -> AlarmState:
+        """Advance without a new frame (live source silent): may raise SIGNAL_LOST."""
+        self._media_now_s = max(self._media_now_s, float(now_s))
+        condition = self.watchdog.update(None, now_s=self._media_now_s)
+        return self._log_events(self.alarms.update(self._media_now_s, None, condition))
+
+    def change_settings(
+        self,
+        t_s: float,
+        alarm_settings: AlarmSettings,
+        smoothing_time_constant_s: float | None = None,
+    ) -> AlarmState:
+        """Apply new alarm settings (and smoothing time constant) from ``t_s`` on; logged.
+
+        The running session's settings file is updated too, so a session always says
+        which thresholds its alarms were raised against.
+        """
+        if smoothing_time_constant_s is not None:
+            tau_s = float(smoothing_time_constant_s)
+            if not (math.isfinite(tau_s) and tau_s > 0):
+                raise ValueError(
+                    f"smoothing time constant must be a positive number of seconds, got "
+                    f"{smoothing_time_constant_s!r}"
+                )
+        state = self.alarms.change_settings(t_s, alarm_settings)
+        if smoothing_time_constant_s is not None:
+            self.smoother.time_constant_s = tau_s
+        if self.session_writer is not None:
+            self.session_writer.update_settings(alarm_settings)
+        return self._log_events(state)
+
+    def acknowledge(self, t_s: float) -> AlarmState:
+        """Operator acknowledgement of the active alarm (logged)."""
+        return self._log_events(self.alarms.acknowledge(t_s))
+
+    def audio_pause(self, t_s: float) -> AlarmState:
+        """Silence pain alarm audio for the configured pause (logged)."""
+        return self._log_events(self.alarms.audio_pause(t_s))
+
+    def calibrate_neutral(self) -> None:
+        """Take the last ~2 s of good-quality faces as this patient's neutral AU baseline."""
+        self.au.calibrate_neutral(list(self._neutral))
+
+    def close(self) -> None:
+        """Close the face tracker; the session writer stays the caller's to close."""
+        if not self._closed:
+            self._closed = True
+            self.face_tracker.close()
+
+    def _log_events(self, state: AlarmState) -> AlarmState:
+        if self.session_writer is not None and state.new_events:
+            self.session_writer.write_events(state.new_events)
+        return state
+
+    def _record(self, result: EngineResult) -> None:
+        self._log_events(result.alarm_state)
+        if self.session_writer is None:
+            return
+        known = result.output_known
+        self.session_writer.write_row(
+            SessionRow(
+                utc_time=self._utc_clock().isoformat(),
+                t_s=result.frame.t_s,
+                frame=result.frame.index,
+                face_found=result.observation.face_found,
+                quality_ok=result.quality.ok and result.observation.face_found,
+                probabilities=tuple(result.probs.tolist()) if result.probs is not None else None,
+                pain_class=result.pain_class,
+                pain_level=result.pain_level,
+                pain_level_smoothed=result.smoothed.pain_level if known else None,
+                confidence=result.smoothed.confidence if known else None,
+                au_pspi=result.au_pspi,
+                alarm_priority=result.alarm_state.pain_priority,
+                technical_condition=result.technical_condition,
+            )
+        )
+
+
+def observe_frame(
+    watchdog: SignalWatchdog, face_tracker: Any, frame: Frame
+) -> tuple[FaceObservation, QualityReport, TechnicalCondition | None, float]:
+    """Signal watchdog, face and quality gates for one frame: what every engine does first.
+
+    Returns the observation, the quality report, the technical condition (watchdog
+    first, then no face, then low quality) and the face stage's time in ms.
+    """
+    condition = watchdog.update(frame, now_s=frame.t_s)
+    mark = time.perf_counter()
+    observation = face_tracker.observe(frame.rgb, frame.t_s)
+    quality = assess_quality(frame.rgb, observation)
+    face_ms = ms_since(mark)
+    if condition is None and not observation.face_found:
+        condition = TechnicalCondition.NO_FACE
+    elif condition is None and not quality.ok:
+        condition = TechnicalCondition.LOW_QUALITY
+    return observation, quality, condition, face_ms
+
+
+def ms_since(mark: float) -> float:
+    return (time.perf_counter() - mark) * 1000.0

@@ -1,0 +1,306 @@
+"""The headless monitor: a frame source through the engine into a session folder.
+
+:func:`run_monitor` drives :class:`~painmon.core.live.engine.Engine` from a capture
+thread until the media ends, ``max_seconds`` of media pass or the operator stops it,
+always closing the session files; :class:`FrameTally` counts what the run did, as the
+benchmarks also report it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from painmon.core.live.alarms import AlarmEventKind, AlarmSettings, AlarmState
+from painmon.core.live.capture import CaptureThread, open_source
+from painmon.core.live.engine import (
+    ENGINE_ORT_THREADS,
+    STAGES,
+    Engine,
+    EngineResult,
+    ms_since,
+)
+from painmon.core.live.face import create_face_tracker
+from painmon.core.live.scoring import ModelLoadError, OnnxPainModel, is_checkpoint
+from painmon.core.live.session import SessionWriter, make_session_folder
+from painmon.core.util.progress import LOG_INTERVAL_S
+
+log = logging.getLogger(__name__)
+
+# The live status line is redrawn at most this often.
+_STATUS_INTERVAL_S = 0.25
+# How long the headless loop waits for a frame before it advances a silent live source's clock.
+_LIVE_POLL_S = 0.5
+_PAIN_ALARM_KINDS = frozenset({AlarmEventKind.ONSET.value, AlarmEventKind.ESCALATION.value})
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class FrameTally:
+    """Frame counts and per-stage latencies of a run, as the monitor and the benchmarks report.
+
+    Crop and network times exist only for scored frames, so only those frames add them.
+    """
+
+    def __init__(self) -> None:
+        self.counts = {"frames": 0, "frames_with_face": 0, "frames_scored": 0}
+        self.timings: dict[str, list[float]] = {k: [] for k in STAGES}
+
+    def add(self, result: EngineResult) -> None:
+        self.counts["frames"] += 1
+        self.counts["frames_with_face"] += int(result.observation.face_found)
+        self.counts["frames_scored"] += int(result.output_known)
+        for key in STAGES:
+            if result.output_known or key not in ("crop", "dacnn", "gradcam"):
+                self.timings[key].append(result.timings_ms[key])
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def format_status(result: EngineResult, total_frames: int | None = None) -> str:
+    """One-line live status; with ``total_frames`` (a file) it starts with how far it got."""
+    if result.output_known:
+        score = (
+            f"level {result.smoothed.pain_level:4.2f} class {result.smoothed.pain_class} "
+            f"conf {result.smoothed.confidence:4.2f}"
+        )
+    else:
+        score = f"unknown ({result.technical_condition or 'no score'})"
+    technical = ",".join(result.alarm_state.technical_conditions) or "-"
+    done = ""
+    if total_frames:
+        done = f"{min(100.0, 100.0 * (result.frame.index + 1) / total_frames):5.1f} %  "
+    return (
+        f"{done}t {result.frame.t_s:7.2f} s  frame {result.frame.index:6d}  "
+        f"face {'yes' if result.observation.face_found else 'no '}  {score}  "
+        f"alarm {result.alarm_state.pain_priority}  technical {technical}  "
+        f"{result.timings_ms['total']:6.1f} ms"
+    )
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """The end-of-session summary as plain text lines."""
+    lines = [
+        f"session folder: {summary['session_folder']}",
+        f"ended: {summary['end_reason']} after {summary['media_seconds']:.2f} s of media "
+        f"({summary['wall_seconds']:.2f} s wall, {summary['fps']:.1f} frames/s)",
+        f"frames: {summary['frames']}, with a face: {summary['frames_with_face']}, "
+        f"scored: {summary['frames_scored']}",
+        "technical conditions (frames): "
+        + (
+            ", ".join(f"{k} {v}" for k, v in sorted(summary["technical_condition_frames"].items()))
+            or "none"
+        ),
+        f"alarms raised: pain {summary['pain_alarms_raised']}, "
+        f"technical {summary['technical_alarms_raised']}",
+    ]
+    if summary["latency_ms"]["total"]["p50"] is not None:
+        total = summary["latency_ms"]["total"]
+        lines.append(f"latency per frame: median {total['p50']:.1f} ms, p95 {total['p95']:.1f} ms")
+    return "\n".join(lines)
+
+
+def load_onnx_model(model_path: str | Path) -> OnnxPainModel:
+    """An exported .onnx through ONNX Runtime, as the bedside runs it.
+
+    A research run folder needs the torch backend (``painmon[train]``): the CLI passes
+    :func:`painmon.core.research.torch_scoring.load_pain_model` as ``load_model`` for those.
+    """
+    if is_checkpoint(model_path):
+        raise ModelLoadError(
+            f"{model_path} is a research checkpoint, not an exported model: export it with "
+            "`painmon export --run RUN --out model.onnx`, or monitor through the `painmon` CLI "
+            "with the training extra installed."
+        )
+    return OnnxPainModel(model_path, intra_op_num_threads=ENGINE_ORT_THREADS)
+
+
+def run_monitor(
+    source_spec: str,
+    model_path: str | Path,
+    out_dir: str | Path,
+    max_seconds: float | None = None,
+    realtime: bool = False,
+    face_model: str | Path | None = None,
+    pseudonym: str = "anonymous",
+    progress: bool = True,
+    *,
+    on_status: Callable[[str], None] | None = None,
+    on_result: Callable[[EngineResult], None] | None = None,
+    load_model: Callable[[str | Path], Any] = load_onnx_model,
+) -> dict[str, Any]:
+    """Monitor ``source_spec`` headless into a new session folder under ``out_dir``.
+
+    Files run in pull mode (every frame, as fast as possible) unless ``realtime``;
+    the run ends at the end of the media, after ``max_seconds`` of media time, or on
+    Ctrl-C, always with the session files closed. With ``progress``, ``on_status``
+    receives a status line at most every 0.25 s. Returns the summary dict.
+    """
+    if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise ValueError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}")
+    model = load_model(model_path)
+    source = open_source(str(source_spec))
+    try:
+        tracker = create_face_tracker(face_model)
+    except BaseException:
+        source.close()
+        raise
+    settings = AlarmSettings(model_sha256=model.sha256)
+    folder = make_session_folder(out_dir, pseudonym, _utc_now())
+    capture = CaptureThread(source, realtime=realtime)
+    tally = FrameTally()
+    counts, timings = tally.counts, tally.timings
+    conditions: collections.Counter[str] = collections.Counter()
+    alarms = {"pain": 0, "technical": 0}
+    first_t_s: float | None = None
+    last_t_s = 0.0
+    # A silent live source is measured from the last frame's arrival (or from the start):
+    # SIGNAL_LOST must come lost_after_s after that frame, whatever the poll timeout.
+    last_frame_mono_s = time.monotonic()
+    end_reason = "end of media"
+    wall_start = time.perf_counter()
+    last_status_s = -math.inf
+
+    def count_events(state: AlarmState) -> None:
+        for event in state.new_events:
+            if event.kind in _PAIN_ALARM_KINDS:
+                alarms["pain"] += 1
+            elif event.kind == AlarmEventKind.TECHNICAL_ONSET.value:
+                alarms["technical"] += 1
+
+    writer = SessionWriter(
+        folder,
+        pseudonym,
+        model_id=str(model.metadata.get("architecture") or Path(model_path).stem),
+        model_sha256=model.sha256,
+        settings=settings,
+        source=str(source_spec),
+        face_detector=getattr(tracker, "name", type(tracker).__name__),
+    )
+    engine = Engine(model, tracker, settings, session_writer=writer)
+    try:
+        capture.start()
+        while True:
+            wait_start = time.perf_counter()
+            frame = capture.get_latest(timeout_s=_LIVE_POLL_S)
+            if frame is None:
+                if capture.exhausted:
+                    break
+                if source.is_live:
+                    silent_s = time.monotonic() - last_frame_mono_s
+                    count_events(engine.tick(last_t_s + silent_s))
+                continue
+            last_frame_mono_s = time.monotonic()
+            if first_t_s is None:
+                first_t_s = frame.t_s
+            if max_seconds is not None and frame.t_s - first_t_s >= max_seconds:
+                end_reason = f"max_seconds ({max_seconds:g} s)"
+                break
+            result = engine.process(frame, decode_ms=ms_since(wait_start))
+            last_t_s = frame.t_s
+            count_events(result.alarm_state)
+            tally.add(result)
+            if result.technical_condition is not None:
+                conditions[result.technical_condition] += 1
+            if on_result is not None:
+                on_result(result)
+            now_s = time.monotonic()
+            if progress and on_status is not None and now_s - last_status_s >= _STATUS_INTERVAL_S:
+                last_status_s = now_s
+                on_status(format_status(result, source.total_frames))
+        if capture.error is not None:
+            end_reason = f"capture error: {capture.error}"
+            log.error("capture from %s failed: %s", source_spec, capture.error)
+    except KeyboardInterrupt:
+        end_reason = "interrupted"
+        log.info("monitoring interrupted by the operator")
+    finally:
+        capture.stop()
+        engine.close()
+        writer.close(end_reason)
+
+    wall_s = time.perf_counter() - wall_start
+    media_s = 0.0 if first_t_s is None else last_t_s - first_t_s
+    return {
+        "session_folder": str(folder),
+        "source": str(source_spec),
+        "end_reason": end_reason,
+        "frames": counts["frames"],
+        "frames_with_face": counts["frames_with_face"],
+        "frames_scored": counts["frames_scored"],
+        "technical_condition_frames": dict(conditions),
+        "pain_alarms_raised": alarms["pain"],
+        "technical_alarms_raised": alarms["technical"],
+        "media_seconds": media_s,
+        "wall_seconds": wall_s,
+        "fps": counts["frames"] / wall_s if wall_s > 0 else 0.0,
+        "latency_ms": {
+            key: {"p50": _percentile(values, 50), "p95": _percentile(values, 95)}
+            for key, values in timings.items()
+        },
+        "median_total_latency_ms": _percentile(timings["total"], 50),
+        "p95_total_latency_ms": _percentile(timings["total"], 95),
+        "model_is_demo": model.is_demo,
+        "providers": list(model.providers),
+    }
+
+
+def run_monitor_cli(
+    source: str,
+    model: str | Path,
+    out: str | Path,
+    max_seconds: float | None = None,
+    realtime: bool = False,
+    face_model: str | Path | None = None,
+    pseudonym: str = "anonymous",
+    load_model: Callable[[str | Path], Any] = load_onnx_model,
+) -> int:
+    """``painmon monitor``: live status line on stdout, then the summary; returns 0.
+
+    On a terminal the status line is redrawn in place; into a file or pipe it is written
+    as a whole line at most every :data:`painmon.core.util.progress.LOG_INTERVAL_S` seconds.
+    Bad sources or models raise (SourceError, ModelLoadError...) for the CLI to report.
+    """
+    terminal = sys.stdout.isatty()
+    last_line_s = -math.inf
+
+    def status(line: str) -> None:
+        nonlocal last_line_s
+        if terminal:
+            sys.stdout.write("\r" + line)
+        else:
+            now_s = time.monotonic()
+            if now_s - last_line_s < LOG_INTERVAL_S:
+                return
+            last_line_s = now_s
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    summary = run_monitor(
+        source,
+        model,
+        out,
+        max_seconds=max_seconds,
+        realtime=realtime,
+        face_model=face_model,
+        pseudonym=pseudonym,
+        progress=True,
+        on_status=status,
+        load_model=load_model,
+    )
+    sys.stdout.write(("\n" if terminal else "") + format_summary(summary) + "\n")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,844 @@
+"""Crash-safe session files: per-frame scores, the alarm log and the session metadata.
+
+A session folder holds ``session.csv`` (one row per scored frame), ``alarms.csv``
+(one row per :class:`~painmon.core.live.alarms.AlarmEvent`) and ``session.json``
+(who, which model, which thresholds, when, how it ended). Optionally ``media/``
+holds JPEG frames, only when the operator asked for them.
+
+Design choices (the specification left these open):
+
+* Rows go through Python's buffered file; they are flushed and ``os.fsync``-ed
+  whenever ``flush_interval_s`` (1 s) of the injectable monotonic clock passed
+  since the last sync, on every alarm event and on close. The check runs on each
+  write, so a ``kill -9`` loses at most the last second of rows written before
+  it; an engine that stalls should call :meth:`SessionWriter.flush` itself.
+* ``session.json`` is rewritten atomically (temporary file, fsync, rename) at
+  start, on a settings change and at close; its ``frames_written`` is final only
+  once ``status`` is ``"ended"``. A session whose json still says ``"running"``
+  after its process is gone crashed; :func:`recover_session` reports that.
+* Line breaks inside text cells are replaced by spaces so that one physical line
+  is one record: a torn last line is then always recognisable (no final newline)
+  and dropped by the readers.
+* Text cells starting with ``= + - @ TAB CR`` get a leading ``'`` (OWASP CSV
+  injection); the readers return text cells as stored, quote included.
+* The writer is not thread-safe: the engine thread that scores frames owns it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from painmon.core.live.alarms import AlarmEvent, AlarmPriority, AlarmSettings, TechnicalCondition
+from painmon.core.util.labels import NUM_CLASSES, PSPI_MAX
+
+log = logging.getLogger(__name__)
+
+SESSION_CSV = "session.csv"
+ALARMS_CSV = "alarms.csv"
+SESSION_JSON = "session.json"
+MEDIA_DIR = "media"
+SESSION_FORMAT_VERSION = 1
+
+SESSION_COLUMNS: tuple[str, ...] = (
+    "utc_time",
+    "t_s",
+    "frame",
+    "face_found",
+    "quality_ok",
+    "p0",
+    "p1",
+    "p2",
+    "p3",
+    "p4",
+    "pain_class",
+    "pain_level",
+    "pain_level_smoothed",
+    "confidence",
+    "au_pspi",
+    "alarm_priority",
+    "technical_condition",
+)
+ALARM_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(AlarmEvent))
+
+MAX_PSEUDONYM_CHARS = 64
+DEFAULT_FLUSH_INTERVAL_S = 1.0
+
+STATUS_RUNNING = "running"
+STATUS_ENDED = "ended"
+
+_ROW_PRIORITIES = frozenset(
+    p.value for p in (AlarmPriority.NONE, AlarmPriority.MEDIUM, AlarmPriority.HIGH)
+)
+_PROB_SUM_TOLERANCE = 1e-3
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# Letters/digits first, then letters, digits, '_', '-', '.'; \w would also admit '_' first.
+_PSEUDONYM_RE = re.compile(r"^[^\W_][\w.-]*$")
+_WINDOWS_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL"]
+    + [f"COM{i}" for i in range(1, 10)]
+    + [f"LPT{i}" for i in range(1, 10)]
+)
+_PSEUDONYM_RULE = (
+    f"use 1 to {MAX_PSEUDONYM_CHARS} letters, digits, '_', '-' or '.', starting with a "
+    "letter or digit (no spaces, slashes, '..' or control characters), e.g. 'P-0042'"
+)
+
+_BOOL_COLUMNS = frozenset({"face_found", "quality_ok"})
+_INT_COLUMNS = frozenset({"frame", "pain_class"})
+_FLOAT_COLUMNS = frozenset(
+    {
+        "t_s",
+        "p0",
+        "p1",
+        "p2",
+        "p3",
+        "p4",
+        "pain_level",
+        "pain_level_smoothed",
+        "confidence",
+        "au_pspi",
+        "value",
+        "threshold",
+    }
+)
+
+
+class SessionWriteError(RuntimeError):
+    """Recording stopped because the session files could not be written."""
+
+
+# -- validation helpers ----------------------------------------------------------------------
+
+
+def validate_pseudonym(pseudonym: str) -> str:
+    """Return ``pseudonym`` if safe as a folder name and a file cell, else raise ValueError."""
+    if not isinstance(pseudonym, str):
+        raise ValueError(f"patient pseudonym must be text; {_PSEUDONYM_RULE}")
+    problem = None
+    if not pseudonym:
+        problem = "is empty"
+    elif len(pseudonym) > MAX_PSEUDONYM_CHARS:
+        problem = f"has {len(pseudonym)} characters"
+    elif "/" in pseudonym or "\\" in pseudonym:
+        problem = "contains a path separator"
+    elif ".." in pseudonym:
+        problem = "contains '..'"
+    elif any(ord(ch) < 32 or ord(ch) == 127 for ch in pseudonym):
+        problem = "contains a control character"
+    elif not _PSEUDONYM_RE.match(pseudonym):
+        problem = "contains a character that is not allowed or does not start with one"
+    elif pseudonym.split(".")[0].upper() in _WINDOWS_RESERVED or pseudonym.endswith("."):
+        problem = "is not a valid folder name on Windows"
+    if problem is not None:
+        raise ValueError(f"patient pseudonym {pseudonym!r} {problem}; {_PSEUDONYM_RULE}")
+    return pseudonym
+
+
+def _utc_iso(name: str, value: str) -> str:
+    try:
+        stamp = datetime.fromisoformat(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be ISO-8601 text, got {value!r}") from exc
+    if stamp.tzinfo is None:
+        raise ValueError(f"{name} must carry a timezone, got {value!r}")
+    return value
+
+
+def _optional_range(name: str, value: float | None, low: float, high: float) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    if not (math.isfinite(number) and low <= number <= high):
+        raise ValueError(f"{name} must lie in {low:g}..{high:g} or be None, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    """One scored frame as written to ``session.csv``; unknown outputs are None, never 0.
+
+    ``probabilities`` are the frame's own calibrated class probabilities (not smoothed).
+    """
+
+    utc_time: str
+    t_s: float
+    frame: int
+    face_found: bool
+    quality_ok: bool
+    probabilities: tuple[float, ...] | None = None
+    pain_class: int | None = None
+    pain_level: float | None = None
+    pain_level_smoothed: float | None = None
+    confidence: float | None = None
+    au_pspi: float | None = None
+    alarm_priority: str = AlarmPriority.NONE.value
+    technical_condition: str | None = None
+
+    def __post_init__(self) -> None:
+        _utc_iso("utc_time", self.utc_time)
+        t_s = float(self.t_s)
+        if not math.isfinite(t_s):
+            raise ValueError(f"t_s must be finite, got {self.t_s!r}")
+        object.__setattr__(self, "t_s", t_s)
+        if isinstance(self.frame, bool) or int(self.frame) != self.frame or self.frame < 0:
+            raise ValueError(f"frame must be a whole number >= 0, got {self.frame!r}")
+        object.__setattr__(self, "frame", int(self.frame))
+        object.__setattr__(self, "face_found", bool(self.face_found))
+        object.__setattr__(self, "quality_ok", bool(self.quality_ok))
+        if self.quality_ok and not self.face_found:
+            raise ValueError("quality_ok cannot be set for a frame without a face")
+
+        priority = str(self.alarm_priority)
+        if priority not in _ROW_PRIORITIES:
+            raise ValueError(
+                f"alarm_priority must be one of {sorted(_ROW_PRIORITIES)}, got {priority!r}"
+            )
+        object.__setattr__(self, "alarm_priority", priority)
+        condition = self.technical_condition or None
+        if condition is not None:
+            try:
+                condition = TechnicalCondition(condition).value
+            except ValueError:
+                names = ", ".join(c.value for c in TechnicalCondition)
+                raise ValueError(
+                    f"technical_condition must be empty or one of {names}, got {condition!r}"
+                ) from None
+        object.__setattr__(self, "technical_condition", condition)
+
+        probs = self.probabilities
+        if probs is not None:
+            probs = tuple(float(p) for p in probs)
+            if len(probs) != NUM_CLASSES:
+                raise ValueError(f"need {NUM_CLASSES} probabilities, got {len(probs)}")
+            if not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in probs):
+                raise ValueError(f"probabilities must lie in 0..1, got {probs}")
+            if abs(sum(probs) - 1.0) > _PROB_SUM_TOLERANCE:
+                raise ValueError(f"probabilities must sum to 1, got sum {sum(probs):.6f}")
+        object.__setattr__(self, "probabilities", probs)
+        if self.pain_class is not None:
+            if isinstance(self.pain_class, bool) or int(self.pain_class) != self.pain_class:
+                raise ValueError(f"pain_class must be a whole number, got {self.pain_class!r}")
+            if not 0 <= int(self.pain_class) < NUM_CLASSES:
+                raise ValueError(
+                    f"pain_class must lie in 0..{NUM_CLASSES - 1} or be None, "
+                    f"got {self.pain_class!r}"
+                )
+            object.__setattr__(self, "pain_class", int(self.pain_class))
+        max_level = float(NUM_CLASSES - 1)
+        for name, high in (
+            ("pain_level", max_level),
+            ("pain_level_smoothed", max_level),
+            ("confidence", 1.0),
+            ("au_pspi", float(PSPI_MAX)),
+        ):
+            object.__setattr__(self, name, _optional_range(name, getattr(self, name), 0.0, high))
+
+        outputs = {
+            "probabilities": self.probabilities,
+            "pain_class": self.pain_class,
+            "pain_level": self.pain_level,
+            "pain_level_smoothed": self.pain_level_smoothed,
+            "confidence": self.confidence,
+            "au_pspi": self.au_pspi,
+        }
+        if not self.output_known:
+            given = [name for name, value in outputs.items() if value is not None]
+            if given:
+                raise ValueError(
+                    "output is unknown (no face, low quality or a technical condition) but "
+                    f"{', '.join(given)} were given; unknown outputs must be None"
+                )
+        elif self.probabilities is None and (
+            self.pain_class is not None or self.pain_level is not None
+        ):
+            raise ValueError("pain_class and pain_level need the frame's probabilities")
+
+    @property
+    def output_known(self) -> bool:
+        """True when the frame may carry a pain estimate (face, good quality, no condition)."""
+        return self.face_found and self.quality_ok and self.technical_condition is None
+
+    def cells(self) -> list[str]:
+        """The CSV cells in :data:`SESSION_COLUMNS` order."""
+        probs = self.probabilities or (None,) * NUM_CLASSES
+        return [
+            _text_cell(self.utc_time),
+            _time_cell(self.t_s),
+            str(self.frame),
+            "1" if self.face_found else "0",
+            "1" if self.quality_ok else "0",
+            *(_number_cell(p) for p in probs),
+            "" if self.pain_class is None else str(self.pain_class),
+            _number_cell(self.pain_level),
+            _number_cell(self.pain_level_smoothed),
+            _number_cell(self.confidence),
+            _number_cell(self.au_pspi),
+            _text_cell(self.alarm_priority),
+            _text_cell(self.technical_condition),
+        ]
+
+
+# -- cell formatting -------------------------------------------------------------------------
+
+
+def guard_formula(text: str) -> str:
+    """Prefix a cell that a spreadsheet would run as a formula with ``'`` (OWASP CSV injection)."""
+    return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
+
+
+def _text_cell(text: str | None) -> str:
+    if text is None:
+        return ""
+    # One physical line per record keeps a torn last line detectable.
+    return guard_formula(str(text)).replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+
+
+def _number_cell(value: float | None) -> str:
+    return "" if value is None else format(float(value), ".6g")
+
+
+def _time_cell(t_s: float) -> str:
+    return f"{t_s:.3f}"
+
+
+def _event_cells(event: AlarmEvent) -> list[str]:
+    cells = []
+    for name in ALARM_COLUMNS:
+        value = getattr(event, name)
+        if name == "t_s":
+            cells.append(_time_cell(value))
+        elif name in _FLOAT_COLUMNS:
+            cells.append(_number_cell(value))
+        else:
+            cells.append(_text_cell(value))
+    return cells
+
+
+def _csv_line(cells: Iterable[str]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(list(cells))
+    return buffer.getvalue()
+
+
+# -- folders ---------------------------------------------------------------------------------
+
+
+def make_session_folder(root: str | os.PathLike[str], pseudonym: str, utc_now: datetime) -> Path:
+    """Create and return a new, empty ``root/<pseudonym>/<YYYYmmdd-HHMMSS>Z`` folder."""
+    validate_pseudonym(pseudonym)
+    if utc_now.tzinfo is None:
+        raise ValueError("utc_now must be timezone-aware (e.g. datetime.now(UTC))")
+    stem = utc_now.astimezone(UTC).strftime("%Y%m%d-%H%M%S") + "Z"
+    parent = Path(root) / pseudonym
+    parent.mkdir(parents=True, exist_ok=True)
+    # Two sessions started within the same second get -2, -3... rather than sharing a folder.
+    for attempt in range(1, 100):
+        folder = parent / (stem if attempt == 1 else f"{stem}-{attempt}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise FileExistsError(f"too many sessions started at {stem} under {parent}")
+
+
+def _prepare_folder(folder: Path) -> None:
+    if folder.exists():
+        if not folder.is_dir():
+            raise FileExistsError(
+                f"session folder {folder} is a file; choose a new or empty folder"
+            )
+        if any(folder.iterdir()):
+            raise FileExistsError(
+                f"session folder {folder} is not empty; an earlier session is never "
+                "overwritten — choose a new or empty folder"
+            )
+    else:
+        folder.mkdir(parents=True)
+
+
+def _open_new_text(path: Path) -> IO[str]:
+    # "x" refuses to open an existing file: a second writer can never truncate a session.
+    return path.open("x", encoding="utf-8", newline="")
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name != "posix":
+        return  # directories cannot be opened for fsync on Windows
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _default_utc_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- the writer ------------------------------------------------------------------------------
+
+
+class SessionWriter:
+    """Writes one session folder incrementally; a context manager, closed cleanly on exit."""
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        pseudonym: str,
+        model_id: str,
+        model_sha256: str,
+        settings: AlarmSettings,
+        source: str,
+        face_detector: str,
+        store_media: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
+        utc_clock: Callable[[], datetime] = _default_utc_clock,
+        opener: Callable[[Path], IO[str]] = _open_new_text,
+    ) -> None:
+        validate_pseudonym(pseudonym)
+        if not model_id or not isinstance(model_id, str):
+            raise ValueError("model_id must be non-empty text (the registry name of the model)")
+        if not _SHA256_RE.match(model_sha256 or ""):
+            raise ValueError(f"model_sha256 must be 64 lowercase hex digits, got {model_sha256!r}")
+        self._check_settings(settings, model_sha256)
+        if not (math.isfinite(flush_interval_s) and 0.0 < flush_interval_s <= 1.0):
+            raise ValueError(
+                f"flush_interval_s must lie in (0, 1] s so a crash loses at most a second, "
+                f"got {flush_interval_s!r}"
+            )
+        self.folder = Path(folder)
+        self.store_media = bool(store_media)
+        self._clock = clock
+        self._utc_clock = utc_clock
+        self._flush_interval_s = float(flush_interval_s)
+        self._frames_written = 0
+        self._events_written = 0
+        self._failed: SessionWriteError | None = None
+        self._closed = False
+        self._rows_file: IO[str] | None = None
+        self._alarms_file: IO[str] | None = None
+
+        from painmon import __version__
+
+        self._meta: dict[str, Any] = {
+            "format_version": SESSION_FORMAT_VERSION,
+            "pseudonym": pseudonym,
+            "model_id": _text_cell(model_id),
+            "model_sha256": model_sha256,
+            "thresholds": dataclasses.asdict(settings),
+            "software_version": __version__,
+            "source": _text_cell(source),
+            "face_detector": _text_cell(face_detector),
+            "store_media": self.store_media,
+            "start_utc": self._now_iso(),
+            "end_utc": None,
+            "end_reason": None,
+            "frames_written": 0,
+            "alarm_events_written": 0,
+            "status": STATUS_RUNNING,
+        }
+        _prepare_folder(self.folder)
+        try:
+            self._rows_file = opener(self.folder / SESSION_CSV)
+            self._alarms_file = opener(self.folder / ALARMS_CSV)
+            self._rows_file.write(_csv_line(SESSION_COLUMNS))
+            self._alarms_file.write(_csv_line(ALARM_COLUMNS))
+            self._sync_files()
+            self._write_meta()
+            _fsync_dir(self.folder)
+        except OSError as exc:
+            raise self._fail(exc) from exc
+        self._last_sync_s = self._clock()
+        log.info("session recording started in %s", self.folder)
+
+    # -- context manager -------------------------------------------------------------------
+
+    def __enter__(self) -> SessionWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        reason = "closed" if exc_type is None else f"error: {exc_type.__name__}"
+        if exc_type is None:
+            self.close(reason)
+            return
+        try:
+            self.close(reason)
+        except SessionWriteError:
+            # Do not hide the exception that ended the session behind a follow-on write error.
+            log.exception("could not close session %s cleanly", self.folder)
+
+    # -- public API ------------------------------------------------------------------------
+
+    @property
+    def frames_written(self) -> int:
+        """Rows handed to ``session.csv`` so far."""
+        return self._frames_written
+
+    def write_row(self, row: SessionRow) -> None:
+        """Append one scored frame; syncs to disk once ``flush_interval_s`` has passed."""
+        if not isinstance(row, SessionRow):
+            raise TypeError(f"expected SessionRow, got {type(row).__name__}")
+        self._check_open()
+        try:
+            assert self._rows_file is not None
+            self._rows_file.write(_csv_line(row.cells()))
+            self._frames_written += 1
+            if self._clock() - self._last_sync_s >= self._flush_interval_s:
+                self._sync_files()
+        except OSError as exc:
+            raise self._fail(exc) from exc
+
+    def write_events(self, events: Iterable[AlarmEvent]) -> None:
+        """Append alarm events to ``alarms.csv`` and sync both files at once."""
+        events = list(events)
+        for event in events:
+            if not isinstance(event, AlarmEvent):
+                raise TypeError(f"expected AlarmEvent, got {type(event).__name__}")
+        if not events:
+            return
+        self._check_open()
+        try:
+            assert self._alarms_file is not None
+            for event in events:
+                self._alarms_file.write(_csv_line(_event_cells(event)))
+                self._events_written += 1
+            self._sync_files()
+        except OSError as exc:
+            raise self._fail(exc) from exc
+
+    def update_settings(self, settings: AlarmSettings) -> None:
+        """Record new alarm thresholds in ``session.json`` (the change itself is in alarms.csv)."""
+        self._check_settings(settings, self._meta["model_sha256"])
+        self._check_open()
+        self._meta["thresholds"] = dataclasses.asdict(settings)
+        try:
+            self._sync_files()
+            self._write_meta()
+        except OSError as exc:
+            raise self._fail(exc) from exc
+
+    def flush(self) -> None:
+        """Flush and fsync both CSV files now (call when frames stop arriving)."""
+        self._check_open()
+        try:
+            self._sync_files()
+        except OSError as exc:
+            raise self._fail(exc) from exc
+
+    def write_frame_jpeg(self, frame_index: int, rgb: Any) -> Path:
+        """Store one RGB uint8 frame as ``media/frame_<index>.jpg`` (only with store_media)."""
+        if not self.store_media:
+            raise RuntimeError(
+                "this session stores no images (store_media=False); start the session with "
+                "image storage enabled if the protocol allows it"
+            )
+        self._check_open()
+        import cv2  # only sessions that store media need OpenCV
+        import numpy as np
+
+        image = np.asarray(rgb)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 uint8 RGB frame, got {image.dtype} {image.shape}")
+        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise ValueError(f"OpenCV could not encode frame {frame_index} as JPEG")
+        media = self.folder / MEDIA_DIR
+        path = media / f"frame_{int(frame_index):08d}.jpg"
+        try:
+            media.mkdir(exist_ok=True)
+            with path.open("xb") as handle:
+                handle.write(encoded.tobytes())
+        except OSError as exc:
+            raise self._fail(exc) from exc
+        return path
+
+    def close(self, reason: str = "closed") -> None:
+        """Sync and close both files and mark the session ended in ``session.json``."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._failed is not None:
+            self._release_files()
+            return
+        try:
+            self._sync_files()
+            self._release_files()
+            self._meta.update(
+                end_utc=self._now_iso(),
+                end_reason=_text_cell(reason),
+                status=STATUS_ENDED,
+            )
+            self._write_meta()
+        except OSError as exc:
+            raise self._fail(exc) from exc
+        log.info(
+            "session %s ended: %d frames, %d alarm events",
+            self.folder,
+            self._frames_written,
+            self._events_written,
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_settings(settings: AlarmSettings, model_sha256: str) -> None:
+        if not isinstance(settings, AlarmSettings):
+            raise TypeError(f"expected AlarmSettings, got {type(settings).__name__}")
+        if settings.model_sha256 and settings.model_sha256 != model_sha256:
+            raise ValueError(
+                "the alarm settings were made for another model "
+                f"({settings.model_sha256[:12]}…) than the one recorded ({model_sha256[:12]}…)"
+            )
+
+    def _now_iso(self) -> str:
+        stamp = self._utc_clock()
+        if stamp.tzinfo is None:
+            raise ValueError("utc_clock must return a timezone-aware datetime")
+        return stamp.astimezone(UTC).isoformat()
+
+    def _check_open(self) -> None:
+        if self._failed is not None:
+            raise SessionWriteError(str(self._failed))
+        if self._closed:
+            raise RuntimeError(f"session {self.folder} is already closed; start a new session")
+
+    def _sync_files(self) -> None:
+        for handle in (self._rows_file, self._alarms_file):
+            if handle is not None:
+                handle.flush()
+                os.fsync(handle.fileno())
+        self._meta["frames_written"] = self._frames_written
+        self._meta["alarm_events_written"] = self._events_written
+        self._last_sync_s = self._clock()
+
+    def _write_meta(self) -> None:
+        target = self.folder / SESSION_JSON
+        temporary = self.folder / (SESSION_JSON + ".tmp")
+        with temporary.open("w", encoding="utf-8") as handle:
+            json.dump(self._meta, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        # Atomic on POSIX and Windows: a reader sees the old or the new json, never half.
+        temporary.replace(target)
+        _fsync_dir(self.folder)
+
+    def _release_files(self) -> None:
+        for name in ("_rows_file", "_alarms_file"):
+            handle = getattr(self, name)
+            setattr(self, name, None)
+            if handle is None:
+                continue
+            try:
+                handle.close()
+            except OSError as exc:
+                # Closing re-flushes a buffer the full disk already refused; it is lost anyway.
+                log.warning("closing %s failed: %s", name.strip("_"), exc)
+
+    def _fail(self, exc: OSError) -> SessionWriteError:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        error = SessionWriteError(
+            f"Could not write to the session folder {self.folder} ({reason}). Recording has "
+            "stopped; rows saved up to the last second before the error are kept. Free disk "
+            "space or choose another session folder, then start a new session."
+        )
+        if self._failed is None:
+            self._failed = error
+            log.error("%s", error)
+            self._release_files()
+        return error
+
+
+# -- readers ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CsvReadResult:
+    """Parsed rows of a session or alarm CSV plus what had to be dropped."""
+
+    columns: tuple[str, ...]
+    rows: list[dict[str, Any]]
+    torn_last_line: bool
+    dropped_rows: int
+    problems: tuple[str, ...]
+
+
+def _parse_cell(column: str, cell: str) -> Any:
+    if cell == "":
+        return None
+    if column in _BOOL_COLUMNS:
+        if cell not in ("0", "1"):
+            raise ValueError(f"{column} must be 0 or 1, got {cell!r}")
+        return cell == "1"
+    if column in _INT_COLUMNS:
+        return int(cell)
+    if column in _FLOAT_COLUMNS:
+        number = float(cell)
+        if not math.isfinite(number):
+            raise ValueError(f"{column} is not finite: {cell!r}")
+        return number
+    return cell
+
+
+def read_csv_checked(path: str | os.PathLike[str]) -> CsvReadResult:
+    """Parse ``session.csv`` or ``alarms.csv``, dropping a torn last line and broken rows."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    # A complete file ends with "\n", leaving an empty last piece; anything else is torn.
+    tail = lines.pop()
+    torn = tail != ""
+    problems: list[str] = []
+    if torn:
+        problems.append(f"{path.name}: incomplete last line dropped (written when it stopped)")
+    if not lines:
+        raise ValueError(f"{path} has no header line; it is not a painmon session file")
+    columns = tuple(next(csv.reader([lines[0]])))
+    if columns not in (SESSION_COLUMNS, ALARM_COLUMNS):
+        raise ValueError(f"{path} has an unexpected header {columns!r}; not a painmon session file")
+    rows: list[dict[str, Any]] = []
+    dropped = 0
+    for number, line in enumerate(lines[1:], start=2):
+        cells = next(csv.reader([line]), [])
+        try:
+            if len(cells) != len(columns):
+                raise ValueError(f"{len(cells)} cells instead of {len(columns)}")
+            rows.append({c: _parse_cell(c, cell) for c, cell in zip(columns, cells, strict=True)})
+        except ValueError as exc:
+            dropped += 1
+            problems.append(f"{path.name} line {number} dropped: {exc}")
+    for problem in problems:
+        log.warning("%s", problem)
+    return CsvReadResult(columns, rows, torn, dropped + int(torn), tuple(problems))
+
+
+def read_session_csv(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Rows of ``session.csv`` (or ``alarms.csv``) as dicts: empty -> None, numbers -> int/float.
+
+    A torn last line or a broken row is dropped and logged as a warning; text cells
+    come back as stored (with any protective leading quote).
+    """
+    return read_csv_checked(path).rows
+
+
+def row_from_record(record: dict[str, Any]) -> SessionRow:
+    """Rebuild (and so re-validate) a :class:`SessionRow` from a parsed session.csv record."""
+    probs = [record[f"p{i}"] for i in range(NUM_CLASSES)]
+    return SessionRow(
+        utc_time=record["utc_time"],
+        t_s=record["t_s"],
+        frame=record["frame"],
+        face_found=record["face_found"],
+        quality_ok=record["quality_ok"],
+        probabilities=None if all(p is None for p in probs) else tuple(probs),
+        pain_class=record["pain_class"],
+        pain_level=record["pain_level"],
+        pain_level_smoothed=record["pain_level_smoothed"],
+        confidence=record["confidence"],
+        au_pspi=record["au_pspi"],
+        alarm_priority=record["alarm_priority"] or AlarmPriority.NONE.value,
+        technical_condition=record["technical_condition"],
+    )
+
+
+def recover_session(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """Report what a (possibly crashed) session folder holds; reads only, repairs nothing."""
+    folder = Path(folder)
+    problems: list[str] = []
+    meta: dict[str, Any] | None = None
+    meta_path = folder / SESSION_JSON
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problems.append(f"{SESSION_JSON} is missing")
+    except (OSError, ValueError) as exc:
+        problems.append(f"{SESSION_JSON} could not be read: {exc}")
+
+    rows: list[dict[str, Any]] = []
+    torn = False
+    dropped = 0
+    try:
+        result = read_csv_checked(folder / SESSION_CSV)
+        rows, torn, dropped = result.rows, result.torn_last_line, result.dropped_rows
+        problems.extend(result.problems)
+    except FileNotFoundError:
+        problems.append(f"{SESSION_CSV} is missing")
+    except (OSError, ValueError) as exc:
+        problems.append(f"{SESSION_CSV} could not be read: {exc}")
+    # A row that parses but breaks SessionRow's rules is not intact either.
+    intact: list[dict[str, Any]] = []
+    for record in rows:
+        try:
+            row_from_record(record)
+        except (KeyError, TypeError, ValueError) as exc:
+            dropped += 1
+            problems.append(f"{SESSION_CSV} frame {record.get('frame')} invalid: {exc}")
+        else:
+            intact.append(record)
+
+    alarm_events = 0
+    alarms_torn = False
+    try:
+        alarms = read_csv_checked(folder / ALARMS_CSV)
+        alarm_events, alarms_torn = len(alarms.rows), alarms.torn_last_line
+        problems.extend(alarms.problems)
+    except FileNotFoundError:
+        problems.append(f"{ALARMS_CSV} is missing")
+    except (OSError, ValueError) as exc:
+        problems.append(f"{ALARMS_CSV} could not be read: {exc}")
+
+    status = meta.get("status") if meta else None
+    frames_recorded = meta.get("frames_written") if meta else None
+    clean_end = bool(
+        meta
+        and status == STATUS_ENDED
+        and meta.get("end_utc")
+        and not torn
+        and not alarms_torn
+        and dropped == 0
+        and frames_recorded == len(intact)
+    )
+    if meta and status == STATUS_RUNNING:
+        problems.append("session.json still says 'running': the recording did not end cleanly")
+    elif meta and status == STATUS_ENDED and frames_recorded != len(intact):
+        problems.append(
+            f"session.json records {frames_recorded} frames but {len(intact)} rows are intact"
+        )
+    return {
+        "folder": str(folder),
+        "metadata": meta,
+        "status": status,
+        "clean_end": clean_end,
+        "rows_intact": len(intact),
+        "rows_dropped": dropped,
+        "torn_last_line": torn,
+        "first_t_s": intact[0]["t_s"] if intact else None,
+        "last_t_s": intact[-1]["t_s"] if intact else None,
+        "last_utc_time": intact[-1]["utc_time"] if intact else None,
+        "frames_recorded": frames_recorded,
+        "alarm_events": alarm_events,
+        "problems": problems,
+    }

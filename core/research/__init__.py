@@ -1,0 +1,1 @@
+"""Research: datasets, splits, training, calibration, metrics, CV, reproduce, export, reports."""

@@ -1,0 +1,446 @@
+"""Export a trained pain model to ONNX for the bedside monitor, with a parity check.
+
+One function, :func:`export_onnx` (timm ``utils/onnx.py`` style): wrap the model, export,
+``onnx.checker``, compare ONNX Runtime to torch, stamp the metadata, write atomically.
+
+The exported graph (what :class:`painmon.core.live.scoring.OnnxPainModel` runs):
+
+- input ``image``: uint8 RGB crops, layout NHWC ``(B, H, W, 3)``, values 0..255, exactly
+  the crops :mod:`painmon.core.research.crops` produces. Normalisation ``(x / 255 - mean) / std``
+  and the NHWC -> NCHW transpose happen *inside* the graph, so the preprocessing cannot
+  drift from the weights and the runtime only stacks crops. The ``preprocessing``
+  metadata entry records all of it.
+- output ``probs`` ``(B, classes)``: calibrated ``softmax(logits / temperature)``.
+- output ``gradcam`` ``(B, h, w)``: Grad-CAM of each image's top class, 0..1, from the
+  classifier head's explicit (autograd-free) gradient.
+- output ``attention`` ``(B, K, h, w)``: the K spatial-attention maps, 0..1; a model without
+  spatial attention outputs ones ``(B, 1, h, w)`` and says so in the ``attention`` metadata.
+
+Integrity sidecar: ``<out>.sha256`` in ``sha256sum`` format (``<hex>  <file name>``), so
+``sha256sum -c model.onnx.sha256`` checks it too; every other fact lives in the ONNX
+``metadata_props`` and travels inside the model file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from painmon.core.live.scoring import (
+    DEMO_NOTICE,
+    INPUT_NAME,
+    JSON_METADATA_KEYS,
+    OUTPUT_NAMES,
+    SIDECAR_SUFFIX,
+)
+from painmon.core.util.fileio import sha256_file
+from painmon.models.base import gradcam_from_gradient
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+# Agreement demanded between ONNX Runtime and torch on probabilities and 0..1 heatmaps.
+PARITY_ATOL = 1e-4
+# Below this logit gap the top class is a coin toss between two float kernels, so the
+# Grad-CAM of that image (which class it explains) is not compared.
+TOP_CLASS_TIE_MARGIN = 1e-4
+# Grad-CAM peak / largest sum of |w_c F_c| at a pixel: below this the map is the residue of
+# cancelling terms, and normalising it to 0..1 magnifies float32 rounding past PARITY_ATOL
+# (measured: condition 8.5e-4 gave a 5.6e-5 difference, 1e-1 gave 1.7e-6).
+GRADCAM_MIN_CONDITION = 1e-2
+DEFAULT_INTENDED_USE = "Research on facial pain expression. Not a medical device."
+
+
+class ExportError(RuntimeError):
+    """The model could not be exported faithfully; nothing was written."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_onnx` wrote and how closely ONNX Runtime matched torch."""
+
+    onnx_path: Path
+    sidecar_path: Path
+    sha256: str
+    architecture: str
+    opset: int
+    parity_max_abs_diff: dict[str, float]
+    parity_samples: int
+    gradcams_compared: int
+    metadata: dict[str, str] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
+            raise ValueError(f"sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
+        if set(self.parity_max_abs_diff) != set(OUTPUT_NAMES):
+            raise ValueError(f"parity_max_abs_diff needs keys {OUTPUT_NAMES}")
+        if self.parity_samples < 1:
+            raise ValueError(f"parity_samples must be >= 1, got {self.parity_samples}")
+        if not 0 <= self.gradcams_compared <= self.parity_samples:
+            raise ValueError(f"gradcams_compared must lie in 0..{self.parity_samples}")
+
+
+class PainExportWrapper(nn.Module):
+    """uint8 NHWC RGB crops -> (probs, gradcam, attention); the exact graph that is exported."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
+        temperature: float,
+    ) -> None:
+        super().__init__()
+        temperature = float(temperature)
+        if not math.isfinite(temperature) or temperature <= 0:
+            raise ExportError(f"temperature must be a finite number > 0, got {temperature!r}")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ExportError(f"mean/std must be 3 RGB values with std > 0, got {mean}, {std}")
+        self.model = model
+        self.temperature = temperature
+        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        # (x/255 - mean)/std folded into one multiply-add.
+        self.register_buffer("input_scale", 1.0 / (255.0 * std_t))
+        self.register_buffer("input_shift", -mean_t / std_t)
+        self.eval()
+
+    def normalise(self, image_u8: Tensor) -> Tensor:
+        """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W), as training does."""
+        return image_u8.permute(0, 3, 1, 2).float().contiguous() * self.input_scale + (
+            self.input_shift
+        )
+
+    def forward(self, image_u8: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x = self.normalise(image_u8)
+        features = self.model.forward_features(x)
+        logits, grad = self.model.head.logits_and_input_gradient(features, None)
+        probs = torch.softmax(logits / self.temperature, dim=1)
+        cam = gradcam_from_gradient(features, grad)
+        # attention_maps re-runs the backbone; ONNX Runtime's common-subexpression pass
+        # merges the copy back at load, so the bedside pays for one backbone.
+        attention = self.model.attention_maps(x)
+        if attention is None:
+            attention = torch.ones_like(cam).unsqueeze(1)
+        return probs, cam, attention
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _intended_use(intended_use: str | None, demo: bool) -> str:
+    text = (intended_use or DEFAULT_INTENDED_USE).strip()
+    if demo and DEMO_NOTICE not in text:
+        text = f"{DEMO_NOTICE}. {text}"
+    return text
+
+
+def _build_metadata(
+    model: nn.Module,
+    meta: Mapping[str, Any],
+    checkpoint: Path,
+    *,
+    opset: int,
+    intended_use: str,
+    demo: bool,
+    feature_hw: tuple[int, int],
+    attention_heads: int | None,
+) -> dict[str, str]:
+    import painmon
+
+    cfg = getattr(model, "pretrained_cfg", {})
+    input_size = [int(v) for v in meta.get("input_size", cfg.get("input_size"))]
+    mean = [float(v) for v in meta.get("mean", cfg.get("mean"))]
+    std = [float(v) for v in meta.get("std", cfg.get("std"))]
+    class_names = list(meta.get("class_names", cfg.get("class_names", [])))
+    channels, height, width = input_size
+    h, w = feature_hw
+    preprocessing = {
+        "input_name": INPUT_NAME,
+        "dtype": "uint8",
+        "layout": "NHWC",
+        "shape": ["batch", height, width, channels],
+        "input_size": input_size,
+        "colour_order": "RGB",
+        "value_range": [0, 255],
+        "mean": mean,
+        "std": std,
+        "normalisation": "in_graph",
+        "formula": "x_nchw = (x / 255 - mean) / std, per RGB channel, inside the graph",
+    }
+    if attention_heads is None:
+        attention = {
+            "kind": "none",
+            "heads": 1,
+            "note": "model has no spatial attention; the attention output is ones (B, 1, h, w)",
+        }
+    else:
+        attention = {"kind": "spatial", "heads": attention_heads}
+    outputs = {
+        "probs": {"shape": ["batch", len(class_names)], "meaning": "softmax(logits / temperature)"},
+        "gradcam": {"shape": ["batch", h, w], "meaning": "Grad-CAM of the top class, 0..1"},
+        "attention": {
+            "shape": ["batch", attention["heads"], h, w],
+            "meaning": "spatial attention maps, 0..1",
+        },
+    }
+    values: dict[str, Any] = {
+        "painmon_version": painmon.__version__,
+        "architecture": str(meta.get("architecture", cfg.get("architecture"))),
+        "model_kwargs": dict(meta.get("model_kwargs", cfg.get("model_kwargs", {}))),
+        "class_names": class_names,
+        "pspi_mapping": str(meta.get("pspi_mapping", cfg.get("pspi_mapping")) or ""),
+        "preprocessing": preprocessing,
+        # How the training crops were framed (detector box, margin, size): the engine
+        # frames live crops the same way and warns when its face tracker differs.
+        "crop": dict(meta.get("preprocessing") or {}),
+        "outputs": outputs,
+        "attention": attention,
+        "temperature": float(meta.get("temperature", 1.0)),
+        "training_data_sha256": str(meta.get("data_sha256") or "unknown"),
+        "metrics": dict(meta.get("metrics") or {}),
+        "intended_use": intended_use,
+        "demo": bool(demo),
+        "opset": int(opset),
+        "source_checkpoint": {
+            "file": checkpoint.name,
+            "sha256": meta.get("weights_sha256") or sha256_file(checkpoint),
+        },
+        "created_utc": _utc_now(),
+    }
+    return {
+        key: json.dumps(value, default=_json_default) if key in JSON_METADATA_KEYS else value
+        for key, value in values.items()
+    }
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple | np.ndarray):
+        return list(value)
+    raise TypeError(f"metadata value is not JSON-serialisable: {type(value).__name__}")
+
+
+def parity_images(height: int, width: int, samples: int, seed: int = 0) -> np.ndarray:
+    """uint8 (N, H, W, 3) test crops: flat black/grey/white, ramps, a checkerboard, then noise."""
+    rng = np.random.default_rng(seed)
+    ramp_x = np.broadcast_to(np.linspace(0, 255, width)[None, :, None], (height, width, 3))
+    ramp_y = np.broadcast_to(np.linspace(0, 255, height)[:, None, None], (height, width, 3))
+    yy, xx = np.mgrid[0:height, 0:width]
+    checker = np.repeat((((yy // 8) + (xx // 8)) % 2 * 255)[..., None], 3, axis=2)
+    structured = [
+        np.zeros((height, width, 3)),
+        np.full((height, width, 3), 128),
+        np.full((height, width, 3), 255),
+        ramp_x,
+        ramp_y,
+        checker,
+    ]
+    images = [img.astype(np.uint8) for img in structured][:samples]
+    while len(images) < samples:
+        images.append(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    return np.stack(images)
+
+
+def _comparable_gradcams(wrapper: PainExportWrapper, images: np.ndarray) -> np.ndarray:
+    """Which images have a Grad-CAM that two float32 kernels must agree on (bool (N,))."""
+    model = wrapper.model
+    with torch.no_grad():
+        features = model.forward_features(wrapper.normalise(torch.from_numpy(images)))
+        logits, grad = model.head.logits_and_input_gradient(features, None)
+        terms = grad.mean(dim=(2, 3), keepdim=True) * features
+        peak = torch.relu(terms.sum(dim=1)).flatten(1).amax(dim=1)
+        scale = terms.abs().sum(dim=1).flatten(1).amax(dim=1)
+        top2 = logits.topk(2, dim=1).values
+    decided = (top2[:, 0] - top2[:, 1]) > TOP_CLASS_TIE_MARGIN
+    conditioned = peak >= GRADCAM_MIN_CONDITION * scale.clamp_min(1e-30)
+    return (decided & conditioned).numpy()
+
+
+def _parity_check(
+    wrapper: PainExportWrapper, onnx_path: Path, images: np.ndarray
+) -> tuple[dict[str, float], int]:
+    """Max |ORT - torch| per output over the whole batch and single images (dynamic batch),
+    and how many Grad-CAMs were compared."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        ref = [t.numpy() for t in wrapper(torch.from_numpy(images))]
+    whole = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
+    singles = [
+        session.run(list(OUTPUT_NAMES), {INPUT_NAME: images[i : i + 1]})
+        for i in range(min(2, len(images)))
+    ]
+    comparable = _comparable_gradcams(wrapper, images)
+    diffs: dict[str, float] = {}
+    for k, name in enumerate(OUTPUT_NAMES):
+        if whole[k].shape != ref[k].shape:
+            raise ExportError(
+                f"ONNX output {name} has shape {whole[k].shape}, torch gives {ref[k].shape}"
+            )
+        keep = comparable if name == "gradcam" else np.ones(len(images), bool)
+        diff = float(np.abs(whole[k] - ref[k])[keep].max(initial=0.0))
+        for i, single in enumerate(singles):
+            if keep[i]:
+                diff = max(diff, float(np.abs(single[k][0] - ref[k][i]).max()))
+        diffs[name] = diff
+    return diffs, int(comparable.sum())
+
+
+def export_onnx(
+    run_or_checkpoint: str | Path,
+    out_path: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    intended_use: str | None = None,
+    demo: bool = False,
+    parity_samples: int = 16,
+) -> ExportResult:
+    """Export a checkpoint (run folder or ``.safetensors``) to ONNX at ``out_path``.
+
+    Writes ``out_path`` and ``out_path.sha256`` only after ``onnx.checker`` and the ONNX
+    Runtime vs torch parity check (``PARITY_ATOL``) pass; otherwise raises
+    :class:`ExportError` and leaves no new file behind.
+    """
+    import onnx
+
+    from painmon.core.research.train import load_checkpoint
+
+    if parity_samples < 1:
+        raise ValueError(f"parity_samples must be >= 1, got {parity_samples}")
+    source = Path(run_or_checkpoint)
+    checkpoint = source / "best.safetensors" if source.is_dir() else source
+    out = Path(out_path)
+    if out.suffix != ".onnx":
+        raise ValueError(f"ONNX output path must end in .onnx, got {out}")
+
+    model, meta = load_checkpoint(checkpoint, "cpu")
+    model.eval()
+    cfg = getattr(model, "pretrained_cfg", {})
+    channels, height, width = (int(v) for v in meta.get("input_size", cfg.get("input_size")))
+    if channels != 3:
+        raise ExportError(f"the bedside graph takes RGB crops, but the model expects {channels}")
+    mean = tuple(float(v) for v in meta.get("mean", cfg.get("mean")))
+    std = tuple(float(v) for v in meta.get("std", cfg.get("std")))
+    wrapper = PainExportWrapper(model, mean, std, float(meta.get("temperature", 1.0)))
+
+    probe = torch.zeros(2, height, width, 3, dtype=torch.uint8)
+    with torch.no_grad():
+        _probs, probe_cam, probe_attention = wrapper(probe)
+    has_attention = model.attention_maps(wrapper.normalise(probe)) is not None
+    feature_hw = (int(probe_cam.shape[1]), int(probe_cam.shape[2]))
+    metadata = _build_metadata(
+        model,
+        meta,
+        checkpoint,
+        opset=opset,
+        intended_use=_intended_use(intended_use, demo),
+        demo=demo,
+        feature_hw=feature_hw,
+        attention_heads=int(probe_attention.shape[1]) if has_attention else None,
+    )
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        try:
+            with warnings.catch_warnings():
+                # The TorchScript exporter announces its deprecation; it is the one that
+                # handles this graph (dynamo=False), so the warning is noise here.
+                warnings.filterwarnings(
+                    "ignore",
+                    message=".*legacy TorchScript-based ONNX export",
+                    category=DeprecationWarning,
+                )
+                warnings.filterwarnings(
+                    "ignore", category=DeprecationWarning, module=r"torch\.onnx\."
+                )
+                torch.onnx.export(
+                    wrapper,
+                    (probe,),
+                    str(tmp),
+                    input_names=[INPUT_NAME],
+                    output_names=list(OUTPUT_NAMES),
+                    dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
+                    opset_version=opset,
+                    # Folding would store transposed copies of the head weights (the Grad-CAM
+                    # gradient uses W, the forward W^T): +8 MB on disk. ONNX Runtime folds at load.
+                    do_constant_folding=False,
+                    dynamo=False,
+                )
+        except Exception as exc:  # torch raises many types; all mean "could not export"
+            raise ExportError(f"torch.onnx.export failed for {checkpoint}: {exc}") from exc
+        proto = onnx.load(str(tmp))
+        proto.doc_string = metadata["intended_use"]
+        del proto.metadata_props[:]
+        for key, value in metadata.items():
+            proto.metadata_props.add(key=key, value=value)
+        try:
+            onnx.checker.check_model(proto, full_check=True)
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(f"exported graph fails onnx.checker: {exc}") from exc
+        onnx.save(proto, str(tmp))
+
+        images = parity_images(height, width, parity_samples)
+        diffs, gradcams_compared = _parity_check(wrapper, tmp, images)
+        if gradcams_compared == 0:
+            log.warning(
+                "no parity image gave a well-conditioned Grad-CAM for %s; only probabilities "
+                "and attention were compared",
+                checkpoint,
+            )
+        worst = max(diffs, key=diffs.__getitem__)
+        if diffs[worst] > PARITY_ATOL:
+            raise ExportError(
+                f"ONNX Runtime disagrees with torch on '{worst}' by {diffs[worst]:.2e} "
+                f"(tolerance {PARITY_ATOL:.0e}); the export is not faithful and was deleted"
+            )
+        digest = sha256_file(tmp)
+        sidecar = out.with_name(out.name + SIDECAR_SUFFIX)
+        # Model first, then its checksum: a crash in between leaves a mismatch that the
+        # runtime refuses, never a silently wrong model.
+        tmp.replace(out)
+        _atomic_write_bytes(sidecar, f"{digest}  {out.name}\n".encode())
+    finally:
+        tmp.unlink(missing_ok=True)
+
+    log.info(
+        "exported %s to %s (sha256 %s…, parity max diff %s; %d/%d Grad-CAMs compared)",
+        metadata["architecture"],
+        out,
+        digest[:12],
+        ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()),
+        gradcams_compared,
+        parity_samples,
+    )
+    return ExportResult(
+        onnx_path=out,
+        sidecar_path=sidecar,
+        sha256=digest,
+        architecture=metadata["architecture"],
+        opset=opset,
+        parity_max_abs_diff=diffs,
+        parity_samples=parity_samples,
+        gradcams_compared=gradcams_compared,
+        metadata=metadata,
+    )

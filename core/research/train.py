@@ -1,0 +1,598 @@
+"""Training: the paper's recipe as one config dataclass, an explicit device, and a run folder.
+
+AdamW, label smoothing 0.1, a 5-epoch linear warm-up then cosine annealing to
+1e-6, early stopping on validation macro-F1 (patience 15), class-weighted
+sampling, ImageNet normalisation, augmentation on the device that holds the
+data. The whole crop set lives on the training device as uint8, so a GPU run
+has no CPU data-loader in its way.
+
+A run folder holds ``config.json``, ``env.json``, ``splits.json``,
+``history.csv``, ``best.safetensors`` + ``best.json`` and ``card.md``;
+``last.safetensors`` + ``last.json`` let ``--resume`` continue.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from painmon.core.research.augment import AugmentConfig, augment_batch
+from painmon.core.research.calibration import calibrate, softmax
+from painmon.core.research.metrics import classification_metrics
+from painmon.core.research.splits import check_partitions_disjoint
+from painmon.core.util import labels as pain_labels
+from painmon.core.util.fileio import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = (
+    "epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1",
+    "val_ece", "seconds",
+)  # fmt: skip
+
+
+DEFAULT_INTENDED_USE = "Research on facial pain expression. Not a medical device."
+COMPILE_MODES = ("none", "default", "reduce-overhead")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run; written resolved to ``config.json``."""
+
+    model: str = "dacnn"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    warmup_epochs: int = 5
+    min_lr: float = 1e-6
+    patience: int = 15
+    seed: int = 42
+    device: str = "auto"
+    augment: str = "full"
+    class_weighted_sampling: bool = True
+    amp: bool = True  # bf16 autocast, CUDA only
+    channels_last: bool = True  # CUDA only
+    # torch.compile mode: "none", "default" or "reduce-overhead" (CUDA graphs; CUDA only).
+    compile: str = "none"
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch size must be >= 2 (BatchNorm), got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label smoothing must lie in [0, 1), got {self.label_smoothing}")
+        if self.warmup_epochs < 0 or self.patience < 1:
+            raise ValueError("warmup_epochs must be >= 0 and patience >= 1")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"min_lr must lie in 0..lr, got {self.min_lr}")
+        AugmentConfig(mode=self.augment)  # validates the mode
+        if self.compile not in COMPILE_MODES:
+            raise ValueError(
+                f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+@dataclass
+class DeviceData:
+    """Crops as uint8 (N,3,H,W) and labels on the training device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def from_numpy(
+        cls, images_nhwc: np.ndarray, labels: np.ndarray, device: torch.device
+    ) -> DeviceData:
+        if images_nhwc.ndim != 4 or images_nhwc.shape[-1] != 3 or images_nhwc.dtype != np.uint8:
+            raise ValueError("crops must be uint8 of shape (N, H, W, 3)")
+        if len(images_nhwc) != len(labels):
+            raise ValueError("crops and labels differ in length")
+        images = (
+            torch.from_numpy(np.ascontiguousarray(images_nhwc)).permute(0, 3, 1, 2).contiguous()
+        )
+        return cls(
+            images.to(device), torch.as_tensor(np.asarray(labels), dtype=torch.int64).to(device)
+        )
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def lr_factor(step: int, steps_per_epoch: int, cfg: TrainConfig) -> float:
+    """LR factor: linear warm-up over ``warmup_epochs``, then cosine annealing to ``min_lr``."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    floor = cfg.min_lr / cfg.lr
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    progress = min(1.0, max(0.0, progress))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def normalise(batch_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (batch_u8.float() / 255.0 - mean) / std
+
+
+def _mean_std(model: nn.Module, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    cfg = model.pretrained_cfg
+    mean = torch.tensor(cfg["mean"], device=device, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(cfg["std"], device=device, dtype=torch.float32).view(1, 3, 1, 1)
+    return mean, std
+
+
+def sample_epoch_indices(
+    labels: torch.Tensor, weighted: bool, gen: torch.Generator
+) -> torch.Tensor:
+    """One epoch's sample order: class-balanced draws with replacement, or a permutation."""
+    n = labels.shape[0]
+    if not weighted:
+        return torch.randperm(n, generator=gen, device=labels.device)
+    counts = torch.bincount(labels, minlength=pain_labels.NUM_CLASSES).float()
+    weights = (1.0 / counts.clamp_min(1.0))[labels]
+    return torch.multinomial(weights, n, replacement=True, generator=gen)
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return torch.autocast(device_type="cpu", enabled=False)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    data: DeviceData,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    progress: Any = None,
+) -> dict[str, float]:
+    """One pass over a class-weighted draw of the training crops; returns loss/accuracy/lr."""
+    device = data.images.device
+    model.train()
+    mean, std = _mean_std(model, device)
+    aug_cfg = AugmentConfig(mode=cfg.augment)
+    order = sample_epoch_indices(data.labels, cfg.class_weighted_sampling, gen)
+    # Drop a last batch of one: BatchNorm cannot train on a single image.
+    n_batches = max(1, len(order) // cfg.batch_size)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    for b in range(n_batches):
+        idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        x = augment_batch(data.images[idx].float() / 255.0, aug_cfg, gen)
+        x = (x - mean) / std
+        if cfg.channels_last and device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = data.labels[idx]
+        with _autocast(device, cfg.amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(idx)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(idx)
+        if progress is not None:
+            progress.update(1)
+            if b % 20 == 0 or b == n_batches - 1:
+                # .item() syncs the GPU; do it rarely.
+                progress.set_postfix(
+                    loss=f"{(loss_sum / seen).item():.3f}", acc=f"{correct.item() / seen:.3f}"
+                )
+    return {
+        "train_loss": float((loss_sum / seen).item()),
+        "train_accuracy": float(correct.item() / seen),
+        "lr": float(optimizer.param_groups[0]["lr"]),
+    }
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, images_u8: torch.Tensor, batch_size: int = 512, amp: bool = False
+) -> np.ndarray:
+    """Logits for uint8 (N,3,H,W) crops on the model's device, in eval mode."""
+    model.eval()
+    device = images_u8.device
+    mean, std = _mean_std(model, device)
+    out = []
+    for start in range(0, images_u8.shape[0], batch_size):
+        x = normalise(images_u8[start : start + batch_size], mean, std)
+        with _autocast(device, amp):
+            out.append(model(x).float().cpu())
+    if not out:
+        return np.zeros((0, pain_labels.NUM_CLASSES), np.float32)
+    return torch.cat(out).numpy()
+
+
+def evaluate(
+    model: nn.Module, data: DeviceData, cfg: TrainConfig | None = None, temperature: float = 1.0
+) -> dict[str, Any]:
+    """Loss, accuracy, macro-F1 and ECE on a partition; also returns its logits."""
+    cfg = cfg or TrainConfig()
+    logits = predict_logits(model, data.images, cfg.eval_batch_size, amp=cfg.amp)
+    labels = data.labels.cpu().numpy()
+    loss = float(
+        F.cross_entropy(
+            torch.from_numpy(logits), torch.from_numpy(labels), label_smoothing=cfg.label_smoothing
+        ).item()
+    )
+    metrics = classification_metrics(labels, softmax(logits, temperature))
+    return {
+        "loss": loss,
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "ece": metrics["ece"],
+        "metrics": metrics,
+        "logits": logits,
+    }
+
+
+# --- checkpoints (safetensors only: no pickle anywhere) -------------------------------------
+
+
+def _state_for_save(model: nn.Module) -> dict[str, torch.Tensor]:
+    base = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    return {k: v.detach().to("cpu").contiguous() for k, v in base.state_dict().items()}
+
+
+def checkpoint_meta(model: nn.Module, **extra: Any) -> dict[str, Any]:
+    """What a checkpoint's JSON sidecar needs to rebuild ``model`` and preprocess its input."""
+    cfg = getattr(model, "_orig_mod", model).pretrained_cfg
+    return {
+        "architecture": cfg["architecture"],
+        "model_kwargs": dict(cfg["model_kwargs"]),
+        "input_size": list(cfg["input_size"]),
+        "mean": list(cfg["mean"]),
+        "std": list(cfg["std"]),
+        "class_names": list(cfg["class_names"]),
+        "pspi_mapping": cfg["pspi_mapping"],
+        **extra,
+    }
+
+
+def save_checkpoint(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
+    """Write ``path`` (.safetensors) and its ``.json`` sidecar atomically."""
+    from safetensors.torch import save_file
+
+    from painmon.core.util.fileio import sha256_file
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(_state_for_save(model), str(tmp))
+    tmp.replace(path)
+    meta = dict(meta, weights_file=path.name, weights_sha256=sha256_file(path))
+    atomic_write_json(path.with_suffix(".json"), meta)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a model from ``best.safetensors`` + ``best.json`` (or a run folder)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from painmon.core.util.fileio import sha256_file
+    from painmon.models import create_model
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.safetensors"
+    meta_path = path.with_suffix(".json")
+    if not path.is_file() or not meta_path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint not found: {path} (a run folder holds best.safetensors and best.json; "
+            "train one with `painmon train`)"
+        )
+    meta = json.loads(meta_path.read_text())
+    expected = meta.get("weights_sha256")
+    if expected and sha256_file(path) != expected:
+        raise ValueError(
+            f"checkpoint {path} does not match the SHA-256 recorded in {meta_path.name}: "
+            "the file is corrupt or was replaced; retrain or restore it"
+        )
+    model = create_model(meta["architecture"], **meta.get("model_kwargs", {}))
+    try:
+        state = load_file(str(path), device=str(device))
+    except SafetensorError as exc:
+        raise ValueError(f"checkpoint {path} is unreadable ({exc})") from exc
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return model, meta
+
+
+def _save_resume_state(model, optimizer, out_dir: Path, state: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v for k, v in _state_for_save(model).items()}
+    opt_state = optimizer.state_dict()
+    for pid, pstate in opt_state["state"].items():
+        for key, value in pstate.items():
+            tensors[f"opt.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tmp = out_dir / "last.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(out_dir / "last.safetensors")
+    atomic_write_json(out_dir / "last.json", state)
+
+
+def _load_resume_state(model, optimizer, out_dir: Path, device: torch.device) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(out_dir / "last.safetensors"), device=str(device))
+    base = getattr(model, "_orig_mod", model)
+    base.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt_state = optimizer.state_dict()
+    new_state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, pid, name = key.split(".", 2)
+            new_state.setdefault(int(pid), {})[name] = value
+    opt_state["state"] = new_state
+    optimizer.load_state_dict(opt_state)
+    return json.loads((out_dir / "last.json").read_text())
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    best_epoch: int
+    best_val_macro_f1: float
+    temperature: float
+    ece_before: float
+    ece_after: float
+    epochs_run: int
+    stopped: str  # "completed", "early_stopping" or "interrupted"
+    seconds: float
+
+
+def fit(
+    cfg: TrainConfig,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    out_dir: str | Path,
+    *,
+    provenance: dict[str, Any] | None = None,
+    train_subjects: Sequence[str] | None = None,
+    val_subjects: Sequence[str] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``cfg.model`` on uint8 NHWC crops, keep the best validation macro-F1 checkpoint,
+    fit temperature scaling on the validation crops, and write the run folder.
+
+    ``provenance`` (data hash, preprocessing, subjects, splits) goes into ``best.json``.
+    With ``train_subjects``/``val_subjects`` (one per crop) a person in both is refused.
+    Ctrl-C stops cleanly after writing what the best epoch so far earned.
+    """
+    from painmon.core.research.seeding import (
+        resolve_device,
+        seed_everything,
+        write_environment_manifest,
+    )
+    from painmon.core.util.progress import progress_bar
+    from painmon.models import create_model
+
+    if train_subjects is not None and val_subjects is not None:
+        check_partitions_disjoint({"train": train_subjects, "val": val_subjects})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    provenance = dict(provenance or {})
+    if len(val_labels) == 0 or len(train_labels) == 0:
+        raise ValueError("training needs crops in both the training and the validation partition")
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    atomic_write_json(out / "config.json", dict(cfg.to_dict(), resolved_device=str(device)))
+    write_environment_manifest(out / "env.json")
+
+    model = create_model(cfg.model, **cfg.model_kwargs).to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    train = DeviceData.from_numpy(train_images, train_labels, device)
+    val = DeviceData.from_numpy(val_images, val_labels, device)
+    steps_per_epoch = max(1, len(train) // cfg.batch_size)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, steps_per_epoch, cfg)
+    )
+    run_model = _maybe_compile(model, cfg, device)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(cfg.seed)
+
+    history: list[dict[str, Any]] = []
+    best = {"epoch": 0, "val_macro_f1": -1.0}
+    since_best = 0
+    start_epoch = 1
+    if resume and (out / "last.json").is_file():
+        state = _load_resume_state(model, optimizer, out, device)
+        history, best, since_best = state["history"], state["best"], state["since_best"]
+        start_epoch = state["epoch"] + 1
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: lr_factor(step, steps_per_epoch, cfg),
+            last_epoch=state["epoch"] * steps_per_epoch - 1,
+        )
+        gen.manual_seed(cfg.seed + state["epoch"])
+        log.info("resuming %s at epoch %d", out, start_epoch)
+    elif resume:
+        raise FileNotFoundError(f"nothing to resume in {out}: last.json is missing")
+
+    meta_base = checkpoint_meta(model, **provenance)
+    stopped = "completed"
+    t_start = time.perf_counter()
+    epoch = start_epoch - 1
+    try:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            bar = progress_bar(
+                total=steps_per_epoch,
+                desc=f"epoch {epoch}/{cfg.epochs}",
+                leave=False,
+                enabled=progress,
+                unit="batch",
+            )
+            try:
+                row = train_one_epoch(run_model, train, optimizer, scheduler, cfg, gen, bar)
+            finally:
+                bar.close()
+            val_result = evaluate(model, val, cfg)
+            row = {
+                "epoch": epoch,
+                **row,
+                "val_loss": val_result["loss"],
+                "val_accuracy": val_result["accuracy"],
+                "val_macro_f1": val_result["macro_f1"],
+                "val_ece": val_result["ece"],
+                "seconds": time.perf_counter() - t0,
+            }
+            history.append(row)
+            _write_history(out / "history.csv", history)
+            if row["val_macro_f1"] > best["val_macro_f1"]:
+                best = {"epoch": epoch, "val_macro_f1": row["val_macro_f1"]}
+                since_best = 0
+                save_checkpoint(
+                    model,
+                    out / "best.safetensors",
+                    dict(
+                        meta_base,
+                        epoch=epoch,
+                        temperature=1.0,
+                        metrics={
+                            "val_accuracy": row["val_accuracy"],
+                            "val_macro_f1": row["val_macro_f1"],
+                        },
+                    ),
+                )
+            else:
+                since_best += 1
+            if progress:
+                log.info(
+                    "epoch %d: loss %.3f val acc %.3f macro-F1 %.3f (%.1fs)",
+                    epoch,
+                    row["train_loss"],
+                    row["val_accuracy"],
+                    row["val_macro_f1"],
+                    row["seconds"],
+                )
+            _save_resume_state(
+                model,
+                optimizer,
+                out,
+                {"epoch": epoch, "history": history, "best": best, "since_best": since_best},
+            )
+            if since_best >= cfg.patience:
+                stopped = "early_stopping"
+                break
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+        log.warning("training interrupted at epoch %d; keeping the best checkpoint", epoch)
+    if best["epoch"] == 0:
+        raise RuntimeError(
+            "training stopped before the first epoch finished: no checkpoint written"
+        )
+
+    # Temperature scaling on the validation subjects, with the best weights.
+    best_model, meta = load_checkpoint(out / "best.safetensors", device)
+    val_logits = predict_logits(best_model, val.images, cfg.eval_batch_size)
+    calib = calibrate(val_logits, val.labels.cpu().numpy())
+    meta.update(temperature=calib.temperature, calibration=dataclasses.asdict(calib))
+    meta.pop("weights_file", None)
+    meta.pop("weights_sha256", None)
+    save_checkpoint(best_model, out / "best.safetensors", meta)
+    _write_card(out, cfg, meta, calib, stopped, len(train), len(val))
+    return TrainResult(
+        out_dir=out,
+        best_epoch=int(best["epoch"]),
+        best_val_macro_f1=float(best["val_macro_f1"]),
+        temperature=float(calib.temperature),
+        ece_before=float(calib.ece_before),
+        ece_after=float(calib.ece_after),
+        epochs_run=len(history),
+        stopped=stopped,
+        seconds=time.perf_counter() - t_start,
+    )
+
+
+def _maybe_compile(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
+    if cfg.compile == "none":
+        return model
+    if cfg.compile == "reduce-overhead" and device.type != "cuda":
+        raise ValueError("compile mode 'reduce-overhead' uses CUDA graphs and needs a CUDA device")
+    return torch.compile(model, mode=cfg.compile)
+
+
+def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in history:
+            writer.writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
+    tmp.replace(path)
+
+
+def _write_card(
+    out: Path, cfg: TrainConfig, meta: dict, calib, stopped: str, n_train: int, n_val: int
+) -> None:
+    lines = [
+        f"# Model card — {cfg.model} (run `{out.name}`)",
+        "",
+        f"- Intended use: {meta.get('intended_use', DEFAULT_INTENDED_USE)}",
+        f"- Training data: {meta.get('dataset', 'unspecified')} "
+        f"(data SHA-256 `{meta.get('data_sha256', '?')}`)",
+        f"- Crops: {n_train} training, {n_val} validation; "
+        "subject-wise split (no person in two partitions)",
+        f"- Labels: PSPI → class {meta['pspi_mapping']}; names {', '.join(meta['class_names'])}",
+        f"- Recipe: AdamW lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}, label smoothing "
+        f"{cfg.label_smoothing:g}, {cfg.warmup_epochs}-epoch warm-up + cosine to {cfg.min_lr:g}, "
+        f"batch {cfg.batch_size}, augment `{cfg.augment}`, seed {cfg.seed}",
+        f"- Stopped: {stopped} after best epoch {meta['epoch']}",
+        f"- Validation: accuracy {meta['metrics']['val_accuracy']:.3f}, macro-F1 "
+        f"{meta['metrics']['val_macro_f1']:.3f}",
+        f"- Temperature {calib.temperature:.3f}: ECE {calib.ece_before:.3f} → "
+        f"{calib.ece_after:.3f} on the validation subjects",
+        "",
+        "Numbers come from subject-wise evaluation on the data named above and say nothing about",
+        "other populations, cameras or clinical settings.",
+    ]
+    (out / "card.md").write_text("\n".join(lines) + "\n")

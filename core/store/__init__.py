@@ -1,0 +1,1 @@
+"""Model files: downloads, the installed and shipped models, the deployed-model registry."""

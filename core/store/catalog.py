@@ -1,0 +1,347 @@
+"""Model files on the user's machine: fetch the Face Landmarker bundle, list what is installed.
+
+The Face Landmarker bundle is not shipped with painmon; ``painmon models download``
+fetches it into the user cache, hashing while it streams and renaming it into place
+only once the SHA-256 matches the pinned release. Without it painmon keeps running on
+OpenCV's Haar cascade, so every failure here says so and how to recover.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import importlib.util
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from painmon.core.util.fileio import sha256_file
+from painmon.core.util.paths import (
+    FACE_LANDMARKER_FILENAME,
+    FACE_LANDMARKER_SHA256,
+    FACE_LANDMARKER_URL,
+    find_face_model,
+    user_cache_dir,
+)
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int | None], None]
+"""Called as ``progress(bytes_done, total_bytes)``; total is None when the server gives none."""
+
+CHUNK_BYTES = 1 << 16
+DEMO_MODEL_RELATIVE = Path("demo") / "painmon_demo.onnx"
+HAAR_CASCADE_FILENAME = "haarcascade_frontalface_default.xml"
+
+
+class ModelDownloadError(RuntimeError):
+    """The face model could not be fetched or did not match its pinned SHA-256."""
+
+
+def models_dir() -> Path:
+    """Where downloaded and user-exported models live: ``user_cache_dir()/models``."""
+    return user_cache_dir() / "models"
+
+
+def _fallback_advice(url: str, target: Path, expected_sha256: str) -> str:
+    return (
+        "painmon keeps working without it: face detection falls back to OpenCV's Haar "
+        "cascade (coarser with turned heads and poor light). To retry, run "
+        "`painmon models download` once the machine is online; on a machine without "
+        f"internet, fetch {url} elsewhere and copy it to {target} "
+        f"(SHA-256 {expected_sha256}), or point PAINMON_FACE_MODEL at it."
+    )
+
+
+def _network_error(
+    exc: BaseException, url: str, target: Path, expected_sha256: str
+) -> ModelDownloadError:
+    if isinstance(exc, urllib.error.HTTPError):
+        what = f"the server refused the face model download ({url}: HTTP {exc.code} {exc.reason})"
+    else:
+        reason = getattr(exc, "reason", None) or exc
+        what = f"could not download the face model from {url} (no network? {reason})"
+    return ModelDownloadError(f"{what}. {_fallback_advice(url, target, expected_sha256)}")
+
+
+def _check_sha256(value: str) -> str:
+    digest = value.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"expected_sha256 must be 64 hex digits, got {value!r}")
+    return digest
+
+
+def download_face_model(
+    dest_dir: str | os.PathLike[str] | None = None,
+    url: str = FACE_LANDMARKER_URL,
+    expected_sha256: str = FACE_LANDMARKER_SHA256,
+    timeout_s: float = 30.0,
+    opener: Callable[..., Any] | None = None,
+    *,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+) -> Path:
+    """Fetch the Face Landmarker bundle into ``dest_dir`` (default: the user models folder).
+
+    A file already there with the right SHA-256 is returned without touching the network
+    unless ``force``. ``opener(url, timeout=...)`` defaults to ``urllib.request.urlopen``.
+    Raises :class:`ModelDownloadError` when offline or when the bytes do not verify.
+    """
+    expected = _check_sha256(expected_sha256)
+    if timeout_s <= 0:
+        raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+    folder = Path(dest_dir).expanduser() if dest_dir is not None else models_dir()
+    target = folder / FACE_LANDMARKER_FILENAME
+    if target.is_file() and not force:
+        if sha256_file(target) == expected:
+            log.info("face model already installed and verified: %s", target)
+            return target
+        log.warning("face model at %s does not match the pinned SHA-256; downloading again", target)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    open_url = opener if opener is not None else urllib.request.urlopen
+    fd, tmp_name = tempfile.mkstemp(
+        dir=folder, prefix=f".{FACE_LANDMARKER_FILENAME}.", suffix=".part"
+    )
+    tmp_path = Path(tmp_name)
+    try:
+        digest, size_bytes = _stream(open_url, url, timeout_s, fd, target, expected, progress)
+        actual = digest.hexdigest()
+        if actual != expected:
+            tmp_path.unlink(missing_ok=True)
+            raise ModelDownloadError(
+                f"the file downloaded from {url} ({size_bytes} bytes) has SHA-256 {actual}, "
+                f"expected {expected}; it was deleted. A proxy, a captive portal or a "
+                "changed release can cause this. Retry `painmon models download`; if it "
+                "fails again, copy the verified face_landmarker.task by hand to "
+                f"{target}. Until then face detection uses OpenCV's Haar cascade."
+            )
+        tmp_path.replace(target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    log.info("face model downloaded and verified (%d bytes): %s", size_bytes, target)
+    return target
+
+
+def _stream(
+    open_url: Callable[..., Any],
+    url: str,
+    timeout_s: float,
+    fd: int,
+    target: Path,
+    expected: str,
+    progress: ProgressCallback | None,
+) -> tuple[Any, int]:
+    """Copy the response body into ``fd`` while hashing it; network failures become one error."""
+    digest = hashlib.sha256()
+    done_bytes = 0
+    with os.fdopen(fd, "wb") as sink:
+        try:
+            response = open_url(url, timeout=timeout_s)
+        except (OSError, http.client.HTTPException) as exc:
+            raise _network_error(exc, url, target, expected) from exc
+        with response:
+            headers = getattr(response, "headers", None)
+            length = headers.get("Content-Length") if headers is not None else None
+            total_bytes = int(length) if length and length.isdigit() else None
+            if progress is not None:
+                progress(0, total_bytes)
+            while True:
+                try:
+                    chunk = response.read(CHUNK_BYTES)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise _network_error(exc, url, target, expected) from exc
+                if not chunk:
+                    break
+                digest.update(chunk)
+                sink.write(chunk)  # a full disk raises OSError here, not a "network" error
+                done_bytes += len(chunk)
+                if progress is not None:
+                    progress(done_bytes, total_bytes)
+        if total_bytes is not None and done_bytes != total_bytes:
+            raise ModelDownloadError(
+                f"the face model download stopped after {done_bytes} of {total_bytes} bytes. "
+                f"{_fallback_advice(url, target, expected)}"
+            )
+        sink.flush()
+        os.fsync(sink.fileno())
+    return digest, done_bytes
+
+
+# --- what is installed --------------------------------------------------------------------
+
+
+def _face_entries() -> list[dict[str, Any]]:
+    """The MediaPipe bundle and the Haar cascade, marking the one create_face_detector picks."""
+    entry: dict[str, Any] = {
+        "kind": "face detector",
+        "name": "MediaPipe Face Landmarker",
+        "path": None,
+        "sha256": None,
+        "verified": None,
+        "active": False,
+    }
+    try:
+        bundle = find_face_model()
+    except FileNotFoundError as exc:  # PAINMON_FACE_MODEL names a file that is not there
+        entry.update(status="missing", detail=str(exc))
+        bundle = None
+    else:
+        if bundle is None:
+            entry.update(
+                status="not installed",
+                detail=f"run `painmon models download` (goes to {models_dir()})",
+            )
+        else:
+            digest = sha256_file(bundle)
+            verified = digest == FACE_LANDMARKER_SHA256
+            entry.update(
+                path=str(bundle),
+                sha256=digest,
+                verified=verified,
+                active=True,
+                status="installed" if verified else "hash mismatch",
+                detail=(
+                    "pinned release"
+                    if verified
+                    else f"expected {FACE_LANDMARKER_SHA256[:12]}…; MediaPipe will refuse it: "
+                    "delete it and run `painmon models download`"
+                ),
+            )
+    haar: dict[str, Any] = {
+        "kind": "face detector",
+        "name": "OpenCV Haar cascade",
+        "path": _haar_cascade_path(),
+        "sha256": None,
+        "verified": None,
+        "active": bundle is None,
+        "status": "shipped with OpenCV",
+        "detail": "fallback when no Face Landmarker bundle is found",
+    }
+    return [entry, haar]
+
+
+def _haar_cascade_path() -> str | None:
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return str(Path(cv2.data.haarcascades) / HAAR_CASCADE_FILENAME)
+
+
+def _onnx_entry(path: Path, name: str) -> dict[str, Any]:
+    from painmon.core.live.scoring import ModelIntegrityError, read_sidecar_sha256
+
+    digest = sha256_file(path)
+    entry: dict[str, Any] = {
+        "kind": "pain model",
+        "name": name,
+        "path": str(path),
+        "sha256": digest,
+        "active": False,
+    }
+    try:
+        recorded = read_sidecar_sha256(path)
+    except ModelIntegrityError as exc:
+        return {**entry, "verified": False, "status": "bad sidecar", "detail": str(exc)}
+    if recorded is None:
+        return {
+            **entry,
+            "verified": None,
+            "status": "unverified",
+            "detail": f"no {path.name}.sha256 beside it; re-export it to write one",
+        }
+    if recorded != digest:
+        return {
+            **entry,
+            "verified": False,
+            "status": "hash mismatch",
+            "detail": f"{path.name}.sha256 says {recorded[:12]}…; re-export or delete it",
+        }
+    return {**entry, "verified": True, "status": "installed", "detail": "matches its .sha256"}
+
+
+def shipped_demo_model_path() -> Path:
+    """Where the packaged demo pain model lives (it may not be shipped in this build)."""
+    # find_spec, not import: painmon.models pulls in torch, which a bedside bundle lacks.
+    spec = importlib.util.find_spec("painmon.models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("painmon.models is not installed; reinstall painmon")
+    return Path(next(iter(spec.submodule_search_locations))).resolve() / DEMO_MODEL_RELATIVE
+
+
+def _pain_entries() -> list[dict[str, Any]]:
+    demo = shipped_demo_model_path()
+    if demo.is_file():
+        entries = [_onnx_entry(demo, "demo model (shipped)")]
+    else:
+        entries = [
+            {
+                "kind": "pain model",
+                "name": "demo model (shipped)",
+                "path": None,
+                "sha256": None,
+                "verified": None,
+                "active": False,
+                "status": "not shipped yet",
+                "detail": f"this build has no {DEMO_MODEL_RELATIVE.as_posix()}",
+            }
+        ]
+    folder = models_dir()
+    if folder.is_dir():
+        entries.extend(_onnx_entry(p, p.name) for p in sorted(folder.glob("*.onnx")))
+    return entries
+
+
+def installed_models() -> list[dict[str, Any]]:
+    """Every model painmon can see, one dict each.
+
+    Keys: ``kind`` ("face detector" | "pain model"), ``name``, ``path`` (str or None),
+    ``sha256`` (of the file, or None), ``verified`` (True/False, None when there is
+    nothing to check against), ``active`` (the face detector painmon would use now),
+    ``status`` and ``detail`` (short human text).
+    """
+    return [*_face_entries(), *_pain_entries()]
+
+
+def active_face_detector(entries: list[dict[str, Any]] | None = None) -> str:
+    """``mediapipe`` when a bundle is found, else ``haar`` (as create_face_detector decides)."""
+    rows = installed_models() if entries is None else entries
+    for row in rows:
+        if row["kind"] == "face detector" and row["active"]:
+            return "mediapipe" if row["name"].startswith("MediaPipe") else "haar"
+    return "haar"
+
+
+def format_installed_models(entries: list[dict[str, Any]] | None = None) -> str:
+    """The "installed" section that ``painmon models list`` prints under the model zoo."""
+    rows = installed_models() if entries is None else entries
+    header = ("kind", "name", "status", "sha256", "path")
+    lines = [header]
+    for row in rows:
+        status = row["status"] + (" (active)" if row["active"] else "")
+        digest = f"{row['sha256'][:12]}…" if row["sha256"] else "-"
+        lines.append((row["kind"], row["name"], status, digest, row["path"] or "-"))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    table = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True))
+        + "  "
+        + line[-1]
+        for line in lines
+    ]
+    notes = [f"  {row['name']}: {row['detail']}" for row in rows if row.get("detail")]
+    return "\n".join(
+        [
+            "Installed models",
+            *table,
+            "",
+            f"Active face detector: {active_face_detector(rows)}",
+            *notes,
+        ]
+    )

@@ -1,0 +1,1 @@
+"""Synthetic patients: drawn faces with known action units, datasets and scripted streams."""

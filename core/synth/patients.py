@@ -1,0 +1,1360 @@
+"""Synthetic patients: procedural faces with known FACS action units, datasets, pain videos.
+
+No pain-labelled real data can ship (UNBC-McMaster and BioVid are licensed), so
+tests, the demo and benchmarks draw their own patients here. Faces are drawn
+with OpenCV primitives in a canonical face frame (x across the face, one unit =
+half the face width; y down, eyes near -0.2, mouth near +0.75), then shaded as
+a lit ellipsoid with darker eye sockets so that both MediaPipe's BlazeFace and
+OpenCV's Haar cascade find them.
+
+Every pain action unit of the PSPI changes the face the way FACS describes it
+(AU4 brows lowered and drawn together with vertical furrows, AU6 cheeks raised
+with crow's feet, AU7 narrowed lids, AU9 nose wrinkles, AU10 raised upper lip,
+AU43 closed eyes), scaled linearly by intensity so that every FACS step is an
+equally visible change even in a 64 px face crop: besides the thin lines, each
+action unit also moves a soft relief over an area a small network can see
+(glabella knot, cheek mound and infraorbital furrow, lower-lid roll, bunched
+nose root). Identities and per-image nuisances (light, pose, background,
+noise) are drawn independently of the action units, so who the patient is never
+encodes the label; light, pose and resting quirks are kept mild enough not to
+swamp a single FACS step. Everything is a pure function of the seed: the same
+seed gives byte-identical images.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from painmon.core.util.labels import (
+    DEFAULT_CLASS_NAMES,
+    NUM_CLASSES,
+    PSPI_CLASS_RANGES,
+    pspi_from_aus,
+    pspi_to_class,
+)
+
+log = logging.getLogger(__name__)
+
+AU_NAMES: tuple[str, ...] = ("au4", "au6", "au7", "au9", "au10", "au43")
+MANIFEST_COLUMNS: tuple[str, ...] = ("path", "subject", "pspi", "label", *AU_NAMES)
+TRUTH_COLUMNS: tuple[str, ...] = ("frame", "t_s", *AU_NAMES, "pspi", "label")
+
+# Approximate Fitzpatrick I-VI skin colours (RGB), jittered per identity.
+FITZPATRICK_RGB: tuple[tuple[int, int, int], ...] = (
+    (244, 210, 182),
+    (232, 184, 148),
+    (212, 160, 118),
+    (184, 122, 84),
+    (140, 88, 58),
+    (92, 58, 40),
+)
+HAIR_STYLES: tuple[str, ...] = ("short", "long", "fringe", "bald", "curly")
+_HAIR_RGB = ((28, 22, 20), (58, 40, 30), (96, 66, 42), (186, 154, 104), (132, 62, 36))
+_IRIS_RGB = ((62, 40, 28), (96, 62, 38), (118, 98, 58), (88, 110, 80), (86, 118, 158))
+_GOWN_RGB = ((120, 160, 192), (118, 168, 148), (222, 222, 216), (70, 78, 110), (150, 60, 66))
+# Share of a "natural" (unbalanced) pain distribution per class, UNBC-like: mostly no pain.
+_NATURAL_CLASS_P = (0.55, 0.15, 0.14, 0.10, 0.06)
+
+# Canonical feature rows (face half-width units, y down).
+_EYE_Y = -0.18
+_BROW_Y = -0.50
+_MOUTH_Y = 0.76
+_EPISODE_PHASES = (0.25, 0.45, 0.70, 0.90)  # rest ends, rise ends, peak ends, recovery ends
+
+
+def _clip01(value: float) -> float:
+    return min(1.0, max(0.0, value))
+
+
+@dataclass(frozen=True)
+class ActionUnits:
+    """FACS intensities of the PSPI action units: 0-5 (A-E), AU43 0-1; floats while animating."""
+
+    au4: float = 0.0
+    au6: float = 0.0
+    au7: float = 0.0
+    au9: float = 0.0
+    au10: float = 0.0
+    au43: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in AU_NAMES:
+            value = getattr(self, name)
+            top = 1.0 if name == "au43" else 5.0
+            if not (isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= top):
+                raise ValueError(f"{name} must lie in 0..{top:g}, got {value!r}")
+
+    def rounded(self) -> tuple[int, int, int, int, int, int]:
+        """Integer FACS intensities (half up); AU43 counts as closed from half-closed on."""
+        return tuple(math.floor(getattr(self, n) + 0.5) for n in AU_NAMES)  # type: ignore[return-value]
+
+    @property
+    def pspi(self) -> int:
+        return pspi_from_aus(*self.rounded())
+
+    @property
+    def label(self) -> int:
+        return pspi_to_class(self.pspi)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One synthetic person at rest: face geometry, colouring, hair, age cues and neutral quirks."""
+
+    fitzpatrick: int
+    skin_rgb: tuple[int, int, int]
+    face_width: float  # horizontal stretch of the whole face
+    face_length: float  # vertical stretch
+    jaw_width: float  # 0.45 pointed .. 0.9 square
+    hair_style: str
+    hair_rgb: tuple[int, int, int]
+    hairline_y: float
+    brow_rgb: tuple[int, int, int]
+    brow_thickness: float
+    brow_arch: float
+    brow_height: float  # resting brow offset (quirk), units
+    brow_asymmetry: float
+    eye_spacing: float
+    eye_width: float
+    eye_open: float  # resting aperture multiplier (quirk)
+    eye_tilt: float
+    iris_rgb: tuple[int, int, int]
+    nose_length: float
+    nose_width: float
+    mouth_width: float
+    upper_lip: float
+    lower_lip: float
+    lip_rgb: tuple[int, int, int]
+    mouth_curve: float  # resting corners: + down, - up (quirk)
+    age_years: int
+    gown_rgb: tuple[int, int, int]
+    texture_seed: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.fitzpatrick <= 6:
+            raise ValueError(f"Fitzpatrick type must be 1-6, got {self.fitzpatrick}")
+        if self.hair_style not in HAIR_STYLES:
+            raise ValueError(f"hair style must be one of {HAIR_STYLES}, got {self.hair_style!r}")
+        if not 18 <= self.age_years <= 100:
+            raise ValueError(f"age must lie in 18..100 years, got {self.age_years}")
+        for name in ("skin_rgb", "hair_rgb", "brow_rgb", "iris_rgb", "lip_rgb", "gown_rgb"):
+            rgb = getattr(self, name)
+            if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+                raise ValueError(f"{name} must be three values in 0..255, got {rgb!r}")
+        if not (0.7 <= self.face_width <= 1.3 and 0.7 <= self.face_length <= 1.3):
+            raise ValueError("face proportions out of range")
+
+    @property
+    def grey_fraction(self) -> float:
+        return _clip01((self.age_years - 45) / 35.0)
+
+    @property
+    def wrinkle_depth(self) -> float:
+        return _clip01((self.age_years - 35) / 45.0)
+
+
+def _rgb_tuple(values: np.ndarray | tuple[float, ...]) -> tuple[int, int, int]:
+    arr = np.clip(np.round(np.asarray(values, dtype=np.float64)), 0, 255).astype(int)
+    return (int(arr[0]), int(arr[1]), int(arr[2]))
+
+
+def sample_identity(rng: np.random.Generator) -> Identity:
+    """Draw one person; every field comes from ``rng``."""
+    fitz = int(rng.integers(1, 7))
+    skin = (
+        np.array(FITZPATRICK_RGB[fitz - 1], float)
+        * rng.uniform(0.94, 1.05)
+        * rng.uniform(0.96, 1.04, 3)
+    )
+    age = int(rng.integers(18, 91))
+    style = HAIR_STYLES[int(rng.integers(len(HAIR_STYLES)))]
+    hair_index = int(rng.integers(len(_HAIR_RGB))) if fitz <= 3 else int(rng.integers(2))
+    hair = np.array(_HAIR_RGB[hair_index], float) * rng.uniform(0.85, 1.15)
+    grey = _clip01((age - 45) / 35.0) * rng.uniform(0.3, 0.85)
+    hair = hair * (1 - grey) + np.array([178, 176, 172]) * grey
+    # Brows stay darker than the skin whatever the hair: real brows rarely vanish on camera.
+    brow = np.minimum(hair * 0.7 + 8, skin * 0.45)
+    iris_index = int(rng.integers(len(_IRIS_RGB))) if fitz <= 2 else int(rng.integers(3))
+    lip = skin * np.array([0.80, 0.58, 0.58]) + np.array([28, 6, 10])
+    lip = lip * rng.uniform(0.92, 1.05)
+    return Identity(
+        fitzpatrick=fitz,
+        skin_rgb=_rgb_tuple(skin),
+        face_width=float(rng.uniform(0.9, 1.08)),
+        face_length=float(rng.uniform(0.94, 1.06)),
+        jaw_width=float(rng.uniform(0.5, 0.85)),
+        hair_style=style,
+        hair_rgb=_rgb_tuple(hair),
+        hairline_y=float(rng.uniform(-1.0, -0.82)),
+        brow_rgb=_rgb_tuple(brow),
+        brow_thickness=float(rng.uniform(0.065, 0.095)),
+        brow_arch=float(rng.uniform(0.04, 0.09)),
+        # Resting quirks stay below one FACS step, so a neutral face never reads as pain.
+        brow_height=float(rng.uniform(-0.02, 0.02)),
+        brow_asymmetry=float(rng.uniform(-0.015, 0.015)),
+        eye_spacing=float(rng.uniform(0.38, 0.44)),
+        eye_width=float(rng.uniform(0.17, 0.20)),
+        eye_open=float(rng.uniform(0.94, 1.08)),
+        eye_tilt=float(rng.uniform(-0.01, 0.025)),
+        iris_rgb=_rgb_tuple(np.array(_IRIS_RGB[iris_index], float) * rng.uniform(0.85, 1.1)),
+        nose_length=float(rng.uniform(0.33, 0.41)),
+        nose_width=float(rng.uniform(0.12, 0.17)),
+        mouth_width=float(rng.uniform(0.31, 0.38)),
+        upper_lip=float(rng.uniform(0.055, 0.075) * (1.0 - 0.2 * _clip01((age - 50) / 40))),
+        lower_lip=float(rng.uniform(0.07, 0.1) * (1.0 - 0.2 * _clip01((age - 50) / 40))),
+        lip_rgb=_rgb_tuple(lip),
+        mouth_curve=float(rng.uniform(-0.02, 0.025)),
+        age_years=age,
+        gown_rgb=_rgb_tuple(np.array(_GOWN_RGB[int(rng.integers(len(_GOWN_RGB)))], float)),
+        texture_seed=int(rng.integers(2**31)),
+    )
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Per-image nuisances: head pose, light, background, camera noise and focus."""
+
+    roll_deg: float = 0.0
+    yaw_deg: float = 0.0
+    light_azimuth_deg: float = 0.0
+    light_elevation_deg: float = 20.0
+    light_gain: float = 1.0
+    ambient: float = 0.55
+    tint: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    wall_top_rgb: tuple[int, int, int] = (200, 200, 196)
+    wall_bottom_rgb: tuple[int, int, int] = (170, 172, 170)
+    pillow: bool = True
+    gaze_x: float = 0.0
+    noise_sigma: float = 3.0
+    blur_sigma: float = 0.7
+    noise_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if abs(self.roll_deg) > 30 or abs(self.yaw_deg) > 30:
+            raise ValueError(
+                f"head pose too large for a frontal face: roll {self.roll_deg}, yaw {self.yaw_deg}"
+            )
+        if not (0.2 <= self.light_gain <= 2.0 and 0.0 <= self.ambient <= 1.0):
+            raise ValueError("light gain must lie in 0.2..2 and ambient in 0..1")
+        if self.noise_sigma < 0 or self.blur_sigma < 0:
+            raise ValueError("noise and blur must be non-negative")
+
+
+def sample_scene(rng: np.random.Generator) -> Scene:
+    """Draw the nuisances of one image."""
+    wall = rng.uniform(90, 235) * rng.uniform(0.85, 1.15, 3)
+    return Scene(
+        roll_deg=float(rng.uniform(-8, 8)),
+        yaw_deg=float(rng.uniform(-10, 10)),
+        # Side light is kept moderate: at 64 px a hard half-face shadow hides a brow or a lid.
+        light_azimuth_deg=float(rng.uniform(-28, 28)),
+        light_elevation_deg=float(rng.uniform(5, 30)),
+        light_gain=float(rng.uniform(0.82, 1.15)),
+        ambient=float(rng.uniform(0.52, 0.7)),
+        tint=(float(rng.uniform(0.95, 1.05)), 1.0, float(rng.uniform(0.93, 1.05))),
+        wall_top_rgb=_rgb_tuple(wall),
+        wall_bottom_rgb=_rgb_tuple(wall * rng.uniform(0.75, 1.0)),
+        pillow=bool(rng.random() < 0.5),
+        gaze_x=float(rng.uniform(-0.03, 0.03)),
+        noise_sigma=float(rng.uniform(1.0, 4.5)),
+        blur_sigma=float(rng.uniform(0.4, 1.0)),
+        noise_seed=int(rng.integers(2**31)),
+    )
+
+
+def _au_strength(intensity: float) -> float:
+    """0..1 visual strength, linear in the FACS intensity: every step A..E looks as large.
+
+    PSPI adds intensities, so a face whose cues grow by equal steps is one whose
+    pain score can be read off it; a jump at trace followed by small steps made
+    neighbouring pain classes look alike in 64 px crops.
+    """
+    return min(max(intensity, 0.0), 5.0) / 5.0
+
+
+def _shade(rgb: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
+    return _rgb_tuple(np.asarray(rgb, float) * factor)
+
+
+def _mix(a: tuple[int, int, int], b: tuple[int, int, int], w: float) -> tuple[int, int, int]:
+    return _rgb_tuple(np.asarray(a, float) * (1 - w) + np.asarray(b, float) * w)
+
+
+_SHIFT = 4  # sub-pixel bits for cv2 anti-aliased drawing
+_ONE = 1 << _SHIFT
+
+
+class _Painter:
+    """Draws canonical-face geometry into an image through pose (roll, yaw, scale, position)."""
+
+    def __init__(
+        self,
+        img: np.ndarray,
+        center_px: tuple[float, float],
+        unit_px: float,
+        identity: Identity,
+        scene: Scene,
+    ) -> None:
+        self.img = img
+        self.cx, self.cy = center_px
+        self.unit_px = unit_px
+        self.sx = identity.face_width
+        self.sy = identity.face_length
+        roll = math.radians(scene.roll_deg)
+        yaw = math.radians(scene.yaw_deg)
+        self.cos_r, self.sin_r = math.cos(roll), math.sin(roll)
+        self.cos_y, self.sin_y = math.cos(yaw), math.sin(yaw)
+
+    @staticmethod
+    def depth(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Depth proxy of the face surface toward the camera (0 on the silhouette)."""
+        body = 0.75 * np.sqrt(np.clip(1.0 - x * x - ((y + 0.1) / 1.45) ** 2, 0.0, None))
+        nose = 0.3 * np.exp(-((x / 0.12) ** 2)) * np.exp(-(((y - 0.2) / 0.25) ** 2))
+        return body + nose
+
+    def to_px(self, pts: np.ndarray, depth_bias: float = 0.0, fixed: bool = True) -> np.ndarray:
+        pts = np.asarray(pts, np.float64).reshape(-1, 2)
+        x, y = pts[:, 0], pts[:, 1]
+        # Yaw: features slide across the face with their depth; the silhouette stays put.
+        xs = x * self.cos_y + (self.depth(x, y) + depth_bias) * self.sin_y
+        xs = xs * self.sx * self.unit_px
+        ys = y * self.sy * self.unit_px
+        px = self.cx + self.cos_r * xs - self.sin_r * ys
+        py = self.cy + self.sin_r * xs + self.cos_r * ys
+        out = np.stack([px, py], axis=1)
+        if fixed:
+            return np.round(out * _ONE).astype(np.int32)
+        return out
+
+    def thickness(self, units: float) -> int:
+        return max(1, round(units * self.unit_px))
+
+    def poly(self, pts: np.ndarray, color: tuple[int, int, int], depth_bias: float = 0.0) -> None:
+        cv2.fillPoly(self.img, [self.to_px(pts, depth_bias)], color, cv2.LINE_AA, _SHIFT)
+
+    def line(
+        self,
+        pts: np.ndarray,
+        color: tuple[int, int, int],
+        units: float,
+        depth_bias: float = 0.0,
+        closed: bool = False,
+    ) -> None:
+        cv2.polylines(
+            self.img,
+            [self.to_px(pts, depth_bias)],
+            closed,
+            color,
+            self.thickness(units),
+            cv2.LINE_AA,
+            _SHIFT,
+        )
+
+    def ellipse(
+        self,
+        cx: float,
+        cy: float,
+        rx: float,
+        ry: float,
+        color: tuple[int, int, int],
+        n: int = 28,
+        depth_bias: float = 0.0,
+        angle_deg: float = 0.0,
+    ) -> None:
+        self.poly(_ellipse_pts(cx, cy, rx, ry, n, angle_deg), color, depth_bias)
+
+
+def _ellipse_pts(
+    cx: float,
+    cy: float,
+    rx: float,
+    ry: float,
+    n: int = 28,
+    angle_deg: float = 0.0,
+    start: float = 0.0,
+    stop: float = 2 * math.pi,
+) -> np.ndarray:
+    t = np.linspace(start, stop, n, endpoint=stop - start < 2 * math.pi - 1e-9)
+    a = math.radians(angle_deg)
+    ex, ey = rx * np.cos(t), ry * np.sin(t)
+    return np.stack(
+        [cx + ex * math.cos(a) - ey * math.sin(a), cy + ex * math.sin(a) + ey * math.cos(a)], 1
+    )
+
+
+def _face_outline(identity: Identity, n: int = 40) -> np.ndarray:
+    t_up = np.linspace(math.pi, 2 * math.pi, n)
+    upper = np.stack([np.cos(t_up), 0.15 + 1.45 * np.sin(t_up)], 1)
+    t_lo = np.linspace(0.0, math.pi, n)
+    s = np.sin(t_lo)
+    x = np.cos(t_lo) * (1.0 - (1.0 - identity.jaw_width) * s**2)
+    lower = np.stack([x, 0.15 + 1.2 * s], 1)
+    return np.concatenate([upper, lower[1:-1]])
+
+
+def _wall(size_px: tuple[int, int], scene: Scene) -> np.ndarray:
+    width, height = size_px
+    ramp = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None]
+    top = np.asarray(scene.wall_top_rgb, np.float32)
+    bottom = np.asarray(scene.wall_bottom_rgb, np.float32)
+    column = top[None, :] * (1 - ramp) + bottom[None, :] * ramp
+    return np.ascontiguousarray(np.broadcast_to(column[:, None, :], (height, width, 3))).astype(
+        np.uint8
+    )
+
+
+def _draw_head(p: _Painter, ident: Identity, aus: ActionUnits, scene: Scene) -> None:
+    skin = ident.skin_rgb
+    f4, f6, f7 = _au_strength(aus.au4), _au_strength(aus.au6), _au_strength(aus.au7)
+    f9, f10 = _au_strength(aus.au9), _au_strength(aus.au10)
+    closure = _clip01(aus.au43)
+    tex = np.random.default_rng(ident.texture_seed)
+
+    if scene.pillow:
+        p.ellipse(0.0, 0.9, 2.9, 1.9, _mix(scene.wall_top_rgb, (236, 236, 232), 0.8), n=40)
+    # Shoulders and gown.
+    p.ellipse(0.0, 2.85, 2.3, 1.05, ident.gown_rgb, n=40)
+    # Hair behind the head.
+    hair = ident.hair_rgb
+    if ident.hair_style == "long":
+        top = _ellipse_pts(0.0, -0.2, 1.32, 1.3, 30, start=math.pi, stop=2 * math.pi)
+        p.poly(np.concatenate([top, [[1.42, 1.0], [1.34, 1.9], [-1.34, 1.9], [-1.42, 1.0]]]), hair)
+    elif ident.hair_style == "curly":
+        t = np.linspace(0, 2 * math.pi, 60, endpoint=False)
+        r = 1.0 + 0.05 * np.sin(9 * t + tex.uniform(0, 6))
+        pts = np.stack([1.3 * r * np.cos(t), -0.25 + 1.28 * r * np.sin(t)], 1)
+        pts[:, 1] = np.minimum(pts[:, 1], 0.45)
+        p.poly(pts, hair)
+    elif ident.hair_style in ("short", "fringe"):
+        pts = _ellipse_pts(0.0, -0.32, 1.12, 1.14, 36)
+        pts[:, 1] = np.minimum(pts[:, 1], 0.0)
+        p.poly(pts, hair)
+    else:  # bald: a fringe of hair above the ears only
+        for sgn in (-1.0, 1.0):
+            p.ellipse(sgn * 0.98, -0.3, 0.12, 0.3, hair, n=16)
+    # Neck, in the chin's shadow.
+    p.poly(np.array([[-0.48, 0.7], [0.48, 0.7], [0.55, 2.2], [-0.55, 2.2]]), _shade(skin, 0.78))
+    # Ears sit behind the face plane, so they slide against the yaw.
+    for sgn in (-1.0, 1.0):
+        p.ellipse(sgn * 0.99, -0.08, 0.13, 0.25, _shade(skin, 0.93), n=18, depth_bias=-0.5)
+        start = -1.2 if sgn > 0 else math.pi - 1.2
+        p.line(
+            _ellipse_pts(sgn * 0.99, -0.08, 0.07, 0.16, 10, start=start, stop=start + 2.4),
+            _shade(skin, 0.72),
+            0.02,
+            depth_bias=-0.5,
+        )
+    p.poly(_face_outline(ident), skin)
+
+    # Age: forehead lines.
+    wrinkle = ident.wrinkle_depth
+    if wrinkle > 0.05:
+        for k, y in enumerate((-0.75, -0.86, -0.97)):
+            xs = np.linspace(-0.42 + 0.05 * k, 0.42 - 0.05 * k, 9)
+            p.line(
+                np.stack([xs, y + 0.04 * (xs / 0.42) ** 2], 1),
+                _shade(skin, 1 - 0.16 * wrinkle),
+                0.012,
+            )
+
+    _draw_brows(p, ident, f4, f9)
+    for sgn in (-1.0, 1.0):
+        _draw_eye(p, ident, sgn, f4, f6, f7, closure, scene.gaze_x)
+    _draw_nose(p, ident, f6, f9, f10)
+    _draw_mouth(p, ident, f9, f10)
+
+    # Front hair last: it frames the forehead and can cover it.
+    if ident.hair_style in ("short", "long", "curly", "fringe"):
+        hl = ident.hairline_y if ident.hair_style != "fringe" else -0.7
+        t = np.linspace(math.pi * 1.04, math.pi * 1.96, 24)
+        arc = np.stack([1.03 * np.cos(t), 0.15 + 1.47 * np.sin(t)], 1)
+        xs = np.linspace(0.92, -0.92, 15)
+        edge_y = hl + 0.25 * (np.abs(xs) / 0.92) ** 2.5
+        if ident.hair_style == "fringe":
+            edge_y = edge_y + 0.05 * (np.arange(xs.size) % 2)
+        else:
+            edge_y = edge_y - 0.06 * np.exp(-(((xs - 0.25) / 0.2) ** 2))  # side parting
+        edge = np.stack([xs, edge_y], 1)
+        p.poly(np.concatenate([arc, edge]), hair)
+        # A few strands so the hair is not a flat patch.
+        for _ in range(5):
+            x0 = tex.uniform(-0.6, 0.6)
+            strand = np.array([[x0, -1.25], [x0 + tex.uniform(-0.15, 0.15), hl - 0.05]])
+            p.line(strand, _shade(hair, tex.uniform(0.75, 1.25)), 0.015)
+
+
+def _draw_brows(p: _Painter, ident: Identity, f4: float, f9: float) -> None:
+    skin = ident.skin_rgb
+    u = np.linspace(0.0, 1.0, 12)
+    for sgn in (-1.0, 1.0):
+        base = _BROW_Y + ident.brow_height + sgn * ident.brow_asymmetry
+        # AU4 pulls the inner brows down and toward each other; AU9 helps lower them a little
+        # (kept small so that the brows stay AU4's cue). The bunched brow also thickens.
+        inner = (sgn * (0.15 - 0.09 * f4), base + 0.26 * f4 + 0.03 * f9)
+        outer = (sgn * 0.70, base + 0.10 * f4 - 0.02)
+        arch = ident.brow_arch * (1.0 - 0.8 * f4)
+        x = inner[0] + (outer[0] - inner[0]) * u
+        y = inner[1] + (outer[1] - inner[1]) * u - arch * np.sin(math.pi * u**0.8)
+        half = ident.brow_thickness * (1.0 - 0.5 * u) * 0.5 * (1 + 0.4 * f4 * (1.0 - 0.6 * u))
+        pts = np.concatenate([np.stack([x, y - half], 1), np.stack([x, y + half], 1)[::-1]])
+        p.poly(pts, ident.brow_rgb)
+    if f4 > 0.01:
+        # Vertical glabellar furrows between the drawn-together brows: depth (contrast), length
+        # and width all grow linearly, so each step still shows once the crop is 64 px.
+        dark = _shade(skin, 1 - 0.6 * f4)
+        top_y = _BROW_Y + ident.brow_height - 0.08 + 0.16 * f4
+        for x0 in (-0.055, 0.055):
+            ys = np.linspace(top_y, top_y + 0.1 + 0.16 * f4, 5)
+            p.line(
+                np.stack([x0 + 0.02 * np.sign(x0) * ((ys - ys[0]) / 0.2) ** 2, ys], 1),
+                dark,
+                0.016 + 0.016 * f4,
+            )
+
+
+def _draw_eye(
+    p: _Painter,
+    ident: Identity,
+    sgn: float,
+    f4: float,
+    f6: float,
+    f7: float,
+    closure: float,
+    gaze_x: float,
+) -> None:
+    skin = ident.skin_rgb
+    ex, ew = sgn * ident.eye_spacing, ident.eye_width
+    u = np.linspace(-1.0, 1.0, 15)  # inner -> outer corner
+    x = ex + sgn * u * ew
+    y0 = _EYE_Y - ident.eye_tilt * u + 0.03 * f6
+    open_scale = ident.eye_open * (1.0 - closure)
+    # AU6 (cheek pushing up) and AU7 (lids tightening) both narrow the eye; together they
+    # narrow it only a little more than the stronger alone, as PSPI counts max(AU6, AU7).
+    narrow6, narrow7 = 0.85 * f6, f7
+    narrow = max(narrow6, narrow7) + 0.2 * min(narrow6, narrow7)
+    up_open = 0.085 * open_scale * (1.0 - 0.4 * narrow - 0.12 * f4)
+    lo_open = 0.05 * open_scale * (1.0 - 0.9 * narrow)
+    sag = 0.022 * closure * (1 - u**2)
+    lower_shape = (1 - u**2) ** (1.0 - 0.6 * f7)  # AU7 straightens the lower lid
+    y_up = y0 - max(up_open, 0.0) * (1 - u**2) ** 0.7 + sag
+    y_lo = y0 + max(lo_open, 0.0) * lower_shape + sag
+
+    lid_rgb = _shade(skin, 0.84 + 0.1 * closure)
+    if up_open + lo_open > 0.006:
+        p.poly(
+            np.concatenate([np.stack([x, y_up], 1), np.stack([x, y_lo], 1)[::-1]]), (232, 226, 220)
+        )
+        ix, iy = ex + gaze_x, _EYE_Y + 0.005 + 0.03 * f6
+        r_iris = 0.072 * ew / 0.19
+        p.ellipse(ix, iy, r_iris, r_iris, ident.iris_rgb, n=20)
+        p.ellipse(ix, iy, r_iris * 0.45, r_iris * 0.45, (18, 14, 14), n=14)
+        p.ellipse(ix + 0.02, iy - 0.02, 0.012, 0.012, (245, 245, 245), n=8)
+        # Lids cover whatever of the iris lies outside the aperture.
+        v = np.linspace(1.0, -1.0, 15)
+        xv = ex + sgn * v * ew * 1.12
+        upper_cover = np.stack([xv, _EYE_Y - 0.17 * np.sqrt(1 - v**2) - ident.eye_tilt * v], 1)
+        p.poly(np.concatenate([np.stack([x, y_up], 1), upper_cover]), lid_rgb)
+        lower_cover = np.stack(
+            [xv, _EYE_Y + 0.12 * np.sqrt(1 - v**2) - ident.eye_tilt * v + 0.03 * f6], 1
+        )
+        p.poly(np.concatenate([np.stack([x, y_lo], 1), lower_cover]), skin)
+    else:
+        # Closed: the upper lid lies over the eye and reads darker than the cheek.
+        v = np.linspace(1.0, -1.0, 15)
+        xv = ex + sgn * v * ew * 1.12
+        cover = np.stack([xv, _EYE_Y - 0.17 * np.sqrt(1 - v**2) - ident.eye_tilt * v], 1)
+        p.poly(np.concatenate([np.stack([x, y_up], 1), cover]), lid_rgb)
+
+    lash = _mix((30, 22, 20), skin, 0.15)
+    # A shut eye is one thick dark lash line curving down.
+    p.line(np.stack([x, y_up], 1), lash, 0.038 + 0.02 * closure)
+    # Lashes at the outer half; they point down when the eye is shut.
+    for k in (0.2, 0.5, 0.8):
+        i = round((k + 1) / 2 * (u.size - 1))
+        direction = -1.0 if closure < 0.5 else 1.0
+        p.line(
+            np.array([[x[i], y_up[i]], [x[i] + sgn * 0.03, y_up[i] + direction * 0.04]]),
+            lash,
+            0.012,
+        )
+    lower_dark = 0.72 - 0.3 * f7
+    p.line(np.stack([x, y_lo], 1)[2:-1], _shade(skin, lower_dark), 0.012 + 0.008 * f7)
+    if f7 > 0.01:
+        # Bulge of the tightened lower lid: a raised, lit roll with a shadow under it.
+        p.line(np.stack([x, y_lo + 0.035], 1)[2:-2], _shade(skin, 1 + 0.1 * f7), 0.035 * f7)
+        p.line(np.stack([x, y_lo + 0.065], 1)[2:-2], _shade(skin, 1 - 0.4 * f7), 0.012 + 0.01 * f7)
+    # Lid crease.
+    crease_y = y0 - max(up_open, 0.0) - 0.05 - 0.02 * (1 - f4)
+    p.line(
+        np.stack([x, crease_y * np.ones_like(u) + 0.03 * u**2], 1)[2:-2], _shade(skin, 0.78), 0.012
+    )
+    if f6 > 0.01:
+        # AU6: raised cheek makes an infraorbital furrow and crow's feet at the outer corner.
+        fy = y0 + 0.11 - 0.02 * f6
+        arc = np.stack([x, fy + 0.03 * u**2 + 0.02 * (1 - u**2)], 1)[1:]
+        p.line(arc, _shade(skin, 1 - 0.5 * f6), 0.014 + 0.014 * f6)
+        ox, oy = ex + sgn * (ew + 0.03), y0[-1]
+        length = 0.06 + 0.16 * f6
+        for angle in (-35.0, -5.0, 25.0):
+            a = math.radians(angle)
+            end = (ox + sgn * length * math.cos(a), oy + length * math.sin(a))
+            p.line(np.array([[ox, oy], end]), _shade(skin, 1 - 0.55 * f6), 0.012 + 0.012 * f6)
+
+
+def _draw_nose(p: _Painter, ident: Identity, f6: float, f9: float, f10: float) -> None:
+    skin = ident.skin_rgb
+    tip_y, nw = ident.nose_length, ident.nose_width
+    lift = 0.07 * f9 + 0.03 * f10
+    for sgn in (-1.0, 1.0):
+        # Bridge sides.
+        p.line(
+            np.array(
+                [[sgn * 0.07, -0.12], [sgn * 0.08, 0.05], [sgn * nw * 0.75, tip_y - 0.06 - lift]]
+            ),
+            _shade(skin, 0.88),
+            0.016,
+            depth_bias=0.1,
+        )
+        # Alar wing and nostril.
+        wing = _ellipse_pts(
+            sgn * nw * 0.8, tip_y + 0.01 - lift, 0.06 + 0.015 * f9, 0.055, 12, start=-1.6, stop=1.6
+        )
+        if sgn < 0:
+            wing[:, 0] = 2 * sgn * nw * 0.8 - wing[:, 0]
+        p.line(wing, _shade(skin, 0.68 - 0.1 * f9), 0.02, depth_bias=0.1)
+        p.ellipse(
+            sgn * nw * 0.5,
+            tip_y + 0.045 - lift,
+            0.042 + 0.012 * f9,
+            0.02 + 0.005 * f9,
+            _shade(skin, 0.35),
+            n=14,
+            depth_bias=0.15,
+            angle_deg=sgn * 15,
+        )
+    p.line(
+        _ellipse_pts(0.0, tip_y - lift, 0.06, 0.03, 9, start=0.3, stop=math.pi - 0.3),
+        _shade(skin, 0.8),
+        0.014,
+        depth_bias=0.25,
+    )
+    if f9 > 0.01:
+        # AU9: horizontal wrinkles across the bridge, one more per intensity step (the newest
+        # fades in while animating), all of them darker and wider as the nose wrinkles harder.
+        count = 5.0 * f9
+        for k in range(5):
+            presence = _clip01(count - k)
+            if presence <= 0.0:
+                break
+            y = -0.15 + 0.05 * k
+            dark = 1 - (0.2 + 0.3 * f9) * presence
+            half_w = 0.08 + 0.04 * f9
+            xs = np.linspace(-half_w, half_w, 7)
+            p.line(
+                np.stack([xs, y - 0.03 * (1 - (xs / half_w) ** 2)], 1),
+                _shade(skin, dark),
+                0.014 + 0.006 * f9,
+                0.15,
+            )
+    # Nasolabial folds: deepen with AU9/AU10 (and a little AU6), present faintly with age
+    # (less than one AU step, so that age does not read as a raised upper lip).
+    fold = 0.1 + 0.06 * ident.wrinkle_depth + 0.5 * max(f9, f10) + 0.1 * f6
+    mw = ident.mouth_width
+    for sgn in (-1.0, 1.0):
+        t = np.linspace(0.0, 1.0, 10)[:, None]
+        a = np.array([sgn * (nw + 0.06), tip_y - 0.02 - lift])
+        c = np.array([sgn * (nw + 0.2), _MOUTH_Y - 0.22])
+        b = np.array([sgn * (mw + 0.07), _MOUTH_Y + 0.1])
+        curve = (1 - t) ** 2 * a + 2 * (1 - t) * t * c + t**2 * b
+        p.line(curve, _shade(skin, 1 - 0.45 * fold), 0.016 + 0.012 * fold)
+
+
+def _draw_mouth(p: _Painter, ident: Identity, f9: float, f10: float) -> None:
+    u = np.linspace(-1.0, 1.0, 17)
+    mw = ident.mouth_width
+    x = u * mw
+    y_m = _MOUTH_Y + ident.mouth_curve * u**2
+    # AU10 lifts the upper lip, most in its middle-lateral part (a squarish opening).
+    raise_shape = (1 - u**4) ** 1.5
+    lift = (0.18 * f10 + 0.05 * f9) * raise_shape
+    y_ul_bottom = y_m - lift
+    bow = 0.012 * np.exp(-((u / 0.12) ** 2)) - 0.008 * np.exp(-(((np.abs(u) - 0.3) / 0.12) ** 2))
+    y_ul_top = y_ul_bottom - ident.upper_lip * (0.25 + 0.75 * (1 - u**2) ** 0.6) + bow
+    y_ll_bottom = y_m + ident.lower_lip * (0.2 + 0.8 * (1 - u**2) ** 0.7)
+    lip = ident.lip_rgb
+    if lift.max() > 0.01:
+        mouth = np.concatenate([np.stack([x, y_ul_bottom], 1), np.stack([x, y_m], 1)[::-1]])
+        p.poly(mouth, (52, 22, 24))
+        teeth_h = np.minimum(lift, 0.08) * (np.abs(u) < 0.8)
+        teeth = np.concatenate(
+            [np.stack([x, y_ul_bottom], 1), np.stack([x, y_ul_bottom + teeth_h], 1)[::-1]]
+        )
+        p.poly(teeth, (232, 228, 214))
+    p.poly(
+        np.concatenate([np.stack([x, y_ul_top], 1), np.stack([x, y_ul_bottom], 1)[::-1]]),
+        _shade(lip, 0.85),
+    )
+    p.poly(np.concatenate([np.stack([x, y_m], 1), np.stack([x, y_ll_bottom], 1)[::-1]]), lip)
+    p.line(
+        np.stack([x, y_m], 1)[1:-1] if lift.max() <= 0.01 else np.stack([x, y_ul_bottom], 1),
+        _shade(lip, 0.5),
+        0.014,
+    )
+    # Shadow under the lower lip.
+    p.line(np.stack([x[4:-4], y_ll_bottom[4:-4] + 0.04], 1), _shade(ident.skin_rgb, 0.85), 0.03)
+
+
+def _shading(
+    shape_hw: tuple[int, int], p: _Painter, ident: Identity, aus: ActionUnits, scene: Scene
+) -> tuple[np.ndarray, np.ndarray]:
+    """Light maps for the head: a multiplier (Lambert on an ellipsoid, socket and nose shadows)
+    and an additive sheen (forehead, nose bridge, cheekbones)."""
+    height, width = shape_hw
+    step = 2  # computed at half resolution, the map is smooth anyway
+    gy, gx = np.mgrid[0:height:step, 0:width:step].astype(np.float32)
+    gx = gx + step / 2.0 - p.cx
+    gy = gy + step / 2.0 - p.cy
+    # Undo roll and scale, then yaw with one fixed-point step on the depth.
+    xs = (p.cos_r * gx + p.sin_r * gy) / (p.unit_px * p.sx)
+    y = (-p.sin_r * gx + p.cos_r * gy) / (p.unit_px * p.sy)
+    x = xs / p.cos_y
+    x = (xs - p.depth(x, y) * p.sin_y) / p.cos_y
+
+    nx = x
+    ny = (y + 0.1) / 1.45
+    r2 = nx * nx + ny * ny
+    nz = np.sqrt(np.clip(1 - r2, 0.0, None))
+    nxr = nx * p.cos_y + nz * p.sin_y
+    nzr = -nx * p.sin_y + nz * p.cos_y
+    az, el = math.radians(scene.light_azimuth_deg), math.radians(scene.light_elevation_deg)
+    lx, ly, lz = math.sin(az) * math.cos(el), -math.sin(el), math.cos(az) * math.cos(el)
+    ndotl = np.clip(nxr * lx + ny * ly + nzr * lz, 0.0, None)
+    lambert = scene.ambient + (1 - scene.ambient) * 1.15 * ndotl
+    head = np.clip((1.3 - r2) / 0.4, 0.0, 1.0)
+    shade = 1.0 + head * (lambert - 1.0)
+
+    def blob(cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
+        return np.exp(-(((x - cx) / rx) ** 2) - ((y - cy) / ry) ** 2)
+
+    f4, f6, f7 = _au_strength(aus.au4), _au_strength(aus.au6), _au_strength(aus.au7)
+    f9 = _au_strength(aus.au9)
+    socket = ident.eye_spacing
+    sockets = blob(-socket, _EYE_Y - 0.05, 0.26, 0.17) + blob(socket, _EYE_Y - 0.05, 0.26, 0.17)
+    shade = shade * (1 - 0.3 * sockets)
+    side = 1.0 if scene.light_azimuth_deg < 0 else -1.0  # nose shadow falls away from the light
+    shade = shade * (1 - 0.16 * blob(side * 0.13, 0.12, 0.07, 0.22))
+    shade = shade * (1 + 0.08 * blob(0.0, -0.02, 0.06, 0.25))
+    shade = shade * (1 - 0.2 * blob(0.0, ident.nose_length + 0.1, 0.14, 0.05))
+    # AU6 lifts and rounds the cheeks: their lit mound rises toward the eyes and grows.
+    # Lid lines are a pixel or two in a 64 px crop; these soft reliefs carry the same
+    # action units over areas a small network can see.
+    cheek_y = 0.3 - 0.16 * f6
+    cheeks = blob(-0.46, cheek_y, 0.2, 0.13) + blob(0.46, cheek_y, 0.2, 0.13)
+    shade = shade * (1 + (0.07 + 0.2 * f6) * cheeks)
+    # AU6 also deepens the infraorbital furrow between the raised cheek and the eye.
+    furrow = blob(-socket, _EYE_Y + 0.16, 0.22, 0.05) + blob(socket, _EYE_Y + 0.16, 0.22, 0.05)
+    shade = shade * (1 - 0.25 * f6 * furrow)
+    # AU7 tightens the lower lid into a lit roll right under the eye, shadowed below.
+    roll = blob(-socket, _EYE_Y + 0.08, 0.22, 0.055) + blob(socket, _EYE_Y + 0.08, 0.22, 0.055)
+    under = blob(-socket, _EYE_Y + 0.15, 0.22, 0.045) + blob(socket, _EYE_Y + 0.15, 0.22, 0.045)
+    shade = shade * (1 + 0.4 * f7 * roll) * (1 - 0.35 * f7 * under)
+    # AU4 bunches the skin between the brows into a shadowed knot; AU9 bunches the nose root.
+    shade = shade * (1 - 0.22 * f4 * blob(0.0, _BROW_Y + ident.brow_height + 0.2, 0.09, 0.1))
+    shade = shade * (1 - 0.22 * f9 * blob(0.0, -0.06, 0.13, 0.12))
+    shade = shade * (1 - 0.25 * blob(0.0, 1.5, 0.5, 0.25))  # under the chin
+    # Skin sheen is what keeps the T-zone brighter than the eyes on darker skin, as on camera.
+    luma = 0.3 * ident.skin_rgb[0] + 0.59 * ident.skin_rgb[1] + 0.11 * ident.skin_rgb[2]
+    sheen_px = (8.0 + 40.0 * (1.0 - luma / 255.0)) * scene.light_gain
+    sheen = (
+        blob(0.0, -0.02, 0.07, 0.28)
+        + 0.6 * blob(0.0, -0.85, 0.35, 0.18)
+        + 0.45 * (blob(-0.48, cheek_y - 0.05, 0.16, 0.1) + blob(0.48, cheek_y - 0.05, 0.16, 0.1))
+    )
+    sheen = sheen_px * sheen * (0.6 + 0.4 * lambert)
+    size = (width, height)
+    return (
+        cv2.resize(shade.astype(np.float32), size, interpolation=cv2.INTER_LINEAR),
+        cv2.resize(sheen.astype(np.float32), size, interpolation=cv2.INTER_LINEAR),
+    )
+
+
+def render_face(
+    identity: Identity,
+    aus: ActionUnits,
+    scene: Scene,
+    size_px: tuple[int, int] = (256, 256),
+    face_width_px: float | None = None,
+    center_px: tuple[float, float] | None = None,
+    background: np.ndarray | None = None,
+    add_noise: bool = True,
+) -> np.ndarray:
+    """Draw one RGB uint8 image (H, W, 3) of ``identity`` showing ``aus`` under ``scene``.
+
+    ``face_width_px`` is the cheek-to-cheek width (default half the image width);
+    ``center_px`` the face centre (default the image centre). ``background`` is an
+    optional pre-drawn RGB wall of the same size (reused by the video stream).
+    """
+    width, height = size_px
+    if width < 32 or height < 32:
+        raise ValueError(f"image must be at least 32x32 px, got {width}x{height}")
+    face_w = float(face_width_px if face_width_px is not None else 0.5 * width)
+    if not 16 <= face_w <= 2 * max(width, height):
+        raise ValueError(f"face width {face_w:g} px does not fit a {width}x{height} image")
+    center = center_px if center_px is not None else (width / 2.0, height / 2.0 - 0.02 * height)
+    img = background.copy() if background is not None else _wall(size_px, scene)
+    if img.shape != (height, width, 3):
+        raise ValueError(f"background must be {height}x{width}x3, got {img.shape}")
+
+    painter = _Painter(img, center, face_w / 2.0, identity, scene)
+    # Work only on the head's neighbourhood: shading and blur there are the expensive part.
+    reach = 3.2 * face_w
+    x0, x1 = max(0, int(center[0] - reach)), min(width, int(center[0] + reach))
+    y0, y1 = max(0, int(center[1] - reach)), min(height, int(center[1] + reach))
+    _draw_head(painter, identity, aus, scene)
+
+    roi = img[y0:y1, x0:x1]
+    sub = _Painter(roi, (center[0] - x0, center[1] - y0), face_w / 2.0, identity, scene)
+    shade, sheen = _shading(roi.shape[:2], sub, identity, aus, scene)
+    gain = scene.light_gain * np.asarray(scene.tint, np.float32)
+    out = img.astype(np.float32)
+    out *= gain
+    out[y0:y1, x0:x1] *= shade[:, :, None]
+    out[y0:y1, x0:x1] += sheen[:, :, None]
+    if scene.blur_sigma > 0.05:
+        out[y0:y1, x0:x1] = cv2.GaussianBlur(out[y0:y1, x0:x1], (0, 0), scene.blur_sigma)
+    if add_noise and scene.noise_sigma > 0:
+        noise_rng = np.random.default_rng(scene.noise_seed)
+        out += noise_rng.normal(0.0, scene.noise_sigma, out.shape).astype(np.float32)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- labels / sampling
+
+
+def _au_table() -> dict[int, np.ndarray]:
+    grid = np.stack(np.meshgrid(*[np.arange(6)] * 5, np.arange(2), indexing="ij"), -1).reshape(
+        -1, 6
+    )
+    pspi = (
+        grid[:, 0]
+        + np.maximum(grid[:, 1], grid[:, 2])
+        + np.maximum(grid[:, 3], grid[:, 4])
+        + grid[:, 5]
+    )
+    return {int(v): grid[pspi == v] for v in np.unique(pspi)}
+
+
+_AU_BY_PSPI = _au_table()
+
+
+def sample_aus_for_class(rng: np.random.Generator, label: int) -> ActionUnits:
+    """Integer AUs with a PSPI in ``label``'s range: PSPI uniform in it, then any combination."""
+    if not 0 <= label < NUM_CLASSES:
+        raise ValueError(f"pain class must lie in 0..{NUM_CLASSES - 1}, got {label}")
+    low, high = PSPI_CLASS_RANGES[label]
+    pspi = int(rng.integers(low, high + 1))
+    options = _AU_BY_PSPI[pspi]
+    row = options[int(rng.integers(len(options)))]
+    return ActionUnits(*(int(v) for v in row))
+
+
+@dataclass(frozen=True)
+class SyntheticImage:
+    """One rendered training image and its ground truth."""
+
+    rgb: np.ndarray
+    aus: ActionUnits
+    pspi: int
+    label: int
+
+    def __post_init__(self) -> None:
+        if self.rgb.dtype != np.uint8 or self.rgb.ndim != 3 or self.rgb.shape[2] != 3:
+            raise ValueError("synthetic image must be RGB uint8")
+        if self.pspi != self.aus.pspi or self.label != pspi_to_class(self.pspi):
+            raise ValueError("PSPI/label disagree with the action units")
+
+
+def subject_identity(seed: int, subject_index: int) -> Identity:
+    """The identity of subject ``subject_index`` of a dataset drawn with ``seed``."""
+    return sample_identity(np.random.default_rng([seed, subject_index, 0xFACE]))
+
+
+def subject_labels(
+    seed: int, subject_index: int, n_images: int, balanced: bool = True
+) -> list[int]:
+    """Target classes of one subject's images: each class equally often (shuffled) when balanced."""
+    rng = np.random.default_rng([seed, subject_index, 0xC1A55])
+    if balanced:
+        labels = np.resize(np.arange(NUM_CLASSES), n_images)
+        rng.shuffle(labels)
+        return [int(v) for v in labels]
+    return [int(v) for v in rng.choice(NUM_CLASSES, size=n_images, p=_NATURAL_CLASS_P)]
+
+
+def render_sample(
+    seed: int,
+    subject_index: int,
+    image_index: int,
+    label: int,
+    image_size_px: int = 256,
+    face_fraction: float = 0.5,
+) -> SyntheticImage:
+    """Render image ``image_index`` of subject ``subject_index`` showing pain class ``label``."""
+    identity = subject_identity(seed, subject_index)
+    rng = np.random.default_rng([seed, subject_index, image_index])
+    aus = sample_aus_for_class(rng, label)
+    scene = sample_scene(rng)
+    size = int(image_size_px)
+    face_w = face_fraction * size * rng.uniform(0.93, 1.07)
+    center = (size / 2 + rng.uniform(-0.04, 0.04) * size, size * (0.47 + rng.uniform(-0.03, 0.03)))
+    rgb = render_face(identity, aus, scene, (size, size), face_w, center)
+    return SyntheticImage(rgb, aus, aus.pspi, aus.label)
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def _check_positive_int(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def write_dataset(
+    out_dir: str | Path,
+    n_subjects: int,
+    images_per_subject: int,
+    seed: int,
+    image_size_px: int = 256,
+    balanced: bool = True,
+    progress: bool = False,
+    face_fraction: float = 0.5,
+) -> Path:
+    """Write PNGs under ``out_dir/<subject>/`` and ``out_dir/manifest.csv``; return the manifest.
+
+    Manifest columns: path (relative to the manifest's folder), subject, pspi,
+    label, au4, au6, au7, au9, au10, au43. With ``balanced`` every subject gets
+    every class equally often (needs images_per_subject >= 5 to cover them all).
+    """
+    n_subjects = _check_positive_int("n_subjects", n_subjects)
+    images_per_subject = _check_positive_int("images_per_subject", images_per_subject)
+    seed = _check_positive_int("seed", seed, minimum=0)
+    image_size_px = _check_positive_int("image_size_px", image_size_px, minimum=64)
+    if not 0.2 <= face_fraction <= 0.8:
+        raise ValueError(
+            f"face_fraction must lie in 0.2..0.8 of the image width, got {face_fraction}"
+        )
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = root / "manifest.csv"
+    jobs = [(s, i) for s in range(n_subjects) for i in range(images_per_subject)]
+    labels = {s: subject_labels(seed, s, images_per_subject, balanced) for s in range(n_subjects)}
+    iterator: Iterator[tuple[int, int]] | list[tuple[int, int]] = jobs
+    if progress:
+        from painmon.core.util.progress import progress_bar
+
+        iterator = progress_bar(jobs, desc="synthetic faces", unit="img")
+    tmp_manifest = manifest.with_suffix(".csv.partial")
+    with tmp_manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(MANIFEST_COLUMNS)
+        for subject_index, image_index in iterator:
+            subject = f"s{subject_index:03d}"
+            sample = render_sample(
+                seed,
+                subject_index,
+                image_index,
+                labels[subject_index][image_index],
+                image_size_px,
+                face_fraction,
+            )
+            rel = Path(subject) / f"{subject}_{image_index:04d}_c{sample.label}.png"
+            (root / subject).mkdir(exist_ok=True)
+            if not cv2.imwrite(str(root / rel), cv2.cvtColor(sample.rgb, cv2.COLOR_RGB2BGR)):
+                raise OSError(
+                    f"could not write {root / rel}: check the folder is writable and has space"
+                )
+            writer.writerow(
+                [rel.as_posix(), subject, sample.pspi, sample.label, *sample.aus.rounded()]
+            )
+    tmp_manifest.replace(manifest)
+    log.info("wrote %d synthetic images of %d subjects to %s", len(jobs), n_subjects, root)
+    return manifest
+
+
+def read_manifest(path: str | Path) -> list[dict[str, str]]:
+    """Rows of a manifest written by :func:`write_dataset` (checks the header)."""
+    with Path(path).open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != MANIFEST_COLUMNS:
+            raise ValueError(f"{path} is not a synthetic manifest: columns {reader.fieldnames}")
+        return list(reader)
+
+
+def bench_synth(
+    n_subjects: int = 20,
+    images_per_subject: int = 100,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+    image_size_px: int = 256,
+) -> dict[str, float | int]:
+    """Time :func:`write_dataset`; writes into ``out_dir`` or a temporary folder that is removed."""
+    scratch = None
+    if out_dir is None:
+        scratch = tempfile.mkdtemp(prefix="painmon-synth-bench-")
+        out_dir = scratch
+    try:
+        start = time.perf_counter()
+        write_dataset(out_dir, n_subjects, images_per_subject, seed, image_size_px)
+        elapsed = time.perf_counter() - start
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    n_images = n_subjects * images_per_subject
+    return {
+        "n_images": n_images,
+        "image_size_px": image_size_px,
+        "seconds": round(elapsed, 3),
+        "images_per_s": round(n_images / elapsed, 1) if elapsed > 0 else float("inf"),
+    }
+
+
+# --------------------------------------------------------------------------- pain episode video
+
+
+def _smoothstep(value: float) -> float:
+    v = _clip01(value)
+    return v * v * (3 - 2 * v)
+
+
+def episode_level(t_s: float, seconds: float) -> float:
+    """Scripted pain level 0..1: rest, rise, peak, recovery, rest (fractions of ``seconds``)."""
+    if seconds <= 0:
+        raise ValueError(f"episode length must be positive, got {seconds}")
+    phase = (t_s % seconds) / seconds
+    rest_end, rise_end, peak_end, recovery_end = _EPISODE_PHASES
+    if phase < rest_end:
+        return 0.0
+    if phase < rise_end:
+        return _smoothstep((phase - rest_end) / (rise_end - rest_end))
+    if phase < peak_end:
+        return 1.0
+    if phase < recovery_end:
+        return 1.0 - _smoothstep((phase - peak_end) / (recovery_end - peak_end))
+    return 0.0
+
+
+def episode_aus(t_s: float, seconds: float) -> ActionUnits:
+    """Scripted action units at ``t_s`` (no blinks): smooth, with eyes squeezed shut mid-peak."""
+    level = episode_level(t_s, seconds)
+    phase = (t_s % seconds) / seconds
+    peak_mid = (_EPISODE_PHASES[1] + _EPISODE_PHASES[2]) / 2
+    # Eyes shut for ~8% of the episode at the height of the peak, eased in and out.
+    squeeze = _clip01(1.0 - abs(phase - peak_mid) / 0.04) * 2.0 if level >= 1.0 else 0.0
+    return ActionUnits(
+        au4=4.0 * level,
+        au6=3.6 * level,
+        au7=4.0 * level,
+        au9=2.6 * level,
+        au10=4.0 * level,
+        au43=_clip01(squeeze),
+    )
+
+
+def episode_pspi(t_s: float, seconds: float) -> int:
+    """Scripted PSPI at ``t_s`` (no blinks): 0 at rest, 13 at the peak with eyes shut."""
+    return episode_aus(t_s, seconds).pspi
+
+
+class FrameTruth(NamedTuple):
+    """Ground truth of one video frame (integer FACS intensities, as written to the truth CSV)."""
+
+    frame: int
+    t_s: float
+    au4: int
+    au6: int
+    au7: int
+    au9: int
+    au10: int
+    au43: int
+    pspi: int
+    label: int
+
+
+class SyntheticFrame(NamedTuple):
+    """One frame of the synthetic patient; unpacks as ``t_s, rgb, truth``."""
+
+    t_s: float
+    rgb: np.ndarray
+    truth: FrameTruth
+
+
+class SyntheticPatientStream:
+    """One synthetic patient living through pain episodes, rendered live frame by frame.
+
+    ``seconds=None`` streams forever (the episode repeats every ``episode_s``).
+    Frames are a pure function of (seed, frame index); iteration never sleeps —
+    the consumer paces it.
+    """
+
+    _BLINK_BLOCK_S = 30.0
+
+    def __init__(
+        self,
+        seed: int = 0,
+        fps: float = 30.0,
+        seconds: float | None = None,
+        episode_s: float | None = None,
+        size: tuple[int, int] = (640, 360),
+    ) -> None:
+        if not (math.isfinite(fps) and 1.0 <= fps <= 240.0):
+            raise ValueError(f"fps must lie in 1..240, got {fps}")
+        if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+            raise ValueError(f"seconds must be positive, got {seconds}")
+        width, height = size
+        if width < 160 or height < 120:
+            raise ValueError(f"frame must be at least 160x120 px, got {width}x{height}")
+        self.seed = _check_positive_int("seed", seed, minimum=0)
+        self.fps = float(fps)
+        self.seconds = seconds
+        self.episode_s = float(episode_s if episode_s is not None else (seconds or 60.0))
+        if self.episode_s <= 0:
+            raise ValueError("episode_s must be positive")
+        self.size = (int(width), int(height))
+        rng = np.random.default_rng([self.seed, 0x51DE0])
+        self.identity = sample_identity(rng)
+        base = sample_scene(rng)
+        self._scene = Scene(
+            roll_deg=0.0,
+            yaw_deg=0.0,
+            light_azimuth_deg=base.light_azimuth_deg * 0.6,
+            light_elevation_deg=base.light_elevation_deg,
+            light_gain=base.light_gain,
+            ambient=base.ambient,
+            tint=base.tint,
+            wall_top_rgb=base.wall_top_rgb,
+            wall_bottom_rgb=base.wall_bottom_rgb,
+            pillow=True,
+            gaze_x=0.0,
+            noise_sigma=0.0,
+            blur_sigma=0.6,
+            noise_seed=0,
+        )
+        self._sway = rng.uniform(0, 2 * math.pi, 6)
+        self._background = _wall(self.size, self._scene)
+        # Sensor noise from a small bank: fresh Gaussian noise per frame costs more than the face.
+        noise_rng = np.random.default_rng([self.seed, 0x0015E])
+        self._noise = noise_rng.normal(0, 2.5, (4, height, width, 3)).astype(np.float32)
+        self.face_width_px = 0.42 * height
+        self._blinks: dict[int, np.ndarray] = {}
+
+    @property
+    def n_frames(self) -> int | None:
+        return None if self.seconds is None else round(self.seconds * self.fps)
+
+    def _blink_starts(self, block: int) -> np.ndarray:
+        if block not in self._blinks:
+            rng = np.random.default_rng([self.seed, 0xB11, block])
+            gaps = rng.uniform(2.0, 6.0, 16)
+            starts = block * self._BLINK_BLOCK_S + np.cumsum(gaps) - gaps[0] * rng.uniform(0, 1)
+            self._blinks[block] = starts[starts < (block + 1) * self._BLINK_BLOCK_S]
+        return self._blinks[block]
+
+    def blink_closure(self, t_s: float) -> float:
+        """Eyelid closure 0..1 from spontaneous blinks (close 80 ms, shut 80 ms, open 120 ms)."""
+        block = int(t_s // self._BLINK_BLOCK_S)
+        closure = 0.0
+        for b in (block - 1, block):
+            if b < 0:
+                continue
+            for start in self._blink_starts(b):
+                dt = t_s - start
+                if 0 <= dt < 0.08:
+                    closure = max(closure, dt / 0.08)
+                elif 0.08 <= dt < 0.16:
+                    closure = 1.0
+                elif 0.16 <= dt < 0.28:
+                    closure = max(closure, 1 - (dt - 0.16) / 0.12)
+        return closure
+
+    def truth_at(self, index: int) -> tuple[ActionUnits, FrameTruth]:
+        t_s = index / self.fps
+        scripted = episode_aus(t_s, self.episode_s)
+        closure = max(scripted.au43, self.blink_closure(t_s))
+        aus = ActionUnits(
+            scripted.au4, scripted.au6, scripted.au7, scripted.au9, scripted.au10, closure
+        )
+        rounded = aus.rounded()
+        truth = FrameTruth(index, round(t_s, 4), *rounded, aus.pspi, aus.label)
+        return aus, truth
+
+    def frame(self, index: int) -> SyntheticFrame:
+        """Render frame ``index`` (pure: same seed and index, same pixels)."""
+        if index < 0:
+            raise ValueError(f"frame index must be >= 0, got {index}")
+        aus, truth = self.truth_at(index)
+        t_s = index / self.fps
+        level = episode_level(t_s, self.episode_s)
+        ph = self._sway
+        motion = 1.0 + 0.8 * level  # patients in pain move more
+        roll = motion * (
+            3.0 * math.sin(2 * math.pi * 0.11 * t_s + ph[0])
+            + 1.5 * math.sin(2 * math.pi * 0.37 * t_s + ph[1])
+        )
+        yaw = motion * (
+            5.0 * math.sin(2 * math.pi * 0.07 * t_s + ph[2])
+            + 2.0 * math.sin(2 * math.pi * 0.29 * t_s + ph[3])
+        )
+        width, height = self.size
+        dx = motion * 0.015 * width * math.sin(2 * math.pi * 0.05 * t_s + ph[4])
+        dy = motion * 0.012 * height * math.sin(2 * math.pi * 0.09 * t_s + ph[5])
+        scene = Scene(
+            **{
+                **self._scene.__dict__,
+                "roll_deg": float(np.clip(roll, -12, 12)),
+                "yaw_deg": float(np.clip(yaw, -14, 14)),
+            }
+        )
+        rgb = render_face(
+            self.identity,
+            aus,
+            scene,
+            self.size,
+            self.face_width_px,
+            (width * 0.5 + dx, height * 0.47 + dy),
+            self._background,
+            add_noise=False,
+        )
+        noisy = rgb.astype(np.float32)
+        noisy += self._noise[index % len(self._noise)]
+        return SyntheticFrame(t_s, np.clip(noisy, 0, 255).astype(np.uint8), truth)
+
+    def __iter__(self) -> Iterator[SyntheticFrame]:
+        index = 0
+        while self.n_frames is None or index < self.n_frames:
+            yield self.frame(index)
+            index += 1
+
+
+def truth_csv_path(video_path: str | Path) -> Path:
+    """Per-frame ground truth of a synthetic video: ``<stem>.truth.csv`` beside it."""
+    path = Path(video_path)
+    return path.with_name(path.stem + ".truth.csv")
+
+
+def write_video(
+    path: str | Path,
+    seconds: float,
+    fps: float,
+    seed: int,
+    size: tuple[int, int] = (640, 360),
+    progress: bool = False,
+) -> Path:
+    """Write an mp4 of one synthetic patient through one pain episode, plus ``<stem>.truth.csv``."""
+    path = Path(path)
+    if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"seconds must be positive, got {seconds!r}")
+    stream = SyntheticPatientStream(seed=seed, fps=fps, seconds=seconds, size=size)
+    if stream.n_frames is None or stream.n_frames < 1:
+        raise ValueError(f"{seconds} s at {fps} fps is less than one frame")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), stream.size)
+    if not writer.isOpened():
+        raise OSError(
+            f"could not open a video writer for {path} (mp4v, {stream.size[0]}x{stream.size[1]} "
+            f"@ {fps:g} fps): check the folder is writable and that OpenCV was built with FFmpeg"
+        )
+    frames: Iterator[SyntheticFrame] | SyntheticPatientStream = stream
+    if progress:
+        from painmon.core.util.progress import progress_bar
+
+        frames = progress_bar(stream, total=stream.n_frames, desc="synthetic video", unit="frame")
+    truth_path = truth_csv_path(path)
+    try:
+        with truth_path.open("w", newline="") as handle:
+            sink = csv.writer(handle)
+            sink.writerow(TRUTH_COLUMNS)
+            for frame in frames:
+                writer.write(cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
+                sink.writerow(frame.truth)
+    finally:
+        writer.release()
+    log.info(
+        "wrote %d-frame synthetic patient video %s and %s", stream.n_frames, path, truth_path.name
+    )
+    return path
+
+
+def bench_stream(
+    seconds: float = 3.0, fps: float = 30.0, seed: int = 0, size: tuple[int, int] = (640, 360)
+) -> dict[str, float | int]:
+    """Render ``seconds`` of the live stream as fast as possible; returns frames per second."""
+    stream = SyntheticPatientStream(seed=seed, fps=fps, seconds=seconds, size=size)
+    start = time.perf_counter()
+    count = sum(1 for _ in stream)
+    elapsed = time.perf_counter() - start
+    return {
+        "frames": count,
+        "size": f"{size[0]}x{size[1]}",
+        "seconds": round(elapsed, 3),
+        "render_fps": round(count / elapsed, 1) if elapsed > 0 else float("inf"),
+    }
+
+
+# --------------------------------------------------------------------------- CLI glue
+
+
+def run_synth_cli(
+    out: str | Path | None = None,
+    subjects: int = 20,
+    images_per_subject: int = 100,
+    seed: int = 0,
+    video: str | Path | None = None,
+    seconds: float = 60.0,
+    fps: float = 30.0,
+) -> str:
+    """Back-end of ``painmon synth``: write a dataset (``out``) and/or a video; return a summary."""
+    if out is None and video is None:
+        raise ValueError(
+            "nothing to do: give --out DIR for a dataset and/or --video PATH for a video"
+        )
+    lines = []
+    if out is not None:
+        start = time.perf_counter()
+        manifest = write_dataset(out, subjects, images_per_subject, seed, progress=True)
+        elapsed = time.perf_counter() - start
+        counts = Counter(int(row["label"]) for row in read_manifest(manifest))
+        total = sum(counts.values())
+        lines.append(
+            f"Synthetic dataset: {total} images of {subjects} subjects (seed {seed}) "
+            f"in {elapsed:.1f} s"
+        )
+        for cls in range(NUM_CLASSES):
+            lines.append(f"  class {cls} ({DEFAULT_CLASS_NAMES[cls]}): {counts.get(cls, 0)}")
+        lines.append(f"  manifest: {manifest}")
+    if video is not None:
+        start = time.perf_counter()
+        path = write_video(video, seconds, fps, seed, progress=True)
+        elapsed = time.perf_counter() - start
+        n_frames = round(seconds * fps)
+        lines.append(
+            f"Synthetic patient video: {n_frames} frames ({seconds:g} s @ {fps:g} fps, "
+            f"seed {seed}) "
+            f"in {elapsed:.1f} s"
+        )
+        lines.append(f"  video: {path}")
+        lines.append(f"  ground truth: {truth_csv_path(path)}")
+    return "\n".join(lines)

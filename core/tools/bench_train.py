@@ -1,0 +1,178 @@
+"""Benchmarks: commands that print numbers (never timed unit tests).
+
+``bench_train`` times the paper's protocol size: 4,212 training crops of 64×64,
+batch 32, plus the validation pass each epoch, and projects 5 folds × 100 epochs.
+With ``jobs > 1`` that many folds train at once in separate processes (the way
+``painmon cv --jobs`` runs them), and the projection uses the concurrent wall time.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PAPER_TRAIN_CROPS = 4212
+PAPER_VAL_FRACTION = 0.25  # one validation crop per four training crops, as a 5-fold CV leaves
+
+
+def _train_epochs(
+    device_name: str,
+    n_crops: int,
+    batch_size: int,
+    epochs: int,
+    compile_mode: str,
+    augment: str,
+    model_name: str,
+    seed: int,
+) -> dict[str, Any]:
+    import torch
+
+    from painmon.core.research.seeding import resolve_device, seed_everything
+    from painmon.core.research.train import (
+        DeviceData,
+        TrainConfig,
+        _maybe_compile,
+        evaluate,
+        lr_factor,
+        train_one_epoch,
+    )
+    from painmon.models import create_model
+
+    device = resolve_device(device_name)
+    seed_everything(seed, deterministic=False)
+    cfg = TrainConfig(
+        model=model_name,
+        epochs=max(epochs, 2),
+        batch_size=batch_size,
+        device=str(device),
+        augment=augment,
+        compile=compile_mode,
+    )
+    rng = np.random.default_rng(seed)
+    n_val = max(batch_size, int(n_crops * PAPER_VAL_FRACTION))
+    train = DeviceData.from_numpy(
+        rng.integers(0, 256, (n_crops, 64, 64, 3), dtype=np.uint8),
+        rng.integers(0, 5, n_crops),
+        device,
+    )
+    val = DeviceData.from_numpy(
+        rng.integers(0, 256, (n_val, 64, 64, 3), dtype=np.uint8), rng.integers(0, 5, n_val), device
+    )
+    model = create_model(model_name).to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    steps = max(1, n_crops // batch_size)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps, cfg))
+    run_model = _maybe_compile(model, cfg, device)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    t0 = time.perf_counter()
+    train_one_epoch(run_model, train, optimizer, scheduler, cfg, gen)  # warm-up (and compile)
+    evaluate(model, val, cfg)
+    sync()
+    warmup_s = time.perf_counter() - t0
+    train_s, eval_s = [], []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        train_one_epoch(run_model, train, optimizer, scheduler, cfg, gen)
+        sync()
+        t1 = time.perf_counter()
+        evaluate(model, val, cfg)
+        sync()
+        train_s.append(t1 - t0)
+        eval_s.append(time.perf_counter() - t1)
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "warmup_s": warmup_s,
+        "train_s_per_epoch": train_s,
+        "eval_s_per_epoch": eval_s,
+        "steps_per_epoch": steps,
+    }
+
+
+def _worker(args: tuple, queue: Any) -> None:
+    try:
+        queue.put(_train_epochs(*args))
+    except Exception as exc:  # reported to the parent, which raises
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def bench_train(
+    device: str = "auto",
+    n_crops: int = PAPER_TRAIN_CROPS,
+    batch_size: int = 32,
+    epochs: int = 3,
+    compile_mode: str = "none",
+    augment: str = "full",
+    model: str = "dacnn",
+    jobs: int = 1,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Seconds per epoch at the paper's protocol size and the projected 5 × 100-epoch time."""
+    if epochs < 1 or jobs < 1 or n_crops < batch_size:
+        raise ValueError("need epochs >= 1, jobs >= 1 and at least one batch of crops")
+    args = (device, n_crops, batch_size, epochs, compile_mode, augment, model, seed)
+    t0 = time.perf_counter()
+    if jobs == 1:
+        runs = [_train_epochs(*args)]
+    else:
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        procs = [
+            ctx.Process(target=_worker, args=((*args[:-1], seed + i), queue)) for i in range(jobs)
+        ]
+        for proc in procs:
+            proc.start()
+        runs = [queue.get() for _ in procs]
+        for proc in procs:
+            proc.join()
+        errors = [r["error"] for r in runs if "error" in r]
+        if errors:
+            raise RuntimeError(f"benchmark worker failed: {errors[0]}")
+    wall_s = time.perf_counter() - t0
+    # The slowest concurrent job's epoch = the time for `jobs` folds to advance one epoch.
+    epoch_s = max(
+        statistics.median(
+            a + b for a, b in zip(r["train_s_per_epoch"], r["eval_s_per_epoch"], strict=True)
+        )
+        for r in runs
+    )
+    train_epoch_s = max(statistics.median(r["train_s_per_epoch"]) for r in runs)
+    steps = runs[0]["steps_per_epoch"]
+    folds, protocol_epochs = 5, 100
+    rounds = -(-folds // jobs)  # folds run `jobs` at a time
+    return {
+        "benchmark": "train",
+        "model": model,
+        "device": runs[0]["device"],
+        "device_name": runs[0]["device_name"],
+        "n_train_crops": n_crops,
+        "batch_size": batch_size,
+        "augment": augment,
+        "compile": compile_mode,
+        "jobs": jobs,
+        "epochs_timed": epochs,
+        "warmup_s": max(r["warmup_s"] for r in runs),
+        "train_s_per_epoch_median": train_epoch_s,
+        "epoch_s_median_with_validation": epoch_s,
+        "images_per_s": jobs * n_crops / train_epoch_s,
+        "ms_per_step": 1000.0 * train_epoch_s / steps,
+        "projected_5x100_s": rounds * protocol_epochs * epoch_s,
+        "wall_s": wall_s,
+    }

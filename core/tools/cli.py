@@ -1,0 +1,600 @@
+"""The ``painmon`` command line. Heavy modules are imported inside each command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("painmon")
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line, exit code 2."""
+
+
+def _version() -> str:
+    from painmon import __version__
+
+    return __version__
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that describe bad input or a bad environment: one line, exit code 2."""
+    errors: list[type[BaseException]] = [CliError, OSError, ValueError]
+    for module, name in (
+        ("painmon.core.research.crops", "CropError"),
+        ("painmon.core.research.export", "ExportError"),
+        ("painmon.core.live.scoring", "ModelLoadError"),
+        ("painmon.core.live.face_detect", "FaceModelError"),
+        ("painmon.core.live.capture", "SourceError"),
+        ("painmon.core.live.session", "SessionWriteError"),
+        ("painmon.core.store.catalog", "ModelDownloadError"),
+    ):
+        mod = sys.modules.get(module)  # only modules the command used can have raised
+        if mod is not None:
+            errors.append(getattr(mod, name))
+    return tuple(errors)
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from painmon.core.store.catalog import format_installed_models
+
+    try:
+        from painmon.models import format_model_table
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            raise
+        print(
+            "model zoo: needs PyTorch, which this install leaves out (it runs exported .onnx "
+            "models); for training: pip install 'painmon[train]'"
+        )
+    else:
+        print(format_model_table())
+    print()
+    print(format_installed_models())
+    return EXIT_OK
+
+
+def _cmd_models_download(args: argparse.Namespace) -> int:
+    from painmon.core.store.catalog import download_face_model
+
+    def progress(done: int, total: int | None) -> None:
+        print(f"\r{done / 1e6:.1f}/{(total or 0) / 1e6:.1f} MB", end="", file=sys.stderr)
+
+    path = download_face_model(timeout_s=args.timeout, force=args.force, progress=progress)
+    print(f"\nface model verified: {path}")
+    return EXIT_OK
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from painmon.core.tools.doctor import doctor_exit_code, format_doctor, run_doctor
+
+    report = run_doctor(camera_index=args.camera)
+    print(format_doctor(report))
+    return doctor_exit_code(report)
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from painmon.core.synth.patients import run_synth_cli
+
+    if args.out is None and args.video is None:
+        raise CliError("give --out DIR (a face-image dataset) or --video PATH (a patient video)")
+    print(
+        run_synth_cli(
+            out=args.out,
+            subjects=args.subjects,
+            images_per_subject=args.images_per_subject,
+            seed=args.seed,
+            video=args.video,
+            seconds=args.seconds,
+            fps=args.fps,
+        )
+    )
+    return EXIT_OK
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    from painmon.core.research.splits import run_split_cli
+
+    print(run_split_cli(args.manifest, args.out, folds=args.folds, seed=args.seed))
+    return EXIT_OK
+
+
+def _train_config(args: argparse.Namespace, **overrides: Any) -> Any:
+    from painmon.core.research.train import TrainConfig
+
+    return TrainConfig(
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
+        patience=args.patience,
+        seed=args.seed,
+        device=args.device,
+        augment=args.augment,
+        compile=args.compile,
+        **overrides,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from painmon.core.research.experiment import prepare_data, resolve_plan, train_on_plan
+
+    cfg = _train_config(args)
+    data = prepare_data(args.manifest, cache_dir=args.cache_dir)
+    plan = resolve_plan(data, args.splits, seed=args.seed, folds=5)
+    result = train_on_plan(data, plan, cfg, args.out, resume=args.resume)
+    print(
+        f"{result.stopped}: best epoch {result.best_epoch} of {result.epochs_run}, "
+        f"validation macro-F1 {result.best_val_macro_f1:.3f}; temperature {result.temperature:.3f} "
+        f"(ECE {result.ece_before:.3f} -> {result.ece_after:.3f}); {result.seconds:.0f} s\n"
+        f"run folder: {result.out_dir}"
+    )
+    return EXIT_OK
+
+
+def _cmd_cv(args: argparse.Namespace) -> int:
+    from painmon.core.research.experiment import (
+        cross_validate,
+        format_cv_summary,
+        prepare_data,
+        resolve_plan,
+    )
+
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if not seeds:
+        raise CliError("--seeds needs at least one integer, e.g. 42,123,999")
+    cfg = _train_config(args)
+    data = prepare_data(args.manifest, cache_dir=args.cache_dir)
+    plan = resolve_plan(data, args.splits, seed=args.seed, folds=args.folds)
+    summary = cross_validate(data, plan, cfg, args.out, seeds=seeds, jobs=args.jobs)
+    print(format_cv_summary(summary))
+    print(f"per-fold table: {Path(args.out) / 'cv_folds.csv'}")
+    return EXIT_OK
+
+
+def _cmd_bench_train(args: argparse.Namespace) -> int:
+    import json
+
+    from painmon.core.tools.bench_train import bench_train
+
+    result = bench_train(
+        device=args.device,
+        epochs=args.epochs,
+        compile_mode=args.compile,
+        augment=args.augment,
+        model=args.model,
+        jobs=args.jobs,
+        batch_size=args.batch_size,
+    )
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return EXIT_OK
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from painmon.core.research.experiment import evaluate_partition, prepare_data
+
+    data = prepare_data(args.manifest, cache_dir=args.cache_dir)
+    result = evaluate_partition(
+        args.run, data, args.split, args.json, args.predictions, args.report
+    )
+    print(
+        f"{args.split} subjects of {args.run}: n={result['n']}, accuracy {result['accuracy']:.3f}, "
+        f"balanced accuracy {result['balanced_accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}, "
+        f"quadratic kappa {_fmt(result['quadratic_kappa'])}, ECE {result['ece']:.3f}"
+    )
+    reliability = result["details"]["reliability"]
+    print(
+        f"calibration: temperature {reliability['temperature']:.3f}; ECE "
+        f"{reliability['before']['ece']:.3f} at T = 1 -> {reliability['after']['ece']:.3f}"
+    )
+    if args.report:
+        print(f"report: {args.report}")
+    return EXIT_OK
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from painmon.core.research.export import export_onnx
+
+    result = export_onnx(
+        args.run, args.out, opset=args.opset, intended_use=args.intended_use, demo=args.demo
+    )
+    print(
+        f"exported {result.architecture} to {result.onnx_path} (opset {result.opset})\n"
+        f"  sha256 {result.sha256} (also in {result.sidecar_path.name})\n"
+        f"  ONNX Runtime vs torch over {result.parity_samples} inputs "
+        f"({result.gradcams_compared} Grad-CAM maps compared): max |diff| "
+        + ", ".join(f"{k} {v:.1e}" for k, v in result.parity_max_abs_diff.items())
+    )
+    return EXIT_OK
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from painmon.core.live.monitor import load_onnx_model, run_monitor_cli
+    from painmon.core.live.scoring import is_checkpoint
+
+    model = args.model
+    if model is None:
+        from painmon.core.store.catalog import shipped_demo_model_path
+
+        model = shipped_demo_model_path()
+        if not model.is_file():
+            raise CliError("no --model given and this build ships no demo model")
+        print(
+            "no --model given: using the synthetic-data DEMO model — not for clinical use",
+            file=sys.stderr,
+        )
+    load_model = load_onnx_model
+    if is_checkpoint(model):
+        # A research run folder scores through torch (the training extra); an .onnx never does.
+        from painmon.core.research.torch_scoring import load_pain_model as load_model
+    return run_monitor_cli(
+        args.source,
+        model,
+        args.out,
+        args.max_seconds,
+        args.realtime,
+        args.face_model,
+        args.pseudonym,
+        load_model=load_model,
+    )
+
+
+def _cmd_crops(args: argparse.Namespace) -> int:
+    from painmon.core.research.experiment import prepare_data
+
+    data = prepare_data(args.manifest, cache_dir=args.cache_dir)
+    data.crops.save_npz(args.out, dataset_sha256=data.dataset_sha256)
+    counts = ", ".join(f"class {k}: {n}" for k, n in enumerate(data.crops.class_counts()))
+    print(
+        f"{len(data.crops)} face crops of {len(set(data.crops.subjects.tolist()))} subjects "
+        f"({data.crops.preprocessing.get('detector')} detector; {counts})\n"
+        f"{data.report.skipped_count} samples skipped\nwrote {args.out}"
+    )
+    return EXIT_OK
+
+
+def _cmd_app(args: argparse.Namespace) -> int:
+    from painmon.app.main import run_app
+
+    return run_app(source=args.source, model=args.model, face_model=args.face_model)
+
+
+def _cmd_bench_app(args: argparse.Namespace) -> int:
+    from painmon.app.bench import bench_app_cli
+
+    return bench_app_cli(args.source, args.seconds, args.face_model, args.model, args.json)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from painmon.app.main import run_app
+
+    return run_app(source=args.source, model=args.model, demo=True, face_model=args.face_model)
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from painmon.core.research.reproduce import format_reproduce_summary, run_reproduce
+
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if not seeds:
+        raise CliError("--seeds needs at least one integer, e.g. 42,123,999")
+    result = run_reproduce(
+        args.manifest,
+        args.out,
+        quick=args.quick,
+        device=args.device,
+        jobs=args.jobs,
+        seeds=seeds,
+        folds=args.folds,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        splits=args.splits,
+        cache_dir=args.cache_dir,
+    )
+    print(format_reproduce_summary(result))
+    return EXIT_OK
+
+
+def _print_json(result: dict, json_path: Path | None) -> int:
+    import json
+
+    text = json.dumps(result, indent=2)
+    print(text)
+    if json_path:
+        Path(json_path).write_text(text + "\n")
+    return EXIT_OK
+
+
+def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
+    from painmon.core.tools.bench_pipeline import bench_pipeline
+
+    result = bench_pipeline(args.source, args.model, args.face_model, args.max_frames, None)
+    return _print_json(result, args.json)
+
+
+def _cmd_bench_soak(args: argparse.Namespace) -> int:
+    from painmon.core.tools.bench_pipeline import bench_soak
+
+    result = bench_soak(args.seconds, args.source, args.model, args.face_model, None)
+    return _print_json(result, args.json)
+
+
+# --- parser -------------------------------------------------------------------------------
+
+
+def _add_training_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--manifest",
+        type=Path,
+        required=True,
+        help="manifest CSV, UNBC root, BioVid root, or crops.npz from `painmon crops`",
+    )
+    p.add_argument("--splits", type=Path, help="splits.json from `painmon split` (else made here)")
+    p.add_argument("--model", default="dacnn", help="see `painmon models list`")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument(
+        "--patience", type=int, default=15,
+        help="stop after this many epochs without a better validation macro-F1",
+    )  # fmt: skip
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    p.add_argument("--augment", default="full", choices=("full", "color", "none"))
+    p.add_argument("--compile", default="none", choices=("none", "default", "reduce-overhead"))
+    p.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="painmon",
+        description="Real-time bedside monitor of facial pain expression (DA-CNN, PSPI 0-4).",
+    )
+    parser.add_argument("--version", action="version", version=f"painmon {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    models = sub.add_parser("models", help="list the model zoo")
+    models_sub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    models_list = models_sub.add_parser(
+        "list", help="each model with parameter count and input size"
+    )
+    models_list.set_defaults(func=_cmd_models_list)
+    models_download = models_sub.add_parser(
+        "download", help="fetch and verify the MediaPipe Face Landmarker bundle"
+    )
+    models_download.add_argument(
+        "--force", action="store_true", help="download again even if a verified copy exists"
+    )
+    models_download.add_argument("--timeout", type=float, default=30.0, help="network timeout (s)")
+    models_download.set_defaults(func=_cmd_models_download)
+
+    doctor = sub.add_parser("doctor", help="check libraries, GPU, camera, models and folders")
+    doctor.add_argument("--camera", type=int, default=0, help="camera index to probe")
+    doctor.set_defaults(func=_cmd_doctor)
+
+    synth = sub.add_parser("synth", help="draw synthetic patients (images + manifest, or a video)")
+    synth.add_argument("--out", type=Path, help="folder for PNGs and manifest.csv")
+    synth.add_argument("--subjects", type=int, default=20)
+    synth.add_argument("--images-per-subject", type=int, default=100)
+    synth.add_argument("--video", type=Path, help="write a scripted pain-episode video (.mp4)")
+    synth.add_argument("--seconds", type=float, default=60.0)
+    synth.add_argument("--fps", type=float, default=30.0)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=_cmd_synth)
+
+    split = sub.add_parser("split", help="subject-wise stratified train/val/test split and K folds")
+    split.add_argument(
+        "--manifest", type=Path, required=True, help="manifest CSV, UNBC or BioVid root"
+    )
+    split.add_argument("--out", type=Path, required=True, help="where to write splits.json")
+    split.add_argument("--folds", type=int, default=5)
+    split.add_argument("--seed", type=int, default=42)
+    split.set_defaults(func=_cmd_split)
+
+    crops = sub.add_parser(
+        "crops", help="detect and crop faces once into a portable .npz (train elsewhere with it)"
+    )
+    crops.add_argument("--manifest", type=Path, required=True, help="manifest, UNBC or BioVid")
+    crops.add_argument("--out", type=Path, required=True, help="crops.npz to write")
+    crops.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
+    crops.set_defaults(func=_cmd_crops)
+
+    train = sub.add_parser("train", help="train a pain model with the paper's recipe")
+    _add_training_arguments(train)
+    train.add_argument("--out", type=Path, required=True, help="run folder")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.set_defaults(func=_cmd_train)
+
+    cv = sub.add_parser("cv", help="subject-wise K-fold cross-validation with 95%% CIs")
+    _add_training_arguments(cv)
+    cv.add_argument("--out", type=Path, required=True, help="folder for fold runs and tables")
+    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--seeds", default="42", help="comma-separated, e.g. 42,123,999 (the paper's)")
+    cv.add_argument("--jobs", type=int, default=1, help="folds trained at once (processes)")
+    cv.set_defaults(func=_cmd_cv)
+
+    evaluate = sub.add_parser("evaluate", help="score a run on its own held-out subjects")
+    evaluate.add_argument("--run", type=Path, required=True, help="run folder from painmon train")
+    evaluate.add_argument("--manifest", type=Path, required=True)
+    evaluate.add_argument("--split", default="test", choices=("test", "val", "train"))
+    evaluate.add_argument("--json", type=Path, help="write metrics.json here")
+    evaluate.add_argument("--predictions", type=Path, help="write preds.csv here")
+    evaluate.add_argument("--report", type=Path, help="write a self-contained report.html here")
+    evaluate.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    export = sub.add_parser("export", help="ONNX model for the monitor, with a parity check")
+    export.add_argument("--run", type=Path, required=True, help="run folder or best.safetensors")
+    export.add_argument("--out", type=Path, required=True, help="model.onnx to write")
+    export.add_argument("--opset", type=int, default=17)
+    export.add_argument("--intended-use", help="text stored in the model's metadata")
+    export.add_argument("--demo", action="store_true", help="mark as synthetic-data demo model")
+    export.set_defaults(func=_cmd_export)
+
+    bench = sub.add_parser("bench", help="benchmarks that print numbers")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="WHAT")
+    bench_train = bench_sub.add_parser("train", help="s/epoch at the paper's protocol size")
+    bench_train.add_argument("--device", default="auto")
+    bench_train.add_argument("--model", default="dacnn")
+    bench_train.add_argument("--epochs", type=int, default=3, help="timed epochs after warm-up")
+    bench_train.add_argument("--batch-size", type=int, default=32)
+    bench_train.add_argument("--augment", default="full", choices=("full", "color", "none"))
+    bench_train.add_argument(
+        "--compile", default="none", choices=("none", "default", "reduce-overhead")
+    )
+    bench_train.add_argument("--jobs", type=int, default=1, help="folds trained at once")
+    bench_train.add_argument("--json", type=Path, help="also write the result here")
+    bench_train.set_defaults(func=_cmd_bench_train)
+    bench_pipe = bench_sub.add_parser(
+        "pipeline", help="per-stage engine latency, fps, realtime factor, ORT vs torch"
+    )
+    bench_pipe.add_argument("--source", required=True, help="a video file (or synthetic)")
+    bench_pipe.add_argument("--model", type=Path, help="exported .onnx (default: untrained DA-CNN)")
+    bench_pipe.add_argument("--face-model", type=Path, help="face_landmarker.task (else Haar)")
+    bench_pipe.add_argument("--max-frames", type=int)
+    bench_pipe.add_argument("--json", type=Path, help="also write the result here")
+    bench_pipe.set_defaults(func=_cmd_bench_pipeline)
+    bench_soak = bench_sub.add_parser("soak", help="resident memory growth over a long run")
+    bench_soak.add_argument("--seconds", type=float, default=600.0, help="wall-clock length")
+    bench_soak.add_argument("--source", default="synthetic")
+    bench_soak.add_argument("--model", type=Path)
+    bench_soak.add_argument("--face-model", type=Path)
+    bench_soak.add_argument("--json", type=Path, help="also write the result here")
+    bench_soak.set_defaults(func=_cmd_bench_soak)
+    bench_app = bench_sub.add_parser("app", help="camera-to-display latency and GUI stall")
+    bench_app.add_argument("--source", required=True, help="a video file, played at 30 fps")
+    bench_app.add_argument("--seconds", type=float, default=20.0)
+    bench_app.add_argument("--face-model", type=Path)
+    bench_app.add_argument("--model", type=Path, help="default: the shipped demo model")
+    bench_app.add_argument("--json", type=Path, help="also write the result here")
+    bench_app.set_defaults(func=_cmd_bench_app)
+
+    monitor = sub.add_parser("monitor", help="headless monitoring into session files")
+    monitor.add_argument(
+        "--source",
+        required=True,
+        help="camera:N, a video file, an image folder, a URL or synthetic",
+    )
+    monitor.add_argument(
+        "--model", type=Path, help="model.onnx from painmon export (default: the demo model)"
+    )
+    monitor.add_argument("--out", type=Path, required=True, help="folder for session files")
+    monitor.add_argument("--max-seconds", type=float, help="stop after this much media time")
+    monitor.add_argument("--realtime", action="store_true", help="play files at their own speed")
+    monitor.add_argument("--face-model", type=Path, help="face_landmarker.task (else Haar)")
+    monitor.add_argument("--pseudonym", default="anonymous", help="patient pseudonym (no names)")
+    monitor.set_defaults(func=_cmd_monitor)
+
+    for name, func, text, source_help, model_help in (
+        ("app", _cmd_app, "the bedside monitor window", "default: last used, else camera:0",
+         "default: last used"),
+        ("demo", _cmd_demo, "the bedside window on a scripted synthetic patient",
+         "default: synthetic", "default: the shipped demo model"),
+    ):  # fmt: skip
+        window = sub.add_parser(name, help=text)
+        window.add_argument(
+            "--source", help=f"camera:N, video file, image folder, URL or synthetic ({source_help})"
+        )
+        window.add_argument("--model", type=Path, help=f"model.onnx ({model_help})")
+        window.add_argument("--face-model", type=Path, help="face_landmarker.task (else Haar)")
+        window.set_defaults(func=func)
+
+    rep = sub.add_parser("reproduce", help="the founding paper's Tables 2-4 in one command")
+    rep.add_argument("--manifest", type=Path, required=True, help="manifest, UNBC or BioVid root")
+    rep.add_argument(
+        "--splits", type=Path, help="splits.json from `painmon split` (else made here)"
+    )
+    rep.add_argument("--epochs", type=int, default=100)
+    rep.add_argument("--batch-size", type=int, default=32)
+    rep.add_argument(
+        "--lr", type=float, default=1e-4, help="every row's learning rate (paper: 1e-4)"
+    )
+    rep.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    rep.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
+    rep.add_argument("--out", type=Path, required=True, help="tables.md, results.json, CV runs")
+    rep.add_argument(
+        "--quick", action="store_true", help="smoke run (2 folds, 1 epoch): numbers mean nothing"
+    )
+    rep.add_argument("--jobs", type=int, default=1, help="folds trained at once (processes)")
+    rep.add_argument("--seeds", default="42", help="comma-separated, e.g. 42,123,999")
+    rep.add_argument("--folds", type=int, default=5)
+    rep.set_defaults(func=_cmd_reproduce)
+    return parser
+
+
+class _CliLogFormatter(logging.Formatter):
+    """Progress (INFO) as the bare message; warnings and errors with level and source."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.INFO:
+            return record.getMessage()
+        return f"{record.levelname} {record.name}: {super().format(record)}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler and handler.formatter is not None:
+            handler.setFormatter(_CliLogFormatter("%(message)s"))
+    # painmon's own progress (epochs, CV rows, sessions) is for the user; other libraries
+    # stay at warnings. Restored on the way out: main() also runs inside other programs.
+    painmon_log = logging.getLogger("painmon")
+    previous_level = painmon_log.level
+    if not args.verbose:
+        painmon_log.setLevel(logging.INFO)
+    try:
+        return _run(parser, args)
+    finally:
+        painmon_log.setLevel(previous_level)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return func(args)
+    except Exception as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == "torch":
+            print(
+                f"painmon {args.command}: error: needs PyTorch, which this install leaves out; "
+                "train on a workstation (pip install 'painmon[train]') and load the exported "
+                ".onnx here",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        if not isinstance(exc, _user_errors()):
+            raise  # a bug: keep the traceback
+        if args.verbose:
+            log.exception("painmon %s failed", args.command)
+        print(f"painmon {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"painmon {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Shared basics for every floor: labels, paths, atomic writes, validators, timelines, progress."""

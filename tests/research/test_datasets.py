@@ -1,0 +1,260 @@
+"""Dataset loaders: UNBC, BioVid and manifest layouts, and the errors a wrong layout gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from painmon.core.research.datasets import (
+    BIOVID_FPS,
+    DatasetLayoutError,
+    Sample,
+    biovid_frame_times_s,
+    detect_dataset_kind,
+    load_biovid,
+    load_dataset,
+    load_manifest,
+    load_unbc,
+)
+from painmon.core.util.labels import pspi_to_class
+
+TINY = np.full((8, 8, 3), 128, dtype=np.uint8)
+
+
+def make_unbc(root: Path, frames: dict[tuple[str, str, str], float]) -> Path:
+    """UNBC-style tree; PSPI files written the way the archive writes them."""
+    for (subject, sequence, frame), pspi in frames.items():
+        image = root / "Images" / subject / sequence / f"{frame}.png"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(image), TINY)
+        label = root / "Frame_Labels" / "PSPI" / subject / sequence / f"{frame}_facs.txt"
+        label.parent.mkdir(parents=True, exist_ok=True)
+        label.write_text(f"   {pspi:.7e}\n")
+    return root
+
+
+UNBC_FRAMES = {
+    ("042-ll042", "ll042t1aaaff", "ll042t1aaaff001"): 0.0,
+    ("042-ll042", "ll042t1aaaff", "ll042t1aaaff002"): 3.0,
+    ("042-ll042", "ll042t2aaaff", "ll042t2aaaff001"): 8.0,
+    ("043-jh043", "jh043t1aiaff", "jh043t1aiaff001"): 1.0,
+}
+
+
+def make_biovid(root: Path, clips: list[tuple[str, str, int]]) -> Path:
+    for subject, level, index in clips:
+        clip = root / "video" / subject / f"{subject}-{level}-{index:03d}.mp4"
+        clip.parent.mkdir(parents=True, exist_ok=True)
+        clip.write_bytes(b"not decoded by the loader")
+    return root
+
+
+def test_load_unbc_reads_pspi_files(tmp_path):
+    root = make_unbc(tmp_path / "unbc", UNBC_FRAMES)
+    samples = load_unbc(root)
+    assert [s.subject for s in samples] == ["042-ll042"] * 3 + ["043-jh043"]
+    assert [s.pspi for s in samples] == [0.0, 3.0, 8.0, 1.0]
+    assert [s.label for s in samples] == [0, 2, 4, 1]
+    assert all(s.source == "unbc" and s.frame_index is None for s in samples)
+    assert samples[1].path == root / "Images/042-ll042/ll042t1aaaff/ll042t1aaaff002.png"
+
+
+def test_unbc_image_without_label_names_the_image(tmp_path):
+    root = make_unbc(tmp_path / "unbc", UNBC_FRAMES)
+    (root / "Frame_Labels/PSPI/042-ll042/ll042t2aaaff/ll042t2aaaff001_facs.txt").unlink()
+    with pytest.raises(DatasetLayoutError) as err:
+        load_unbc(root)
+    message = str(err.value)
+    assert "ll042t2aaaff001.png" in message
+    assert "ll042t2aaaff001_facs.txt" in message
+    assert "Frame_Labels/PSPI/<subject>/<sequence>/<frame>_facs.txt" in message
+
+
+def test_unbc_bad_label_text_names_the_label_file(tmp_path):
+    root = make_unbc(tmp_path / "unbc", UNBC_FRAMES)
+    bad = root / "Frame_Labels/PSPI/043-jh043/jh043t1aiaff/jh043t1aiaff001_facs.txt"
+    bad.write_text("n/a\n")
+    with pytest.raises(DatasetLayoutError, match=r"jh043t1aiaff001_facs\.txt"):
+        load_unbc(root)
+    bad.write_text("   1.7000000e+01\n")  # PSPI tops out at 16
+    with pytest.raises(DatasetLayoutError, match=r"0\.\.16"):
+        load_unbc(root)
+
+
+def test_unbc_wrong_layout_and_empty_fail(tmp_path):
+    root = make_unbc(tmp_path / "unbc", UNBC_FRAMES)
+    stray = root / "Images/042-ll042/loose.png"
+    assert cv2.imwrite(str(stray), TINY)
+    with pytest.raises(DatasetLayoutError, match=r"loose\.png"):
+        load_unbc(root)
+    (tmp_path / "empty/Images").mkdir(parents=True)
+    (tmp_path / "empty/Frame_Labels/PSPI").mkdir(parents=True)
+    with pytest.raises(DatasetLayoutError, match="no samples"):
+        load_unbc(tmp_path / "empty")
+    with pytest.raises(DatasetLayoutError, match="Frame_Labels"):
+        load_unbc(tmp_path / "nowhere")
+
+
+def test_load_biovid_samples_frames_in_the_window(tmp_path):
+    clips = [("071309_w_21", "BL1", 81), ("071309_w_21", "PA3", 2), ("082315_w_60", "PA4", 17)]
+    root = make_biovid(tmp_path / "biovid", clips)
+    samples = load_biovid(root)
+    assert len(samples) == 3 * 4
+    first_clip = samples[:4]
+    assert [s.time_s for s in first_clip] == pytest.approx([2.0, 2.0 + 2.5 / 3, 2.0 + 5.0 / 3, 4.5])
+    assert [s.frame_index for s in first_clip] == [50, 71, 92, 112]
+    assert {s.path.name for s in first_clip} == {"071309_w_21-BL1-081.mp4"}
+    assert [s.label for s in samples[::4]] == [0, 3, 4]
+    assert all(s.source == "biovid" and s.pspi is None for s in samples)
+
+    custom = load_biovid(root, frames_per_clip=2, window_s=(1.0, 3.0))
+    assert [(s.time_s, s.frame_index) for s in custom[:2]] == [(1.0, 25), (3.0, 75)]
+    single = load_biovid(root, frames_per_clip=1)
+    assert single[0].time_s == pytest.approx(3.25)
+    assert single[0].frame_index == round(3.25 * BIOVID_FPS)
+
+
+def test_biovid_bad_file_name_is_named(tmp_path):
+    root = make_biovid(tmp_path / "biovid", [("071309_w_21", "BL1", 1)])
+    bad = root / "video/071309_w_21/071309_w_21-PA5-001.mp4"
+    bad.write_bytes(b"")
+    with pytest.raises(DatasetLayoutError) as err:
+        load_biovid(root)
+    assert str(bad) in str(err.value)
+    assert "<BL1|PA1|PA2|PA3|PA4>" in str(err.value)
+    bad.unlink()
+    other = root / "video/071309_w_21/999999_m_30-PA1-001.mp4"  # subject differs from its folder
+    other.write_bytes(b"")
+    with pytest.raises(DatasetLayoutError, match=r"999999_m_30-PA1-001\.mp4"):
+        load_biovid(root)
+
+
+def test_biovid_window_validation():
+    assert biovid_frame_times_s(3, (0.0, 1.0)) == pytest.approx((0.0, 0.5, 1.0))
+    with pytest.raises(ValueError, match="frames_per_clip"):
+        biovid_frame_times_s(0)
+    with pytest.raises(ValueError, match="window_s"):
+        biovid_frame_times_s(4, (3.0, 2.0))
+    with pytest.raises(ValueError, match="empty"):
+        biovid_frame_times_s(4, (2.0, 2.0))
+
+
+def _write_images(folder: Path, names: list[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        assert cv2.imwrite(str(folder / name), TINY)
+
+
+def test_manifest_relative_absolute_and_extra_columns(tmp_path):
+    _write_images(tmp_path / "data/img", ["a.png", "b.png"])
+    _write_images(tmp_path / "elsewhere", ["c.png"])
+    absolute = tmp_path / "elsewhere/c.png"
+    manifest = tmp_path / "data/manifest.csv"
+    manifest.write_text(
+        "path,subject,pspi,label,au4,au43\n"
+        "img/a.png,p01,0,0,0,0\n"
+        "img/b.png,p01,5,3,3,1\n"
+        f"{absolute},p02,12,4,5,1\n"
+    )
+    samples = load_manifest(manifest)
+    assert [s.path for s in samples] == [
+        tmp_path / "data/img/a.png",
+        tmp_path / "data/img/b.png",
+        absolute,
+    ]
+    assert [s.label for s in samples] == [0, 3, 4]
+    assert [s.pspi for s in samples] == [0.0, 5.0, 12.0]
+
+    label_only = tmp_path / "data/labels.csv"
+    label_only.write_text("subject,path,label,frame_index\np03,img/a.png,2,\np03,img/b.png,1,7\n")
+    samples = load_manifest(label_only)
+    assert [(s.label, s.pspi, s.frame_index) for s in samples] == [(2, None, None), (1, None, 7)]
+
+
+def test_manifest_missing_column_is_named(tmp_path):
+    _write_images(tmp_path, ["a.png"])
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,pspi\na.png,0\n")
+    with pytest.raises(DatasetLayoutError) as err:
+        load_manifest(manifest)
+    assert "subject" in str(err.value) and str(manifest) in str(err.value)
+    manifest.write_text("path,subject,au4\na.png,p1,0\n")
+    with pytest.raises(DatasetLayoutError, match="pspi or label"):
+        load_manifest(manifest)
+
+
+def test_a_crops_file_or_binary_file_is_not_a_manifest(tmp_path):
+    crops = tmp_path / "crops.npz"
+    crops.write_bytes(b"PK\x03\x04\x94\x00binary")
+    with pytest.raises(DatasetLayoutError, match="crops file from `painmon crops`"):
+        load_dataset(crops)
+    binary = tmp_path / "m.csv"
+    binary.write_bytes(b"path,subject\n\x94\xff\x00")
+    with pytest.raises(DatasetLayoutError, match="not UTF-8 text") as err:
+        load_dataset(binary)
+    assert str(binary) in str(err.value) and "Expected" in str(err.value)
+
+
+def test_manifest_pspi_label_disagreement_names_the_row(tmp_path):
+    _write_images(tmp_path, ["a.png", "b.png"])
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,subject,pspi,label\na.png,p1,0,0\nb.png,p1,5,1\n")
+    with pytest.raises(DatasetLayoutError) as err:
+        load_manifest(manifest)
+    message = str(err.value)
+    assert "line 3" in message and "b.png" in message
+    assert f"class {pspi_to_class(5)}" in message and "label is 1" in message
+
+
+def test_manifest_missing_file_and_bad_values(tmp_path):
+    _write_images(tmp_path, ["a.png"])
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,subject,label\na.png,p1,0\nghost.png,p1,1\n")
+    with pytest.raises(DatasetLayoutError, match=r"ghost\.png"):
+        load_manifest(manifest)
+    manifest.write_text("path,subject,label\na.png,p1,7\n")
+    with pytest.raises(DatasetLayoutError, match="line 2"):
+        load_manifest(manifest)
+    manifest.write_text("path,subject,label\n")
+    with pytest.raises(DatasetLayoutError, match="no samples"):
+        load_manifest(manifest)
+
+
+def test_load_dataset_auto_detects_each_layout(tmp_path):
+    unbc = make_unbc(tmp_path / "unbc", UNBC_FRAMES)
+    biovid = make_biovid(tmp_path / "biovid", [("s1", "PA2", 1)])
+    _write_images(tmp_path / "m", ["a.png"])
+    manifest = tmp_path / "m/manifest.csv"
+    manifest.write_text("path,subject,pspi\na.png,p1,2\n")
+    assert [detect_dataset_kind(p) for p in (unbc, biovid, manifest)] == [
+        "unbc",
+        "biovid",
+        "manifest",
+    ]
+    assert len(load_dataset(unbc)) == 4
+    assert len(load_dataset(biovid, frames_per_clip=3)) == 3
+    assert load_dataset(manifest)[0].label == 2
+    (tmp_path / "other").mkdir()
+    with pytest.raises(DatasetLayoutError) as err:
+        load_dataset(tmp_path / "other")
+    assert "Images" in str(err.value) and "video" in str(err.value) and "CSV" in str(err.value)
+    with pytest.raises(ValueError, match="unknown dataset kind"):
+        load_dataset(unbc, kind="affwild")
+
+
+def test_sample_validation():
+    sample = Sample("x.png", "p1", 2, 3.0, "unbc")
+    assert isinstance(sample.path, Path)
+    with pytest.raises(ValueError, match=r"0\.\.4"):
+        Sample("x.png", "p1", 5, None, "manifest")
+    with pytest.raises(ValueError, match="means class 2"):
+        Sample("x.png", "p1", 1, 3.0, "manifest")
+    with pytest.raises(ValueError, match="subject"):
+        Sample("x.png", " ", 0, None, "manifest")
+    with pytest.raises(ValueError, match="frame_index"):
+        Sample("x.mp4", "p1", 0, None, "biovid", frame_index=-1)
+    with pytest.raises(ValueError, match="label must be an int"):
+        Sample("x.png", "p1", True, None, "manifest")

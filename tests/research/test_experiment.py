@@ -1,0 +1,104 @@
+"""Dataset on disk → crops → subject-wise plan → training and CV, on synthetic patients."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from painmon.core.live.face_detect import MediaPipeFaceDetector
+from painmon.core.research.crops import CropError
+from painmon.core.research.experiment import (
+    cross_validate,
+    format_cv_summary,
+    prepare_data,
+    resolve_plan,
+    train_on_plan,
+)
+from painmon.core.research.splits import SplitPlan, SubjectLeakError, run_split_cli
+from painmon.core.research.train import TrainConfig
+from painmon.core.synth.patients import write_dataset
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, face_model_path):
+    root = tmp_path_factory.mktemp("synth")
+    manifest = write_dataset(root / "data", n_subjects=14, images_per_subject=5, seed=3,
+                             image_size_px=160)  # fmt: skip
+    with MediaPipeFaceDetector(face_model_path) as detector:
+        data = prepare_data(manifest, cache_dir=root / "cache", detector=detector, progress=False)
+    return manifest, data
+
+
+def test_prepare_data_crops_every_synthetic_face(prepared):
+    _, data = prepared
+    assert len(data.crops) >= 0.95 * len(data.samples)
+    assert data.crops.images.shape[1:] == (64, 64, 3)
+    assert len(set(data.crops.subjects.tolist())) == 14
+
+
+def test_train_on_plan_keeps_subjects_apart(prepared, tmp_path):
+    _, data = prepared
+    plan = resolve_plan(data, None, seed=42, folds=5)
+    cfg = TrainConfig(model="micropainnet", epochs=1, batch_size=8, device="cpu")
+    result = train_on_plan(data, plan, cfg, tmp_path / "run", progress=False)
+    meta = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert set(meta["train_subjects"]).isdisjoint(meta["val_subjects"])
+    assert set(meta["train_subjects"]).isdisjoint(meta["test_subjects"])
+    assert meta["data_sha256"] == data.crops.data_sha256
+    assert SplitPlan.from_json(tmp_path / "run" / "splits.json") == plan
+    assert result.epochs_run == 1
+
+
+def test_a_leaking_splits_file_is_refused(prepared, tmp_path):
+    _, data = prepared
+    plan = resolve_plan(data, None, seed=42, folds=5).to_dict()
+    plan["val"] = [*plan["val"], plan["train"][0]]
+    (tmp_path / "splits.json").write_text(json.dumps(plan))
+    with pytest.raises(SubjectLeakError, match=plan["train"][0]):
+        resolve_plan(data, tmp_path / "splits.json", seed=42, folds=5)
+
+
+def test_cross_validation_reports_every_fold_with_ci(prepared, tmp_path):
+    _, data = prepared
+    plan = resolve_plan(data, None, seed=42, folds=2)
+    cfg = TrainConfig(model="micropainnet", epochs=1, batch_size=8, device="cpu")
+    summary = cross_validate(data, plan, cfg, tmp_path, seeds=(42, 123), progress=False)
+    assert summary["n_runs"] == 4
+    assert [(f["seed"], f["fold"]) for f in summary["folds"]] == [
+        (42, 1),
+        (42, 2),
+        (123, 1),
+        (123, 2),
+    ]
+    acc = summary["val"]["accuracy"]
+    assert acc["ci95"][0] <= acc["mean"] <= acc["ci95"][1] and acc["n"] == 4
+    assert "test" in summary and summary["test"]["accuracy"]["n"] == 4
+    rows = list(csv.DictReader((tmp_path / "cv_folds.csv").open()))
+    assert len(rows) == 4
+    assert (tmp_path / "cv_folds.png").stat().st_size > 1000
+    assert "95% CI" in format_cv_summary(summary)
+
+
+def test_crops_file_trains_without_images_or_detector(prepared, tmp_path):
+    _, data = prepared
+    npz = data.crops.save_npz(tmp_path / "crops.npz", dataset_sha256=data.dataset_sha256)
+    again = prepare_data(npz)
+    assert again.crops.data_sha256 == data.crops.data_sha256
+    assert again.dataset_sha256 == data.dataset_sha256 and again.samples == ()
+    plan = resolve_plan(data, None, seed=42, folds=5)
+    # Without --splits a crops file is split from the crops it holds: the same plan as the
+    # dataset's when every image gave a crop.
+    assert resolve_plan(again, None, seed=42, folds=5) == plan
+    cli_plan = run_split_cli(npz, tmp_path / "from_crops.json", folds=5, seed=42)
+    assert "wrote" in cli_plan and "subject-wise split" in cli_plan
+    assert SplitPlan.from_json(tmp_path / "from_crops.json") == plan
+    plan.to_json(tmp_path / "splits.json")
+    plan_again = resolve_plan(again, tmp_path / "splits.json", seed=42, folds=5)
+    cfg = TrainConfig(model="micropainnet", epochs=1, batch_size=8, device="cpu")
+    result = train_on_plan(again, plan_again, cfg, tmp_path / "run", progress=False)
+    assert result.epochs_run == 1
+    (tmp_path / "bad.npz").write_bytes(b"not an npz")
+    with pytest.raises(CropError, match="painmon crops"):
+        prepare_data(tmp_path / "bad.npz")

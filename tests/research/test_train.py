@@ -1,0 +1,144 @@
+"""The training loop on tiny data: run folder, checkpoints, resume, leak refusal, schedule."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+
+import pytest
+import torch
+
+from painmon.core.research.splits import SubjectLeakError
+from painmon.core.research.train import (
+    TrainConfig,
+    fit,
+    load_checkpoint,
+    lr_factor,
+    sample_epoch_indices,
+)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, toy_crops):
+    out = tmp_path_factory.mktemp("run")
+    x_tr, y_tr = toy_crops(80, 0)
+    x_va, y_va = toy_crops(40, 1)
+    cfg = TrainConfig(
+        model="micropainnet", epochs=3, warmup_epochs=1, batch_size=16, lr=3e-3, device="cpu"
+    )
+    result = fit(cfg, x_tr, y_tr, x_va, y_va, out, progress=False,
+                 provenance={"data_sha256": "toy", "dataset": "toy"})  # fmt: skip
+    return out, result, cfg, (x_va, y_va)
+
+
+def test_run_folder_holds_everything(trained_run):
+    out, result, _, _ = trained_run
+    for name in ("config.json", "env.json", "history.csv", "best.safetensors", "best.json",
+                 "card.md", "last.safetensors", "last.json"):  # fmt: skip
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert set(rows[0]) >= {
+        "lr",
+        "train_loss",
+        "val_loss",
+        "val_accuracy",
+        "val_macro_f1",
+        "val_ece",
+    }
+    meta = json.loads((out / "best.json").read_text())
+    assert meta["architecture"] == "micropainnet"
+    assert meta["class_names"][0] == "No pain"
+    assert meta["pspi_mapping"].startswith("0->0")
+    assert 0.05 <= meta["temperature"] <= 20
+    assert meta["temperature"] == pytest.approx(result.temperature)
+    assert result.stopped == "completed" and result.epochs_run == 3
+    config = json.loads((out / "config.json").read_text())
+    assert config["label_smoothing"] == 0.1 and config["resolved_device"] == "cpu"
+
+
+def test_model_learns_the_toy_task(trained_run):
+    _, result, _, _ = trained_run
+    assert result.best_val_macro_f1 > 0.5  # chance is 0.2
+
+
+def test_checkpoint_reloads_to_same_predictions(trained_run):
+    out, _, _, (x_va, _) = trained_run
+    model_a, _ = load_checkpoint(out)
+    model_b, _ = load_checkpoint(out / "best.safetensors")
+    x = torch.from_numpy(x_va[:4]).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        assert torch.equal(model_a(x), model_b(x))
+
+
+def test_tampered_checkpoint_is_refused(trained_run, tmp_path):
+    out, _, _, _ = trained_run
+    for name in ("best.safetensors", "best.json"):
+        (tmp_path / name).write_bytes((out / name).read_bytes())
+    data = bytearray((tmp_path / "best.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (tmp_path / "best.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="SHA-256"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing")
+
+
+def test_resume_continues_after_last_epoch(trained_run, tmp_path, toy_crops):
+    out, _, cfg, (x_va, y_va) = trained_run
+    for path in out.iterdir():
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    x_tr, y_tr = toy_crops(80, 0)
+    longer = TrainConfig(**{**cfg.to_dict(), "epochs": 4})
+    result = fit(longer, x_tr, y_tr, x_va, y_va, tmp_path, resume=True, progress=False)
+    rows = list(csv.DictReader((tmp_path / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert result.epochs_run == 4
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        fit(longer, x_tr, y_tr, x_va, y_va, tmp_path / "fresh", resume=True, progress=False)
+
+
+def test_a_subject_in_train_and_val_is_refused(tmp_path, toy_crops):
+    x, y = toy_crops(20, 0)
+    cfg = TrainConfig(epochs=1, batch_size=4, device="cpu")
+    with pytest.raises(SubjectLeakError, match="'p7'"):
+        fit(cfg, x, y, x, y, tmp_path, progress=False,
+            train_subjects=["p1"] * 10 + ["p7"] * 10, val_subjects=["p7"] * 20)  # fmt: skip
+    assert not (tmp_path / "best.safetensors").exists()
+
+
+def test_schedule_warms_up_then_anneals_to_min_lr():
+    cfg = TrainConfig(epochs=10, warmup_epochs=2, lr=1e-3, min_lr=1e-5)
+    factors = [lr_factor(s, 10, cfg) for s in range(100)]
+    assert factors[0] == pytest.approx(0.05)
+    assert factors[19] == pytest.approx(1.0)
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(factors[20:]))
+    assert factors[-1] == pytest.approx(1e-2, abs=2e-3)  # min_lr / lr at the end
+
+
+def test_class_weighted_sampling_balances_rare_classes():
+    labels = torch.tensor([0] * 900 + [4] * 100)
+    gen = torch.Generator().manual_seed(0)
+    drawn = labels[sample_epoch_indices(labels, True, gen)]
+    share = float((drawn == 4).float().mean())
+    assert 0.4 < share < 0.6
+    plain = labels[sample_epoch_indices(labels, False, gen)]
+    assert float((plain == 4).float().mean()) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"epochs": 0}, {"batch_size": 1}, {"lr": 0}, {"label_smoothing": 1.0}, {"augment": "x"},
+     {"compile": "fast"}, {"min_lr": 1.0}],
+)  # fmt: skip
+def test_bad_config_is_refused(bad):
+    with pytest.raises(ValueError):
+        TrainConfig(**bad)
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    from painmon.core.util.fileio import _UMASK, atomic_write_json
+
+    path = atomic_write_json(tmp_path / "x.json", {"a": 1})
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_UMASK

@@ -1,0 +1,130 @@
+"""The `painmon` command line: real output, exit codes, one clear line on bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+
+import pytest
+
+from painmon.core.tools.cli import main
+
+
+def test_version_through_python_dash_m():
+    out = subprocess.run([sys.executable, "-m", "painmon", "--version"], capture_output=True,
+                         text=True, timeout=60, check=True)  # fmt: skip
+    assert out.stdout.startswith("painmon ")
+
+
+def test_progress_into_a_log_file_is_whole_lines(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "painmon", "synth", "--out", str(tmp_path / "d"), "--subjects",
+         "1", "--images-per-subject", "5", "--seed", "2"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert "\r" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert any(line.startswith("synthetic faces: 5/5 img (100 %), in ") for line in lines), lines
+    # painmon's progress messages are bare; nothing says INFO.
+    assert f"wrote 5 synthetic images of 1 subjects to {tmp_path / 'd'}" in lines
+    assert "INFO" not in proc.stderr
+
+
+def test_models_list_prints_every_model(capsys):
+    assert main(["models", "list"]) == 0
+    text = capsys.readouterr().out
+    for name in ("dacnn", "simplecnn", "micropainnet", "painxception"):
+        assert name in text
+    assert "3x64x64" in text and "M " in text
+
+
+def test_synth_split_train_from_the_command_line(
+    tmp_path, capsys, caplog, monkeypatch, face_model_path
+):
+    monkeypatch.setenv("PAINMON_FACE_MODEL", str(face_model_path))
+    data = tmp_path / "data"
+    assert main(["synth", "--out", str(data), "--subjects", "14", "--images-per-subject", "5",
+                 "--seed", "1"]) == 0  # fmt: skip
+    assert (data / "manifest.csv").is_file()
+    assert "14" in capsys.readouterr().out
+
+    splits = tmp_path / "splits.json"
+    assert main(["split", "--manifest", str(data / "manifest.csv"), "--out", str(splits)]) == 0
+    table = capsys.readouterr().out
+    assert "train" in table and "test" in table and "fold 5 val" in table
+    plan = json.loads(splits.read_text())
+    assert set(plan) == {"manifest_sha256", "seed", "train", "val", "test", "folds"}
+
+    run = tmp_path / "run"
+    code = main(["train", "--manifest", str(data / "manifest.csv"), "--splits", str(splits),
+                 "--model", "micropainnet", "--epochs", "1", "--batch-size", "8",
+                 "--patience", "7", "--device", "cpu", "--out", str(run),
+                 "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+    assert code == 0
+    assert "run folder" in capsys.readouterr().out
+    # Each epoch is reported (not only a bar that vanishes), and main() puts the painmon
+    # logger's level back when it returns.
+    assert any(r.getMessage().startswith("epoch 1: loss") for r in caplog.records)
+    assert logging.getLogger("painmon").level == logging.NOTSET
+    assert (run / "best.safetensors").is_file()
+    assert json.loads((run / "config.json").read_text())["patience"] == 7
+
+    metrics, preds = tmp_path / "metrics.json", tmp_path / "preds.csv"
+    assert main(["evaluate", "--run", str(run), "--manifest", str(data / "manifest.csv"),
+                 "--json", str(metrics), "--predictions", str(preds),
+                 "--report", str(tmp_path / "report.html"),
+                 "--cache-dir", str(tmp_path / "cache")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "macro-F1" in out and re.search(
+        r"calibration: temperature [\d.]+; ECE [\d.]+ at T = 1 -> ", out
+    )
+    assert "<img" in (tmp_path / "report.html").read_text()
+    result = json.loads(metrics.read_text())
+    for key in (
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "cohen_kappa",
+        "quadratic_kappa",
+        "mcc",
+        "auc_macro",
+        "auc_micro",
+        "ece",
+        "brier",
+        "nll",
+        "confusion_matrix",
+        "n",
+    ):
+        assert key in result, key  # fmt: skip
+    lines = preds.read_text().splitlines()
+    assert lines[0] == "path,subject,label,pred,p0,p1,p2,p3,p4"
+    assert len(lines) - 1 == result["n"]
+    test_subjects = set(plan["test"])
+    assert {line.split(",")[1] for line in lines[1:]} <= test_subjects
+    probs = [float(x) for x in lines[1].split(",")[4:]]
+    assert abs(sum(probs) - 1) < 1e-4
+
+    onnx_path = tmp_path / "model.onnx"
+    assert main(["export", "--run", str(run), "--out", str(onnx_path), "--demo"]) == 0
+    assert "max |diff|" in capsys.readouterr().out
+    assert onnx_path.is_file() and (tmp_path / "model.onnx.sha256").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["split", "--manifest", "/nonexistent/manifest.csv", "--out", "x.json"],
+        ["synth"],
+        ["synth", "--out", "{tmp}/d", "--subjects", "0"],
+        ["export", "--run", "{tmp}/no-run", "--out", "{tmp}/m.onnx"],
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(argv, tmp_path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("painmon ") and "error:" in err
+    assert "Traceback" not in err
