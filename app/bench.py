@@ -30,6 +30,7 @@ from painmon.core.tools.bench_app import (
     format_app_bench,
     summarize_app_bench,
 )
+from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ def bench_app(
     from painmon.core.util.paths import find_face_model
 
     if not (seconds > 0 and warmup_s >= 0):
-        raise ValueError(f"seconds must be > 0 and warmup_s >= 0, got {seconds}, {warmup_s}")
+        raise InvalidInputError(f"seconds must be > 0 and warmup_s >= 0, got {seconds}, {warmup_s}")
     model_path = Path(model) if model is not None else shipped_demo_model_path()
     if not model_path.is_file():
         raise FileNotFoundError(
@@ -92,7 +93,9 @@ def bench_app(
     inner = open_source(str(source))
     if inner.is_live:
         inner.close()
-        raise ValueError(f"{source} is live: the app benchmark plays a video file in real time")
+        raise InvalidInputError(
+            f"{source} is live: the app benchmark plays a video file in real time"
+        )
     retimed = RetimedSource(inner, input_fps, loop=True)
 
     app = _qapplication()

@@ -15,7 +15,7 @@ import logging
 import shutil
 import sys
 import time
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,16 +52,26 @@ from painmon.app.widgets import (
     COLOUR_TECHNICAL,
     COLOUR_TEXT,
     COLOUR_UNKNOWN,
-    CONDITION_TEXT,
     AlarmBanner,
     StatePanel,
     TrendPlot,
     VideoView,
 )
-from painmon.app.worker import InferenceWorker
-from painmon.core.live.alarms import AlarmEventKind, AlarmSettings, AlarmState
+from painmon.app.worker import Command, InferenceWorker
+from painmon.core.live.alarms import AlarmEventKind, AlarmPriority, AlarmSettings, AlarmState
 from painmon.core.live.capture import CaptureStats, FrameSource
-from painmon.core.live.engine import ENGINE_ORT_THREADS, Engine, EngineResult
+from painmon.core.live.display import NO_MODEL_TEXT as NO_MODEL_TEXT  # re-exported
+from painmon.core.live.display import (
+    NO_SOURCE_HEADLINE,
+    STALE_FRAME_S,
+    SourceProblem,
+    display_state,
+    monitor_stopped,
+    smooth_latency_ms,
+    source_ended,
+    source_failed,
+)
+from painmon.core.live.engine import ENGINE_ORT_THREADS, Engine, EngineResult, MonitorEngine
 from painmon.core.live.scoring import ModelLoadError, OnnxPainModel, ProviderError
 from painmon.core.live.session import (
     SESSION_CSV,
@@ -70,28 +80,27 @@ from painmon.core.live.session import (
     make_session_folder,
 )
 from painmon.core.live.trend import TrendBuffer
-from painmon.core.util.labels import DEFAULT_CLASS_NAMES
+from painmon.core.util.timeline import utc_now
 
 log = logging.getLogger(__name__)
 
-NO_MODEL_TEXT = "no model loaded — load a model (File → Open model…)"
 VIDEO_REFRESH_MS = 100
 # New frames reach the screen at up to 30 fps on their own timer: waiting for the 10 Hz panel
 # refresh showed a 30 fps camera at 10 fps and added up to 100 ms of display latency.
 FRAME_REFRESH_MS = 33
 TREND_REFRESH_MS = 1000
 _THREAD_JOIN_MS = 5000
-_STALE_FRAME_S = 1.0
 # keep_singletons_alive() keeps their reference counts above this: minutes of losses at the
 # measured worst (~1000/s) would still leave them far from zero.
 SINGLETON_REFS_FLOOR = 200_000
 _py_incref = ctypes.pythonapi.Py_IncRef
 _py_incref.argtypes = [ctypes.py_object]
 _py_incref.restype = None
-_PAIN_ONSETS = frozenset({AlarmEventKind.ONSET.value})
+_PAIN_ONSETS = frozenset({AlarmEventKind.ONSET})
 # A failed or lost command must not mute the alarm for longer than this.
 _SOUND_HOLD_MAX_S = 1.0
-_SILENCING_KINDS = frozenset({AlarmEventKind.ACKNOWLEDGE.value, AlarmEventKind.AUDIO_PAUSE.value})
+_SILENCING_KINDS = frozenset({AlarmEventKind.ACKNOWLEDGE, AlarmEventKind.AUDIO_PAUSE})
+_STATUS_KINDS = frozenset({AlarmEventKind.TECHNICAL_ONSET, AlarmEventKind.ONSET})
 
 
 def keep_singletons_alive(floor: int = SINGLETON_REFS_FLOOR) -> int:
@@ -153,7 +162,7 @@ class MainWindow(QMainWindow):
         self._frame_dirty = False
         self._last_result_mono_s: float | None = None
         self.alarm_state: AlarmState | None = None
-        self._source_problem: tuple[str, str] | None = None  # (headline, detail)
+        self._source_problem: SourceProblem | None = None
         #: why the running source ended (end of video, capture error), None while it runs
         self.source_ended_reason: str | None = None
         self._receive_times: collections.deque[float] = collections.deque(maxlen=120)
@@ -263,7 +272,7 @@ class MainWindow(QMainWindow):
         page.setStyleSheet("background: #000;")
         layout = QVBoxLayout(page)
         layout.addStretch(1)
-        self.prompt_title = QLabel("NO VIDEO SOURCE")
+        self.prompt_title = QLabel(NO_SOURCE_HEADLINE)
         self.prompt_title.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.prompt_title.setStyleSheet(
             f"color: {COLOUR_TECHNICAL}; font-size: 56px; font-weight: bold;"
@@ -373,13 +382,13 @@ class MainWindow(QMainWindow):
         sha = self.model.sha256 if self.model is not None else ""
         return dataclasses.replace(self.app_settings.alarm, model_sha256=sha)
 
-    def _engine_factory(self) -> Any:
+    def _engine_factory(self) -> Callable[[], MonitorEngine]:
         model = self.model
         alarm = self._alarm_settings()
         tau = self.app_settings.smoothing_time_constant_s
         face_model = self.app_settings.face_model or None
 
-        def make() -> Any:
+        def make() -> MonitorEngine:
             # Runs on the worker thread: loading the face tracker must not freeze the window.
             from painmon.core.live.face import create_face_tracker
 
@@ -478,9 +487,8 @@ class MainWindow(QMainWindow):
         if not self._from_current_worker():
             return
         self.status_source.setText(f"source: {self.source_name} (failed)")
-        headline = "NO CAMERA" if self.source_name.startswith("camera:") else "NO VIDEO SOURCE"
-        self._source_problem = (headline, message)
-        self.prompt_title.setText(headline)
+        self._source_problem = source_failed(self.source_name, message)
+        self.prompt_title.setText(self._source_problem.headline)
         self.prompt_detail.setText(
             f"{message}\n\nRun the demo patient, open a video file, or connect a camera."
         )
@@ -490,7 +498,7 @@ class MainWindow(QMainWindow):
     def _on_source_ended(self, reason: str) -> None:
         if not self._from_current_worker():
             return
-        self._source_problem = ("VIDEO ENDED" if reason == "end of video" else "NO SIGNAL", reason)
+        self._source_problem = source_ended(reason)
         self.source_ended_reason = reason
         self.status_source.setText(f"source: {self.source_name} ({reason})")
 
@@ -502,7 +510,7 @@ class MainWindow(QMainWindow):
     def _on_worker_error(self, message: str) -> None:
         if not self._from_current_worker():
             return
-        self._source_problem = ("MONITOR STOPPED", message)
+        self._source_problem = monitor_stopped(message)
         self.statusBar().showMessage(message)
 
     # ------------------------------------------------------------------ results
@@ -533,7 +541,7 @@ class MainWindow(QMainWindow):
             return
         if not self.source_live or self._last_result_mono_s is None:
             pass
-        elif time.monotonic() - self._last_result_mono_s > _STALE_FRAME_S:
+        elif time.monotonic() - self._last_result_mono_s > STALE_FRAME_S:
             self.trend.update(time.time(), None, None, state.pain_priority)
         self._take_alarm_state(state)
 
@@ -544,20 +552,19 @@ class MainWindow(QMainWindow):
         for event in state.new_events:
             if event.kind in _PAIN_ONSETS:
                 self._show_popup(event.priority, event.message)
-            if event.kind in (AlarmEventKind.TECHNICAL_ONSET.value, AlarmEventKind.ONSET.value):
+            if event.kind in _STATUS_KINDS:
                 self.statusBar().showMessage(event.message, 10000)
 
     def _show_popup(self, priority: str, message: str) -> None:
         """A non-modal popup: at most one per episode (one per onset event)."""
         self.popup_count += 1
-        stamp = datetime.now(UTC).astimezone().strftime("%H:%M:%S")
+        stamp = utc_now().astimezone().strftime("%H:%M:%S")
         if self._popup is None:
             self._popup = QMessageBox(self)
             self._popup.setWindowModality(Qt.WindowModality.NonModal)
             self._popup.setStandardButtons(QMessageBox.StandardButton.Ok)
-        self._popup.setIcon(
-            QMessageBox.Icon.Critical if priority == "high" else QMessageBox.Icon.Warning
-        )
+        high = priority == AlarmPriority.HIGH
+        self._popup.setIcon(QMessageBox.Icon.Critical if high else QMessageBox.Icon.Warning)
         self._popup.setWindowTitle(f"{priority.upper()} pain alarm")
         self._popup.setText(f"{priority.upper()} PAIN ALARM at {stamp}")
         self._popup.setInformativeText(message)
@@ -568,52 +575,35 @@ class MainWindow(QMainWindow):
     def refresh(self) -> None:
         """Repaint video, state panel, banner and status bar from the newest stored data."""
         keep_singletons_alive()
-        now_s = time.monotonic()
-        result = self._latest
         self.show_new_frame()
-        self._refresh_video_message(result, now_s)
-        class_names = tuple(self.model.class_names) if self.model is not None else ()
-        if self.model is None:
-            self.state_panel.show_result(
-                None, self.app_settings.alarm, DEFAULT_CLASS_NAMES, self.model_error or ""
-            )
-            self.state_panel.class_name.setText("NO MODEL LOADED")
-            self.state_panel.reason.setText(
-                NO_MODEL_TEXT + (f"\n\n{self.model_error}" if self.model_error else "")
-            )
-        else:
-            reason = ""
-            if result is not None and result.technical_condition:
-                reason = (
-                    "Output unknown: "
-                    + CONDITION_TEXT.get(
-                        result.technical_condition, result.technical_condition
-                    ).lower()
-                )
-            stale = self._last_result_mono_s is None or now_s - self._last_result_mono_s > 2.0
-            self.state_panel.show_result(
-                None if stale else result,
-                self.app_settings.alarm,
-                class_names or DEFAULT_CLASS_NAMES,
-                "Output unknown: no video" if stale else reason,
-            )
-        state = self.alarm_state
-        blink_hz = 2.0 if state is not None and state.pain_priority == "high" else 0.6
-        self.banner.show_state(state, blink_on=int(now_s * blink_hz * 2) % 2 == 0)
-        held = self._sound_held_until_s is not None and now_s < self._sound_held_until_s
-        sounding = state is not None and state.audio_active and not held
-        self.sound.play(state.pain_priority if sounding else None)
-        while self._receive_times and now_s - self._receive_times[0] > 2.0:
-            self._receive_times.popleft()
-        if len(self._receive_times) >= 2:
-            span_s = self._receive_times[-1] - self._receive_times[0]
-            fps = (len(self._receive_times) - 1) / span_s if span_s > 0 else 0.0
-            self.status_fps.setText(f"{fps:4.1f} fps")
-        else:
-            self.status_fps.setText("fps: –")
-        self.status_latency.setText(
-            "latency: –" if self._latency_ms is None else f"latency {self._latency_ms:.0f} ms"
+        display = display_state(
+            self._latest,
+            self.alarm_state,
+            time.monotonic(),
+            last_result_s=self._last_result_mono_s,
+            receive_times_s=self._receive_times,
+            latency_ms=self._latency_ms,
+            source_name=self.source_name,
+            source_live=self.source_live,
+            worker_running=self._worker is not None,
+            source_problem=self._source_problem,
+            model_loaded=self.model is not None,
+            class_names=tuple(self.model.class_names) if self.model is not None else (),
+            model_error=self.model_error,
+            sound_held_until_s=self._sound_held_until_s,
         )
+        self.video.set_message(display.video_headline, display.video_detail, display.video_role)
+        self.state_panel.show_result(
+            display.panel_result,
+            self.app_settings.alarm,
+            display.class_names,
+            display.panel_reason,
+            display.panel_headline,
+        )
+        self.banner.show_state(display.alarm_state, blink_on=display.blink_on)
+        self.sound.play(display.sound_priority)
+        self.status_fps.setText(display.fps_text)
+        self.status_latency.setText(display.latency_text)
 
     @Slot()
     def show_new_frame(self) -> None:
@@ -625,38 +615,7 @@ class MainWindow(QMainWindow):
         self.video.set_frame(self._latest_image, result)
         if result is not None:
             latency_ms = (time.monotonic() - result.frame.captured_monotonic_s) * 1000.0
-            previous = self._latency_ms
-            self._latency_ms = latency_ms if previous is None else 0.8 * previous + 0.2 * latency_ms
-
-    def _refresh_video_message(self, result: EngineResult | None, now_s: float) -> None:
-        state = self.alarm_state
-        technical = state.technical_conditions if state is not None else ()
-        if self._source_problem is not None:
-            headline, detail = self._source_problem
-            self.video.set_message(headline, detail, COLOUR_TECHNICAL)
-        elif "SIGNAL_LOST" in technical or (
-            self.source_live
-            and self._last_result_mono_s is not None
-            and now_s - self._last_result_mono_s > _STALE_FRAME_S
-        ):
-            self.video.set_message("NO SIGNAL", "no new images from the camera", COLOUR_TECHNICAL)
-        elif self._worker is not None and self._last_result_mono_s is None:
-            self.video.set_message("CONNECTING…", self.source_name, COLOUR_UNKNOWN)
-        elif result is not None and result.technical_condition is not None:
-            condition = result.technical_condition
-            detail = {
-                "NO_FACE": "no face in view — check the camera points at the patient",
-                "LOW_QUALITY": result.quality.describe(),
-                "FROZEN": "the camera keeps sending the same image",
-                "SIGNAL_LOST": "no new images from the camera",
-            }.get(condition, "")
-            self.video.set_message(
-                CONDITION_TEXT.get(condition, condition), detail, COLOUR_TECHNICAL
-            )
-        elif self._worker is None and result is None:
-            self.video.set_message("NO VIDEO SOURCE", "File → Open video… or Demo patient")
-        else:
-            self.video.set_message("")
+            self._latency_ms = smooth_latency_ms(self._latency_ms, latency_ms)
 
     @Slot()
     def refresh_trend(self) -> None:
@@ -667,7 +626,7 @@ class MainWindow(QMainWindow):
         self.trend_plot.show_series(self.trend.series(now_wall_s - window_s), now_wall_s)
 
     # ------------------------------------------------------------------ operator actions
-    def _submit(self, command: Any, on_done: Any = None) -> bool:
+    def _submit(self, command: Command, on_done: Callable[[Any], None] | None = None) -> bool:
         if self._worker is None:
             self.statusBar().showMessage("no video source is running", 5000)
             return False
@@ -693,7 +652,7 @@ class MainWindow(QMainWindow):
     def calibrate_neutral(self) -> None:
         """Use the last ~2 s of good faces as this patient's neutral AU baseline."""
 
-        def calibrate(engine: Any, _t_s: float) -> None:
+        def calibrate(engine: MonitorEngine, _t_s: float) -> None:
             engine.calibrate_neutral()
 
         if self._submit(calibrate):
@@ -714,11 +673,9 @@ class MainWindow(QMainWindow):
         alarm = self._alarm_settings()
         tau = new.smoothing_time_constant_s
 
-        def change(engine: Any, t_s: float) -> AlarmState:
-            if isinstance(engine, Engine):
-                return engine.change_settings(t_s, alarm, tau)
-            # The face-only preview (no model) scores nothing: only its alarm settings matter.
-            return engine.alarms.change_settings(t_s, alarm)
+        def change(engine: MonitorEngine, t_s: float) -> AlarmState:
+            # The face-only preview (no model) applies only what concerns it: the alarms.
+            return engine.change_settings(t_s, alarm, tau)
 
         self._submit(change)
 
@@ -798,7 +755,7 @@ class MainWindow(QMainWindow):
         self.stop_session()
         root = Path(self.app_settings.session_root or default_session_root())
         try:
-            folder = make_session_folder(root, pseudonym, datetime.now(UTC))
+            folder = make_session_folder(root, pseudonym, utc_now())
         except (OSError, ValueError) as exc:
             self.statusBar().showMessage(f"session not started: {exc}", 15000)
             return None
@@ -806,7 +763,7 @@ class MainWindow(QMainWindow):
         alarm = self._alarm_settings()
         source = self.source_name
 
-        def attach(engine: Any, _t_s: float) -> None:
+        def attach(engine: MonitorEngine, _t_s: float) -> None:
             engine.session_writer = SessionWriter(
                 folder,
                 pseudonym,
@@ -828,7 +785,7 @@ class MainWindow(QMainWindow):
         if not self.session_active:
             return
 
-        def detach(engine: Any, _t_s: float) -> None:
+        def detach(engine: MonitorEngine, _t_s: float) -> None:
             writer, engine.session_writer = engine.session_writer, None
             if writer is not None:
                 writer.close("stopped by the operator")
@@ -846,9 +803,9 @@ class MainWindow(QMainWindow):
         source = self.session_folder / SESSION_CSV
         destination = Path(destination)
 
-        def copy(engine: Any = None, _t_s: float = 0.0) -> None:
+        def copy(engine: MonitorEngine | None = None, _t_s: float = 0.0) -> None:
             try:
-                writer = getattr(engine, "session_writer", None)
+                writer = engine.session_writer if engine is not None else None
                 if writer is not None:
                     writer.flush()  # the last second of rows, too
                 shutil.copyfile(source, destination)

@@ -8,7 +8,6 @@ history.csv) and repaints; there is no thread here.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyqtgraph as pg
@@ -43,6 +42,7 @@ from painmon.core.research.retrain_job import (
 )
 from painmon.core.store.registry import ModelRegistry, RegistryEntry, RegistryError
 from painmon.core.util.paths import user_data_dir
+from painmon.core.util.timeline import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ class RetrainDialog(QDialog):
         if mode == SPLIT_FILE and not splits_text:
             raise ValueError("choose the splits.json to train with, or pick a new split")
         model = self.model_combo.currentText()
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        stamp = utc_now().strftime("%Y%m%d-%H%M%S")
         run_dir = self.runs_dir / f"{model}-{stamp}"
         n = 1
         while run_dir.exists():

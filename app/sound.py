@@ -26,25 +26,29 @@ from typing import Any
 
 import numpy as np
 
+from painmon.core.live.alarms import AlarmPriority
+
 log = logging.getLogger(__name__)
+
+_HIGH, _MEDIUM = AlarmPriority.HIGH, AlarmPriority.MEDIUM
 
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
 SAMPLE_RATE_HZ = 8000
-TONE_FILES: dict[str, str] = {"high": "alarm_high.wav", "medium": "alarm_medium.wav"}
+TONE_FILES: dict[str, str] = {_HIGH: "alarm_high.wav", _MEDIUM: "alarm_medium.wav"}
 SOUND_UNAVAILABLE = "sound unavailable — visual alarms only"
 
 # (pulse start times in s) per priority; each pulse lasts _PULSE_S.
 _PULSE_STARTS_S: dict[str, tuple[float, ...]] = {
-    "high": (0.0, 0.2, 0.4, 0.8, 1.0, 1.8, 2.0, 2.2, 2.6, 2.8),
-    "medium": (0.0, 0.3, 0.6),
+    _HIGH: (0.0, 0.2, 0.4, 0.8, 1.0, 1.8, 2.0, 2.2, 2.6, 2.8),
+    _MEDIUM: (0.0, 0.3, 0.6),
 }
-_PULSE_S = {"high": 0.15, "medium": 0.2}
-_FUNDAMENTAL_HZ = {"high": 660.0, "medium": 520.0}
+_PULSE_S = {_HIGH: 0.15, _MEDIUM: 0.2}
+_FUNDAMENTAL_HZ = {_HIGH: 660.0, _MEDIUM: 520.0}
 _RAMP_S = 0.02
 _TAIL_S = 0.3
 # Bursts repeat every so many seconds (IEC 60601-1-8 allows 2.5-15 s for HIGH, 2.5-30 s for
 # MEDIUM); the HIGH burst itself lasts 3.25 s, the MEDIUM one 1.1 s.
-BURST_INTERVAL_S: dict[str, float] = {"high": 5.0, "medium": 10.0}
+BURST_INTERVAL_S: dict[str, float] = {_HIGH: 5.0, _MEDIUM: 10.0}
 
 
 def tone_samples(priority: str) -> np.ndarray:

@@ -28,8 +28,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from painmon.core.live.alarms import AlarmSettings, AlarmState
+from painmon.core.live.alarms import AlarmPriority, AlarmSettings, AlarmState
 from painmon.core.live.crop import DEFAULT_MARGIN
+from painmon.core.live.display import (
+    OUTPUT_UNKNOWN_HEADLINE,
+    ColourRole,
+    level_role,
+    priority_role,
+    technical_alarm_text,
+)
 from painmon.core.live.engine import EngineResult
 from painmon.core.live.trend import TrendSeries
 from painmon.core.util.labels import DEFAULT_CLASS_NAMES
@@ -42,23 +49,25 @@ COLOUR_TECHNICAL = "#00bcd4"
 COLOUR_BACKGROUND = "#15181d"
 COLOUR_TEXT = "#eceff1"
 
-CONDITION_TEXT: dict[str, str] = {
-    "NO_FACE": "NO FACE",
-    "SIGNAL_LOST": "NO SIGNAL",
-    "FROZEN": "VIDEO FROZEN",
-    "LOW_QUALITY": "LOW QUALITY",
+#: the colour of each role painmon.core.live.display names
+ROLE_COLOUR: dict[ColourRole, str] = {
+    ColourRole.NORMAL: COLOUR_OK,
+    ColourRole.MEDIUM: COLOUR_MEDIUM,
+    ColourRole.HIGH: COLOUR_HIGH,
+    ColourRole.UNKNOWN: COLOUR_UNKNOWN,
+    ColourRole.TECHNICAL: COLOUR_TECHNICAL,
 }
+# The pain alarm row's colour in the dark phase of its blinking.
+_BLINK_OFF_COLOUR: dict[ColourRole, str] = {
+    ColourRole.HIGH: "#5d1a1a",
+    ColourRole.MEDIUM: "#6b4a10",
+}
+_NO_ALARM_COLOUR = "#263238"
 
 
 def level_colour(level: float | None, settings: AlarmSettings) -> str:
     """Colour of a smoothed level against the alarm thresholds; grey when unknown."""
-    if level is None:
-        return COLOUR_UNKNOWN
-    if level >= settings.high_threshold:
-        return COLOUR_HIGH
-    if level >= settings.medium_threshold:
-        return COLOUR_MEDIUM
-    return COLOUR_OK
+    return ROLE_COLOUR[level_role(level, settings)]
 
 
 def _heatmap_image(cam: np.ndarray) -> QImage:
@@ -86,7 +95,7 @@ class VideoView(QWidget):
         self._result: EngineResult | None = None
         self.message = "starting…"
         self.sub_message = ""
-        self.message_colour = COLOUR_UNKNOWN
+        self.message_colour = ROLE_COLOUR[ColourRole.UNKNOWN]
         self.show_gradcam = True
         self.gradcam_opacity = 0.4
         self.show_landmarks = False
@@ -100,7 +109,10 @@ class VideoView(QWidget):
         self._frame_new = True
         self.update()
 
-    def set_message(self, text: str, sub_text: str = "", colour: str = COLOUR_UNKNOWN) -> None:
+    def set_message(
+        self, text: str, sub_text: str = "", role: ColourRole = ColourRole.UNKNOWN
+    ) -> None:
+        colour = ROLE_COLOUR[role]
         if (text, sub_text, colour) != (self.message, self.sub_message, self.message_colour):
             self.message, self.sub_message, self.message_colour = text, sub_text, colour
             self.update()
@@ -258,13 +270,14 @@ class StatePanel(QFrame):
         settings: AlarmSettings,
         class_names: tuple[str, ...] | list[str] = DEFAULT_CLASS_NAMES,
         unknown_reason: str = "",
+        unknown_headline: str = OUTPUT_UNKNOWN_HEADLINE,
     ) -> None:
         """Show the smoothed output of ``result``; unknown output shows a dash and why."""
         smoothed = None if result is None else result.smoothed
         if smoothed is None or smoothed.unknown:
             self.level.setText("—")
             self.level.setStyleSheet(f"color: {COLOUR_UNKNOWN};")
-            self.class_name.setText("Output unknown")
+            self.class_name.setText(unknown_headline)
             self.class_name.setStyleSheet(f"color: {COLOUR_UNKNOWN};")
             self.confidence.setValue(0)
             self.au_check.setText("")
@@ -325,17 +338,18 @@ class AlarmBanner(QFrame):
         )
         self.technical_row.hide()
         outer.addWidget(self.technical_row)
-        self.priority = "none"
+        self.priority = AlarmPriority.NONE
         self.show_state(None, blink_on=True)
 
     def show_state(self, state: AlarmState | None, blink_on: bool, message: str = "") -> None:
         """Paint ``state``; ``blink_on`` is the flashing phase for unacknowledged alarms."""
-        priority = "none" if state is None else state.pain_priority
+        priority = AlarmPriority.NONE if state is None else AlarmPriority(state.pain_priority)
         self.priority = priority
-        if priority == "none":
-            colour, text = "#263238", "No pain alarm"
+        if priority is AlarmPriority.NONE:
+            colour, text = _NO_ALARM_COLOUR, "No pain alarm"
         else:
-            colour = COLOUR_HIGH if priority == "high" else COLOUR_MEDIUM
+            role = priority_role(priority)
+            colour = ROLE_COLOUR[role]
             text = message or f"{priority.upper()} PAIN ALARM"
             if state is not None and state.latched and not state.active:
                 text += " (latched — acknowledge)"
@@ -343,7 +357,7 @@ class AlarmBanner(QFrame):
                 text += " — acknowledged"
             sounding = state is not None and (state.latched or not state.acknowledged)
             if sounding and not blink_on:
-                colour = "#5d1a1a" if priority == "high" else "#6b4a10"
+                colour = _BLINK_OFF_COLOUR[role]
         self.pain_row.setStyleSheet(f"background: {colour}; border-radius: 6px;")
         self.text.setText(text)
         can_ack = state is not None and (state.latched or (state.active and not state.acknowledged))
@@ -354,10 +368,9 @@ class AlarmBanner(QFrame):
             self.audio_pause_button.setText(f"Audio paused {minutes}:{seconds:02d}")
         else:
             self.audio_pause_button.setText("Audio pause")
-        conditions = () if state is None else state.technical_conditions
-        if conditions:
-            names = ", ".join(CONDITION_TEXT.get(c, c) for c in conditions)
-            self.technical_row.setText(f"TECHNICAL ALARM: {names} — pain output unknown")
+        technical = technical_alarm_text(() if state is None else state.technical_conditions)
+        if technical:
+            self.technical_row.setText(technical)
             self.technical_row.show()
         else:
             self.technical_row.hide()
@@ -408,7 +421,7 @@ class TrendPlot(pg.GraphicsLayoutWidget):
         self.level_curve.setData(series.wall_s, series.pain_level)
         self.confidence_curve.setData(series.wall_s, series.confidence)
         spans = [
-            (start, end, QColor(COLOUR_HIGH if priority == "high" else COLOUR_MEDIUM))
+            (start, end, QColor(ROLE_COLOUR[priority_role(priority)]))
             for start, end, priority in series.episodes
         ] + [(start, end, QColor(COLOUR_UNKNOWN)) for start, end in series.unknown_spans]
         while len(self._regions) < len(spans):

@@ -24,6 +24,8 @@ from PySide6.QtGui import QImage
 
 from painmon.core.live.alarms import AlarmState
 from painmon.core.live.capture import CaptureThread, FrameSource, SourceError, open_source
+from painmon.core.live.display import END_OF_VIDEO
+from painmon.core.live.engine import MonitorEngine
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ _POLL_S = 0.05
 # Without a frame for this long, a live (or failed) source's alarms are advanced by tick().
 _TICK_AFTER_S = 0.25
 
-Command = Callable[[Any, float], AlarmState | None]
+Command = Callable[[MonitorEngine, float], AlarmState | None]
 
 
 def frame_to_qimage(rgb: Any) -> QImage:
@@ -64,7 +66,7 @@ class InferenceWorker(QObject):
     def __init__(
         self,
         source: str | FrameSource,
-        engine_factory: Callable[[], Any],
+        engine_factory: Callable[[], MonitorEngine],
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -76,7 +78,7 @@ class InferenceWorker(QObject):
         self._commands: queue.SimpleQueue[tuple[Command, Callable[[Any], None] | None]] = (
             queue.SimpleQueue()
         )
-        self._engine: Any = None
+        self._engine: MonitorEngine | None = None
         self._t_s: float | None = None  # last time handed to the engine
         self.capture: CaptureThread | None = None
 
@@ -114,7 +116,7 @@ class InferenceWorker(QObject):
             self.source_failed.emit(str(exc))
             return
         try:
-            self._engine = self._engine_factory()
+            engine = self._engine = self._engine_factory()
         except BaseException:
             source.close()
             raise
@@ -133,7 +135,7 @@ class InferenceWorker(QObject):
                     ended = True
                     error = self.capture.error
                     self.source_ended.emit(
-                        f"video source failed: {error}" if error is not None else "end of video"
+                        f"video source failed: {error}" if error is not None else END_OF_VIDEO
                     )
                 # A silent live source, or one that failed, is a lost signal; a file that
                 # simply ended is not.
@@ -141,7 +143,7 @@ class InferenceWorker(QObject):
                 if silent and self._t_s is not None and now_s - last_frame_s >= _TICK_AFTER_S:
                     self._t_s = max(self._t_s, self._t_s + (now_s - last_frame_s))
                     last_frame_s = now_s
-                    self.alarm_state.emit(self._engine.tick(self._t_s))
+                    self.alarm_state.emit(engine.tick(self._t_s))
                 elif ended and not silent:
                     self._stop.wait(_POLL_S)
                 continue
@@ -149,19 +151,22 @@ class InferenceWorker(QObject):
                 # Captured just before a tick advanced the clock past it: time must not run back.
                 log.debug("dropping frame %d stamped before the last tick", frame.index)
                 continue
-            result = self._engine.process(frame, decode_ms=(now_s - wait_start_s) * 1000.0)
+            result = engine.process(frame, decode_ms=(now_s - wait_start_s) * 1000.0)
             self._t_s = frame.t_s
             last_frame_s = now_s
             self.result_ready.emit(result, frame_to_qimage(frame.rgb))
 
     def _drain_commands(self) -> None:
+        engine = self._engine
+        if engine is None:
+            return
         while True:
             try:
                 command, on_done = self._commands.get_nowait()
             except queue.Empty:
                 return
             try:
-                value = command(self._engine, self._t_s if self._t_s is not None else 0.0)
+                value = command(engine, self._t_s if self._t_s is not None else 0.0)
             except Exception as exc:
                 log.warning("operator command failed: %s", exc)
                 self.command_failed.emit(str(exc))
@@ -175,10 +180,11 @@ class InferenceWorker(QObject):
         if self.capture is not None:
             self.capture.stop()
         # Commands queued before stop (e.g. "stop session") still run: they close files.
-        if self._engine is not None:
+        engine = self._engine
+        if engine is not None:
             self._drain_commands()
-            writer = getattr(self._engine, "session_writer", None)
+            writer = engine.session_writer
             if writer is not None:
-                self._engine.session_writer = None
+                engine.session_writer = None
                 writer.close("monitoring stopped")
-            self._engine.close()
+            engine.close()

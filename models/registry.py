@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from painmon.core.util.errors import InvalidInputError
 from painmon.models.base import PainModel
 
 _MODEL_FNS: dict[str, Callable[..., PainModel]] = {}
@@ -34,7 +35,7 @@ def _model_fn(name: str) -> Callable[..., PainModel]:
         return _MODEL_FNS[name]
     except KeyError:
         known = ", ".join(list_models()) or "(none registered)"
-        raise ValueError(f"unknown model {name!r}; known models: {known}") from None
+        raise InvalidInputError(f"unknown model {name!r}; known models: {known}") from None
 
 
 def create_model(name: str, **cfg: Any) -> PainModel:
@@ -48,7 +49,7 @@ def create_model(name: str, **cfg: Any) -> PainModel:
     unknown = sorted(set(cfg) - set(signature.parameters))
     if unknown:
         accepted = ", ".join(signature.parameters) or "no options"
-        raise ValueError(
+        raise InvalidInputError(
             f"model {name!r} does not accept option(s) {', '.join(unknown)}; it accepts: {accepted}"
         )
     bound = signature.bind(**cfg)

@@ -41,18 +41,18 @@ import dataclasses
 import enum
 import logging
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from painmon.core.util.timeline import next_time
+from painmon.core.util.errors import InvalidInputError
+from painmon.core.util.timeline import next_time, utc_now
+from painmon.core.util.validate import is_sha256_hex
 
 log = logging.getLogger(__name__)
 
 MAX_AUDIO_PAUSE_S = 180.0
 MAX_LEVEL = 4.0
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class TechnicalCondition(enum.StrEnum):
@@ -94,7 +94,7 @@ _PAIN_RANK = {AlarmPriority.NONE: 0, AlarmPriority.MEDIUM: 1, AlarmPriority.HIGH
 
 def _finite(name: str, value: float, minimum: float = 0.0) -> None:
     if not (isinstance(value, int | float) and math.isfinite(value) and value >= minimum):
-        raise ValueError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
+        raise InvalidInputError(f"{name} must be a finite number >= {minimum:g}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -124,24 +124,26 @@ class AlarmSettings:
         ):
             _finite(name, getattr(self, name))
         if not 0.0 < self.medium_threshold < self.high_threshold <= MAX_LEVEL:
-            raise ValueError(
+            raise InvalidInputError(
                 "need 0 < medium_threshold < high_threshold <= 4, got "
                 f"medium={self.medium_threshold:g}, high={self.high_threshold:g}"
             )
         if self.hysteresis >= self.medium_threshold:
-            raise ValueError(
+            raise InvalidInputError(
                 f"hysteresis ({self.hysteresis:g}) must be smaller than medium_threshold "
                 f"({self.medium_threshold:g}), or an alarm could never clear"
             )
         if not 0.0 < self.audio_pause_s <= MAX_AUDIO_PAUSE_S:
-            raise ValueError(
+            raise InvalidInputError(
                 f"audio_pause_s must lie in (0, {MAX_AUDIO_PAUSE_S:g}] s (IEC 60601-1-8 "
                 f"bedside limit), got {self.audio_pause_s:g}"
             )
         if self.reminder_interval_s <= 0:
-            raise ValueError(f"reminder_interval_s must be > 0, got {self.reminder_interval_s:g}")
-        if self.model_sha256 and not _SHA256_RE.match(self.model_sha256):
-            raise ValueError(
+            raise InvalidInputError(
+                f"reminder_interval_s must be > 0, got {self.reminder_interval_s:g}"
+            )
+        if self.model_sha256 and not is_sha256_hex(self.model_sha256):
+            raise InvalidInputError(
                 f"model_sha256 must be empty or 64 lowercase hex digits, got {self.model_sha256!r}"
             )
 
@@ -218,17 +220,13 @@ class AlarmState:
             raise ValueError("output_unknown must be set exactly when pain_level is None")
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class AlarmManager:
     """Pain and technical alarm state machine driven by ``update(t_s, level, condition)``."""
 
     def __init__(
         self,
         settings: AlarmSettings | None = None,
-        utc_clock: Callable[[], datetime] = _utc_now,
+        utc_clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings if settings is not None else AlarmSettings()
         self._utc_clock = utc_clock

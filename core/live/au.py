@@ -38,6 +38,7 @@ from types import MappingProxyType
 import numpy as np
 
 from painmon.core.live.face import FaceObservation
+from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.labels import PSPI_MAX, pspi_from_aus
 from painmon.core.util.timeline import next_time
 
@@ -184,7 +185,7 @@ class AUEstimator:
             if shapes is not None:
                 rows.append(_used_scores(shapes))
         if not rows:
-            raise ValueError(
+            raise InvalidInputError(
                 "no blendshapes among the neutral frames: calibration needs the Face "
                 "Landmarker (not the Haar fallback) and a visible face"
             )

@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 
 from painmon.core.live.alarms import TechnicalCondition
+from painmon.core.util.errors import PainmonError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ VideoCaptureFactory = Callable[[Any], Any]
 SyntheticFactory = Callable[[], Iterable[Any]]
 
 
-class SourceError(RuntimeError):
+class SourceError(PainmonError, RuntimeError):
     """A frame source could not be opened or read; the message says what to do."""
 
 
@@ -442,9 +443,9 @@ def synthetic_patient_factory(
     """Factory of synthetic patient streams, imported lazily (heavy to load)."""
 
     def make() -> Iterable[Any]:
-        from painmon.core.synth import patients as synth
+        from painmon.core.synth.stream import SyntheticPatientStream
 
-        return synth.SyntheticPatientStream(seed=seed, fps=fps, seconds=seconds)
+        return SyntheticPatientStream(seed=seed, fps=fps, seconds=seconds)
 
     return make
 

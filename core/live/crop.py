@@ -8,18 +8,12 @@ import cv2
 import numpy as np
 
 from painmon.core.live.face_detect import FaceBox
+from painmon.core.util.validate import check_rgb_uint8
 
 DEFAULT_SIZE_PX = 64
 DEFAULT_MARGIN = 0.25
 
 Point = tuple[float, float]
-
-
-def _check_rgb(rgb: np.ndarray) -> None:
-    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError("crop_face expects an RGB image of shape (H, W, 3)")
-    if rgb.dtype != np.uint8:
-        raise ValueError(f"crop_face expects a uint8 image, got {rgb.dtype}")
 
 
 def crop_face(
@@ -36,7 +30,7 @@ def crop_face(
     order) the crop is rotated about the box centre so the eyes lie level. Pixels
     outside the image repeat the nearest edge pixel. Downscaling uses INTER_AREA.
     """
-    _check_rgb(rgb)
+    check_rgb_uint8(rgb, what="crop_face")
     if isinstance(size_px, bool) or not isinstance(size_px, int) or size_px < 1:
         raise ValueError(f"size_px must be a positive int, got {size_px!r}")
     if not (math.isfinite(margin) and margin >= 0):

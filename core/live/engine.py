@@ -30,9 +30,9 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from types import MappingProxyType
-from typing import Any
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -45,27 +45,25 @@ from painmon.core.live.alarms import (
 from painmon.core.live.au import AUEstimator
 from painmon.core.live.capture import Frame, SignalWatchdog
 from painmon.core.live.crop import DEFAULT_MARGIN, crop_face
-from painmon.core.live.face import FaceObservation
+from painmon.core.live.face import FaceObservation, FaceTracker
 from painmon.core.live.quality import QualityReport, assess_quality
-from painmon.core.live.scoring import OnnxPainModel
+from painmon.core.live.scoring import PainScorer
 from painmon.core.live.session import SessionRow, SessionWriter
 from painmon.core.live.smoothing import ProbabilitySmoother, SmoothedScore, au_agreement
+from painmon.core.util.errors import InvalidInputError
+from painmon.core.util.timeline import utc_now
+from painmon.core.util.validate import check_probability_rows
 
 log = logging.getLogger(__name__)
 
 STAGES: tuple[str, ...] = ("decode", "face", "crop", "dacnn", "gradcam", "au", "total")
 # Good-quality observations kept for calibrate_neutral(): about 2 s at 25-30 fps.
 _NEUTRAL_FRAMES = 60
-_PROB_SUM_TOLERANCE = 1e-3
 # ONNX Runtime intra-op threads for the engine's batch-1 DA-CNN call. The face landmarker
 # and the capture thread's decoder already keep the cores busy; a 2-thread ORT pool on a
 # loaded 2-core machine waits for its descheduled second thread (measured median 11 ms
 # vs 2.7 ms with one thread); at a quiet moment one thread was ~0.9 ms slower.
 ENGINE_ORT_THREADS = 1
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,10 +97,9 @@ class EngineResult:
         if not known and (self.gradcam is not None or self.au_pspi is not None):
             raise ValueError("an unknown frame must not carry a Grad-CAM or an AU PSPI")
         if self.probs is not None:
-            if self.probs.ndim != 1 or not np.all(np.isfinite(self.probs)):
-                raise ValueError(f"probs must be a finite 1-D array, got {self.probs!r}")
-            if abs(float(self.probs.sum()) - 1.0) > _PROB_SUM_TOLERANCE:
-                raise ValueError(f"probs must sum to 1, got {float(self.probs.sum()):.6f}")
+            if self.probs.ndim != 1:
+                raise ValueError(f"probs must be a 1-D array, got shape {self.probs.shape}")
+            check_probability_rows(self.probs)
         if self.technical_condition is not None:
             TechnicalCondition(self.technical_condition)
         missing = [k for k in STAGES if k not in self.timings_ms]
@@ -117,22 +114,56 @@ class EngineResult:
         return self.probs is not None
 
 
+@runtime_checkable
+class MonitorEngine(Protocol):
+    """What the bedside window and its worker call on an engine, with or without a model.
+
+    :class:`Engine` and :class:`painmon.core.live.preview.FaceOnlyEngine` both satisfy it.
+    Single-threaded: every call comes from the thread that processes the frames.
+    """
+
+    face_tracker: FaceTracker
+    #: the running session's files (None: not recording); attached and detached by the caller
+    session_writer: SessionWriter | None
+
+    def process(self, frame: Frame, decode_ms: float = 0.0) -> EngineResult: ...
+
+    def tick(self, now_s: float) -> AlarmState: ...
+
+    def change_settings(
+        self,
+        t_s: float,
+        alarm_settings: AlarmSettings,
+        smoothing_time_constant_s: float | None = None,
+    ) -> AlarmState: ...
+
+    def acknowledge(self, t_s: float) -> AlarmState: ...
+
+    def audio_pause(self, t_s: float) -> AlarmState: ...
+
+    def calibrate_neutral(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Engine:
     """Scores frames one at a time; single-threaded, owns the face tracker it is given."""
 
     def __init__(
         self,
-        model: OnnxPainModel,
-        face_tracker: Any,
+        model: PainScorer,
+        face_tracker: FaceTracker,
         alarm_settings: AlarmSettings | None = None,
         smoothing_time_constant_s: float = 3.0,
         session_writer: SessionWriter | None = None,
         *,
-        utc_clock: Callable[[], datetime] = _utc_now,
+        utc_clock: Callable[[], datetime] = utc_now,
     ) -> None:
         _channels, height, width = model.input_size
         if height != width:
-            raise ValueError(f"the engine feeds square face crops; model input is {height}x{width}")
+            raise InvalidInputError(
+                f"the engine feeds square face crops; model input is {height}x{width}"
+            )
         self.model = model
         self.face_tracker = face_tracker
         self.session_writer = session_writer
@@ -262,7 +293,7 @@ class Engine:
         if smoothing_time_constant_s is not None:
             tau_s = float(smoothing_time_constant_s)
             if not (math.isfinite(tau_s) and tau_s > 0):
-                raise ValueError(
+                raise InvalidInputError(
                     f"smoothing time constant must be a positive number of seconds, got "
                     f"{smoothing_time_constant_s!r}"
                 )
@@ -321,7 +352,7 @@ class Engine:
 
 
 def observe_frame(
-    watchdog: SignalWatchdog, face_tracker: Any, frame: Frame
+    watchdog: SignalWatchdog, face_tracker: FaceTracker, frame: Frame
 ) -> tuple[FaceObservation, QualityReport, TechnicalCondition | None, float]:
     """Signal watchdog, face and quality gates for one frame: what every engine does first.
 

@@ -20,15 +20,11 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from painmon.core.live.face_detect import (
-    FaceBox,
-    FaceDetector,
-    FaceModelError,
-    HaarFaceDetector,
-    sha256_file,
-)
+from painmon.core.live.face_detect import FaceBox, FaceDetector, FaceModelError, HaarFaceDetector
+from painmon.core.util.fileio import sha256_file
 from painmon.core.util.paths import FACE_LANDMARKER_SHA256, find_face_model
 from painmon.core.util.timeline import next_time
+from painmon.core.util.validate import check_rgb_uint8
 
 log = logging.getLogger(__name__)
 
@@ -209,17 +205,6 @@ class FaceTracker(Protocol):
     def close(self) -> None: ...
 
 
-def _check_rgb(rgb: np.ndarray) -> np.ndarray:
-    if (
-        not isinstance(rgb, np.ndarray)
-        or rgb.ndim != 3
-        or rgb.shape[2] != 3
-        or rgb.dtype != np.uint8
-    ):
-        raise ValueError("expected an RGB uint8 image of shape (H, W, 3)")
-    return np.ascontiguousarray(rgb)
-
-
 def eye_line_from_landmarks(landmarks: np.ndarray) -> tuple[Point, Point] | None:
     """Centres of the subject's right and left eye from MediaPipe face-mesh landmarks."""
     if landmarks is None or len(landmarks) < NUM_LANDMARKS - 10:  # 468 without irises
@@ -318,7 +303,7 @@ class FaceLandmarkerTracker:
 
         if self._landmarker is None:
             raise RuntimeError("the face tracker was closed")
-        image = _check_rgb(rgb)
+        image = check_rgb_uint8(rgb)
         height, width = image.shape[:2]
         mp_image = mp.Image(image_format=mp.ImageFormat.SRGB, data=image)
         if self._video:
@@ -391,7 +376,7 @@ class HaarFaceTracker:
 
     def observe(self, rgb: np.ndarray, t_s: float) -> FaceObservation:
         """The patient's face box in one RGB frame."""
-        image = _check_rgb(rgb)
+        image = check_rgb_uint8(rgb)
         height, width = image.shape[:2]
         scale = min(1.0, self.detect_max_side_px / max(height, width))
         if scale < 1.0:

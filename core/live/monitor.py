@@ -14,8 +14,10 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -30,8 +32,10 @@ from painmon.core.live.engine import (
     ms_since,
 )
 from painmon.core.live.face import create_face_tracker
-from painmon.core.live.scoring import ModelLoadError, OnnxPainModel, is_checkpoint
+from painmon.core.live.scoring import ModelLoadError, OnnxPainModel, PainScorer, is_checkpoint
 from painmon.core.live.session import SessionWriter, make_session_folder
+from painmon.core.util import timeline
+from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.progress import LOG_INTERVAL_S
 
 log = logging.getLogger(__name__)
@@ -41,10 +45,6 @@ _STATUS_INTERVAL_S = 0.25
 # How long the headless loop waits for a frame before it advances a silent live source's clock.
 _LIVE_POLL_S = 0.5
 _PAIN_ALARM_KINDS = frozenset({AlarmEventKind.ONSET.value, AlarmEventKind.ESCALATION.value})
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class FrameTally:
@@ -91,26 +91,96 @@ def format_status(result: EngineResult, total_frames: int | None = None) -> str:
     )
 
 
-def format_summary(summary: Mapping[str, Any]) -> str:
-    """The end-of-session summary as plain text lines."""
-    lines = [
-        f"session folder: {summary['session_folder']}",
-        f"ended: {summary['end_reason']} after {summary['media_seconds']:.2f} s of media "
-        f"({summary['wall_seconds']:.2f} s wall, {summary['fps']:.1f} frames/s)",
-        f"frames: {summary['frames']}, with a face: {summary['frames_with_face']}, "
-        f"scored: {summary['frames_scored']}",
-        "technical conditions (frames): "
-        + (
-            ", ".join(f"{k} {v}" for k, v in sorted(summary["technical_condition_frames"].items()))
-            or "none"
-        ),
-        f"alarms raised: pain {summary['pain_alarms_raised']}, "
-        f"technical {summary['technical_alarms_raised']}",
-    ]
-    if summary["latency_ms"]["total"]["p50"] is not None:
-        total = summary["latency_ms"]["total"]
-        lines.append(f"latency per frame: median {total['p50']:.1f} ms, p95 {total['p95']:.1f} ms")
-    return "\n".join(lines)
+@dataclass(frozen=True)
+class StageLatency:
+    """Median and 95th percentile of one engine stage, in ms (None: no frame had it)."""
+
+    p50: float | None
+    p95: float | None
+
+
+@dataclass(frozen=True)
+class MonitorSummary:
+    """What one headless monitoring run did, as ``painmon monitor`` prints it."""
+
+    session_folder: Path
+    source: str
+    end_reason: str
+    frames: int
+    frames_with_face: int
+    frames_scored: int
+    technical_condition_frames: Mapping[str, int]
+    pain_alarms_raised: int
+    technical_alarms_raised: int
+    media_seconds: float
+    wall_seconds: float
+    latency_ms: Mapping[str, StageLatency]
+    model_is_demo: bool
+    providers: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.frames_scored <= self.frames_with_face <= self.frames:
+            raise ValueError(
+                f"frame counts out of order: scored {self.frames_scored}, "
+                f"with a face {self.frames_with_face}, frames {self.frames}"
+            )
+        object.__setattr__(
+            self,
+            "technical_condition_frames",
+            MappingProxyType(dict(self.technical_condition_frames)),
+        )
+        object.__setattr__(self, "latency_ms", MappingProxyType(dict(self.latency_ms)))
+
+    @property
+    def fps(self) -> float:
+        """Frames processed per wall-clock second."""
+        return self.frames / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def format(self) -> str:
+        """The end-of-session summary as plain text lines."""
+        conditions = ", ".join(
+            f"{k} {v}" for k, v in sorted(self.technical_condition_frames.items())
+        )
+        lines = [
+            f"session folder: {self.session_folder}",
+            f"ended: {self.end_reason} after {self.media_seconds:.2f} s of media "
+            f"({self.wall_seconds:.2f} s wall, {self.fps:.1f} frames/s)",
+            f"frames: {self.frames}, with a face: {self.frames_with_face}, "
+            f"scored: {self.frames_scored}",
+            f"technical conditions (frames): {conditions or 'none'}",
+            f"alarms raised: pain {self.pain_alarms_raised}, "
+            f"technical {self.technical_alarms_raised}",
+        ]
+        total = self.latency_ms.get("total")
+        if total is not None and total.p50 is not None:
+            lines.append(f"latency per frame: median {total.p50:.1f} ms, p95 {total.p95:.1f} ms")
+        return "\n".join(lines)
+
+
+def open_session(
+    root: str | Path,
+    pseudonym: str,
+    model: PainScorer,
+    settings: AlarmSettings,
+    source: str,
+    face_detector: str,
+    utc_now: datetime | None = None,
+) -> SessionWriter:
+    """A new session folder under ``root/<pseudonym>/`` with its files open for writing.
+
+    The headless monitor and the window both start sessions here, so both record the
+    same model identity (architecture, else the model file's name) and settings.
+    """
+    folder = make_session_folder(root, pseudonym, utc_now or timeline.utc_now())
+    return SessionWriter(
+        folder,
+        pseudonym,
+        model_id=str(model.metadata.get("architecture") or Path(model.path).stem),
+        model_sha256=model.sha256,
+        settings=settings,
+        source=source,
+        face_detector=face_detector,
+    )
 
 
 def load_onnx_model(model_path: str | Path) -> OnnxPainModel:
@@ -141,16 +211,18 @@ def run_monitor(
     on_status: Callable[[str], None] | None = None,
     on_result: Callable[[EngineResult], None] | None = None,
     load_model: Callable[[str | Path], Any] = load_onnx_model,
-) -> dict[str, Any]:
+) -> MonitorSummary:
     """Monitor ``source_spec`` headless into a new session folder under ``out_dir``.
 
     Files run in pull mode (every frame, as fast as possible) unless ``realtime``;
     the run ends at the end of the media, after ``max_seconds`` of media time, or on
     Ctrl-C, always with the session files closed. With ``progress``, ``on_status``
-    receives a status line at most every 0.25 s. Returns the summary dict.
+    receives a status line at most every 0.25 s.
     """
     if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
-        raise ValueError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}")
+        raise InvalidInputError(
+            f"max_seconds must be a positive number of seconds, got {max_seconds!r}"
+        )
     model = load_model(model_path)
     source = open_source(str(source_spec))
     try:
@@ -159,7 +231,6 @@ def run_monitor(
         source.close()
         raise
     settings = AlarmSettings(model_sha256=model.sha256)
-    folder = make_session_folder(out_dir, pseudonym, _utc_now())
     capture = CaptureThread(source, realtime=realtime)
     tally = FrameTally()
     counts, timings = tally.counts, tally.timings
@@ -181,14 +252,14 @@ def run_monitor(
             elif event.kind == AlarmEventKind.TECHNICAL_ONSET.value:
                 alarms["technical"] += 1
 
-    writer = SessionWriter(
-        folder,
+    writer = open_session(
+        out_dir,
         pseudonym,
-        model_id=str(model.metadata.get("architecture") or Path(model_path).stem),
-        model_sha256=model.sha256,
-        settings=settings,
+        model,
+        settings,
         source=str(source_spec),
         face_detector=getattr(tracker, "name", type(tracker).__name__),
+        utc_now=timeline.utc_now(),
     )
     engine = Engine(model, tracker, settings, session_writer=writer)
     try:
@@ -232,30 +303,26 @@ def run_monitor(
         engine.close()
         writer.close(end_reason)
 
-    wall_s = time.perf_counter() - wall_start
     media_s = 0.0 if first_t_s is None else last_t_s - first_t_s
-    return {
-        "session_folder": str(folder),
-        "source": str(source_spec),
-        "end_reason": end_reason,
-        "frames": counts["frames"],
-        "frames_with_face": counts["frames_with_face"],
-        "frames_scored": counts["frames_scored"],
-        "technical_condition_frames": dict(conditions),
-        "pain_alarms_raised": alarms["pain"],
-        "technical_alarms_raised": alarms["technical"],
-        "media_seconds": media_s,
-        "wall_seconds": wall_s,
-        "fps": counts["frames"] / wall_s if wall_s > 0 else 0.0,
-        "latency_ms": {
-            key: {"p50": _percentile(values, 50), "p95": _percentile(values, 95)}
+    return MonitorSummary(
+        session_folder=writer.folder,
+        source=str(source_spec),
+        end_reason=end_reason,
+        frames=counts["frames"],
+        frames_with_face=counts["frames_with_face"],
+        frames_scored=counts["frames_scored"],
+        technical_condition_frames=dict(conditions),
+        pain_alarms_raised=alarms["pain"],
+        technical_alarms_raised=alarms["technical"],
+        media_seconds=media_s,
+        wall_seconds=time.perf_counter() - wall_start,
+        latency_ms={
+            key: StageLatency(_percentile(values, 50), _percentile(values, 95))
             for key, values in timings.items()
         },
-        "median_total_latency_ms": _percentile(timings["total"], 50),
-        "p95_total_latency_ms": _percentile(timings["total"], 95),
-        "model_is_demo": model.is_demo,
-        "providers": list(model.providers),
-    }
+        model_is_demo=model.is_demo,
+        providers=tuple(model.providers),
+    )
 
 
 def run_monitor_cli(
@@ -301,6 +368,6 @@ def run_monitor_cli(
         on_status=status,
         load_model=load_model,
     )
-    sys.stdout.write(("\n" if terminal else "") + format_summary(summary) + "\n")
+    sys.stdout.write(("\n" if terminal else "") + summary.format() + "\n")
     sys.stdout.flush()
     return 0

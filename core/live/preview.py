@@ -1,11 +1,11 @@
 """Face-only monitoring for when no pain model is loaded: video, face box and technical alarms.
 
 :class:`FaceOnlyEngine` has the interface of :class:`painmon.core.live.engine.Engine`
-(``process``, ``tick``, ``acknowledge``, ``audio_pause``, ``calibrate_neutral``,
-``close``, ``alarms``, ``smoother``) so the bedside window runs the same loop with
-or without a model. Every result is unknown (never "no pain"): there is no
-network to score the face, so pain alarms can never be raised; signal and face
-alarms still are, so a nurse sees a dead camera even before a model is chosen.
+(:class:`~painmon.core.live.engine.MonitorEngine`, plus ``alarms`` and ``smoother``)
+so the bedside window runs the same loop with or without a model. Every result is
+unknown (never "no pain"): there is no network to score the face, so pain alarms
+can never be raised; signal and face alarms still are, so a nurse sees a dead
+camera even before a model is chosen.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from painmon.core.live.alarms import AlarmManager, AlarmSettings, AlarmState
 from painmon.core.live.capture import Frame, SignalWatchdog
 from painmon.core.live.engine import STAGES, EngineResult, observe_frame
 from painmon.core.live.face import FaceTracker
+from painmon.core.live.session import SessionWriter
 from painmon.core.live.smoothing import ProbabilitySmoother
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class FaceOnlyEngine:
     """Engine stand-in without a model: every output unknown, technical alarms still raised."""
 
     model = None
-    session_writer = None
+    session_writer: SessionWriter | None = None
 
     def __init__(
         self, face_tracker: FaceTracker, alarm_settings: AlarmSettings | None = None
@@ -76,6 +77,20 @@ class FaceOnlyEngine:
         self._media_now_s = max(self._media_now_s, float(now_s))
         condition = self.watchdog.update(None, now_s=self._media_now_s)
         return self.alarms.update(self._media_now_s, None, condition)
+
+    def change_settings(
+        self,
+        t_s: float,
+        alarm_settings: AlarmSettings,
+        smoothing_time_constant_s: float | None = None,
+    ) -> AlarmState:
+        """Apply new alarm settings from ``t_s`` on (logged by the alarm manager).
+
+        The smoothing time constant is accepted and ignored: nothing is scored, so
+        there is nothing to smooth.
+        """
+        del smoothing_time_constant_s
+        return self.alarms.change_settings(t_s, alarm_settings)
 
     def acknowledge(self, t_s: float) -> AlarmState:
         return self.alarms.acknowledge(t_s)

@@ -20,11 +20,13 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from painmon.core.util.errors import InvalidInputError, PainmonError
 from painmon.core.util.fileio import sha256_file
+from painmon.core.util.validate import is_sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +66,11 @@ REQUIRED_METADATA_KEYS: tuple[str, ...] = (
 )
 
 
-class ProviderError(RuntimeError):
+class ProviderError(PainmonError, RuntimeError):
     """The requested ONNX Runtime execution provider is not available on this machine."""
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(PainmonError, RuntimeError):
     """The ONNX model file is missing, unreadable, or not a painmon export."""
 
 
@@ -123,7 +125,7 @@ def resolve_provider_choice(
         choice, source = override, f"{PROVIDER_ENV}={override}"
     choice = choice.strip().lower()
     if choice not in PROVIDER_CHOICES:
-        raise ValueError(
+        raise InvalidInputError(
             f"unknown ONNX Runtime provider choice {source}; "
             f"use one of {', '.join(PROVIDER_CHOICES)}"
         )
@@ -145,7 +147,7 @@ def read_sidecar_sha256(model_path: Path) -> str | None:
         return None
     fields = sidecar.read_text(encoding="utf-8", errors="replace").split()
     digest = fields[0].lower() if fields else ""
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+    if not is_sha256_hex(digest):
         raise ModelIntegrityError(
             f"{sidecar} is not a SHA-256 checksum file; re-export the model to rewrite it"
         )
@@ -171,6 +173,28 @@ def _ort_errors() -> tuple[type[BaseException], ...]:
 
     names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoSuchFile")
     return (*(getattr(state, n) for n in names if hasattr(state, n)), RuntimeError)
+
+
+@runtime_checkable
+class PainScorer(Protocol):
+    """What the engine needs of a pain model: ONNX Runtime at the bedside, torch for research.
+
+    ``predict`` takes uint8 crops (N, H, W, 3) and returns calibrated probabilities with
+    Grad-CAM and attention maps; ``metadata`` carries the preprocessing the model was
+    trained with (crop framing, class names, temperature).
+    """
+
+    path: Path
+    sha256: str
+    verified: bool
+    metadata: dict[str, Any]
+    class_names: list[str]
+    input_size: tuple[int, int, int]
+    temperature: float
+    is_demo: bool
+    providers: list[str]
+
+    def predict(self, crops_uint8: np.ndarray) -> OnnxPrediction: ...
 
 
 class OnnxPainModel:

@@ -43,7 +43,11 @@ from types import TracebackType
 from typing import IO, Any
 
 from painmon.core.live.alarms import AlarmEvent, AlarmPriority, AlarmSettings, TechnicalCondition
+from painmon.core.util.errors import InvalidInputError, PainmonError
+from painmon.core.util.fileio import atomic_write
 from painmon.core.util.labels import NUM_CLASSES, PSPI_MAX
+from painmon.core.util.timeline import utc_now
+from painmon.core.util.validate import check_probability_rows, is_sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +87,7 @@ STATUS_ENDED = "ended"
 _ROW_PRIORITIES = frozenset(
     p.value for p in (AlarmPriority.NONE, AlarmPriority.MEDIUM, AlarmPriority.HIGH)
 )
-_PROB_SUM_TOLERANCE = 1e-3
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # Letters/digits first, then letters, digits, '_', '-', '.'; \w would also admit '_' first.
 _PSEUDONYM_RE = re.compile(r"^[^\W_][\w.-]*$")
 _WINDOWS_RESERVED = frozenset(
@@ -118,7 +120,7 @@ _FLOAT_COLUMNS = frozenset(
 )
 
 
-class SessionWriteError(RuntimeError):
+class SessionWriteError(PainmonError, RuntimeError):
     """Recording stopped because the session files could not be written."""
 
 
@@ -128,7 +130,7 @@ class SessionWriteError(RuntimeError):
 def validate_pseudonym(pseudonym: str) -> str:
     """Return ``pseudonym`` if safe as a folder name and a file cell, else raise ValueError."""
     if not isinstance(pseudonym, str):
-        raise ValueError(f"patient pseudonym must be text; {_PSEUDONYM_RULE}")
+        raise InvalidInputError(f"patient pseudonym must be text; {_PSEUDONYM_RULE}")
     problem = None
     if not pseudonym:
         problem = "is empty"
@@ -145,7 +147,7 @@ def validate_pseudonym(pseudonym: str) -> str:
     elif pseudonym.split(".")[0].upper() in _WINDOWS_RESERVED or pseudonym.endswith("."):
         problem = "is not a valid folder name on Windows"
     if problem is not None:
-        raise ValueError(f"patient pseudonym {pseudonym!r} {problem}; {_PSEUDONYM_RULE}")
+        raise InvalidInputError(f"patient pseudonym {pseudonym!r} {problem}; {_PSEUDONYM_RULE}")
     return pseudonym
 
 
@@ -225,10 +227,7 @@ class SessionRow:
             probs = tuple(float(p) for p in probs)
             if len(probs) != NUM_CLASSES:
                 raise ValueError(f"need {NUM_CLASSES} probabilities, got {len(probs)}")
-            if not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in probs):
-                raise ValueError(f"probabilities must lie in 0..1, got {probs}")
-            if abs(sum(probs) - 1.0) > _PROB_SUM_TOLERANCE:
-                raise ValueError(f"probabilities must sum to 1, got sum {sum(probs):.6f}")
+            check_probability_rows(probs, what="probabilities")
         object.__setattr__(self, "probabilities", probs)
         if self.pain_class is not None:
             if isinstance(self.pain_class, bool) or int(self.pain_class) != self.pain_class:
@@ -387,10 +386,6 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _default_utc_clock() -> datetime:
-    return datetime.now(UTC)
-
-
 # -- the writer ------------------------------------------------------------------------------
 
 
@@ -410,13 +405,13 @@ class SessionWriter:
         clock: Callable[[], float] = time.monotonic,
         *,
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
-        utc_clock: Callable[[], datetime] = _default_utc_clock,
+        utc_clock: Callable[[], datetime] = utc_now,
         opener: Callable[[Path], IO[str]] = _open_new_text,
     ) -> None:
         validate_pseudonym(pseudonym)
         if not model_id or not isinstance(model_id, str):
             raise ValueError("model_id must be non-empty text (the registry name of the model)")
-        if not _SHA256_RE.match(model_sha256 or ""):
+        if not is_sha256_hex(model_sha256):
             raise ValueError(f"model_sha256 must be 64 lowercase hex digits, got {model_sha256!r}")
         self._check_settings(settings, model_sha256)
         if not (math.isfinite(flush_interval_s) and 0.0 < flush_interval_s <= 1.0):
@@ -635,15 +630,14 @@ class SessionWriter:
         self._last_sync_s = self._clock()
 
     def _write_meta(self) -> None:
-        target = self.folder / SESSION_JSON
-        temporary = self.folder / (SESSION_JSON + ".tmp")
-        with temporary.open("w", encoding="utf-8") as handle:
+        def write(handle: IO[Any]) -> None:
             json.dump(self._meta, handle, indent=2, ensure_ascii=False)
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())
+
         # Atomic on POSIX and Windows: a reader sees the old or the new json, never half.
-        temporary.replace(target)
+        atomic_write(self.folder / SESSION_JSON, write, mkdir=False)
         _fsync_dir(self.folder)
 
     def _release_files(self) -> None:
@@ -715,10 +709,12 @@ def read_csv_checked(path: str | os.PathLike[str]) -> CsvReadResult:
     if torn:
         problems.append(f"{path.name}: incomplete last line dropped (written when it stopped)")
     if not lines:
-        raise ValueError(f"{path} has no header line; it is not a painmon session file")
+        raise InvalidInputError(f"{path} has no header line; it is not a painmon session file")
     columns = tuple(next(csv.reader([lines[0]])))
     if columns not in (SESSION_COLUMNS, ALARM_COLUMNS):
-        raise ValueError(f"{path} has an unexpected header {columns!r}; not a painmon session file")
+        raise InvalidInputError(
+            f"{path} has an unexpected header {columns!r}; not a painmon session file"
+        )
     rows: list[dict[str, Any]] = []
     dropped = 0
     for number, line in enumerate(lines[1:], start=2):

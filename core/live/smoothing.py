@@ -29,9 +29,8 @@ from dataclasses import dataclass
 
 from painmon.core.util.labels import NUM_CLASSES, PSPI_MAX, pspi_to_class
 from painmon.core.util.timeline import next_time
+from painmon.core.util.validate import check_probability_rows
 
-# Softmax outputs written as float32 do not sum to exactly 1.
-_PROB_SUM_TOLERANCE = 1e-3
 # Half a level is rounding noise between a continuous expected level and an integer AU class.
 AGREEMENT_TOLERANCE_LEVELS = 0.5
 # Width (in levels) of the Gaussian fall-off beyond the tolerance: 1 level off -> 0.88,
@@ -81,10 +80,7 @@ class SmoothedScore:
         assert self.probs is not None and self.pain_level is not None  # for the type checker
         if len(self.probs) != NUM_CLASSES:
             raise ValueError(f"probs must have {NUM_CLASSES} entries, got {len(self.probs)}")
-        if not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in self.probs):
-            raise ValueError(f"probs must lie in 0..1, got {self.probs!r}")
-        if abs(sum(self.probs) - 1.0) > _PROB_SUM_TOLERANCE:
-            raise ValueError(f"probs must sum to 1, got {sum(self.probs):.6f}")
+        check_probability_rows(self.probs)
         if not (isinstance(self.pain_class, int) and 0 <= self.pain_class < NUM_CLASSES):
             raise ValueError(
                 f"pain_class must be an int 0..{NUM_CLASSES - 1}, got {self.pain_class!r}"
@@ -98,14 +94,12 @@ def _validate_probs(probs: Sequence[float]) -> list[float]:
     values = [float(p) for p in probs]
     if len(values) != NUM_CLASSES:
         raise ValueError(f"expected {NUM_CLASSES} class probabilities, got {len(values)}")
-    if not all(math.isfinite(p) and p >= 0.0 for p in values):
-        raise ValueError(f"class probabilities must be finite and >= 0, got {values!r}")
+    check_probability_rows(
+        values,
+        what="class probabilities (calibrated softmax)",
+        hint="; was the model output passed before softmax?",
+    )
     total = sum(values)
-    if abs(total - 1.0) > _PROB_SUM_TOLERANCE:
-        raise ValueError(
-            f"class probabilities must sum to 1 (calibrated softmax), got {total:.6f}; "
-            "was the model output passed before softmax?"
-        )
     return [p / total for p in values]
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from painmon.core.util.errors import InvalidInputError
+
 AUGMENT_MODES = ("full", "color", "none")
 
 
@@ -28,7 +30,7 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in AUGMENT_MODES:
-            raise ValueError(
+            raise InvalidInputError(
                 f"augment must be one of {', '.join(AUGMENT_MODES)}, got {self.mode!r}"
             )
         if not 0.0 <= self.flip_p <= 1.0:

@@ -22,6 +22,7 @@ import numpy as np
 from painmon.core.live.crop import DEFAULT_MARGIN, DEFAULT_SIZE_PX, crop_face
 from painmon.core.live.face_detect import FaceBox, FaceDetector
 from painmon.core.research.datasets import Sample
+from painmon.core.util.errors import PainmonError
 from painmon.core.util.fileio import atomic_save_npy, atomic_write, atomic_write_text, sha256_file
 from painmon.core.util.progress import progress_bar
 
@@ -32,7 +33,7 @@ CROP_ALGORITHM_VERSION = 1
 CROPS_NPZ_FORMAT = "painmon-crops-v1"
 
 
-class CropError(RuntimeError):
+class CropError(PainmonError, RuntimeError):
     """No usable face crop could be made from a dataset."""
 
 

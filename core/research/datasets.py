@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from painmon.core.util.errors import PainmonError
 from painmon.core.util.labels import (
     BIOVID_LABEL_NOTE,
     BIOVID_LEVELS,
@@ -52,7 +53,7 @@ _BIOVID_NAME = re.compile(
 )
 
 
-class DatasetLayoutError(ValueError):
+class DatasetLayoutError(PainmonError, ValueError):
     """A dataset folder or manifest does not have the expected layout."""
 
 

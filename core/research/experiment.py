@@ -22,6 +22,7 @@ from painmon.core.research.crops import CropReport, CropSet, build_crop_set
 from painmon.core.research.datasets import Sample, load_dataset
 from painmon.core.research.metrics import classification_metrics, mean_ci
 from painmon.core.research.splits import (
+    SplitError,
     SplitPlan,
     check_subject_disjoint,
     dataset_sha256,
@@ -34,6 +35,7 @@ from painmon.core.research.train import (
     load_checkpoint,
     predict_logits,
 )
+from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.fileio import atomic_write_json
 from painmon.core.util.paths import user_cache_dir
 
@@ -76,7 +78,9 @@ def prepare_data(
     if source.suffix == ".npz":
         crops, dataset_hash = CropSet.load_npz(source)
         if not dataset_hash:
-            raise ValueError(f"crops file {source} does not record which dataset it came from")
+            raise InvalidInputError(
+                f"crops file {source} does not record which dataset it came from"
+            )
         report = CropReport(
             total=len(crops),
             cropped=len(crops),
@@ -110,7 +114,7 @@ def resolve_plan(data: PreparedData, splits: str | Path | None, seed: int, folds
     known = set(data.crops.subjects.tolist())
     planned = set(plan.train) | set(plan.val) | set(plan.test)
     if not known & planned:
-        raise ValueError(f"split plan {splits} names none of this dataset's subjects")
+        raise SplitError(f"split plan {splits} names none of this dataset's subjects")
     return plan
 
 
@@ -208,7 +212,7 @@ def evaluate_partition(
     plan = SplitPlan.from_json(splits)
     mask = data.mask(plan.subjects(partition))
     if not mask.any():
-        raise ValueError(f"no crops of the run's {partition} subjects are in {data.source}")
+        raise InvalidInputError(f"no crops of the run's {partition} subjects are in {data.source}")
     images = data.crops.images[mask]
     model, meta = load_checkpoint(run, "cpu")
     tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
@@ -285,7 +289,7 @@ def cross_validate(
     metrics score the same model on the held-out test subjects no fold ever saw.
     """
     if not plan.folds:
-        raise ValueError("the split plan has no folds; make one with `painmon split --folds K`")
+        raise SplitError("the split plan has no folds; make one with `painmon split --folds K`")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     jobs_args = [

@@ -29,7 +29,6 @@ import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,10 @@ from painmon.core.live.scoring import (
     OUTPUT_NAMES,
     SIDECAR_SUFFIX,
 )
-from painmon.core.util.fileio import sha256_file
+from painmon.core.util.errors import InvalidInputError, PainmonError
+from painmon.core.util.fileio import atomic_path, atomic_write_bytes, sha256_file
+from painmon.core.util.timeline import utc_now
+from painmon.core.util.validate import is_sha256_hex
 from painmon.models.base import gradcam_from_gradient
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ GRADCAM_MIN_CONDITION = 1e-2
 DEFAULT_INTENDED_USE = "Research on facial pain expression. Not a medical device."
 
 
-class ExportError(RuntimeError):
+class ExportError(PainmonError, RuntimeError):
     """The model could not be exported faithfully; nothing was written."""
 
 
@@ -81,7 +83,7 @@ class ExportResult:
     metadata: dict[str, str] = field(repr=False)
 
     def __post_init__(self) -> None:
-        if len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256):
+        if not is_sha256_hex(self.sha256):
             raise ValueError(f"sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
         if set(self.parity_max_abs_diff) != set(OUTPUT_NAMES):
             raise ValueError(f"parity_max_abs_diff needs keys {OUTPUT_NAMES}")
@@ -134,16 +136,6 @@ class PainExportWrapper(nn.Module):
         if attention is None:
             attention = torch.ones_like(cam).unsqueeze(1)
         return probs, cam, attention
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
-def _utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _intended_use(intended_use: str | None, demo: bool) -> str:
@@ -224,7 +216,7 @@ def _build_metadata(
             "file": checkpoint.name,
             "sha256": meta.get("weights_sha256") or sha256_file(checkpoint),
         },
-        "created_utc": _utc_now(),
+        "created_utc": utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     return {
         key: json.dumps(value, default=_json_default) if key in JSON_METADATA_KEYS else value
@@ -332,7 +324,7 @@ def export_onnx(
     checkpoint = source / "best.safetensors" if source.is_dir() else source
     out = Path(out_path)
     if out.suffix != ".onnx":
-        raise ValueError(f"ONNX output path must end in .onnx, got {out}")
+        raise InvalidInputError(f"ONNX output path must end in .onnx, got {out}")
 
     model, meta = load_checkpoint(checkpoint, "cpu")
     model.eval()
@@ -360,9 +352,9 @@ def export_onnx(
         attention_heads=int(probe_attention.shape[1]) if has_attention else None,
     )
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
+    # The graph is written to a temporary file beside ``out`` and only becomes ``out`` once
+    # onnx.checker and the parity check passed; any failure deletes it.
+    with atomic_path(out) as tmp:
         try:
             with warnings.catch_warnings():
                 # The TorchScript exporter announces its deprecation; it is the one that
@@ -416,13 +408,11 @@ def export_onnx(
                 f"(tolerance {PARITY_ATOL:.0e}); the export is not faithful and was deleted"
             )
         digest = sha256_file(tmp)
-        sidecar = out.with_name(out.name + SIDECAR_SUFFIX)
-        # Model first, then its checksum: a crash in between leaves a mismatch that the
-        # runtime refuses, never a silently wrong model.
-        tmp.replace(out)
-        _atomic_write_bytes(sidecar, f"{digest}  {out.name}\n".encode())
-    finally:
-        tmp.unlink(missing_ok=True)
+    # Model first, then its checksum: a crash in between leaves a mismatch that the
+    # runtime refuses, never a silently wrong model.
+    sidecar = atomic_write_bytes(
+        out.with_name(out.name + SIDECAR_SUFFIX), f"{digest}  {out.name}\n".encode()
+    )
 
     log.info(
         "exported %s to %s (sha256 %s…, parity max diff %s; %d/%d Grad-CAMs compared)",

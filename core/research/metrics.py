@@ -16,10 +16,10 @@ import numpy as np
 from scipy import stats
 
 from painmon.core.util.labels import NUM_CLASSES
+from painmon.core.util.validate import check_probability_rows
 
 ECE_BINS = 15
 NLL_PROB_FLOOR = 1e-12
-PROB_SUM_TOLERANCE = 1e-4
 # Slack for float round-off in probabilities that come out of a softmax.
 _PROB_RANGE_TOLERANCE = 1e-6
 
@@ -59,22 +59,12 @@ def _as_probs(probs: Any, n_samples: int, num_classes: int) -> np.ndarray:
             f"probs must have shape (N, {num_classes}) = ({n_samples}, {num_classes}) to match "
             f"the labels, got {array.shape}"
         )
-    if not np.all(np.isfinite(array)):
-        index = int(np.flatnonzero(~np.all(np.isfinite(array), axis=1))[0])
-        raise ValueError(f"probs contain NaN or infinity (first at sample {index})")
-    if array.min() < -_PROB_RANGE_TOLERANCE or array.max() > 1 + _PROB_RANGE_TOLERANCE:
-        raise ValueError(
-            "probs must lie in [0, 1]; got values in "
-            f"[{array.min():.6g}, {array.max():.6g}] (are these logits? apply softmax first)"
-        )
-    sums = array.sum(axis=1)
-    off = np.abs(sums - 1.0) > PROB_SUM_TOLERANCE
-    if np.any(off):
-        index = int(np.flatnonzero(off)[0])
-        raise ValueError(
-            f"each row of probs must sum to 1 (within {PROB_SUM_TOLERANCE:g}); sample {index} "
-            f"sums to {sums[index]:.6g} (are these logits? apply softmax first)"
-        )
+    # Rows are samples; the sum tolerance is painmon's one PROB_SUM_ATOL (util.validate).
+    check_probability_rows(
+        array,
+        hint=" (are these logits? apply softmax first)",
+        range_slack=_PROB_RANGE_TOLERANCE,
+    )
     return np.clip(array, 0.0, 1.0)
 
 

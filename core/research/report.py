@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import datetime as dt
 import html
 import json
 import logging
@@ -25,6 +24,7 @@ from painmon.core.research.calibration import softmax
 from painmon.core.research.metrics import reliability_bins
 from painmon.core.util.fileio import atomic_write_text
 from painmon.core.util.labels import DEFAULT_CLASS_NAMES
+from painmon.core.util.timeline import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -434,7 +434,7 @@ def _header(
     caveat = "These numbers must not guide the care of any patient."
     if "not a medical device" not in intended.lower():
         caveat = "Not a medical device. " + caveat
-    created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    created = utc_now().strftime("%Y-%m-%d %H:%M UTC")
     return (
         f"<header><h1>{_esc(title)}</h1>"
         f'<p class="subtitle">generated {_esc(created)}</p>'

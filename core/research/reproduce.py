@@ -35,6 +35,7 @@ from painmon.core.research.experiment import (
 from painmon.core.research.metrics import paired_t_test
 from painmon.core.research.splits import SplitPlan
 from painmon.core.research.train import TrainConfig
+from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.fileio import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -98,13 +99,13 @@ class ProtocolSettings:
 
     def __post_init__(self) -> None:
         if self.folds < 2:
-            raise ValueError(f"cross-validation needs at least 2 folds, got {self.folds}")
+            raise InvalidInputError(f"cross-validation needs at least 2 folds, got {self.folds}")
         if not self.seeds:
-            raise ValueError("give at least one seed, e.g. 42,123,999")
+            raise InvalidInputError("give at least one seed, e.g. 42,123,999")
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise InvalidInputError(f"epochs must be >= 1, got {self.epochs}")
         if not self.lr > 0:
-            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+            raise InvalidInputError(f"learning rate must be > 0, got {self.lr}")
 
 
 def protocol_settings(

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from painmon.core.store.registry import ModelRegistry, RegistryError
+from painmon.core.util.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
@@ -82,36 +83,42 @@ class RetrainSpec:
         if self.splits is not None:
             object.__setattr__(self, "splits", Path(self.splits))
         if not self.dataset.exists():
-            raise ValueError(f"dataset {self.dataset} not found: choose a folder or file")
+            raise InvalidInputError(f"dataset {self.dataset} not found: choose a folder or file")
         if self.dataset.suffix == ".npz" and self.splits is None:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{self.dataset.name} holds face crops only: also choose the splits.json "
                 "(`painmon split`) of the dataset the crops came from"
             )
         if self.splits is not None and not self.splits.is_file():
-            raise ValueError(f"split plan {self.splits} not found")
+            raise InvalidInputError(f"split plan {self.splits} not found")
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise InvalidInputError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 2:
-            raise ValueError(f"batch size must be >= 2 (BatchNorm), got {self.batch_size}")
+            raise InvalidInputError(f"batch size must be >= 2 (BatchNorm), got {self.batch_size}")
         if not (self.lr > 0 and self.weight_decay >= 0):
-            raise ValueError("learning rate must be > 0 and weight decay >= 0")
+            raise InvalidInputError("learning rate must be > 0 and weight decay >= 0")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label smoothing must lie in [0, 1), got {self.label_smoothing}")
+            raise InvalidInputError(
+                f"label smoothing must lie in [0, 1), got {self.label_smoothing}"
+            )
         if self.augment not in AUGMENT_MODES:
-            raise ValueError(f"augment must be one of {', '.join(AUGMENT_MODES)}")
+            raise InvalidInputError(f"augment must be one of {', '.join(AUGMENT_MODES)}")
         if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {', '.join(DEVICES)}")
+            raise InvalidInputError(f"device must be one of {', '.join(DEVICES)}")
         if self.folds == 1 or self.folds < 0:
-            raise ValueError(f"cross-validation needs >= 2 folds (0 = no CV), got {self.folds}")
+            raise InvalidInputError(
+                f"cross-validation needs >= 2 folds (0 = no CV), got {self.folds}"
+            )
         if self.cross_validation and self.splits is not None:
             # `painmon cv` uses the folds of the split plan it is given.
             try:
                 planned = len(json.loads(self.splits.read_text()).get("folds") or [])
             except (OSError, ValueError, AttributeError) as exc:
-                raise ValueError(f"split plan {self.splits} is unreadable ({exc})") from exc
+                raise InvalidInputError(f"split plan {self.splits} is unreadable ({exc})") from exc
             if planned < 2:
-                raise ValueError(f"split plan {self.splits} has no folds for cross-validation")
+                raise InvalidInputError(
+                    f"split plan {self.splits} has no folds for cross-validation"
+                )
             object.__setattr__(self, "folds", planned)
 
     @property
@@ -204,7 +211,7 @@ def read_history(path: str | Path) -> list[EpochRow]:
                 )
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path} is not a painmon history.csv ({exc})") from exc
+            raise InvalidInputError(f"{path} is not a painmon history.csv ({exc})") from exc
     return rows
 
 

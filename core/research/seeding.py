@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib.metadata
 import logging
 import os
@@ -16,7 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from painmon.core.util.errors import InvalidInputError, PainmonError
 from painmon.core.util.fileio import atomic_write_json
+from painmon.core.util.timeline import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,11 @@ PAPER_SEEDS: tuple[int, ...] = (42, 123, 999)
 # cuBLAS needs this set before its first use for deterministic matmuls (CUDA >= 10.2).
 CUBLAS_WORKSPACE_CONFIG = ":4096:8"
 _MAX_SEED = 2**32 - 1
+
+
+class DeviceUnavailableError(PainmonError, RuntimeError):
+    """The training device asked for (``--device cuda``, ``mps``...) is not on this machine."""
+
 
 # Distribution names to try for each reported package (first one installed wins).
 _PACKAGES: dict[str, tuple[str, ...]] = {
@@ -59,24 +65,32 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(text)
     except RuntimeError:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        raise InvalidInputError(
+            f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
     if device.type == "cpu":
         return device
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(
+            raise DeviceUnavailableError(
                 f"device {name!r} asked for, but CUDA is not available (no NVIDIA GPU, no driver, "
                 "or a CPU-only torch build). Use --device cpu or auto."
             )
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise RuntimeError(f"device {name!r} asked for, but only {count} CUDA device(s) exist")
+            raise DeviceUnavailableError(
+                f"device {name!r} asked for, but only {count} CUDA device(s) exist: "
+                f"use cuda:0..cuda:{count - 1}, auto or cpu"
+            )
         return device
     if device.type == "mps":
         if not _mps_available():
-            raise RuntimeError(f"device {name!r} asked for, but Apple MPS is not available here")
+            raise DeviceUnavailableError(
+                f"device {name!r} asked for, but Apple MPS is not available here: use --device "
+                "auto or cpu"
+            )
         return device
-    raise ValueError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    raise InvalidInputError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -85,7 +99,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     Deterministic mode warns (rather than fails) on ops without a deterministic kernel.
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _MAX_SEED:
-        raise ValueError(f"seed must be an int in 0..{_MAX_SEED}, got {seed!r}")
+        raise InvalidInputError(f"seed must be an int in 0..{_MAX_SEED}, got {seed!r}")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -154,7 +168,7 @@ def environment_manifest() -> dict[str, Any]:
         except RuntimeError as exc:
             log.warning("could not query CUDA devices: %s", exc)
     manifest: dict[str, Any] = {
-        "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "created_utc": utc_now().isoformat(timespec="seconds"),
         "python": sys.version.split()[0],
         "python_implementation": platform.python_implementation(),
         "platform": platform.platform(),

@@ -10,7 +10,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -22,18 +21,19 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from painmon.core.research.datasets import Sample, load_dataset
+from painmon.core.util.errors import InvalidInputError, PainmonError
 from painmon.core.util.fileio import atomic_write_json, sha256_file
 from painmon.core.util.labels import NUM_CLASSES
+from painmon.core.util.validate import is_sha256_hex
 
 PARTITIONS = ("train", "val", "test")
 TEST_SPLITS = 5  # test = one fold of 5 over all subjects -> 20 %
 VAL_SPLITS = 10  # val = one fold of 10 over the rest -> 8 %, train 72 %
 DEFAULT_FOLDS = 5
 DEFAULT_SEED = 42
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class SplitError(ValueError):
+class SplitError(PainmonError, ValueError):
     """A split plan is malformed or does not fit the dataset."""
 
 
@@ -83,7 +83,7 @@ class SplitPlan:
     folds: tuple[Fold, ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.manifest_sha256, str) or not _SHA256.match(self.manifest_sha256):
+        if not is_sha256_hex(self.manifest_sha256):
             raise SplitError(
                 f"manifest_sha256 must be 64 lowercase hex digits, got {self.manifest_sha256!r}"
             )
@@ -235,14 +235,14 @@ def make_splits(
     in any fold. The same samples and seed always give the same plan.
     """
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-        raise ValueError(f"folds must be an int >= 2, got {folds!r}")
+        raise SplitError(f"folds must be an int >= 2, got {folds!r}")
     if not samples:
-        raise ValueError("cannot split an empty dataset")
+        raise SplitError("cannot split an empty dataset")
     labels, subjects = _sorted_arrays(samples)
     n_subjects = len(set(subjects.tolist()))
     needed = min_subjects(folds)
     if n_subjects < needed:
-        raise ValueError(
+        raise SplitError(
             f"the dataset has {n_subjects} subjects; a subject-wise 72/8/20 split with "
             f"{folds} folds needs at least {needed}. Use fewer folds or more subjects."
         )
@@ -255,7 +255,7 @@ def make_splits(
             val = _first_fold_subjects(labels[rest], subjects[rest], VAL_SPLITS, seed)
             fold_list = _folds(labels[rest], subjects[rest], folds, seed)
         except ValueError as exc:
-            raise ValueError(
+            raise SplitError(
                 f"{n_subjects} subjects are too few for a subject-wise 72/8/20 split with "
                 f"{folds} folds after {len(test)} went to test ({exc}). "
                 "Add subjects or use fewer folds."
@@ -340,7 +340,9 @@ def run_split_cli(
         crops, source_sha = CropSet.load_npz(manifest)
         samples = crops.as_samples()
         if not source_sha:
-            raise ValueError(f"crops file {manifest} does not record which dataset it came from")
+            raise InvalidInputError(
+                f"crops file {manifest} does not record which dataset it came from"
+            )
     else:
         samples = load_dataset(manifest)
         source_sha = dataset_sha256(manifest, samples)

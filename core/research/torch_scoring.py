@@ -3,7 +3,9 @@
 The bedside runs exported ONNX models; this backend lets a researcher monitor with a
 run folder straight from ``painmon train``, on CUDA or the CPU, with the same
 interface as :class:`painmon.core.live.scoring.OnnxPainModel` and the same outputs
-(calibrated probabilities, top-class Grad-CAM, spatial attention).
+(calibrated probabilities, top-class Grad-CAM, spatial attention): crops go through
+:class:`painmon.core.research.export.PainExportWrapper`, the very module the ONNX graph
+is exported from, so the inference head exists once.
 """
 
 from __future__ import annotations
@@ -24,8 +26,7 @@ class TorchPainModel:
     """A trained checkpoint behind the same ``predict`` interface as an exported model."""
 
     def __init__(self, run_or_checkpoint: str | Path, device: str = "auto") -> None:
-        import torch
-
+        from painmon.core.research.export import PainExportWrapper
         from painmon.core.research.seeding import resolve_device
         from painmon.core.research.train import load_checkpoint
 
@@ -50,16 +51,15 @@ class TorchPainModel:
             "metrics": meta.get("metrics", {}),
             "intended_use": meta.get("intended_use", "research checkpoint; not a medical device"),
         }
-        mean = torch.tensor(meta["mean"], dtype=torch.float32, device=self.device)
-        std = torch.tensor(meta["std"], dtype=torch.float32, device=self.device)
-        self._mean, self._std = mean.view(1, 3, 1, 1), std.view(1, 3, 1, 1)
+        mean = tuple(float(v) for v in meta["mean"])
+        std = tuple(float(v) for v in meta["std"])
+        # uint8 NHWC crops -> (probs, gradcam, attention), exactly as the exported graph.
+        self._head = PainExportWrapper(self.model, mean, std, self.temperature).to(self.device)
         log.info("torch backend: %s on %s", meta["architecture"], self.device)
 
     def predict(self, crops_uint8: np.ndarray) -> OnnxPrediction:
         """uint8 RGB crops (B, H, W, 3) -> calibrated probs, Grad-CAM, attention (numpy)."""
         import torch
-
-        from painmon.models import gradcam_from_gradient
 
         crops = np.asarray(crops_uint8)
         _, height, width = self.input_size
@@ -67,15 +67,7 @@ class TorchPainModel:
             raise ValueError(f"crops must be uint8 (B, {height}, {width}, 3), got "
                              f"{crops.dtype} {crops.shape}")  # fmt: skip
         with torch.no_grad():
-            x = torch.from_numpy(crops).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-            x = (x - self._mean) / self._std
-            features = self.model.forward_features(x)
-            logits, grad = self.model.head.logits_and_input_gradient(features, None)
-            probs = torch.softmax(logits / self.temperature, dim=1)
-            cam = gradcam_from_gradient(features, grad)
-            attention = self.model.attention_maps(x)
-            if attention is None:
-                attention = torch.ones_like(cam).unsqueeze(1)
+            probs, cam, attention = self._head(torch.from_numpy(crops).to(self.device))
         return OnnxPrediction(
             probs.float().cpu().numpy(), cam.float().cpu().numpy(), attention.float().cpu().numpy()
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -34,7 +35,8 @@ from painmon.core.research.calibration import calibrate, softmax
 from painmon.core.research.metrics import classification_metrics
 from painmon.core.research.splits import check_partitions_disjoint
 from painmon.core.util import labels as pain_labels
-from painmon.core.util.fileio import atomic_write_json
+from painmon.core.util.errors import InvalidInputError
+from painmon.core.util.fileio import atomic_path, atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +76,24 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise InvalidInputError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 2:
-            raise ValueError(f"batch size must be >= 2 (BatchNorm), got {self.batch_size}")
+            raise InvalidInputError(f"batch size must be >= 2 (BatchNorm), got {self.batch_size}")
         if not self.lr > 0:
-            raise ValueError(f"learning rate must be > 0, got {self.lr}")
+            raise InvalidInputError(f"learning rate must be > 0, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise InvalidInputError(f"weight decay must be >= 0, got {self.weight_decay}")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label smoothing must lie in [0, 1), got {self.label_smoothing}")
+            raise InvalidInputError(
+                f"label smoothing must lie in [0, 1), got {self.label_smoothing}"
+            )
         if self.warmup_epochs < 0 or self.patience < 1:
-            raise ValueError("warmup_epochs must be >= 0 and patience >= 1")
+            raise InvalidInputError("warmup_epochs must be >= 0 and patience >= 1")
         if not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"min_lr must lie in 0..lr, got {self.min_lr}")
+            raise InvalidInputError(f"min_lr must lie in 0..lr, got {self.min_lr}")
         AugmentConfig(mode=self.augment)  # validates the mode
         if self.compile not in COMPILE_MODES:
-            raise ValueError(
+            raise InvalidInputError(
                 f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}"
             )
 
@@ -99,7 +105,7 @@ class TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
+            raise InvalidInputError(f"unknown training settings: {', '.join(sorted(unknown))}")
         return cls(**data)
 
 
@@ -292,9 +298,8 @@ def save_checkpoint(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
     from painmon.core.util.fileio import sha256_file
 
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(_state_for_save(model), str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(_state_for_save(model), str(tmp))
     meta = dict(meta, weights_file=path.name, weights_sha256=sha256_file(path))
     atomic_write_json(path.with_suffix(".json"), meta)
 
@@ -316,10 +321,15 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
             f"checkpoint not found: {path} (a run folder holds best.safetensors and best.json; "
             "train one with `painmon train`)"
         )
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(
+            f"{meta_path} is not valid JSON ({exc}); retrain or restore the run folder"
+        ) from exc
     expected = meta.get("weights_sha256")
     if expected and sha256_file(path) != expected:
-        raise ValueError(
+        raise InvalidInputError(
             f"checkpoint {path} does not match the SHA-256 recorded in {meta_path.name}: "
             "the file is corrupt or was replaced; retrain or restore it"
         )
@@ -327,7 +337,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     try:
         state = load_file(str(path), device=str(device))
     except SafetensorError as exc:
-        raise ValueError(f"checkpoint {path} is unreadable ({exc})") from exc
+        raise InvalidInputError(f"checkpoint {path} is unreadable ({exc})") from exc
     model.load_state_dict(state)
     model.to(device).eval()
     return model, meta
@@ -341,9 +351,8 @@ def _save_resume_state(model, optimizer, out_dir: Path, state: dict[str, Any]) -
     for pid, pstate in opt_state["state"].items():
         for key, value in pstate.items():
             tensors[f"opt.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    tmp = out_dir / "last.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(out_dir / "last.safetensors")
+    with atomic_path(out_dir / "last.safetensors") as tmp:
+        save_file(tensors, str(tmp))
     atomic_write_json(out_dir / "last.json", state)
 
 
@@ -415,7 +424,9 @@ def fit(
     out.mkdir(parents=True, exist_ok=True)
     provenance = dict(provenance or {})
     if len(val_labels) == 0 or len(train_labels) == 0:
-        raise ValueError("training needs crops in both the training and the validation partition")
+        raise InvalidInputError(
+            "training needs crops in both the training and the validation partition"
+        )
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     atomic_write_json(out / "config.json", dict(cfg.to_dict(), resolved_device=str(device)))
@@ -555,20 +566,20 @@ def _maybe_compile(model: nn.Module, cfg: TrainConfig, device: torch.device) -> 
     if cfg.compile == "none":
         return model
     if cfg.compile == "reduce-overhead" and device.type != "cuda":
-        raise ValueError("compile mode 'reduce-overhead' uses CUDA graphs and needs a CUDA device")
+        raise InvalidInputError(
+            "compile mode 'reduce-overhead' uses CUDA graphs and needs a CUDA device"
+        )
     return torch.compile(model, mode=cfg.compile)
 
 
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in history:
-            writer.writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-            )
-    tmp.replace(path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    # Bytes, so the csv module's \r\n line ends reach the file untranslated on every OS.
+    atomic_write_bytes(path, text.getvalue().encode())
 
 
 def _write_card(

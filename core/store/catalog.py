@@ -17,9 +17,13 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from painmon.core.util.errors import InvalidInputError, PainmonError
 from painmon.core.util.fileio import sha256_file
 from painmon.core.util.paths import (
     FACE_LANDMARKER_FILENAME,
@@ -28,6 +32,7 @@ from painmon.core.util.paths import (
     find_face_model,
     user_cache_dir,
 )
+from painmon.core.util.validate import is_sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +44,7 @@ DEMO_MODEL_RELATIVE = Path("demo") / "painmon_demo.onnx"
 HAAR_CASCADE_FILENAME = "haarcascade_frontalface_default.xml"
 
 
-class ModelDownloadError(RuntimeError):
+class ModelDownloadError(PainmonError, RuntimeError):
     """The face model could not be fetched or did not match its pinned SHA-256."""
 
 
@@ -71,7 +76,7 @@ def _network_error(
 
 def _check_sha256(value: str) -> str:
     digest = value.strip().lower()
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+    if not is_sha256_hex(digest):
         raise ValueError(f"expected_sha256 must be 64 hex digits, got {value!r}")
     return digest
 
@@ -94,7 +99,7 @@ def download_face_model(
     """
     expected = _check_sha256(expected_sha256)
     if timeout_s <= 0:
-        raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        raise InvalidInputError(f"timeout_s must be positive, got {timeout_s}")
     folder = Path(dest_dir).expanduser() if dest_dir is not None else models_dir()
     target = folder / FACE_LANDMARKER_FILENAME
     if target.is_file() and not force:
@@ -177,35 +182,52 @@ def _stream(
 # --- what is installed --------------------------------------------------------------------
 
 
-def _face_entries() -> list[dict[str, Any]]:
-    """The MediaPipe bundle and the Haar cascade, marking the one create_face_detector picks."""
-    entry: dict[str, Any] = {
-        "kind": "face detector",
-        "name": "MediaPipe Face Landmarker",
-        "path": None,
-        "sha256": None,
-        "verified": None,
-        "active": False,
-    }
+class ModelKind(StrEnum):
+    FACE_DETECTOR = "face detector"
+    PAIN_MODEL = "pain model"
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    """One model file painmon can see, and whether it can be trusted."""
+
+    kind: ModelKind
+    name: str
+    status: str  # short human text: installed, not installed, hash mismatch...
+    detail: str = ""
+    path: str | None = None
+    sha256: str | None = None  # of the file
+    verified: bool | None = None  # None: nothing to check it against
+    active: bool = False  # the face detector painmon would use now
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", ModelKind(self.kind))
+        if self.sha256 is not None and not is_sha256_hex(self.sha256):
+            raise ValueError(f"not a SHA-256 hex digest: {self.sha256!r}")
+
+
+def _face_entries() -> list[InstalledModel]:
+    """The MediaPipe bundle and the Haar cascade, marking the one the face tracker picks."""
+    name = "MediaPipe Face Landmarker"
     try:
         bundle = find_face_model()
     except FileNotFoundError as exc:  # PAINMON_FACE_MODEL names a file that is not there
-        entry.update(status="missing", detail=str(exc))
+        entry = InstalledModel(ModelKind.FACE_DETECTOR, name, "missing", str(exc))
         bundle = None
     else:
         if bundle is None:
-            entry.update(
-                status="not installed",
-                detail=f"run `painmon models download` (goes to {models_dir()})",
+            entry = InstalledModel(
+                ModelKind.FACE_DETECTOR,
+                name,
+                "not installed",
+                f"run `painmon models download` (goes to {models_dir()})",
             )
         else:
             digest = sha256_file(bundle)
             verified = digest == FACE_LANDMARKER_SHA256
-            entry.update(
-                path=str(bundle),
-                sha256=digest,
-                verified=verified,
-                active=True,
+            entry = InstalledModel(
+                ModelKind.FACE_DETECTOR,
+                name,
                 status="installed" if verified else "hash mismatch",
                 detail=(
                     "pinned release"
@@ -213,17 +235,19 @@ def _face_entries() -> list[dict[str, Any]]:
                     else f"expected {FACE_LANDMARKER_SHA256[:12]}…; MediaPipe will refuse it: "
                     "delete it and run `painmon models download`"
                 ),
+                path=str(bundle),
+                sha256=digest,
+                verified=verified,
+                active=True,
             )
-    haar: dict[str, Any] = {
-        "kind": "face detector",
-        "name": "OpenCV Haar cascade",
-        "path": _haar_cascade_path(),
-        "sha256": None,
-        "verified": None,
-        "active": bundle is None,
-        "status": "shipped with OpenCV",
-        "detail": "fallback when no Face Landmarker bundle is found",
-    }
+    haar = InstalledModel(
+        ModelKind.FACE_DETECTOR,
+        "OpenCV Haar cascade",
+        status="shipped with OpenCV",
+        detail="fallback when no Face Landmarker bundle is found",
+        path=_haar_cascade_path(),
+        active=bundle is None,
+    )
     return [entry, haar]
 
 
@@ -235,36 +259,23 @@ def _haar_cascade_path() -> str | None:
     return str(Path(cv2.data.haarcascades) / HAAR_CASCADE_FILENAME)
 
 
-def _onnx_entry(path: Path, name: str) -> dict[str, Any]:
+def _onnx_entry(path: Path, name: str) -> InstalledModel:
     from painmon.core.live.scoring import ModelIntegrityError, read_sidecar_sha256
 
-    digest = sha256_file(path)
-    entry: dict[str, Any] = {
-        "kind": "pain model",
-        "name": name,
-        "path": str(path),
-        "sha256": digest,
-        "active": False,
-    }
+    row = partial(
+        InstalledModel, ModelKind.PAIN_MODEL, name, path=str(path), sha256=sha256_file(path)
+    )
     try:
         recorded = read_sidecar_sha256(path)
     except ModelIntegrityError as exc:
-        return {**entry, "verified": False, "status": "bad sidecar", "detail": str(exc)}
+        return row(status="bad sidecar", detail=str(exc), verified=False)
     if recorded is None:
-        return {
-            **entry,
-            "verified": None,
-            "status": "unverified",
-            "detail": f"no {path.name}.sha256 beside it; re-export it to write one",
-        }
-    if recorded != digest:
-        return {
-            **entry,
-            "verified": False,
-            "status": "hash mismatch",
-            "detail": f"{path.name}.sha256 says {recorded[:12]}…; re-export or delete it",
-        }
-    return {**entry, "verified": True, "status": "installed", "detail": "matches its .sha256"}
+        detail = f"no {path.name}.sha256 beside it; re-export it to write one"
+        return row(status="unverified", detail=detail, verified=None)
+    if recorded != row.keywords["sha256"]:
+        detail = f"{path.name}.sha256 says {recorded[:12]}…; re-export or delete it"
+        return row(status="hash mismatch", detail=detail, verified=False)
+    return row(status="installed", detail="matches its .sha256", verified=True)
 
 
 def shipped_demo_model_path() -> Path:
@@ -276,58 +287,43 @@ def shipped_demo_model_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))).resolve() / DEMO_MODEL_RELATIVE
 
 
-def _pain_entries() -> list[dict[str, Any]]:
+def _pain_entries() -> list[InstalledModel]:
     demo = shipped_demo_model_path()
+    name = "demo model (shipped)"
     if demo.is_file():
-        entries = [_onnx_entry(demo, "demo model (shipped)")]
+        entries = [_onnx_entry(demo, name)]
     else:
-        entries = [
-            {
-                "kind": "pain model",
-                "name": "demo model (shipped)",
-                "path": None,
-                "sha256": None,
-                "verified": None,
-                "active": False,
-                "status": "not shipped yet",
-                "detail": f"this build has no {DEMO_MODEL_RELATIVE.as_posix()}",
-            }
-        ]
+        detail = f"this build has no {DEMO_MODEL_RELATIVE.as_posix()}"
+        entries = [InstalledModel(ModelKind.PAIN_MODEL, name, "not shipped yet", detail)]
     folder = models_dir()
     if folder.is_dir():
         entries.extend(_onnx_entry(p, p.name) for p in sorted(folder.glob("*.onnx")))
     return entries
 
 
-def installed_models() -> list[dict[str, Any]]:
-    """Every model painmon can see, one dict each.
-
-    Keys: ``kind`` ("face detector" | "pain model"), ``name``, ``path`` (str or None),
-    ``sha256`` (of the file, or None), ``verified`` (True/False, None when there is
-    nothing to check against), ``active`` (the face detector painmon would use now),
-    ``status`` and ``detail`` (short human text).
-    """
+def installed_models() -> list[InstalledModel]:
+    """Every model painmon can see: the face detectors first, then the pain models."""
     return [*_face_entries(), *_pain_entries()]
 
 
-def active_face_detector(entries: list[dict[str, Any]] | None = None) -> str:
-    """``mediapipe`` when a bundle is found, else ``haar`` (as create_face_detector decides)."""
+def active_face_detector(entries: list[InstalledModel] | None = None) -> str:
+    """``mediapipe`` when a bundle is found, else ``haar`` (as the face tracker decides)."""
     rows = installed_models() if entries is None else entries
     for row in rows:
-        if row["kind"] == "face detector" and row["active"]:
-            return "mediapipe" if row["name"].startswith("MediaPipe") else "haar"
+        if row.kind is ModelKind.FACE_DETECTOR and row.active:
+            return "mediapipe" if row.name.startswith("MediaPipe") else "haar"
     return "haar"
 
 
-def format_installed_models(entries: list[dict[str, Any]] | None = None) -> str:
+def format_installed_models(entries: list[InstalledModel] | None = None) -> str:
     """The "installed" section that ``painmon models list`` prints under the model zoo."""
     rows = installed_models() if entries is None else entries
     header = ("kind", "name", "status", "sha256", "path")
     lines = [header]
     for row in rows:
-        status = row["status"] + (" (active)" if row["active"] else "")
-        digest = f"{row['sha256'][:12]}…" if row["sha256"] else "-"
-        lines.append((row["kind"], row["name"], status, digest, row["path"] or "-"))
+        status = row.status + (" (active)" if row.active else "")
+        digest = f"{row.sha256[:12]}…" if row.sha256 else "-"
+        lines.append((row.kind.value, row.name, status, digest, row.path or "-"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     table = [
         "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True))
@@ -335,7 +331,7 @@ def format_installed_models(entries: list[dict[str, Any]] | None = None) -> str:
         + line[-1]
         for line in lines
     ]
-    notes = [f"  {row['name']}: {row['detail']}" for row in rows if row.get("detail")]
+    notes = [f"  {row.name}: {row.detail}" for row in rows if row.detail]
     return "\n".join(
         [
             "Installed models",

@@ -22,13 +22,16 @@ import re
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from painmon.core.live.scoring import SIDECAR_SUFFIX, ModelLoadError, read_sidecar_sha256
-from painmon.core.util.fileio import atomic_write_json, sha256_file
+from painmon.core.util.errors import InvalidInputError, PainmonError
+from painmon.core.util.fileio import atomic_write_bytes, atomic_write_json, sha256_file
 from painmon.core.util.paths import user_data_dir
+from painmon.core.util.timeline import utc_now
+from painmon.core.util.validate import is_sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _RUN_FILES_KEPT = ("config.json", "card.md", "history.csv", "splits.json")
 
 
-class RegistryError(RuntimeError):
+class RegistryError(PainmonError, RuntimeError):
     """A registry request that cannot be honoured; the message says what to do."""
 
 
@@ -65,9 +68,9 @@ class RegistryEntry:
 
     def __post_init__(self) -> None:
         if not _ID_PATTERN.match(self.model_id):
-            raise ValueError(f"invalid model id {self.model_id!r}")
-        if len(self.sha256) != 64:
-            raise ValueError(f"sha256 of {self.model_id} must be 64 hex digits")
+            raise InvalidInputError(f"invalid model id {self.model_id!r}")
+        if not is_sha256_hex(self.sha256):
+            raise InvalidInputError(f"sha256 of {self.model_id} must be 64 hex digits")
 
     def describe(self) -> str:
         """One line for lists and messages."""
@@ -89,15 +92,11 @@ class RegistryEntry:
         )
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class ModelRegistry:
     """A folder of exported models with one active model, a rollback stack and a change log."""
 
     def __init__(
-        self, root: str | Path | None = None, clock: Callable[[], datetime] = _utc_now
+        self, root: str | Path | None = None, clock: Callable[[], datetime] = utc_now
     ) -> None:
         self.root = Path(root) if root is not None else default_registry_dir()
         self.clock = clock
@@ -167,8 +166,9 @@ class ModelRegistry:
         if source.resolve() != target.resolve():
             shutil.copyfile(source, target)
             # A new sidecar: the old one names the source file, the copy is model.onnx.
-            target.with_name(target.name + SIDECAR_SUFFIX).write_text(
-                f"{digest}  {MODEL_FILENAME}\n"
+            atomic_write_bytes(
+                target.with_name(target.name + SIDECAR_SUFFIX),
+                f"{digest}  {MODEL_FILENAME}\n".encode(),
             )
         if run is not None:
             for name in _RUN_FILES_KEPT:

@@ -32,6 +32,7 @@ from painmon.core.live.capture import CaptureThread, Frame, open_source
 from painmon.core.live.engine import ENGINE_ORT_THREADS, Engine, EngineResult
 from painmon.core.live.monitor import FrameTally
 from painmon.core.live.scoring import OnnxPainModel
+from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -286,7 +287,7 @@ def bench_pipeline(
     the comparison. Writes ``json_path`` if given.
     """
     if max_frames is not None and max_frames < 1:
-        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+        raise InvalidInputError(f"max_frames must be >= 1, got {max_frames}")
     with tempfile.TemporaryDirectory(prefix="painmon-bench-") as tmp:
         run = _EngineRun(source, model_path, face_model, Path(tmp), ort_threads, realtime=False)
         crops: list[np.ndarray] = []
@@ -450,7 +451,7 @@ def bench_soak(
     not looped: use the synthetic patient (endless) for long soaks.
     """
     if not seconds_wall > 0:
-        raise ValueError(f"seconds_wall must be > 0, got {seconds_wall!r}")
+        raise InvalidInputError(f"seconds_wall must be > 0, got {seconds_wall!r}")
     rss_before_mib = rss_mib()
     with tempfile.TemporaryDirectory(prefix="painmon-soak-") as tmp:
         run = _EngineRun(

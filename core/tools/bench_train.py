@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from painmon.core.util.errors import InvalidInputError
+
 log = logging.getLogger(__name__)
 
 PAPER_TRAIN_CROPS = 4212
@@ -126,7 +128,7 @@ def bench_train(
 ) -> dict[str, Any]:
     """Seconds per epoch at the paper's protocol size and the projected 5 × 100-epoch time."""
     if epochs < 1 or jobs < 1 or n_crops < batch_size:
-        raise ValueError("need epochs >= 1, jobs >= 1 and at least one batch of crops")
+        raise InvalidInputError("need epochs >= 1, jobs >= 1 and at least one batch of crops")
     args = (device, n_crops, batch_size, epochs, compile_mode, augment, model, seed)
     t0 = time.perf_counter()
     if jobs == 1:

@@ -9,13 +9,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from painmon.core.util.errors import PainmonError
+
 log = logging.getLogger("painmon")
 
 EXIT_OK = 0
 EXIT_USAGE = 2
 
 
-class CliError(Exception):
+class CliError(PainmonError):
     """A problem the user can fix; printed as one line, exit code 2."""
 
 
@@ -25,22 +27,17 @@ def _version() -> str:
     return __version__
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that describe bad input or a bad environment: one line, exit code 2."""
-    errors: list[type[BaseException]] = [CliError, OSError, ValueError]
-    for module, name in (
-        ("painmon.core.research.crops", "CropError"),
-        ("painmon.core.research.export", "ExportError"),
-        ("painmon.core.live.scoring", "ModelLoadError"),
-        ("painmon.core.live.face_detect", "FaceModelError"),
-        ("painmon.core.live.capture", "SourceError"),
-        ("painmon.core.live.session", "SessionWriteError"),
-        ("painmon.core.store.catalog", "ModelDownloadError"),
-    ):
-        mod = sys.modules.get(module)  # only modules the command used can have raised
-        if mod is not None:
-            errors.append(getattr(mod, name))
-    return tuple(errors)
+def _parse_seeds(text: str) -> list[int]:
+    """``--seeds 42,123,999`` as integers; anything else is the user's to fix (exit 2)."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise CliError(
+            f"--seeds takes comma-separated integers, e.g. 42,123,999; got {text!r}"
+        ) from None
+    if not seeds:
+        raise CliError("--seeds needs at least one integer, e.g. 42,123,999")
+    return seeds
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -85,7 +82,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from painmon.core.synth.patients import run_synth_cli
+    from painmon.core.synth.dataset import run_synth_cli
 
     if args.out is None and args.video is None:
         raise CliError("give --out DIR (a face-image dataset) or --video PATH (a patient video)")
@@ -153,9 +150,7 @@ def _cmd_cv(args: argparse.Namespace) -> int:
         resolve_plan,
     )
 
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    if not seeds:
-        raise CliError("--seeds needs at least one integer, e.g. 42,123,999")
+    seeds = _parse_seeds(args.seeds)
     cfg = _train_config(args)
     data = prepare_data(args.manifest, cache_dir=args.cache_dir)
     plan = resolve_plan(data, args.splits, seed=args.seed, folds=args.folds)
@@ -294,9 +289,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from painmon.core.research.reproduce import format_reproduce_summary, run_reproduce
 
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    if not seeds:
-        raise CliError("--seeds needs at least one integer, e.g. 42,123,999")
+    seeds = _parse_seeds(args.seeds)
     result = run_reproduce(
         args.manifest,
         args.out,
@@ -578,23 +571,42 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if func is None:
         parser.print_help()
         return EXIT_USAGE
+    # Only PainmonError (and the environment's OSError) is the user's to fix. Anything else
+    # (ValueError, KeyError, TypeError, AssertionError ...) is a bug in painmon: it propagates,
+    # Python prints the traceback and the process exits with status 1.
     try:
         return func(args)
-    except Exception as exc:
-        if isinstance(exc, ModuleNotFoundError) and exc.name == "torch":
-            print(
-                f"painmon {args.command}: error: needs PyTorch, which this install leaves out; "
-                "train on a workstation (pip install 'painmon[train]') and load the exported "
-                ".onnx here",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-        if not isinstance(exc, _user_errors()):
-            raise  # a bug: keep the traceback
-        if args.verbose:
-            log.exception("painmon %s failed", args.command)
-        print(f"painmon {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except PainmonError as exc:  # the user can act on it: one line, no traceback
+        return _report_error(args, str(exc))
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            raise  # a missing module other than the optional torch is a broken install: a bug
+        return _report_error(
+            args,
+            "needs PyTorch, which this install leaves out; train on a workstation "
+            "(pip install 'painmon[train]') and load the exported .onnx here",
+        )
+    except OSError as exc:
+        # The environment, not painmon: a missing file, permission denied, a full disk or a
+        # dropped connection. The user fixes those, so one line naming the file, not a bug.
+        return _report_error(args, _describe_os_error(exc))
     except KeyboardInterrupt:
         print(f"painmon {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _report_error(args: argparse.Namespace, message: str) -> int:
+    """Print ``painmon CMD: error: MESSAGE`` on stderr (plus the traceback with -v); exit 2."""
+    if args.verbose:
+        log.exception("painmon %s failed", args.command)
+    print(f"painmon {args.command}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _describe_os_error(exc: OSError) -> str:
+    """``str(exc)``, with the file name added when the OS error carries one but not its text."""
+    text = str(exc) or type(exc).__name__
+    for name in (exc.filename, exc.filename2):
+        if name is not None and str(name) not in text:
+            text = f"{text}: {name}"
+    return text

@@ -364,11 +364,9 @@ def check_face_model() -> DoctorCheck:
     from painmon.core.store.catalog import installed_models
 
     face = installed_models()[0]
-    if face["status"] == "installed":
-        return DoctorCheck(
-            "face model", "ok", f"MediaPipe Face Landmarker, verified ({face['path']})"
-        )
-    if face["status"] == "not installed":
+    if face.status == "installed":
+        return DoctorCheck("face model", "ok", f"MediaPipe Face Landmarker, verified ({face.path})")
+    if face.status == "not installed":
         return DoctorCheck(
             "face model",
             "warn",
@@ -378,15 +376,15 @@ def check_face_model() -> DoctorCheck:
     return DoctorCheck(
         "face model",
         "error",
-        f"{face['status']}: {face['detail']}",
+        f"{face.status}: {face.detail}",
         "delete the file (or unset PAINMON_FACE_MODEL) and run `painmon models download`",
     )
 
 
 def check_pain_models() -> DoctorCheck:
-    from painmon.core.store.catalog import installed_models
+    from painmon.core.store.catalog import ModelKind, installed_models
 
-    rows = [r for r in installed_models() if r["kind"] == "pain model" and r["path"]]
+    rows = [r for r in installed_models() if r.kind is ModelKind.PAIN_MODEL and r.path]
     if not rows:
         return DoctorCheck(
             "pain models",
@@ -394,16 +392,16 @@ def check_pain_models() -> DoctorCheck:
             "no ONNX pain model found (demo model not shipped, none in the user models folder)",
             "export one with `painmon export` or pass the .onnx to `painmon monitor --model`",
         )
-    bad = [r for r in rows if r["verified"] is False]
-    names = ", ".join(f"{r['name']} ({r['status']})" for r in rows)
+    bad = [r for r in rows if r.verified is False]
+    names = ", ".join(f"{r.name} ({r.status})" for r in rows)
     if bad:
         return DoctorCheck(
             "pain models",
             "error",
             names,
-            "delete or re-export: " + ", ".join(str(r["path"]) for r in bad),
+            "delete or re-export: " + ", ".join(str(r.path) for r in bad),
         )
-    if any(r["verified"] is None for r in rows):
+    if any(r.verified is None for r in rows):
         return DoctorCheck(
             "pain models", "warn", names, "re-export unverified models to write a .sha256"
         )

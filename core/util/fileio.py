@@ -6,7 +6,8 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,23 +24,47 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False) -> Path:
+@contextmanager
+def atomic_path(path: str | Path, mkdir: bool = True) -> Iterator[Path]:
+    """A temporary path beside ``path`` that becomes ``path`` when the ``with`` block ends.
+
+    For writers that want a file name (``torch.onnx.export``, safetensors' ``save_file``)
+    and for checks made on the finished file before it is published (a parity check, a
+    download's hash): raise inside the block and the temporary file is deleted, ``path``
+    untouched. ``mkdir=False`` refuses to create a missing folder (a session folder on a
+    drive that was unplugged must fail, not reappear on the disk beneath the mount point).
+    """
+    path = Path(path)
+    if mkdir:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        # mkstemp makes 0600 files; give the result the permissions a plain open() would.
+        tmp.chmod(0o666 & ~_UMASK)
+        tmp.replace(path)  # atomic: os.replace
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(
+    path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False, mkdir: bool = True
+) -> Path:
     """Call ``write(handle)`` on a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(
-            fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})
-        ) as f:
-            write(f)
-        # mkstemp makes 0600 files; give the result the permissions a plain open() would.
-        Path(tmp_name).chmod(0o666 & ~_UMASK)
-        Path(tmp_name).replace(path)  # atomic: os.replace
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with (
+        atomic_path(path, mkdir=mkdir) as tmp,
+        tmp.open("wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f,
+    ):
+        write(f)
     return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data), binary=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -41,7 +41,7 @@ from painmon.core.live.quality import QualityReport
 from painmon.core.live.session import SESSION_COLUMNS
 from painmon.core.live.smoothing import SmoothedScore
 from painmon.core.live.trend import TrendBuffer
-from painmon.core.synth.patients import SyntheticPatientStream
+from painmon.core.synth.stream import SyntheticPatientStream
 
 WAIT_MS = 20000
 
@@ -155,6 +155,7 @@ def test_settings_round_trip_and_broken_values_fall_back(store, qtbot):
 # --------------------------------------------------------------------- the window
 
 
+@pytest.mark.slow
 def test_window_monitors_synthetic_patient_frames_flow_and_trend_grows(make_window, model_path):
     window = make_window()
     assert window.load_model(model_path)
@@ -326,6 +327,7 @@ class FlakyCamera(FrameSource):
         return RawFrame(self.frames[self._count % len(self.frames)])
 
 
+@pytest.mark.slow
 def test_source_that_dies_shows_technical_alarm_and_recovers(make_window, patient_frames):
     window = make_window()
     camera = FlakyCamera(patient_frames)
@@ -404,6 +406,7 @@ print(json.dumps(seen))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_model", [True, False])
 def test_run_app_demo_opens_and_closes(tmp_path, face_model_path, with_model):
     """`painmon demo` end to end in its own process (app.exec() owns the event loop)."""

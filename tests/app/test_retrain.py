@@ -30,7 +30,7 @@ from painmon.core.research.retrain_job import (
     read_history,
 )
 from painmon.core.store.registry import ModelRegistry
-from painmon.core.synth.patients import write_dataset
+from painmon.core.synth.dataset import write_dataset
 from painmon.core.tools.cli import main as cli_main
 
 TRAIN_TIMEOUT_MS = 240_000
@@ -173,6 +173,7 @@ def test_child_that_ignores_the_interrupt_is_killed(tmp_path):
     assert "fake-python -m painmon" in (tmp_path / "child.log").read_text()
 
 
+@pytest.mark.slow
 def test_failed_child_reports_its_last_error_line(qtbot, make_dialog, tmp_path):
     bad = tmp_path / "manifest.csv"
     bad.write_text("path,subject,pspi\n")
@@ -257,6 +258,7 @@ def _tiny_dialog(make_dialog, crops, epochs: int) -> tuple[RetrainDialog, ModelR
     return dialog, registry
 
 
+@pytest.mark.slow
 def test_dialog_trains_evaluates_exports_and_activates(qtbot, make_dialog, crops):
     dialog, registry = _tiny_dialog(make_dialog, crops, epochs=1)
     assert dialog.start()
@@ -293,6 +295,7 @@ def test_dialog_trains_evaluates_exports_and_activates(qtbot, make_dialog, crops
     dialog.close()
 
 
+@pytest.mark.slow
 def test_dialog_cancel_stops_the_child(qtbot, make_dialog, crops):
     dialog, registry = _tiny_dialog(make_dialog, crops, epochs=300)
     assert dialog.start()
@@ -323,6 +326,7 @@ def test_shutdown_while_training_leaves_no_process(make_dialog, crops):
     assert dialog.status.state == "cancelled"
 
 
+@pytest.mark.slow
 def test_dialog_cross_validation_offers_the_best_fold(qtbot, make_dialog, crops):
     _npz, splits5 = crops
     dialog, registry = _tiny_dialog(make_dialog, crops, epochs=1)

@@ -14,11 +14,17 @@ import pytest
 
 from painmon.core.live import engine as engine_module
 from painmon.core.live import monitor as monitor_module
-from painmon.core.live.alarms import AlarmPriority, AlarmSettings, TechnicalCondition
+from painmon.core.live.alarms import (
+    AlarmEventKind,
+    AlarmPriority,
+    AlarmSettings,
+    TechnicalCondition,
+)
 from painmon.core.live.capture import Frame, FrameSource, RawFrame, SourceError, open_source
-from painmon.core.live.engine import STAGES, Engine
-from painmon.core.live.face import create_face_tracker
+from painmon.core.live.engine import STAGES, Engine, MonitorEngine
+from painmon.core.live.face import FaceObservation, create_face_tracker
 from painmon.core.live.monitor import run_monitor, run_monitor_cli
+from painmon.core.live.preview import FaceOnlyEngine
 from painmon.core.live.scoring import ModelLoadError, OnnxPainModel
 from painmon.core.live.session import SESSION_COLUMNS, SessionWriter
 from painmon.core.research.torch_scoring import load_pain_model
@@ -48,13 +54,13 @@ def test_single_face_clip_every_frame_scored(shared_file, face_model_path, model
         progress=False,
         on_result=results.append,
     )
-    assert summary["end_reason"] == "end of media"
-    assert summary["frames"] == len(results) > 0
+    assert summary.end_reason == "end of media"
+    assert summary.frames == len(results) > 0
     # Pull mode: every frame of the file, in order, none dropped.
     assert [r.frame.index for r in results] == list(range(len(results)))
-    assert summary["frames_with_face"] >= 0.95 * summary["frames"]
+    assert summary.frames_with_face >= 0.95 * summary.frames
     scored = [r for r in results if r.output_known]
-    assert len(scored) == summary["frames_scored"] > 0
+    assert len(scored) == summary.frames_scored > 0
     for result in scored:
         assert result.probs is not None
         assert result.probs.sum() == pytest.approx(1.0, abs=1e-4)
@@ -63,12 +69,12 @@ def test_single_face_clip_every_frame_scored(shared_file, face_model_path, model
         assert set(STAGES) <= set(result.timings_ms)
         assert result.timings_ms["gradcam"] == 0.0  # fused into the dacnn call
         assert result.timings_ms["total"] >= result.timings_ms["dacnn"] > 0
-    folder = tmp_path / summary["session_folder"]
+    folder = tmp_path / summary.session_folder
     header, rows = _read_rows(folder)
     assert tuple(header) == SESSION_COLUMNS
-    assert len(rows) == summary["frames"]
+    assert len(rows) == summary.frames
     written = sum(1 for row in rows if row[header.index("p0")] != "")
-    assert written == summary["frames_scored"]
+    assert written == summary.frames_scored
     meta = json.loads((folder / "session.json").read_text())
     assert meta["status"] == "ended" and meta["frames_written"] == len(rows)
 
@@ -82,10 +88,10 @@ def test_no_face_clip_writes_no_probabilities(shared_file, face_model_path, mode
         face_model=face_model_path,
         progress=False,
     )
-    assert summary["end_reason"].startswith("max_seconds")
-    assert summary["frames_scored"] == 0
-    header, rows = _read_rows(tmp_path / summary["session_folder"])
-    assert 0 < len(rows) == summary["frames"]
+    assert summary.end_reason.startswith("max_seconds")
+    assert summary.frames_scored == 0
+    header, rows = _read_rows(tmp_path / summary.session_folder)
+    assert 0 < len(rows) == summary.frames
     for row in rows:
         cells = dict(zip(header, row, strict=True))
         assert row[header.index("face_found")] == "0"
@@ -212,9 +218,9 @@ def test_silent_live_source_raises_signal_lost_headless(model_path, tmp_path, mo
 
     monkeypatch.setattr(monitor_module, "open_source", fake_open_source)
     summary = run_monitor("camera:0", model_path, tmp_path, progress=False)
-    assert summary["frames"] == 3
-    assert summary["technical_alarms_raised"] >= 1
-    with (tmp_path / summary["session_folder"] / "alarms.csv").open(newline="") as handle:
+    assert summary.frames == 3
+    assert summary.technical_alarms_raised >= 1
+    with (tmp_path / summary.session_folder / "alarms.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     lost = [row for row in rows if "SIGNAL_LOST" in ",".join(row.values())]
     assert lost, f"no SIGNAL_LOST event in {rows}"
@@ -288,4 +294,53 @@ def test_live_crops_follow_the_training_crop_metadata_and_run_folders_work(
     summary = run_monitor(str(shared_file("media/single_face.mp4")), run_dir, tmp_path / "out",
                           max_seconds=0.5, face_model=face_model_path, progress=False,
                           load_model=load_pain_model)  # fmt: skip
-    assert summary["frames_scored"] >= 10
+    assert summary.frames_scored >= 10
+
+
+class _NoFaceTracker:
+    """A face tracker that never finds a face (no MediaPipe needed)."""
+
+    name = "no-face stub"
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def observe(self, rgb: np.ndarray, t_s: float) -> FaceObservation:
+        return FaceObservation(t_s, False, None, 0, self.name)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _UnusedModel:
+    """Enough of a pain model to build an Engine that never gets a face to score."""
+
+    input_size = (3, 64, 64)
+    metadata: dict = {}  # noqa: RUF012 - read only
+
+    def predict(self, crops_uint8: np.ndarray):
+        raise AssertionError("no face, so nothing to score")
+
+
+@pytest.mark.parametrize("make", [lambda t: Engine(_UnusedModel(), t), FaceOnlyEngine])
+def test_both_engines_are_monitor_engines(make):
+    """The window and its worker drive either engine through MonitorEngine alone."""
+    tracker = _NoFaceTracker()
+    engine = make(tracker)
+    assert isinstance(engine, MonitorEngine)
+    assert engine.face_tracker is tracker and engine.session_writer is None
+    frame = Frame(0, 0.0, np.zeros((120, 160, 3), np.uint8), time.monotonic(), "test")
+    result = engine.process(frame, decode_ms=1.0)
+    assert result.technical_condition == TechnicalCondition.NO_FACE and not result.output_known
+    assert engine.tick(0.5).t_s == 0.5
+    state = engine.change_settings(1.0, AlarmSettings(medium_threshold=2.0), 5.0)
+    assert [e.kind for e in state.new_events] == [AlarmEventKind.SETTINGS_CHANGE]
+    assert engine.acknowledge(1.5).new_events[0].kind == AlarmEventKind.ACKNOWLEDGE
+    assert engine.audio_pause(2.0).audio_paused_remaining_s == pytest.approx(120.0)
+    try:
+        engine.calibrate_neutral()
+    except ValueError as exc:  # the Engine needs good faces first; the window reports it
+        assert "neutral" in str(exc)
+    engine.close()
+    assert tracker.closed
+    assert not isinstance(object(), MonitorEngine)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from painmon.core.live.face_detect import MediaPipeFaceDetector
+from painmon.core.live.face import create_crop_detector
 from painmon.core.research.crops import CropError
 from painmon.core.research.experiment import (
     cross_validate,
@@ -18,7 +18,7 @@ from painmon.core.research.experiment import (
 )
 from painmon.core.research.splits import SplitPlan, SubjectLeakError, run_split_cli
 from painmon.core.research.train import TrainConfig
-from painmon.core.synth.patients import write_dataset
+from painmon.core.synth.dataset import write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def prepared(tmp_path_factory, face_model_path):
     root = tmp_path_factory.mktemp("synth")
     manifest = write_dataset(root / "data", n_subjects=14, images_per_subject=5, seed=3,
                              image_size_px=160)  # fmt: skip
-    with MediaPipeFaceDetector(face_model_path) as detector:
+    with create_crop_detector(face_model_path) as detector:
         data = prepare_data(manifest, cache_dir=root / "cache", detector=detector, progress=False)
     return manifest, data
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -333,57 +332,3 @@ def test_choose_providers_errors():
         choose_providers([CUDA_PROVIDER, CPU_PROVIDER], "tensorrt")
     with pytest.raises(ValueError, match="unknown ONNX Runtime provider choice"):
         choose_providers(ALL, "gpu")
-
-
-def _median_ms(fn, runs: int = 50, budget_s: float = 3.0) -> float:
-    """Median wall time of ``fn`` in ms over ``runs`` calls, fewer if the CPU is so busy
-    that they would take longer than ``budget_s``."""
-    for _ in range(3):
-        fn()
-    times: list[float] = []
-    deadline = time.perf_counter() + budget_s
-    while len(times) < runs and (len(times) < 5 or time.perf_counter() < deadline):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1e3)
-
-
-def test_measure_ort_vs_torch_latency(dacnn_exported, record_property):
-    """Measured, not asserted (the target is ORT/torch <= 0.5 on the bedside CPU)."""
-    model, result, _ = dacnn_exported
-    runtime = OnnxPainModel(result.onnx_path, prefer="cpu")
-    crops = _crops(1, seed=5)
-    cfg = model.pretrained_cfg
-    mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
-    x = ((torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0 - mean) / std).contiguous()
-
-    def torch_logits():
-        with torch.inference_mode():
-            model(x)
-
-    wrapper = export_mod.PainExportWrapper(model, cfg["mean"], cfg["std"], TEMPERATURE)
-    crops_t = torch.from_numpy(crops)
-
-    def torch_outputs():
-        with torch.inference_mode():
-            wrapper(crops_t)
-
-    ort_ms = _median_ms(lambda: runtime.predict(crops))
-    torch_ms = _median_ms(torch_logits)
-    torch_all_ms = _median_ms(torch_outputs)
-    record_property("ort_ms", ort_ms)
-    record_property("torch_logits_ms", torch_ms)
-    record_property("torch_all_outputs_ms", torch_all_ms)
-    log.warning(
-        "dacnn batch 1 CPU: ORT (probs+gradcam+attention) %.2f ms; eager torch logits only "
-        "%.2f ms (ratio %.2f), all three outputs %.2f ms (ratio %.2f); torch threads %d",
-        ort_ms,
-        torch_ms,
-        ort_ms / torch_ms,
-        torch_all_ms,
-        ort_ms / torch_all_ms,
-        torch.get_num_threads(),
-    )
-    assert min(ort_ms, torch_ms, torch_all_ms) > 0

@@ -94,6 +94,7 @@ def _section_titles(text: str) -> list[str]:
     return re.findall(r"<section id=\"[a-z]+\"><h2>([^<]+)</h2>", text)
 
 
+@pytest.mark.slow
 def test_full_report_is_self_contained_and_has_every_section(run, tmp_path):
     run_dir, predictions, evaluation = run
     path = write_report(
@@ -161,6 +162,7 @@ def test_reliability_shows_the_temperature_effect(run):
         PartitionPredictions(predictions.images, predictions.labels[:-1], predictions.logits)
 
 
+@pytest.mark.slow
 def test_evaluate_partition_writes_the_report(run, tmp_path):
     run_dir, predictions, _ = run
     subjects = np.asarray([f"p{i % 6}" for i in range(len(predictions.labels))])

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from painmon.core.live.face_detect import MediaPipeFaceDetector
+from painmon.core.live.face import create_crop_detector
 from painmon.core.research.reproduce import (
     BASELINE_MODELS,
     MODEL_LABELS,
@@ -22,7 +22,7 @@ from painmon.core.research.reproduce import (
     protocol_settings,
     run_reproduce,
 )
-from painmon.core.synth.patients import write_dataset
+from painmon.core.synth.dataset import write_dataset
 
 # --- hand-made fold rows (fast) -------------------------------------------------------------
 
@@ -177,7 +177,7 @@ def quick_run(tmp_path_factory, face_model_path):
                              image_size_px=160)  # fmt: skip
     # CPU time, not wall time: the budget must not depend on what else shares the machine.
     cpu0 = time.process_time()
-    with MediaPipeFaceDetector(face_model_path) as detector:
+    with create_crop_detector(face_model_path) as detector:
         result = run_reproduce(
             manifest, root / "out", quick=True, device="cpu", seeds=(7, 8),
             cache_dir=root / "cache", detector=detector, progress=False,
@@ -185,6 +185,7 @@ def quick_run(tmp_path_factory, face_model_path):
     return result, root / "out", time.process_time() - cpu0
 
 
+@pytest.mark.slow
 def test_quick_reproduce_writes_all_three_tables(quick_run):
     result, out, cpu_s = quick_run
     assert cpu_s < 90, f"quick reproduce used {cpu_s:.0f} s of CPU"
@@ -201,6 +202,7 @@ def test_quick_reproduce_writes_all_three_tables(quick_run):
     assert "QUICK" in format_reproduce_summary(result)
 
 
+@pytest.mark.slow
 def test_results_json_matches_the_per_fold_csvs(quick_run):
     _, out, _ = quick_run
     saved = json.loads((out / "results.json").read_text())
@@ -230,11 +232,12 @@ def test_results_json_matches_the_per_fold_csvs(quick_run):
     assert {t["baseline"] for t in saved["t_tests"]} == set(BASELINE_MODELS)
 
 
+@pytest.mark.slow
 def test_a_rerun_reuses_finished_cross_validations(quick_run, face_model_path):
     result, out, _ = quick_run
     csvs = sorted((out / "cv").glob("*/cv_folds.csv"))
     stamps = [p.stat().st_mtime_ns for p in csvs]
-    with MediaPipeFaceDetector(face_model_path) as detector:
+    with create_crop_detector(face_model_path) as detector:
         again = run_reproduce(
             result["protocol"]["dataset"], out, quick=True, device="cpu", seeds=(7,),
             cache_dir=out.parent / "cache", detector=detector, progress=False,

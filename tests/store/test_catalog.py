@@ -94,7 +94,7 @@ def test_default_destination_is_the_user_models_folder(serve, face_model_path: P
     path = download_face_model(url=server.url, timeout_s=5)
     assert path == models_dir() / FACE_LANDMARKER_FILENAME
     face = installed_models()[0]
-    assert face["status"] == "installed" and face["verified"] is True and face["active"] is True
+    assert face.status == "installed" and face.verified is True and face.active is True
 
 
 def test_wrong_bytes_are_deleted_and_the_error_names_both_hashes(serve, tmp_path: Path):
@@ -156,11 +156,11 @@ def test_bad_expected_hash_is_refused(tmp_path: Path):
 def test_empty_cache_reports_haar_and_unshipped_demo():
     rows = installed_models()
     face, haar = rows[0], rows[1]
-    assert face["status"] == "not installed" and not face["active"]
-    assert haar["active"] and haar["path"].endswith("haarcascade_frontalface_default.xml")
-    demo = next(r for r in rows if r["name"] == "demo model (shipped)")
-    if demo["path"] is None:
-        assert demo["status"] == "not shipped yet"
+    assert face.status == "not installed" and not face.active
+    assert haar.active and haar.path.endswith("haarcascade_frontalface_default.xml")
+    demo = next(r for r in rows if r.name == "demo model (shipped)")
+    if demo.path is None:
+        assert demo.status == "not shipped yet"
     text = format_installed_models(rows)
     assert "Active face detector: haar" in text and "not installed" in text
 
@@ -170,14 +170,14 @@ def test_corrupt_bundle_is_reported_as_mismatch(monkeypatch, tmp_path: Path):
     bundle.write_bytes(b"not the release")
     monkeypatch.setenv("PAINMON_FACE_MODEL", str(bundle))
     face = installed_models()[0]
-    assert face["status"] == "hash mismatch" and face["verified"] is False
-    assert face["active"]  # create_face_detector would pick it (and then refuse it)
+    assert face.status == "hash mismatch" and face.verified is False
+    assert face.active  # create_face_tracker would pick it (and then refuse it)
 
 
 def test_missing_env_bundle_is_reported(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("PAINMON_FACE_MODEL", str(tmp_path / "nowhere.task"))
     face = installed_models()[0]
-    assert face["status"] == "missing" and "PAINMON_FACE_MODEL" in face["detail"]
+    assert face.status == "missing" and "PAINMON_FACE_MODEL" in face.detail
 
 
 def test_user_onnx_models_are_checked_against_their_sidecars():
@@ -190,9 +190,9 @@ def test_user_onnx_models_are_checked_against_their_sidecars():
         f"{hashlib.sha256(b'good.onnx').hexdigest()}  good.onnx\n"
     )
     (folder / "bad.onnx.sha256").write_text(f"{'0' * 64}  bad.onnx\n")
-    rows = {r["name"]: r for r in installed_models() if r["kind"] == "pain model"}
-    assert rows["good.onnx"]["verified"] is True and rows["good.onnx"]["status"] == "installed"
-    assert rows["bad.onnx"]["verified"] is False and rows["bad.onnx"]["status"] == "hash mismatch"
-    assert rows["bare.onnx"]["verified"] is None and rows["bare.onnx"]["status"] == "unverified"
+    rows = {r.name: r for r in installed_models() if r.kind == "pain model"}
+    assert rows["good.onnx"].verified is True and rows["good.onnx"].status == "installed"
+    assert rows["bad.onnx"].verified is False and rows["bad.onnx"].status == "hash mismatch"
+    assert rows["bare.onnx"].verified is None and rows["bare.onnx"].status == "unverified"
     text = format_installed_models()
     assert "good.onnx" in text and "hash mismatch" in text

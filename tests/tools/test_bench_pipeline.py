@@ -28,6 +28,7 @@ def untrained_onnx(tmp_path_factory):
     return export_untrained_dacnn(tmp_path_factory.mktemp("bench-model"))
 
 
+@pytest.mark.slow
 def test_bench_pipeline_reports_every_stage(shared_file, face_model_path, tmp_path):
     out = tmp_path / "bench.json"
     report = bench_pipeline(

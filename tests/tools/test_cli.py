@@ -41,6 +41,7 @@ def test_models_list_prints_every_model(capsys):
     assert "3x64x64" in text and "M " in text
 
 
+@pytest.mark.slow
 def test_synth_split_train_from_the_command_line(
     tmp_path, capsys, caplog, monkeypatch, face_model_path
 ):
@@ -128,3 +129,92 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("painmon ") and "error:" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["cv", "--manifest", "{tmp}/m.csv", "--out", "{tmp}/o", "--seeds", "42,x"],
+        ["train", "--manifest", "{tmp}/m.csv", "--out", "{tmp}/o", "--epochs", "0"],
+        ["synth", "--video", "{tmp}/v.mp4", "--fps", "0"],
+        ["bench", "pipeline", "--source", "synthetic", "--max-frames", "0"],
+        ["models", "download", "--timeout", "0"],
+    ],
+)
+def test_bad_values_once_plain_value_errors_are_one_line_and_exit_code_2(argv, tmp_path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"painmon {argv[0]}: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+def test_a_painmon_error_from_a_command_is_one_line_and_exit_code_2(monkeypatch, capsys):
+    from painmon.core.tools import cli
+    from painmon.core.util.errors import PainmonError
+
+    def fail(args):
+        raise PainmonError("the camera is busy; close the other program and retry")
+
+    monkeypatch.setattr(cli, "_cmd_doctor", fail)
+    assert main(["doctor"]) == 2
+    err = capsys.readouterr().err
+    assert err == "painmon doctor: error: the camera is busy; close the other program and retry\n"
+
+
+def test_verbose_also_logs_the_traceback_of_a_painmon_error(monkeypatch, capsys, caplog):
+    from painmon.core.tools import cli
+    from painmon.core.util.errors import InvalidInputError
+
+    def fail(args):
+        raise InvalidInputError("seed must be an int")
+
+    monkeypatch.setattr(cli, "_cmd_doctor", fail)
+    with caplog.at_level(logging.DEBUG, logger="painmon"):
+        assert main(["-v", "doctor"]) == 2
+    assert "painmon doctor: error: seed must be an int" in capsys.readouterr().err
+    assert any(r.exc_info and r.exc_info[0] is InvalidInputError for r in caplog.records)
+
+
+def test_an_os_error_is_one_line_naming_the_file(monkeypatch, capsys):
+    from painmon.core.tools import cli
+
+    def fail(args):
+        raise PermissionError(13, "Permission denied", "/data/sessions")
+
+    monkeypatch.setattr(cli, "_cmd_doctor", fail)
+    assert main(["doctor"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("painmon doctor: error: ") and err.count("\n") == 1
+    assert "Permission denied" in err and "/data/sessions" in err
+
+
+@pytest.mark.parametrize("bug", [ValueError, KeyError, TypeError, AssertionError])
+def test_an_unexpected_exception_is_a_bug_and_propagates(bug, monkeypatch, capsys):
+    from painmon.core.tools import cli
+
+    def fail(args):
+        raise bug("internal invariant broken")
+
+    monkeypatch.setattr(cli, "_cmd_doctor", fail)
+    with pytest.raises(bug, match="internal invariant broken"):
+        main(["doctor"])
+    assert "error:" not in capsys.readouterr().err
+
+
+def test_an_unexpected_value_error_exits_1_with_a_traceback():
+    # As the installed `painmon` script runs it: sys.exit(main()).
+    code = (
+        "import sys\n"
+        "from painmon.core.tools import cli\n"
+        "def fail(args):\n"
+        "    raise ValueError('internal invariant broken')\n"
+        "cli._cmd_doctor = fail\n"
+        "sys.exit(cli.main(['doctor']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 1
+    assert "Traceback (most recent call last)" in proc.stderr
+    assert "ValueError: internal invariant broken" in proc.stderr
+    assert "painmon doctor: error:" not in proc.stderr

@@ -1,0 +1,301 @@
+"""What the bedside window shows, decided without Qt: one :class:`DisplayState` per repaint.
+
+:func:`display_state` turns plain values (the newest engine result, the alarm state,
+monotonic times, what the source and model are doing) into the texts, colour roles,
+blink phase and sounding priority the window paints. The window only renders the
+result, so every branch here is testable without a display.
+
+Colours stay in the app: a :class:`ColourRole` names what a colour means (technical,
+unknown, pain priority) and the widgets map roles to colours.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from painmon.core.live.alarms import AlarmPriority, AlarmSettings, AlarmState, TechnicalCondition
+from painmon.core.live.engine import EngineResult
+from painmon.core.util.labels import DEFAULT_CLASS_NAMES
+
+# A live source whose newest result is older than this shows NO SIGNAL (and the trend
+# records the gap), before the watchdog's own SIGNAL_LOST alarm is raised.
+STALE_FRAME_S = 1.0
+# Older than this, the state panel stops showing the newest result's level.
+STALE_RESULT_S = 2.0
+# The frame rate shown is measured over the results received in this window.
+FPS_WINDOW_S = 2.0
+# Banner flashing: a HIGH pain alarm blinks faster than a MEDIUM one.
+HIGH_BLINK_HZ = 2.0
+BLINK_HZ = 0.6
+# Weight of a new sample in the displayed latency (exponential moving average).
+LATENCY_SMOOTHING = 0.2
+
+NO_MODEL_TEXT = "no model loaded — load a model (File → Open model…)"
+NO_MODEL_HEADLINE = "NO MODEL LOADED"
+OUTPUT_UNKNOWN_HEADLINE = "Output unknown"
+OUTPUT_UNKNOWN_PREFIX = "Output unknown: "
+NO_VIDEO_REASON = OUTPUT_UNKNOWN_PREFIX + "no video"
+NO_SIGNAL_HEADLINE = "NO SIGNAL"
+NO_SIGNAL_DETAIL = "no new images from the camera"
+CONNECTING_HEADLINE = "CONNECTING…"
+NO_SOURCE_HEADLINE = "NO VIDEO SOURCE"
+NO_SOURCE_DETAIL = "File → Open video… or Demo patient"
+NO_CAMERA_HEADLINE = "NO CAMERA"
+VIDEO_ENDED_HEADLINE = "VIDEO ENDED"
+MONITOR_STOPPED_HEADLINE = "MONITOR STOPPED"
+#: the reason the inference worker gives when a file source simply ran out
+END_OF_VIDEO = "end of video"
+FPS_UNKNOWN_TEXT = "fps: –"
+LATENCY_UNKNOWN_TEXT = "latency: –"
+
+#: the short name of each technical condition, as the video, panel and banner show it
+CONDITION_TEXT: Mapping[str, str] = MappingProxyType(
+    {
+        TechnicalCondition.NO_FACE: "NO FACE",
+        TechnicalCondition.SIGNAL_LOST: "NO SIGNAL",
+        TechnicalCondition.FROZEN: "VIDEO FROZEN",
+        TechnicalCondition.LOW_QUALITY: "LOW QUALITY",
+    }
+)
+#: what the nurse can do about each condition (LOW_QUALITY: the quality report says why)
+CONDITION_DETAIL: Mapping[str, str] = MappingProxyType(
+    {
+        TechnicalCondition.NO_FACE: "no face in view — check the camera points at the patient",
+        TechnicalCondition.FROZEN: "the camera keeps sending the same image",
+        TechnicalCondition.SIGNAL_LOST: NO_SIGNAL_DETAIL,
+    }
+)
+
+
+class ColourRole(enum.StrEnum):
+    """What a painted colour means; the app maps each role to its colour."""
+
+    NORMAL = "normal"
+    MEDIUM = "medium"
+    HIGH = "high"
+    UNKNOWN = "unknown"
+    TECHNICAL = "technical"
+
+
+@dataclass(frozen=True)
+class SourceProblem:
+    """Why the video source is not delivering: a headline and a line the nurse can act on."""
+
+    headline: str
+    detail: str
+
+    def __post_init__(self) -> None:
+        if not self.headline:
+            raise ValueError("a SourceProblem needs a headline")
+
+
+def source_failed(source_name: str, message: str) -> SourceProblem:
+    """The source could not be opened."""
+    headline = NO_CAMERA_HEADLINE if source_name.startswith("camera:") else NO_SOURCE_HEADLINE
+    return SourceProblem(headline, message)
+
+
+def source_ended(reason: str) -> SourceProblem:
+    """The media ended (a file) or capture failed (anything else)."""
+    return SourceProblem(
+        VIDEO_ENDED_HEADLINE if reason == END_OF_VIDEO else NO_SIGNAL_HEADLINE, reason
+    )
+
+
+def monitor_stopped(message: str) -> SourceProblem:
+    """The engine failed and monitoring of the source stopped."""
+    return SourceProblem(MONITOR_STOPPED_HEADLINE, message)
+
+
+def condition_text(condition: str) -> str:
+    """The short display name of a technical condition."""
+    return CONDITION_TEXT[TechnicalCondition(condition)]
+
+
+def technical_alarm_text(conditions: Iterable[str]) -> str:
+    """The technical alarm row's text, or "" when no technical alarm is active."""
+    names = ", ".join(condition_text(c) for c in conditions)
+    return f"TECHNICAL ALARM: {names} — pain output unknown" if names else ""
+
+
+def level_role(level: float | None, settings: AlarmSettings) -> ColourRole:
+    """Colour role of a smoothed level against the alarm thresholds; unknown when None."""
+    if level is None:
+        return ColourRole.UNKNOWN
+    if level >= settings.high_threshold:
+        return ColourRole.HIGH
+    if level >= settings.medium_threshold:
+        return ColourRole.MEDIUM
+    return ColourRole.NORMAL
+
+
+def priority_role(priority: str) -> ColourRole:
+    """Colour role of a pain alarm priority (medium or high)."""
+    return ColourRole.HIGH if priority == AlarmPriority.HIGH else ColourRole.MEDIUM
+
+
+def smooth_latency_ms(previous_ms: float | None, sample_ms: float) -> float:
+    """The displayed latency after one more sample (a moving average, so it does not flicker)."""
+    if previous_ms is None:
+        return sample_ms
+    return (1.0 - LATENCY_SMOOTHING) * previous_ms + LATENCY_SMOOTHING * sample_ms
+
+
+@dataclass(frozen=True, eq=False)
+class DisplayState:
+    """Everything one repaint of the bedside window shows, decided in :func:`display_state`.
+
+    ``panel_result`` is the result the state panel shows (None: output unknown, with
+    ``panel_headline`` and ``panel_reason``); ``sound_priority`` is the pain alarm whose
+    tone plays (None: silence); ``blink_on`` is the banner's flashing phase.
+    """
+
+    video_headline: str
+    video_detail: str
+    video_role: ColourRole
+    panel_result: EngineResult | None
+    panel_headline: str
+    panel_reason: str
+    class_names: tuple[str, ...]
+    result_stale: bool
+    alarm_state: AlarmState | None
+    blink_hz: float
+    blink_on: bool
+    sound_priority: AlarmPriority | None
+    fps: float | None
+    fps_text: str
+    latency_text: str
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.blink_hz) and self.blink_hz > 0):
+            raise ValueError(f"blink_hz must be > 0, got {self.blink_hz!r}")
+        if self.sound_priority not in (None, AlarmPriority.MEDIUM, AlarmPriority.HIGH):
+            raise ValueError(f"only a MEDIUM or HIGH alarm sounds, got {self.sound_priority!r}")
+        if self.panel_result is not None and self.result_stale:
+            raise ValueError("a stale result must not be shown on the state panel")
+        if not self.class_names:
+            raise ValueError("class_names must not be empty")
+
+
+def display_state(
+    result: EngineResult | None,
+    alarm_state: AlarmState | None,
+    now_s: float,
+    *,
+    last_result_s: float | None,
+    receive_times_s: Sequence[float] = (),
+    latency_ms: float | None = None,
+    source_name: str = "",
+    source_live: bool = False,
+    worker_running: bool = False,
+    source_problem: SourceProblem | None = None,
+    model_loaded: bool = True,
+    class_names: Sequence[str] = (),
+    model_error: str = "",
+    sound_held_until_s: float | None = None,
+) -> DisplayState:
+    """What the window shows at monotonic time ``now_s``.
+
+    ``last_result_s`` and ``receive_times_s`` are the monotonic times results arrived
+    (None / empty before the first); ``sound_held_until_s`` mutes the tone until the
+    engine answered an operator's acknowledge or audio pause.
+    """
+    headline, detail, role = _video_message(
+        result,
+        alarm_state,
+        now_s,
+        last_result_s=last_result_s,
+        source_name=source_name,
+        source_live=source_live,
+        worker_running=worker_running,
+        source_problem=source_problem,
+    )
+    stale = last_result_s is None or now_s - last_result_s > STALE_RESULT_S
+    if not model_loaded:
+        panel_result = None
+        panel_headline = NO_MODEL_HEADLINE
+        panel_reason = NO_MODEL_TEXT + (f"\n\n{model_error}" if model_error else "")
+        names = DEFAULT_CLASS_NAMES
+    else:
+        panel_headline = OUTPUT_UNKNOWN_HEADLINE
+        names = tuple(class_names) or DEFAULT_CLASS_NAMES
+        if stale:
+            panel_result, panel_reason = None, NO_VIDEO_REASON
+        else:
+            panel_result, panel_reason = result, ""
+            if result is not None and result.technical_condition:
+                panel_reason = (
+                    OUTPUT_UNKNOWN_PREFIX + condition_text(result.technical_condition).lower()
+                )
+
+    high = alarm_state is not None and alarm_state.pain_priority == AlarmPriority.HIGH
+    blink_hz = HIGH_BLINK_HZ if high else BLINK_HZ
+    held = sound_held_until_s is not None and now_s < sound_held_until_s
+    sounding = alarm_state is not None and alarm_state.audio_active and not held
+    fps = _fps(receive_times_s, now_s)
+    return DisplayState(
+        video_headline=headline,
+        video_detail=detail,
+        video_role=role,
+        panel_result=panel_result,
+        panel_headline=panel_headline,
+        panel_reason=panel_reason,
+        class_names=tuple(names),
+        result_stale=stale,
+        alarm_state=alarm_state,
+        blink_hz=blink_hz,
+        blink_on=int(now_s * blink_hz * 2) % 2 == 0,
+        sound_priority=(
+            AlarmPriority(alarm_state.pain_priority)
+            if sounding and alarm_state is not None
+            else None
+        ),
+        fps=fps,
+        fps_text=FPS_UNKNOWN_TEXT if fps is None else f"{fps:4.1f} fps",
+        latency_text=LATENCY_UNKNOWN_TEXT if latency_ms is None else f"latency {latency_ms:.0f} ms",
+    )
+
+
+def _video_message(
+    result: EngineResult | None,
+    alarm_state: AlarmState | None,
+    now_s: float,
+    *,
+    last_result_s: float | None,
+    source_name: str,
+    source_live: bool,
+    worker_running: bool,
+    source_problem: SourceProblem | None,
+) -> tuple[str, str, ColourRole]:
+    """Headline, detail and colour role of the message over the video ("" = none)."""
+    technical = alarm_state.technical_conditions if alarm_state is not None else ()
+    live_stale = source_live and last_result_s is not None and now_s - last_result_s > STALE_FRAME_S
+    if source_problem is not None:
+        return source_problem.headline, source_problem.detail, ColourRole.TECHNICAL
+    if TechnicalCondition.SIGNAL_LOST in technical or live_stale:
+        return NO_SIGNAL_HEADLINE, NO_SIGNAL_DETAIL, ColourRole.TECHNICAL
+    if worker_running and last_result_s is None:
+        return CONNECTING_HEADLINE, source_name, ColourRole.UNKNOWN
+    if result is not None and result.technical_condition is not None:
+        condition = TechnicalCondition(result.technical_condition)
+        if condition is TechnicalCondition.LOW_QUALITY:
+            detail = result.quality.describe()
+        else:
+            detail = CONDITION_DETAIL[condition]
+        return CONDITION_TEXT[condition], detail, ColourRole.TECHNICAL
+    if not worker_running and result is None:
+        return NO_SOURCE_HEADLINE, NO_SOURCE_DETAIL, ColourRole.UNKNOWN
+    return "", "", ColourRole.UNKNOWN
+
+
+def _fps(receive_times_s: Sequence[float], now_s: float) -> float | None:
+    """Results per second over the last :data:`FPS_WINDOW_S`; None with fewer than two."""
+    recent = [t for t in receive_times_s if now_s - t <= FPS_WINDOW_S]
+    if len(recent) < 2:
+        return None
+    span_s = recent[-1] - recent[0]
+    return (len(recent) - 1) / span_s if span_s > 0 else 0.0

@@ -1,0 +1,327 @@
+"""Synthetic patients, video: one scripted patient living through pain episodes, frame by frame.
+
+An episode runs rest, rise, peak, recovery, rest (``_EPISODE_PHASES``, fractions of its length),
+with the eyes squeezed shut at the height of the peak and spontaneous blinks adding brief AU43 on
+top. :class:`SyntheticPatientStream` renders frames live from :mod:`painmon.core.synth.render`
+(a pure function of seed and frame index that never sleeps: the consumer paces it), e.g. as the
+camera stand-in of ``core.live.capture``; :func:`write_video` writes one episode as an mp4 with
+its per-frame ground truth in ``<stem>.truth.csv`` (``TRUTH_COLUMNS``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from painmon.core.synth.render import (
+    AU_NAMES,
+    ActionUnits,
+    Scene,
+    _clip01,
+    _wall,
+    render_face,
+    sample_identity,
+    sample_scene,
+)
+from painmon.core.util.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+TRUTH_COLUMNS: tuple[str, ...] = ("frame", "t_s", *AU_NAMES, "pspi", "label")
+_EPISODE_PHASES = (0.25, 0.45, 0.70, 0.90)  # rest ends, rise ends, peak ends, recovery ends
+
+
+def _check_positive_int(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise InvalidInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+# --------------------------------------------------------------------------- pain episode video
+
+
+def _smoothstep(value: float) -> float:
+    v = _clip01(value)
+    return v * v * (3 - 2 * v)
+
+
+def episode_level(t_s: float, seconds: float) -> float:
+    """Scripted pain level 0..1: rest, rise, peak, recovery, rest (fractions of ``seconds``)."""
+    if seconds <= 0:
+        raise ValueError(f"episode length must be positive, got {seconds}")
+    phase = (t_s % seconds) / seconds
+    rest_end, rise_end, peak_end, recovery_end = _EPISODE_PHASES
+    if phase < rest_end:
+        return 0.0
+    if phase < rise_end:
+        return _smoothstep((phase - rest_end) / (rise_end - rest_end))
+    if phase < peak_end:
+        return 1.0
+    if phase < recovery_end:
+        return 1.0 - _smoothstep((phase - peak_end) / (recovery_end - peak_end))
+    return 0.0
+
+
+def episode_aus(t_s: float, seconds: float) -> ActionUnits:
+    """Scripted action units at ``t_s`` (no blinks): smooth, with eyes squeezed shut mid-peak."""
+    level = episode_level(t_s, seconds)
+    phase = (t_s % seconds) / seconds
+    peak_mid = (_EPISODE_PHASES[1] + _EPISODE_PHASES[2]) / 2
+    # Eyes shut for ~8% of the episode at the height of the peak, eased in and out.
+    squeeze = _clip01(1.0 - abs(phase - peak_mid) / 0.04) * 2.0 if level >= 1.0 else 0.0
+    return ActionUnits(
+        au4=4.0 * level,
+        au6=3.6 * level,
+        au7=4.0 * level,
+        au9=2.6 * level,
+        au10=4.0 * level,
+        au43=_clip01(squeeze),
+    )
+
+
+def episode_pspi(t_s: float, seconds: float) -> int:
+    """Scripted PSPI at ``t_s`` (no blinks): 0 at rest, 13 at the peak with eyes shut."""
+    return episode_aus(t_s, seconds).pspi
+
+
+class FrameTruth(NamedTuple):
+    """Ground truth of one video frame (integer FACS intensities, as written to the truth CSV)."""
+
+    frame: int
+    t_s: float
+    au4: int
+    au6: int
+    au7: int
+    au9: int
+    au10: int
+    au43: int
+    pspi: int
+    label: int
+
+
+class SyntheticFrame(NamedTuple):
+    """One frame of the synthetic patient; unpacks as ``t_s, rgb, truth``."""
+
+    t_s: float
+    rgb: np.ndarray
+    truth: FrameTruth
+
+
+class SyntheticPatientStream:
+    """One synthetic patient living through pain episodes, rendered live frame by frame.
+
+    ``seconds=None`` streams forever (the episode repeats every ``episode_s``).
+    Frames are a pure function of (seed, frame index); iteration never sleeps —
+    the consumer paces it.
+    """
+
+    _BLINK_BLOCK_S = 30.0
+
+    def __init__(
+        self,
+        seed: int = 0,
+        fps: float = 30.0,
+        seconds: float | None = None,
+        episode_s: float | None = None,
+        size: tuple[int, int] = (640, 360),
+    ) -> None:
+        if not (math.isfinite(fps) and 1.0 <= fps <= 240.0):
+            raise InvalidInputError(f"fps must lie in 1..240, got {fps}")
+        if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+            raise InvalidInputError(f"seconds must be positive, got {seconds}")
+        width, height = size
+        if width < 160 or height < 120:
+            raise ValueError(f"frame must be at least 160x120 px, got {width}x{height}")
+        self.seed = _check_positive_int("seed", seed, minimum=0)
+        self.fps = float(fps)
+        self.seconds = seconds
+        self.episode_s = float(episode_s if episode_s is not None else (seconds or 60.0))
+        if self.episode_s <= 0:
+            raise ValueError("episode_s must be positive")
+        self.size = (int(width), int(height))
+        rng = np.random.default_rng([self.seed, 0x51DE0])
+        self.identity = sample_identity(rng)
+        base = sample_scene(rng)
+        self._scene = Scene(
+            roll_deg=0.0,
+            yaw_deg=0.0,
+            light_azimuth_deg=base.light_azimuth_deg * 0.6,
+            light_elevation_deg=base.light_elevation_deg,
+            light_gain=base.light_gain,
+            ambient=base.ambient,
+            tint=base.tint,
+            wall_top_rgb=base.wall_top_rgb,
+            wall_bottom_rgb=base.wall_bottom_rgb,
+            pillow=True,
+            gaze_x=0.0,
+            noise_sigma=0.0,
+            blur_sigma=0.6,
+            noise_seed=0,
+        )
+        self._sway = rng.uniform(0, 2 * math.pi, 6)
+        self._background = _wall(self.size, self._scene)
+        # Sensor noise from a small bank: fresh Gaussian noise per frame costs more than the face.
+        noise_rng = np.random.default_rng([self.seed, 0x0015E])
+        self._noise = noise_rng.normal(0, 2.5, (4, height, width, 3)).astype(np.float32)
+        self.face_width_px = 0.42 * height
+        self._blinks: dict[int, np.ndarray] = {}
+
+    @property
+    def n_frames(self) -> int | None:
+        return None if self.seconds is None else round(self.seconds * self.fps)
+
+    def _blink_starts(self, block: int) -> np.ndarray:
+        if block not in self._blinks:
+            rng = np.random.default_rng([self.seed, 0xB11, block])
+            gaps = rng.uniform(2.0, 6.0, 16)
+            starts = block * self._BLINK_BLOCK_S + np.cumsum(gaps) - gaps[0] * rng.uniform(0, 1)
+            self._blinks[block] = starts[starts < (block + 1) * self._BLINK_BLOCK_S]
+        return self._blinks[block]
+
+    def blink_closure(self, t_s: float) -> float:
+        """Eyelid closure 0..1 from spontaneous blinks (close 80 ms, shut 80 ms, open 120 ms)."""
+        block = int(t_s // self._BLINK_BLOCK_S)
+        closure = 0.0
+        for b in (block - 1, block):
+            if b < 0:
+                continue
+            for start in self._blink_starts(b):
+                dt = t_s - start
+                if 0 <= dt < 0.08:
+                    closure = max(closure, dt / 0.08)
+                elif 0.08 <= dt < 0.16:
+                    closure = 1.0
+                elif 0.16 <= dt < 0.28:
+                    closure = max(closure, 1 - (dt - 0.16) / 0.12)
+        return closure
+
+    def truth_at(self, index: int) -> tuple[ActionUnits, FrameTruth]:
+        t_s = index / self.fps
+        scripted = episode_aus(t_s, self.episode_s)
+        closure = max(scripted.au43, self.blink_closure(t_s))
+        aus = ActionUnits(
+            scripted.au4, scripted.au6, scripted.au7, scripted.au9, scripted.au10, closure
+        )
+        rounded = aus.rounded()
+        truth = FrameTruth(index, round(t_s, 4), *rounded, aus.pspi, aus.label)
+        return aus, truth
+
+    def frame(self, index: int) -> SyntheticFrame:
+        """Render frame ``index`` (pure: same seed and index, same pixels)."""
+        if index < 0:
+            raise ValueError(f"frame index must be >= 0, got {index}")
+        aus, truth = self.truth_at(index)
+        t_s = index / self.fps
+        level = episode_level(t_s, self.episode_s)
+        ph = self._sway
+        motion = 1.0 + 0.8 * level  # patients in pain move more
+        roll = motion * (
+            3.0 * math.sin(2 * math.pi * 0.11 * t_s + ph[0])
+            + 1.5 * math.sin(2 * math.pi * 0.37 * t_s + ph[1])
+        )
+        yaw = motion * (
+            5.0 * math.sin(2 * math.pi * 0.07 * t_s + ph[2])
+            + 2.0 * math.sin(2 * math.pi * 0.29 * t_s + ph[3])
+        )
+        width, height = self.size
+        dx = motion * 0.015 * width * math.sin(2 * math.pi * 0.05 * t_s + ph[4])
+        dy = motion * 0.012 * height * math.sin(2 * math.pi * 0.09 * t_s + ph[5])
+        scene = Scene(
+            **{
+                **self._scene.__dict__,
+                "roll_deg": float(np.clip(roll, -12, 12)),
+                "yaw_deg": float(np.clip(yaw, -14, 14)),
+            }
+        )
+        rgb = render_face(
+            self.identity,
+            aus,
+            scene,
+            self.size,
+            self.face_width_px,
+            (width * 0.5 + dx, height * 0.47 + dy),
+            self._background,
+            add_noise=False,
+        )
+        noisy = rgb.astype(np.float32)
+        noisy += self._noise[index % len(self._noise)]
+        return SyntheticFrame(t_s, np.clip(noisy, 0, 255).astype(np.uint8), truth)
+
+    def __iter__(self) -> Iterator[SyntheticFrame]:
+        index = 0
+        while self.n_frames is None or index < self.n_frames:
+            yield self.frame(index)
+            index += 1
+
+
+def truth_csv_path(video_path: str | Path) -> Path:
+    """Per-frame ground truth of a synthetic video: ``<stem>.truth.csv`` beside it."""
+    path = Path(video_path)
+    return path.with_name(path.stem + ".truth.csv")
+
+
+def write_video(
+    path: str | Path,
+    seconds: float,
+    fps: float,
+    seed: int,
+    size: tuple[int, int] = (640, 360),
+    progress: bool = False,
+) -> Path:
+    """Write an mp4 of one synthetic patient through one pain episode, plus ``<stem>.truth.csv``."""
+    path = Path(path)
+    if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds > 0):
+        raise InvalidInputError(f"seconds must be positive, got {seconds!r}")
+    stream = SyntheticPatientStream(seed=seed, fps=fps, seconds=seconds, size=size)
+    if stream.n_frames is None or stream.n_frames < 1:
+        raise InvalidInputError(f"{seconds} s at {fps} fps is less than one frame")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), stream.size)
+    if not writer.isOpened():
+        raise OSError(
+            f"could not open a video writer for {path} (mp4v, {stream.size[0]}x{stream.size[1]} "
+            f"@ {fps:g} fps): check the folder is writable and that OpenCV was built with FFmpeg"
+        )
+    frames: Iterator[SyntheticFrame] | SyntheticPatientStream = stream
+    if progress:
+        from painmon.core.util.progress import progress_bar
+
+        frames = progress_bar(stream, total=stream.n_frames, desc="synthetic video", unit="frame")
+    truth_path = truth_csv_path(path)
+    try:
+        with truth_path.open("w", newline="") as handle:
+            sink = csv.writer(handle)
+            sink.writerow(TRUTH_COLUMNS)
+            for frame in frames:
+                writer.write(cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2BGR))
+                sink.writerow(frame.truth)
+    finally:
+        writer.release()
+    log.info(
+        "wrote %d-frame synthetic patient video %s and %s", stream.n_frames, path, truth_path.name
+    )
+    return path
+
+
+def bench_stream(
+    seconds: float = 3.0, fps: float = 30.0, seed: int = 0, size: tuple[int, int] = (640, 360)
+) -> dict[str, float | int]:
+    """Render ``seconds`` of the live stream as fast as possible; returns frames per second."""
+    stream = SyntheticPatientStream(seed=seed, fps=fps, seconds=seconds, size=size)
+    start = time.perf_counter()
+    count = sum(1 for _ in stream)
+    elapsed = time.perf_counter() - start
+    return {
+        "frames": count,
+        "size": f"{size[0]}x{size[1]}",
+        "seconds": round(elapsed, 3),
+        "render_fps": round(count / elapsed, 1) if elapsed > 0 else float("inf"),
+    }

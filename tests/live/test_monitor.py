@@ -1,0 +1,96 @@
+"""The headless runner's pieces: the run summary, one way to open a session, model loading."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from painmon.core.live.alarms import AlarmSettings
+from painmon.core.live.monitor import (
+    MonitorSummary,
+    StageLatency,
+    load_onnx_model,
+    open_session,
+)
+from painmon.core.live.scoring import ModelLoadError, OnnxPainModel, PainScorer
+from painmon.core.live.session import SESSION_CSV
+
+
+def _summary(**overrides) -> MonitorSummary:
+    fields = dict(
+        session_folder=Path("/tmp/s"),
+        source="video.mp4",
+        end_reason="end of media",
+        frames=10,
+        frames_with_face=8,
+        frames_scored=6,
+        technical_condition_frames={"NO_FACE": 2},
+        pain_alarms_raised=1,
+        technical_alarms_raised=0,
+        media_seconds=0.4,
+        wall_seconds=2.0,
+        latency_ms={"total": StageLatency(10.25, 16.5), "dacnn": StageLatency(None, None)},
+        model_is_demo=True,
+        providers=("CPUExecutionProvider",),
+    )
+    return MonitorSummary(**{**fields, **overrides})
+
+
+def test_summary_formats_every_line_and_is_read_only():
+    summary = _summary()
+    assert summary.fps == 5.0
+    text = summary.format().splitlines()
+    assert text[0] == "session folder: /tmp/s"
+    assert text[1] == "ended: end of media after 0.40 s of media (2.00 s wall, 5.0 frames/s)"
+    assert text[2] == "frames: 10, with a face: 8, scored: 6"
+    assert text[3] == "technical conditions (frames): NO_FACE 2"
+    assert text[4] == "alarms raised: pain 1, technical 0"
+    assert text[5] == "latency per frame: median 10.2 ms, p95 16.5 ms"
+    with pytest.raises(TypeError):
+        summary.technical_condition_frames["FROZEN"] = 1  # type: ignore[index]
+    no_frames = _summary(
+        frames=0, frames_with_face=0, frames_scored=0, technical_condition_frames={},
+        latency_ms={"total": StageLatency(None, None)}, wall_seconds=0.0,
+    )  # fmt: skip
+    assert no_frames.fps == 0.0
+    assert "technical conditions (frames): none" in no_frames.format()
+    assert "latency" not in no_frames.format()
+
+
+def test_summary_refuses_counts_out_of_order():
+    with pytest.raises(ValueError, match="out of order"):
+        _summary(frames_scored=9)
+    with pytest.raises(ValueError, match="out of order"):
+        _summary(frames_with_face=11)
+
+
+def test_open_session_records_the_model_and_settings(untrained_dacnn_onnx, tmp_path):
+    model = OnnxPainModel(untrained_dacnn_onnx)
+    assert isinstance(model, PainScorer)
+    settings = AlarmSettings(model_sha256=model.sha256)
+    stamp = datetime(2026, 11, 27, 8, 30, 5, tzinfo=UTC)
+    writer = open_session(tmp_path, "bed-4", model, settings, "camera:0", "haar", utc_now=stamp)
+    writer.close("end of media")
+    assert writer.folder == tmp_path / "bed-4" / "20261127-083005Z"
+    meta = json.loads((writer.folder / "session.json").read_text())
+    assert meta["model_sha256"] == model.sha256
+    assert meta["model_id"] == model.metadata["architecture"]
+    assert meta["face_detector"] == "haar" and meta["source"] == "camera:0"
+    with (writer.folder / SESSION_CSV).open(newline="") as handle:
+        assert list(csv.reader(handle))[1:] == []
+    # A second session in the same second gets its own folder.
+    again = open_session(tmp_path, "bed-4", model, settings, "camera:0", "haar", utc_now=stamp)
+    again.close("end of media")
+    assert again.folder != writer.folder
+
+
+def test_the_bedside_loader_refuses_a_research_run_folder(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.safetensors").write_bytes(b"weights")
+    with pytest.raises(ModelLoadError, match="painmon export"):
+        load_onnx_model(run)
