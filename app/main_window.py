@@ -72,14 +72,11 @@ from painmon.core.live.display import (
     source_failed,
 )
 from painmon.core.live.engine import ENGINE_ORT_THREADS, Engine, EngineResult, MonitorEngine
+from painmon.core.live.monitor import open_session
 from painmon.core.live.scoring import ModelLoadError, OnnxPainModel, ProviderError
-from painmon.core.live.session import (
-    SESSION_CSV,
-    SessionWriteError,
-    SessionWriter,
-    make_session_folder,
-)
+from painmon.core.live.session import SESSION_CSV, SessionWriteError, SessionWriter
 from painmon.core.live.trend import TrendBuffer
+from painmon.core.util.errors import PainmonError
 from painmon.core.util.timeline import utc_now
 
 log = logging.getLogger(__name__)
@@ -172,6 +169,10 @@ class MainWindow(QMainWindow):
         self._popup: QMessageBox | None = None
         self.session_folder: Path | None = None
         self.session_active = False
+        #: the running engine's face detector (as session.json records it); None until it is built
+        self.face_detector: str | None = None
+        # Writers this window opened for the running worker; closed for certain once it stopped.
+        self._session_writers: list[SessionWriter] = []
         self.trend = TrendBuffer(bucket_s=1.0, max_age_s=max(TREND_WINDOWS_MIN) * 60.0)
         self.sound = AlarmSound()
         self._sound_held_until_s: float | None = None
@@ -408,6 +409,7 @@ class MainWindow(QMainWindow):
         self.source_name = source if isinstance(source, str) else source.name
         self._source_problem = None
         self.source_ended_reason = None
+        self.face_detector = None
         self._latest = None
         self._latest_image = None
         self._last_result_mono_s = None
@@ -443,13 +445,22 @@ class MainWindow(QMainWindow):
         if self.session_active:
             self.session_active = False
             self._update_session_actions()
+        self.face_detector = None
         if worker is not None:
             worker.stop()
+        stopped = True
         if thread is not None:
             thread.quit()
-            if not thread.wait(_THREAD_JOIN_MS):
+            stopped = thread.wait(_THREAD_JOIN_MS)
+            if not stopped:
                 log.error("the inference thread did not stop within %d ms", _THREAD_JOIN_MS)
             thread.deleteLater()
+        if stopped:
+            # The worker closes the writer it holds; one whose attach never ran (the worker
+            # ended first) is closed here. Closing twice is harmless.
+            self._close_session_writers("monitoring stopped")
+        else:
+            self._session_writers.clear()  # still the worker's: it closes them when it ends
         # Kept alive until the next stop so that signals it queued before stopping can still
         # be recognised as stale (sender() of a deleted object is None).
         self._retired_worker = worker
@@ -475,11 +486,12 @@ class MainWindow(QMainWindow):
         # Signals queued by a worker that was since stopped must not paint over the new one.
         return self._worker is not None and self.sender() is self._worker
 
-    @Slot(str, bool)
-    def _on_source_opened(self, name: str, live: bool) -> None:
+    @Slot(str, bool, str)
+    def _on_source_opened(self, name: str, live: bool, face_detector: str) -> None:
         if not self._from_current_worker():
             return
         self.source_name, self.source_live = name, live
+        self.face_detector = face_detector
         self.status_source.setText(f"source: {name}")
 
     @Slot(str)
@@ -745,40 +757,57 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ sessions
     def start_session(self, pseudonym: str) -> Path | None:
-        """Record a session for ``pseudonym``; returns its folder, or None (reason in status)."""
+        """Record a session for ``pseudonym``; returns its folder, or None (reason in status).
+
+        The folder and its files are made here, through :func:`open_session` as the
+        headless monitor makes them; the worker thread then attaches the writer to the
+        engine between frames.
+        """
         if self.model is None:
             self.statusBar().showMessage("load a model before starting a session", 10000)
             return None
         if self._worker is None:
             self.statusBar().showMessage("start a video source before a session", 10000)
             return None
+        if self.face_detector is None:
+            self.statusBar().showMessage(
+                "the video source is still opening: start the session once it shows video",
+                10000,
+            )
+            return None
         self.stop_session()
         root = Path(self.app_settings.session_root or default_session_root())
         try:
-            folder = make_session_folder(root, pseudonym, utc_now())
-        except (OSError, ValueError) as exc:
+            writer = open_session(
+                root,
+                pseudonym,
+                self.model,
+                self._alarm_settings(),
+                source=self.source_name,
+                face_detector=self.face_detector,
+                utc_now=utc_now(),
+            )
+        except (OSError, PainmonError) as exc:
             self.statusBar().showMessage(f"session not started: {exc}", 15000)
             return None
-        model = self.model
-        alarm = self._alarm_settings()
-        source = self.source_name
 
         def attach(engine: MonitorEngine, _t_s: float) -> None:
-            engine.session_writer = SessionWriter(
-                folder,
-                pseudonym,
-                model_id=str(model.metadata.get("architecture") or model.path.stem),
-                model_sha256=model.sha256,
-                settings=alarm,
-                source=source,
-                face_detector=getattr(engine.face_tracker, "name", "face tracker"),
-            )
+            try:
+                previous, engine.session_writer = engine.session_writer, writer
+            except BaseException:
+                writer.close("session could not be attached")
+                raise
+            if previous is not None and previous is not writer:
+                previous.close("replaced by a new session")
 
-        self._submit(attach)
-        self.session_folder = folder
+        if not self._submit(attach):
+            writer.close("session could not be attached")
+            return None
+        self._session_writers.append(writer)
+        self.session_folder = writer.folder
         self.session_active = True
         self._update_session_actions()
-        return folder
+        return writer.folder
 
     def stop_session(self) -> None:
         """Close the running session's files (they stay in the session folder)."""
@@ -793,6 +822,18 @@ class MainWindow(QMainWindow):
         self._submit(detach)
         self.session_active = False
         self._update_session_actions()
+        if self._thread is None or self._thread.isFinished():
+            # The worker has ended (an engine error): no command will run, close here.
+            self._close_session_writers("stopped by the operator")
+
+    def _close_session_writers(self, reason: str) -> None:
+        """Close the writers this window opened; only once the worker thread has ended."""
+        writers, self._session_writers = self._session_writers, []
+        for writer in writers:
+            try:
+                writer.close(reason)
+            except SessionWriteError as exc:
+                log.error("session %s not closed cleanly: %s", writer.folder, exc)
 
     def export_csv(self, destination: str | Path) -> None:
         """Copy the session's session.csv to ``destination``; ``export_finished`` reports."""

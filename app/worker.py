@@ -51,8 +51,9 @@ class InferenceWorker(QObject):
     result_ready = Signal(object, QImage)
     #: AlarmState from ticks while no frames arrive and from operator commands
     alarm_state = Signal(object)
-    #: the source opened: its display name and whether it is live
-    source_opened = Signal(str, bool)
+    #: the source opened and the engine is built: the source's display name, whether it is
+    #: live, and the engine's face detector (the name a session records)
+    source_opened = Signal(str, bool, str)
     #: the source could not be opened (message for the nurse)
     source_failed = Signal(str)
     #: the media ended or capture failed (reason)
@@ -121,7 +122,10 @@ class InferenceWorker(QObject):
             source.close()
             raise
         self.capture = CaptureThread(source, realtime=True)
-        self.source_opened.emit(source.name, source.is_live)
+        tracker = engine.face_tracker
+        self.source_opened.emit(
+            source.name, source.is_live, str(getattr(tracker, "name", type(tracker).__name__))
+        )
         self.capture.start()
         last_frame_s = self._clock()
         ended = False

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from painmon.core.util.labels import DEFAULT_CLASS_NAMES, NUM_CLASSES, pspi_mapping_text
+from painmon.core.util.model_cfg import PainModelCfg
 from painmon.models.layers import ClassifierHead
 
 INPUT_SIZE: tuple[int, int, int] = (3, 64, 64)
@@ -19,24 +21,23 @@ GRADCAM_EPS = 1e-12
 
 
 def make_pretrained_cfg(
-    architecture: str, model_kwargs: dict[str, Any], num_classes: int
-) -> dict[str, Any]:
+    architecture: str, model_kwargs: Mapping[str, Any], num_classes: int
+) -> PainModelCfg:
     """Preprocessing and rebuild information that travels with the weights (timm PretrainedCfg)."""
     names = (
-        list(DEFAULT_CLASS_NAMES)
+        DEFAULT_CLASS_NAMES
         if num_classes == NUM_CLASSES
-        else [f"class {i}" for i in range(num_classes)]
+        else tuple(f"class {i}" for i in range(num_classes))
     )
-    return {
-        "architecture": architecture,
-        "model_kwargs": dict(model_kwargs),
-        "input_size": INPUT_SIZE,
-        "mean": IMAGENET_MEAN,
-        "std": IMAGENET_STD,
-        "num_classes": int(num_classes),
-        "class_names": names,
-        "pspi_mapping": pspi_mapping_text() if num_classes == NUM_CLASSES else None,
-    }
+    return PainModelCfg(
+        architecture=architecture,
+        model_kwargs=model_kwargs,
+        input_size=INPUT_SIZE,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        class_names=names,
+        pspi_mapping=pspi_mapping_text() if num_classes == NUM_CLASSES else None,
+    )
 
 
 class PainModel(nn.Module, abc.ABC):
@@ -48,7 +49,7 @@ class PainModel(nn.Module, abc.ABC):
 
     head: ClassifierHead
     gradcam_layer: str
-    pretrained_cfg: dict[str, Any]
+    pretrained_cfg: PainModelCfg
 
     @abc.abstractmethod
     def forward_features(self, x: Tensor) -> Tensor:

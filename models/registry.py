@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -42,7 +43,7 @@ def create_model(name: str, **cfg: Any) -> PainModel:
     """Build the registered model ``name`` with options ``cfg`` (e.g. dropout=0.3).
 
     The resolved options are recorded in ``model.pretrained_cfg`` so that
-    ``create_model(cfg["architecture"], **cfg["model_kwargs"])`` rebuilds the same network.
+    ``create_model(cfg.architecture, **cfg.model_kwargs)`` rebuilds the same network.
     """
     fn = _model_fn(name)
     signature = inspect.signature(fn)
@@ -55,9 +56,10 @@ def create_model(name: str, **cfg: Any) -> PainModel:
     bound = signature.bind(**cfg)
     bound.apply_defaults()
     model = fn(**bound.arguments)
-    # Tuples become lists so the config survives a JSON round trip unchanged.
-    resolved = {k: list(v) if isinstance(v, tuple) else v for k, v in bound.arguments.items()}
-    model.pretrained_cfg = {**model.pretrained_cfg, "architecture": name, "model_kwargs": resolved}
+    # PainModelCfg keeps a read-only copy (sequences as tuples) and writes lists to JSON.
+    model.pretrained_cfg = dataclasses.replace(
+        model.pretrained_cfg, architecture=name, model_kwargs=bound.arguments
+    )
     return model
 
 
@@ -74,12 +76,12 @@ def describe_models() -> list[dict[str, Any]]:
         with torch.device("meta"):
             model = create_model(name)
             model.eval()
-            features = model.forward_features(torch.empty(1, *model.pretrained_cfg["input_size"]))
+            features = model.forward_features(torch.empty(1, *model.pretrained_cfg.input_size))
         rows.append(
             {
                 "name": name,
                 "params": sum(p.numel() for p in model.parameters()),
-                "input_size": tuple(model.pretrained_cfg["input_size"]),
+                "input_size": model.pretrained_cfg.input_size,
                 "gradcam_layer": model.gradcam_layer,
                 "feature_shape": tuple(features.shape[1:]),
                 "description": _description(name),

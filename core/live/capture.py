@@ -801,24 +801,71 @@ class CaptureThread:
             return
 
 
-def same_image(previous: np.ndarray | None, rgb: np.ndarray) -> bool:
-    """True when ``rgb`` repeats ``previous`` exactly, pixel for pixel.
+# FROZEN is judged on a small grey thumbnail: area averaging removes the noise a lossy codec
+# adds to every decode of one still picture, and any real motion of a patient still shows.
+_THUMBNAIL_SIZE_PX = (64, 36)  # (width, height)
+# Larger frames are first sampled down to 4x the thumbnail: a full-frame INTER_AREA costs
+# 2-15 ms at 1080p, this ~0.3 ms at any size, and it separates as well (measured).
+_PRESAMPLE_SIZE_PX = (256, 144)
+_CHANGE_PERCENTILE = 99.0
+# Two pictures are the same while the 99th percentile of |grey difference| between their
+# thumbnails is at most this many grey levels. Measured (64x36 via 256x144, 99th pct):
+#   a still photo encoded for 2.5 s (10 stills, 480x480..1920x1080), any two frames:
+#     mp4v <= 2, MJPG <= 2, XVID <= 2, H.264 (libx264 crf 23 and 35) <= 1, crf 45 <= 4
+#     (raw pixels of consecutive decodes differ by up to 37-65 grey levels);
+#   shared real videos (Pexels, single_face, face_noface, no_face), minimum over all pairs:
+#     consecutive frames 1-2 (near-duplicates happen), 1 s apart 38, 2 s apart 49,
+#     largest change within 2 s of any frame 81.
+# A real video is never FROZEN when every frame sees a change above this within frozen_after_s
+# (min 81 >> 8), and a still always is (max 4 << 8): 2x margin over the worst codec noise and
+# 4.7x under the smallest 1 s change of a real person.
+STILL_PICTURE_GREY_LEVELS = 8.0
 
-    Real sensors never repeat a frame exactly, frozen backends do. Comparing the
-    pixels is exact and far cheaper than hashing them (0.03 vs 0.5 ms at 640x360).
+
+def picture_thumbnail(rgb: np.ndarray) -> np.ndarray:
+    """The 36x64 uint8 grey thumbnail on which two frames are compared (a new array)."""
+    height_px, width_px = rgb.shape[:2]
+    if width_px > _PRESAMPLE_SIZE_PX[0] or height_px > _PRESAMPLE_SIZE_PX[1]:
+        rgb = cv2.resize(rgb, _PRESAMPLE_SIZE_PX, interpolation=cv2.INTER_LINEAR)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, _THUMBNAIL_SIZE_PX, interpolation=cv2.INTER_AREA)
+
+
+def picture_change(previous: np.ndarray, thumbnail: np.ndarray) -> float:
+    """How much the picture changed between two :func:`picture_thumbnail` results, in grey
+    levels: the 99th percentile of the absolute difference (codec noise stays at 1-4)."""
+    diff = cv2.absdiff(previous, thumbnail).ravel()
+    k = int(_CHANGE_PERCENTILE / 100.0 * (diff.size - 1))
+    return float(np.partition(diff, k)[k])
+
+
+def same_image(
+    previous: np.ndarray | None,
+    rgb: np.ndarray,
+    tolerance_grey_levels: float = STILL_PICTURE_GREY_LEVELS,
+) -> bool:
+    """True when ``rgb`` shows the same picture as ``previous`` up to lossy-codec noise.
+
+    A still photo played as MJPG/MPEG-4/H.264 video decodes a little differently every frame
+    (up to ~20 grey levels in single pixels), so pixel equality would never call it frozen.
+    Frames of a different size are never the same picture.
     """
     if previous is None or previous.shape != rgb.shape:
         return False
-    return bool(np.array_equal(previous, rgb))
+    change = picture_change(picture_thumbnail(previous), picture_thumbnail(rgb))
+    return change <= tolerance_grey_levels
 
 
 class SignalWatchdog:
-    """SIGNAL_LOST when no new frame came for ``lost_after_s``; FROZEN when frames stayed
-    identical for ``frozen_after_s``.
+    """SIGNAL_LOST when no new frame came for ``lost_after_s``; FROZEN when frames kept
+    showing the same picture (see :func:`same_image`) for ``frozen_after_s``.
 
     Call ``update(frame)`` with each new frame and ``update()`` when none came
     (e.g. on every GUI tick). ``now_s`` defaults to the clock; a consumer that
     processes a file faster than real time can pass ``frame.t_s`` instead.
+
+    Each frame is compared with the reference picture (the first frame of the current run
+    of same pictures), not with the previous frame, so that a slow drift adds up to a change.
     """
 
     def __init__(
@@ -826,12 +873,20 @@ class SignalWatchdog:
         lost_after_s: float = 2.0,
         frozen_after_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        still_tolerance_grey_levels: float = STILL_PICTURE_GREY_LEVELS,
     ) -> None:
         for name, value in (("lost_after_s", lost_after_s), ("frozen_after_s", frozen_after_s)):
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if not (math.isfinite(still_tolerance_grey_levels) and still_tolerance_grey_levels >= 0):
+            raise ValueError(
+                "still_tolerance_grey_levels must be a number of grey levels >= 0, "
+                f"got {still_tolerance_grey_levels!r}"
+            )
         self.lost_after_s = float(lost_after_s)
         self.frozen_after_s = float(frozen_after_s)
+        self.still_tolerance_grey_levels = float(still_tolerance_grey_levels)
         self._clock = clock
         self.condition: TechnicalCondition | None = None
         self.reset()
@@ -841,9 +896,10 @@ class SignalWatchdog:
         self._started_s = self._clock()
         self._last_frame_s: float | None = None
         self._last_key: tuple[str, int, float] | None = None
-        # A copy of the previous frame's pixels: a source may reuse its buffer, and comparing
-        # a frame with itself would call a live camera FROZEN.
-        self._last_rgb: np.ndarray | None = None
+        # The reference picture's thumbnail (a new array, so a source that reuses its buffer
+        # cannot make a frame look like itself) and its frame shape (a new size is a new picture).
+        self._reference: np.ndarray | None = None
+        self._reference_shape: tuple[int, ...] | None = None
         self._identical_since_s: float | None = None
         self.condition = None
 
@@ -864,13 +920,11 @@ class SignalWatchdog:
             key = (frame.source, frame.index, frame.captured_monotonic_s)
             if key != self._last_key:  # the same Frame handed in twice is not a new frame
                 self._last_key = key
+                if self._last_frame_s is not None and now - self._last_frame_s >= self.lost_after_s:
+                    # Frames resume after a lost signal: a frozen run needs frames all along.
+                    self._reference = None
                 self._last_frame_s = now
-                if not same_image(self._last_rgb, frame.rgb):
-                    self._identical_since_s = now
-                if self._last_rgb is None or self._last_rgb.shape != frame.rgb.shape:
-                    self._last_rgb = frame.rgb.copy()
-                else:
-                    np.copyto(self._last_rgb, frame.rgb)
+                self._compare_with_reference(frame.rgb, now)
         since_frame_s = now - (
             self._last_frame_s if self._last_frame_s is not None else self._started_s
         )
@@ -882,6 +936,17 @@ class SignalWatchdog:
         ):
             return self._set(TechnicalCondition.FROZEN)
         return self._set(None)
+
+    def _compare_with_reference(self, rgb: np.ndarray, now: float) -> None:
+        thumbnail = picture_thumbnail(rgb)
+        if (
+            self._reference is None
+            or self._reference_shape != rgb.shape
+            or picture_change(self._reference, thumbnail) > self.still_tolerance_grey_levels
+        ):
+            self._reference = thumbnail
+            self._reference_shape = rgb.shape
+            self._identical_since_s = now
 
     def _set(self, condition: TechnicalCondition | None) -> TechnicalCondition | None:
         if condition != self.condition:

@@ -22,7 +22,7 @@ import numpy as np
 
 from painmon.core.live.face_detect import FaceBox, FaceDetector, FaceModelError, HaarFaceDetector
 from painmon.core.util.fileio import sha256_file
-from painmon.core.util.paths import FACE_LANDMARKER_SHA256, find_face_model
+from painmon.core.util.paths import FACE_LANDMARKER_SHA256, find_face_model, haar_requested
 from painmon.core.util.timeline import next_time
 from painmon.core.util.validate import check_rgb_uint8
 
@@ -121,71 +121,221 @@ def box_iou(a: FaceBox, b: FaceBox) -> float:
     return inter / (a.area + b.area - inter)
 
 
-class PatientSelector:
-    """Keeps the same face selected while several are in view.
+# Slack for float media times: 9 frames at 30 fps must span 0.3 s.
+_TIME_EPS_S = 1e-9
 
-    At start, and after the patient was out of view for more than ``lost_after_s``,
-    the largest face is taken (the patient in bed is nearest the camera). Afterwards
-    the face that overlaps the previous patient box most (or, failing overlap, whose
-    centre is within ``max_jump`` box sides of it) is kept, whatever its size, so a
-    nurse leaning in does not take over. While the patient is briefly hidden no face
-    is selected rather than scoring someone else.
+
+@dataclass(eq=False)
+class _Track:
+    """One face followed from frame to frame (the selector's private, mutable state)."""
+
+    box: FaceBox
+    last_seen_s: float
+    streak_start_s: float
+    streak_frames: int = 1  # consecutive frames with a detection, ending now (0 after a miss)
+    confirmed: bool = False
+    track_id: int | None = None  # given when the track is first reported
+
+
+class PatientSelector:
+    """Decides which detected face is the patient; faces are followed as tracks.
+
+    Each face is followed frame to frame by overlap with its last box (or, failing
+    overlap, a centre within ``max_jump`` box sides). A track is *confirmed* after
+    ``confirm_s`` of media time and at least ``confirm_min_frames`` consecutive frames
+    with a detection; one missed frame restarts the count. Only confirmed tracks carry
+    weight, so a spurious one-frame detection (a blurred logo) never locks the patient
+    and never keeps the real face from being taken.
+
+    * No patient yet (start, or the patient was out of view for more than
+      ``lost_after_s``): the largest face is reported at once, provisionally; the
+      provisional face is kept while it is seen but holds nothing, and the first
+      confirmed face (that one, else the largest confirmed face in view) becomes the
+      patient.
+    * Patient seen: reported, whatever other faces do; a visitor, even a larger one,
+      never replaces a visible patient.
+    * Patient not seen: no face is reported rather than scoring someone else, until
+      the patient has been missing for ``handover_after_s`` while exactly one confirmed
+      face is in view; that face becomes the patient (within 0.5 s of the first frame
+      without the patient, its confirmation included, at 4 frames/s or more). With
+      several confirmed faces in view the patient is waited for up to ``lost_after_s``;
+      then the largest face is taken.
+
+    ``track_id`` changes whenever another track is reported. Time is the frame's
+    media time; it must never go backwards.
     """
 
     def __init__(
-        self, lost_after_s: float = 2.0, min_iou: float = 0.2, max_jump: float = 0.5
+        self,
+        lost_after_s: float = 2.0,
+        min_iou: float = 0.2,
+        max_jump: float = 0.5,
+        confirm_s: float = 0.3,
+        confirm_min_frames: int = 3,
+        handover_after_s: float = 0.3,
     ) -> None:
-        if not lost_after_s >= 0:
-            raise ValueError(f"lost_after_s must be >= 0, got {lost_after_s!r}")
+        # Finite: faces that left are kept for these times (handover_after_s=inf: never).
+        for name, value in (("lost_after_s", lost_after_s), ("confirm_s", confirm_s)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+        for name, value in (("max_jump", max_jump), ("handover_after_s", handover_after_s)):
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
         if not 0.0 < min_iou <= 1.0:
             raise ValueError(f"min_iou must lie in (0, 1], got {min_iou!r}")
-        if not max_jump >= 0:
-            raise ValueError(f"max_jump must be >= 0, got {max_jump!r}")
+        if isinstance(confirm_min_frames, bool) or not isinstance(confirm_min_frames, int):
+            raise ValueError(f"confirm_min_frames must be an int, got {confirm_min_frames!r}")
+        if confirm_min_frames < 1:
+            raise ValueError(f"confirm_min_frames must be >= 1, got {confirm_min_frames}")
         self.lost_after_s = float(lost_after_s)
         self.min_iou = float(min_iou)
         self.max_jump = float(max_jump)
+        self.confirm_s = float(confirm_s)
+        self.confirm_min_frames = confirm_min_frames
+        self.handover_after_s = float(handover_after_s)
         self.reset()
 
     def reset(self) -> None:
-        """Forget the patient: the next face seen is chosen as at start."""
-        self._box: FaceBox | None = None
-        self._last_seen_s: float | None = None
+        """Forget every face: the next face seen is chosen as at start."""
+        self._tracks: list[_Track] = []
+        self._patient: _Track | None = None  # confirmed
+        self._provisional: _Track | None = None  # reported while there is no patient
         self._last_t_s: float | None = None
-        self.track_id: int | None = None
-        self._tracks_started = 0
+        self._ids_given = 0
+        self._patients_confirmed = 0
+
+    @property
+    def _reported(self) -> _Track | None:
+        return self._patient if self._patient is not None else self._provisional
+
+    @property
+    def track_id(self) -> int | None:
+        """Id of the patient's track (or of the provisional face while there is no patient)."""
+        track = self._reported
+        return None if track is None else track.track_id
 
     @property
     def patient_box(self) -> FaceBox | None:
-        """The last box the patient was seen in."""
-        return self._box
+        """The last box the patient (or the provisional face) was seen in."""
+        track = self._reported
+        return None if track is None else track.box
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether a confirmed patient is held (False: none, or a provisional face only)."""
+        return self._patient is not None
 
     def update(self, boxes: Sequence[FaceBox], t_s: float) -> int | None:
         """Index into ``boxes`` of the patient's face, or None when the patient is not in view."""
         t_s = next_time(t_s, self._last_t_s)
         self._last_t_s = t_s
-        lost = self._last_seen_s is not None and t_s - self._last_seen_s > self.lost_after_s
-        if self._box is None or lost:
-            self._box = None
-            if not boxes:
-                return None
-            index = max(range(len(boxes)), key=lambda i: boxes[i].area)
-            self._tracks_started += 1
-            self.track_id = self._tracks_started
-            if self._tracks_started > 1:
-                log.info("patient face re-acquired (track %d): the largest face", self.track_id)
-        else:
-            index = self._nearest(boxes, self._box)
-            if index is None:
-                return None
-        self._box = boxes[index]
-        self._last_seen_s = t_s
+        seen = self._follow(boxes, t_s)
+        index = self._select(seen, t_s)
+        self._prune(t_s)
         return index
 
-    def _nearest(self, boxes: Sequence[FaceBox], previous: FaceBox) -> int | None:
+    def _follow(self, boxes: Sequence[FaceBox], t_s: float) -> dict[_Track, int]:
+        """Match boxes to tracks (patient first), start tracks for the rest; track -> index."""
+        free = set(range(len(boxes)))
+        seen: dict[_Track, int] = {}
+        # The patient picks first: a face overlapping it (a nurse leaning in) cannot take its box.
+        first = [t for t in (self._patient, self._provisional) if t is not None]
+        rest = sorted(
+            (t for t in self._tracks if t not in first),
+            key=lambda t: (not t.confirmed, -t.streak_frames),
+        )
+        for track in first + rest:
+            index = self._nearest(boxes, track.box, free)
+            if index is not None:
+                free.discard(index)
+                seen[track] = index
+        for track in self._tracks:
+            index = seen.get(track)
+            if index is None:
+                track.streak_frames = 0
+                continue
+            track.box = boxes[index]
+            track.last_seen_s = t_s
+            if track.streak_frames == 0:
+                track.streak_start_s = t_s
+            track.streak_frames += 1
+            self._check_confirmed(track, t_s)
+        for index in sorted(free):
+            track = _Track(boxes[index], t_s, t_s)
+            self._check_confirmed(track, t_s)
+            self._tracks.append(track)
+            seen[track] = index
+        return seen
+
+    def _check_confirmed(self, track: _Track, t_s: float) -> None:
+        if (
+            not track.confirmed
+            and track.streak_frames >= self.confirm_min_frames
+            and t_s - track.streak_start_s >= self.confirm_s - _TIME_EPS_S
+        ):
+            track.confirmed = True
+
+    def _select(self, seen: dict[_Track, int], t_s: float) -> int | None:
+        confirmed = [t for t in seen if t.confirmed]
+        patient = self._patient
+        if patient is not None:
+            if patient in seen:
+                return seen[patient]
+            missing_s = t_s - patient.last_seen_s
+            if missing_s <= self.lost_after_s:
+                if missing_s >= self.handover_after_s - _TIME_EPS_S and len(confirmed) == 1:
+                    return self._take(confirmed[0], seen, "the only face in view")
+                return None  # briefly hidden: score nobody rather than someone else
+            self._tracks.remove(patient)
+            self._patient = None
+        if confirmed:
+            chosen = self._provisional if self._provisional in confirmed else None
+            if chosen is None:
+                chosen = max(confirmed, key=lambda t: t.box.area)
+            return self._take(chosen, seen, "the largest face")
+        if self._provisional not in seen:
+            if not seen:
+                return None
+            self._provisional = max(seen, key=lambda t: t.box.area)
+            self._give_id(self._provisional)
+        return seen[self._provisional]
+
+    def _take(self, track: _Track, seen: dict[_Track, int], reason: str) -> int:
+        """Make a confirmed track the patient."""
+        old = self._patient
+        if old is not None:
+            self._tracks.remove(old)
+        self._patient, self._provisional = track, None
+        self._give_id(track)
+        self._patients_confirmed += 1
+        if self._patients_confirmed > 1:
+            log.info("patient face re-acquired (track %d): %s", track.track_id, reason)
+        else:
+            log.debug("patient face confirmed (track %d)", track.track_id)
+        return seen[track]
+
+    def _give_id(self, track: _Track) -> None:
+        if track.track_id is None:
+            self._ids_given += 1
+            track.track_id = self._ids_given
+
+    def _prune(self, t_s: float) -> None:
+        # A confirmed face may vanish as long as the patient may; an unconfirmed one
+        # keeps its identity (not its streak) through a miss shorter than confirm_s.
+        def alive(track: _Track) -> bool:
+            keep_s = self.lost_after_s if track.confirmed else self.confirm_s
+            return track is self._patient or t_s - track.last_seen_s <= keep_s
+
+        self._tracks = [t for t in self._tracks if alive(t)]
+        if self._provisional is not None and self._provisional not in self._tracks:
+            self._provisional = None
+
+    def _nearest(self, boxes: Sequence[FaceBox], previous: FaceBox, free: set[int]) -> int | None:
         best, best_key = None, None
         side = max(previous.width, previous.height)
         px, py = previous.center
-        for i, box in enumerate(boxes):
+        for i in sorted(free):
+            box = boxes[i]
             iou = box_iou(box, previous)
             cx, cy = box.center
             jump = math.hypot(cx - px, cy - py) / side
@@ -446,19 +596,28 @@ def create_crop_detector(face_model: str | Path | None = None) -> FaceDetector:
     """The detector for dataset crops: the live tracker's framing (landmarker), else Haar."""
     bundle = find_face_model(face_model)
     if bundle is None:
-        log.warning("dataset crops: OpenCV Haar cascade (no Face Landmarker bundle found)")
+        if haar_requested(face_model):
+            log.info("dataset crops: OpenCV Haar cascade (chosen with --face-model haar)")
+        else:
+            log.warning("dataset crops: OpenCV Haar cascade (no Face Landmarker bundle found)")
         return HaarFaceDetector()
     return LandmarkerFaceDetector(bundle)
 
 
 def create_face_tracker(face_model: str | Path | None = None, num_faces: int = 4) -> FaceTracker:
-    """The Face Landmarker when its bundle is found, else the Haar fallback (logged)."""
+    """The Face Landmarker (shipped with painmon), or Haar when asked for or when it is missing."""
     bundle = find_face_model(face_model)
     if bundle is None:
-        log.warning(
-            "face tracker: OpenCV Haar cascade (no Face Landmarker bundle found; "
-            "no AU cross-check or pose gate). Run `painmon models download` for the full tracker."
-        )
+        if haar_requested(face_model):
+            log.warning(
+                "face tracker: OpenCV Haar cascade, as chosen (--face-model haar): no AU "
+                "cross-check or pose gate, and crops framed unlike the Face Landmarker's."
+            )
+        else:
+            log.warning(
+                "face tracker: OpenCV Haar cascade (no Face Landmarker bundle found; no AU "
+                "cross-check or pose gate). Reinstall painmon or run `painmon models download`."
+            )
         return HaarFaceTracker()
     log.info("face tracker: MediaPipe Face Landmarker from %s", bundle)
     return FaceLandmarkerTracker(bundle, num_faces=num_faces)

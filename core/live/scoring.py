@@ -26,6 +26,7 @@ import numpy as np
 
 from painmon.core.util.errors import InvalidInputError, PainmonError
 from painmon.core.util.fileio import sha256_file
+from painmon.core.util.model_cfg import PainModelCfg
 from painmon.core.util.validate import is_sha256_hex
 
 log = logging.getLogger(__name__)
@@ -180,13 +181,15 @@ class PainScorer(Protocol):
     """What the engine needs of a pain model: ONNX Runtime at the bedside, torch for research.
 
     ``predict`` takes uint8 crops (N, H, W, 3) and returns calibrated probabilities with
-    Grad-CAM and attention maps; ``metadata`` carries the preprocessing the model was
-    trained with (crop framing, class names, temperature).
+    Grad-CAM and attention maps; ``cfg`` is the preprocessing the model was trained with
+    (input size, class names, temperature, crop framing) and ``metadata`` everything its
+    file records besides.
     """
 
     path: Path
     sha256: str
     verified: bool
+    cfg: PainModelCfg
     metadata: dict[str, Any]
     class_names: list[str]
     input_size: tuple[int, int, int]
@@ -282,10 +285,14 @@ class OnnxPainModel:
                 f"{self.path} has inputs {inputs} and outputs {outputs}; a painmon export has "
                 f"[{INPUT_NAME!r}] and {list(OUTPUT_NAMES)}"
             )
+        try:
+            self.cfg = PainModelCfg.from_onnx_metadata(self.metadata)
+        except InvalidInputError as exc:
+            raise ModelLoadError(f"{self.path}: {exc}") from exc
         preprocessing = self.metadata["preprocessing"]
-        self.class_names: list[str] = list(self.metadata["class_names"])
-        self.input_size: tuple[int, int, int] = tuple(int(v) for v in preprocessing["input_size"])
-        self.temperature = float(self.metadata["temperature"])
+        self.class_names: list[str] = list(self.cfg.class_names)
+        self.input_size: tuple[int, int, int] = self.cfg.input_size
+        self.temperature = self.cfg.temperature
         self.is_demo: bool = bool(self.metadata.get("demo")) or DEMO_NOTICE in str(
             self.metadata.get("intended_use", "")
         )

@@ -45,6 +45,7 @@ from painmon.core.live.scoring import (
 )
 from painmon.core.util.errors import InvalidInputError, PainmonError
 from painmon.core.util.fileio import atomic_path, atomic_write_bytes, sha256_file
+from painmon.core.util.model_cfg import PainModelCfg
 from painmon.core.util.timeline import utc_now
 from painmon.core.util.validate import is_sha256_hex
 from painmon.models.base import gradcam_from_gradient
@@ -146,7 +147,7 @@ def _intended_use(intended_use: str | None, demo: bool) -> str:
 
 
 def _build_metadata(
-    model: nn.Module,
+    cfg: PainModelCfg,
     meta: Mapping[str, Any],
     checkpoint: Path,
     *,
@@ -156,25 +157,22 @@ def _build_metadata(
     feature_hw: tuple[int, int],
     attention_heads: int | None,
 ) -> dict[str, str]:
+    """The ``metadata_props`` strings: the model config ``cfg`` plus the checkpoint's provenance."""
     import painmon
 
-    cfg = getattr(model, "pretrained_cfg", {})
-    input_size = [int(v) for v in meta.get("input_size", cfg.get("input_size"))]
-    mean = [float(v) for v in meta.get("mean", cfg.get("mean"))]
-    std = [float(v) for v in meta.get("std", cfg.get("std"))]
-    class_names = list(meta.get("class_names", cfg.get("class_names", [])))
-    channels, height, width = input_size
+    owned = cfg.to_onnx_metadata()
+    channels, height, width = cfg.input_size
     h, w = feature_hw
     preprocessing = {
         "input_name": INPUT_NAME,
         "dtype": "uint8",
         "layout": "NHWC",
         "shape": ["batch", height, width, channels],
-        "input_size": input_size,
+        "input_size": owned["preprocessing"]["input_size"],
         "colour_order": "RGB",
         "value_range": [0, 255],
-        "mean": mean,
-        "std": std,
+        "mean": owned["preprocessing"]["mean"],
+        "std": owned["preprocessing"]["std"],
         "normalisation": "in_graph",
         "formula": "x_nchw = (x / 255 - mean) / std, per RGB channel, inside the graph",
     }
@@ -187,7 +185,7 @@ def _build_metadata(
     else:
         attention = {"kind": "spatial", "heads": attention_heads}
     outputs = {
-        "probs": {"shape": ["batch", len(class_names)], "meaning": "softmax(logits / temperature)"},
+        "probs": {"shape": ["batch", cfg.num_classes], "meaning": "softmax(logits / temperature)"},
         "gradcam": {"shape": ["batch", h, w], "meaning": "Grad-CAM of the top class, 0..1"},
         "attention": {
             "shape": ["batch", attention["heads"], h, w],
@@ -196,17 +194,17 @@ def _build_metadata(
     }
     values: dict[str, Any] = {
         "painmon_version": painmon.__version__,
-        "architecture": str(meta.get("architecture", cfg.get("architecture"))),
-        "model_kwargs": dict(meta.get("model_kwargs", cfg.get("model_kwargs", {}))),
-        "class_names": class_names,
-        "pspi_mapping": str(meta.get("pspi_mapping", cfg.get("pspi_mapping")) or ""),
+        "architecture": owned["architecture"],
+        "model_kwargs": owned["model_kwargs"],
+        "class_names": owned["class_names"],
+        "pspi_mapping": owned["pspi_mapping"],
         "preprocessing": preprocessing,
         # How the training crops were framed (detector box, margin, size): the engine
         # frames live crops the same way and warns when its face tracker differs.
-        "crop": dict(meta.get("preprocessing") or {}),
+        "crop": owned["crop"],
         "outputs": outputs,
         "attention": attention,
-        "temperature": float(meta.get("temperature", 1.0)),
+        "temperature": owned["temperature"],
         "training_data_sha256": str(meta.get("data_sha256") or "unknown"),
         "metrics": dict(meta.get("metrics") or {}),
         "intended_use": intended_use,
@@ -328,13 +326,11 @@ def export_onnx(
 
     model, meta = load_checkpoint(checkpoint, "cpu")
     model.eval()
-    cfg = getattr(model, "pretrained_cfg", {})
-    channels, height, width = (int(v) for v in meta.get("input_size", cfg.get("input_size")))
-    if channels != 3:
-        raise ExportError(f"the bedside graph takes RGB crops, but the model expects {channels}")
-    mean = tuple(float(v) for v in meta.get("mean", cfg.get("mean")))
-    std = tuple(float(v) for v in meta.get("std", cfg.get("std")))
-    wrapper = PainExportWrapper(model, mean, std, float(meta.get("temperature", 1.0)))
+    # load_checkpoint put the checkpoint's own config (best.json) on the model; it holds
+    # 3 input channels, so the graph takes the RGB crops the bedside feeds.
+    cfg: PainModelCfg = model.pretrained_cfg
+    _channels, height, width = cfg.input_size
+    wrapper = PainExportWrapper(model, cfg.mean, cfg.std, cfg.temperature)
 
     probe = torch.zeros(2, height, width, 3, dtype=torch.uint8)
     with torch.no_grad():
@@ -342,7 +338,7 @@ def export_onnx(
     has_attention = model.attention_maps(wrapper.normalise(probe)) is not None
     feature_hw = (int(probe_cam.shape[1]), int(probe_cam.shape[2]))
     metadata = _build_metadata(
-        model,
+        cfg,
         meta,
         checkpoint,
         opset=opset,

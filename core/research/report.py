@@ -256,8 +256,8 @@ def gradcam_examples(
         return []
     model, _ = load_checkpoint(run_dir, "cpu")
     cfg = model.pretrained_cfg
-    mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(cfg["std"], dtype=torch.float32).view(1, 3, 1, 1)
+    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, dtype=torch.float32).view(1, 3, 1, 1)
     rows = []
     for k, indices in chosen:
         crops = predictions.images[indices]

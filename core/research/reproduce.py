@@ -37,6 +37,7 @@ from painmon.core.research.splits import SplitPlan
 from painmon.core.research.train import TrainConfig
 from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.fileio import atomic_write_json, atomic_write_text
+from painmon.core.util.model_cfg import thaw
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def resolved_model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
 
     with torch.device("meta"):
         model = create_model(cfg.model, **cfg.model_kwargs)
-    return dict(model.pretrained_cfg["model_kwargs"])
+    return thaw(model.pretrained_cfg.model_kwargs)
 
 
 def config_identity(cfg: TrainConfig) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 
 from painmon.core.live.engine import ENGINE_ORT_THREADS
 from painmon.core.live.scoring import OnnxPainModel, OnnxPrediction, is_checkpoint
+from painmon.core.util.model_cfg import PainModelCfg, thaw
 
 log = logging.getLogger(__name__)
 
@@ -35,27 +36,29 @@ class TorchPainModel:
         self.path = Path(run_or_checkpoint)
         self.sha256: str = str(meta.get("weights_sha256", ""))
         self.verified = True  # load_checkpoint refused a file whose hash differs from best.json
-        self.temperature = float(meta.get("temperature", 1.0))
-        self.class_names: list[str] = list(meta["class_names"])
-        self.input_size: tuple[int, int, int] = tuple(int(v) for v in meta["input_size"])
+        # load_checkpoint read best.json into the model's config (PainModelCfg).
+        self.cfg: PainModelCfg = self.model.pretrained_cfg
+        self.temperature = self.cfg.temperature
+        self.class_names: list[str] = list(self.cfg.class_names)
+        self.input_size: tuple[int, int, int] = self.cfg.input_size
         self.is_demo = False
         self.providers = [f"torch:{self.device}"]
         self.metadata: dict[str, Any] = {
-            "architecture": meta["architecture"],
-            "model_kwargs": meta.get("model_kwargs", {}),
+            "architecture": self.cfg.architecture,
+            "model_kwargs": thaw(self.cfg.model_kwargs),
             "class_names": self.class_names,
-            "pspi_mapping": meta.get("pspi_mapping", ""),
+            "pspi_mapping": self.cfg.pspi_mapping,
             "temperature": self.temperature,
-            "crop": dict(meta.get("preprocessing") or {}),
+            "crop": thaw(self.cfg.crop),
             "training_data_sha256": meta.get("data_sha256", "unknown"),
             "metrics": meta.get("metrics", {}),
             "intended_use": meta.get("intended_use", "research checkpoint; not a medical device"),
         }
-        mean = tuple(float(v) for v in meta["mean"])
-        std = tuple(float(v) for v in meta["std"])
         # uint8 NHWC crops -> (probs, gradcam, attention), exactly as the exported graph.
-        self._head = PainExportWrapper(self.model, mean, std, self.temperature).to(self.device)
-        log.info("torch backend: %s on %s", meta["architecture"], self.device)
+        self._head = PainExportWrapper(
+            self.model, self.cfg.mean, self.cfg.std, self.temperature
+        ).to(self.device)
+        log.info("torch backend: %s on %s", self.cfg.architecture, self.device)
 
     def predict(self, crops_uint8: np.ndarray) -> OnnxPrediction:
         """uint8 RGB crops (B, H, W, 3) -> calibrated probs, Grad-CAM, attention (numpy)."""

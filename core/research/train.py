@@ -37,6 +37,7 @@ from painmon.core.research.splits import check_partitions_disjoint
 from painmon.core.util import labels as pain_labels
 from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.fileio import atomic_path, atomic_write_bytes, atomic_write_json
+from painmon.core.util.model_cfg import PainModelCfg
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,8 @@ def normalise(batch_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> 
 
 def _mean_std(model: nn.Module, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     cfg = model.pretrained_cfg
-    mean = torch.tensor(cfg["mean"], device=device, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(cfg["std"], device=device, dtype=torch.float32).view(1, 3, 1, 1)
+    mean = torch.tensor(cfg.mean, device=device, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std, device=device, dtype=torch.float32).view(1, 3, 1, 1)
     return mean, std
 
 
@@ -277,18 +278,18 @@ def _state_for_save(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def checkpoint_meta(model: nn.Module, **extra: Any) -> dict[str, Any]:
-    """What a checkpoint's JSON sidecar needs to rebuild ``model`` and preprocess its input."""
+    """What a checkpoint's JSON sidecar needs to rebuild ``model`` and preprocess its input.
+
+    ``extra`` adds provenance (data hash, subjects, epoch...); its ``temperature`` and
+    ``preprocessing`` (the crop framing) are part of the model config and are validated.
+    """
     cfg = getattr(model, "_orig_mod", model).pretrained_cfg
-    return {
-        "architecture": cfg["architecture"],
-        "model_kwargs": dict(cfg["model_kwargs"]),
-        "input_size": list(cfg["input_size"]),
-        "mean": list(cfg["mean"]),
-        "std": list(cfg["std"]),
-        "class_names": list(cfg["class_names"]),
-        "pspi_mapping": cfg["pspi_mapping"],
-        **extra,
-    }
+    cfg = dataclasses.replace(
+        cfg,
+        temperature=extra.pop("temperature", cfg.temperature),
+        crop=extra.pop("preprocessing", None) or cfg.crop,
+    )
+    return {**cfg.to_checkpoint_meta(), **extra}
 
 
 def save_checkpoint(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
@@ -333,7 +334,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
             f"checkpoint {path} does not match the SHA-256 recorded in {meta_path.name}: "
             "the file is corrupt or was replaced; retrain or restore it"
         )
-    model = create_model(meta["architecture"], **meta.get("model_kwargs", {}))
+    try:
+        cfg = PainModelCfg.from_checkpoint_meta(meta)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{meta_path}: {exc}") from exc
+    model = create_model(cfg.architecture, **cfg.model_kwargs)
+    # The checkpoint's config, not the code's defaults: preprocessing travels with the weights.
+    model.pretrained_cfg = cfg
     try:
         state = load_file(str(path), device=str(device))
     except SafetensorError as exc:
@@ -494,11 +501,9 @@ def fit(
                 "val_ece": val_result["ece"],
                 "seconds": time.perf_counter() - t0,
             }
-            history.append(row)
-            _write_history(out / "history.csv", history)
+            # Checkpoint first, then `best`, then the history row: an interrupt at any point
+            # leaves a best.safetensors for every epoch the history (what a watcher sees) shows.
             if row["val_macro_f1"] > best["val_macro_f1"]:
-                best = {"epoch": epoch, "val_macro_f1": row["val_macro_f1"]}
-                since_best = 0
                 save_checkpoint(
                     model,
                     out / "best.safetensors",
@@ -512,8 +517,12 @@ def fit(
                         },
                     ),
                 )
+                best = {"epoch": epoch, "val_macro_f1": row["val_macro_f1"]}
+                since_best = 0
             else:
                 since_best += 1
+            history.append(row)
+            _write_history(out / "history.csv", history)
             if progress:
                 log.info(
                     "epoch %d: loss %.3f val acc %.3f macro-F1 %.3f (%.1fs)",
@@ -544,7 +553,10 @@ def fit(
     best_model, meta = load_checkpoint(out / "best.safetensors", device)
     val_logits = predict_logits(best_model, val.images, cfg.eval_batch_size)
     calib = calibrate(val_logits, val.labels.cpu().numpy())
-    meta.update(temperature=calib.temperature, calibration=dataclasses.asdict(calib))
+    meta.update(
+        checkpoint_meta(best_model, temperature=calib.temperature),
+        calibration=dataclasses.asdict(calib),
+    )
     meta.pop("weights_file", None)
     meta.pop("weights_sha256", None)
     save_checkpoint(best_model, out / "best.safetensors", meta)

@@ -30,6 +30,8 @@ from painmon.core.util.paths import (
     FACE_LANDMARKER_SHA256,
     FACE_LANDMARKER_URL,
     find_face_model,
+    haar_requested,
+    shipped_face_model_path,
     user_cache_dir,
 )
 from painmon.core.util.validate import is_sha256_hex
@@ -209,8 +211,9 @@ class InstalledModel:
 def _face_entries() -> list[InstalledModel]:
     """The MediaPipe bundle and the Haar cascade, marking the one the face tracker picks."""
     name = "MediaPipe Face Landmarker"
+    haar_chosen = haar_requested()
     try:
-        bundle = find_face_model()
+        bundle = shipped_face_model_path() if haar_chosen else find_face_model()
     except FileNotFoundError as exc:  # PAINMON_FACE_MODEL names a file that is not there
         entry = InstalledModel(ModelKind.FACE_DETECTOR, name, "missing", str(exc))
         bundle = None
@@ -220,17 +223,19 @@ def _face_entries() -> list[InstalledModel]:
                 ModelKind.FACE_DETECTOR,
                 name,
                 "not installed",
-                f"run `painmon models download` (goes to {models_dir()})",
+                "this build ships no bundle: reinstall painmon or run `painmon models download` "
+                f"(goes to {models_dir()})",
             )
         else:
             digest = sha256_file(bundle)
             verified = digest == FACE_LANDMARKER_SHA256
+            shipped = bundle == shipped_face_model_path()
             entry = InstalledModel(
                 ModelKind.FACE_DETECTOR,
                 name,
                 status="installed" if verified else "hash mismatch",
                 detail=(
-                    "pinned release"
+                    ("pinned release, shipped with painmon" if shipped else "pinned release")
                     if verified
                     else f"expected {FACE_LANDMARKER_SHA256[:12]}…; MediaPipe will refuse it: "
                     "delete it and run `painmon models download`"
@@ -238,15 +243,19 @@ def _face_entries() -> list[InstalledModel]:
                 path=str(bundle),
                 sha256=digest,
                 verified=verified,
-                active=True,
+                active=not haar_chosen,
             )
     haar = InstalledModel(
         ModelKind.FACE_DETECTOR,
         "OpenCV Haar cascade",
         status="shipped with OpenCV",
-        detail="fallback when no Face Landmarker bundle is found",
+        detail=(
+            "chosen with PAINMON_FACE_MODEL=haar"
+            if haar_chosen
+            else "fallback when no Face Landmarker bundle is found (or --face-model haar)"
+        ),
         path=_haar_cascade_path(),
-        active=bundle is None,
+        active=haar_chosen or bundle is None,
     )
     return [entry, haar]
 

@@ -165,22 +165,14 @@ def ort_vs_torch(
     crops = np.ascontiguousarray(crops_uint8, dtype=np.uint8)
     if crops.ndim != 4 or len(crops) < 1:
         raise ValueError(f"crops must be (N, H, W, 3) uint8, got shape {crops.shape}")
-    meta = model.metadata
-    preprocessing = meta["preprocessing"]
+    cfg = model.cfg
     if checkpoint is not None:
         from painmon.core.research.train import load_checkpoint
 
         torch_model, _meta = load_checkpoint(checkpoint)
     else:
-        torch_model = create_model(
-            str(meta["architecture"]), **dict(meta.get("model_kwargs") or {})
-        )
-    wrapper = PainExportWrapper(
-        torch_model.eval(),
-        tuple(preprocessing["mean"]),
-        tuple(preprocessing["std"]),
-        float(meta["temperature"]),
-    ).eval()
+        torch_model = create_model(cfg.architecture, **cfg.model_kwargs)
+    wrapper = PainExportWrapper(torch_model.eval(), cfg.mean, cfg.std, cfg.temperature).eval()
     singles = [crops[i : i + 1] for i in range(len(crops))]
     tensors = [torch.from_numpy(single.copy()) for single in singles]
 

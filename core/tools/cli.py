@@ -15,6 +15,10 @@ log = logging.getLogger("painmon")
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+FACE_MODEL_HELP = (
+    "a face_landmarker.task (default: the bundle painmon ships), or 'haar' for OpenCV's "
+    "Haar cascade"
+)
 
 
 class CliError(PainmonError):
@@ -466,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_pipe.add_argument("--source", required=True, help="a video file (or synthetic)")
     bench_pipe.add_argument("--model", type=Path, help="exported .onnx (default: untrained DA-CNN)")
-    bench_pipe.add_argument("--face-model", type=Path, help="face_landmarker.task (else Haar)")
+    bench_pipe.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
     bench_pipe.add_argument("--max-frames", type=int)
     bench_pipe.add_argument("--json", type=Path, help="also write the result here")
     bench_pipe.set_defaults(func=_cmd_bench_pipeline)
@@ -474,13 +478,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench_soak.add_argument("--seconds", type=float, default=600.0, help="wall-clock length")
     bench_soak.add_argument("--source", default="synthetic")
     bench_soak.add_argument("--model", type=Path)
-    bench_soak.add_argument("--face-model", type=Path)
+    bench_soak.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
     bench_soak.add_argument("--json", type=Path, help="also write the result here")
     bench_soak.set_defaults(func=_cmd_bench_soak)
     bench_app = bench_sub.add_parser("app", help="camera-to-display latency and GUI stall")
     bench_app.add_argument("--source", required=True, help="a video file, played at 30 fps")
     bench_app.add_argument("--seconds", type=float, default=20.0)
-    bench_app.add_argument("--face-model", type=Path)
+    bench_app.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
     bench_app.add_argument("--model", type=Path, help="default: the shipped demo model")
     bench_app.add_argument("--json", type=Path, help="also write the result here")
     bench_app.set_defaults(func=_cmd_bench_app)
@@ -497,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_argument("--out", type=Path, required=True, help="folder for session files")
     monitor.add_argument("--max-seconds", type=float, help="stop after this much media time")
     monitor.add_argument("--realtime", action="store_true", help="play files at their own speed")
-    monitor.add_argument("--face-model", type=Path, help="face_landmarker.task (else Haar)")
+    monitor.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
     monitor.add_argument("--pseudonym", default="anonymous", help="patient pseudonym (no names)")
     monitor.set_defaults(func=_cmd_monitor)
 
@@ -512,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--source", help=f"camera:N, video file, image folder, URL or synthetic ({source_help})"
         )
         window.add_argument("--model", type=Path, help=f"model.onnx ({model_help})")
-        window.add_argument("--face-model", type=Path, help="face_landmarker.task (else Haar)")
+        window.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
         window.set_defaults(func=func)
 
     rep = sub.add_parser("reproduce", help="the founding paper's Tables 2-4 in one command")

@@ -363,15 +363,26 @@ def check_camera(
 def check_face_model() -> DoctorCheck:
     from painmon.core.store.catalog import installed_models
 
-    face = installed_models()[0]
+    face, haar = installed_models()[:2]
+    if haar.active and face.status == "installed":
+        return DoctorCheck(
+            "face model",
+            "warn",
+            "OpenCV's Haar cascade was chosen: no AU cross-check or pose gate, and crops "
+            "framed unlike the Face Landmarker crops models are trained on",
+            "unset PAINMON_FACE_MODEL (or drop --face-model haar) to track with MediaPipe",
+        )
     if face.status == "installed":
-        return DoctorCheck("face model", "ok", f"MediaPipe Face Landmarker, verified ({face.path})")
+        shipped = ", shipped with painmon" if "shipped" in face.detail else ""
+        return DoctorCheck(
+            "face model", "ok", f"MediaPipe Face Landmarker, verified{shipped} ({face.path})"
+        )
     if face.status == "not installed":
         return DoctorCheck(
             "face model",
             "warn",
-            "no Face Landmarker bundle: face detection uses OpenCV's Haar cascade",
-            "painmon models download",
+            "no Face Landmarker bundle in this build: face detection uses OpenCV's Haar cascade",
+            "reinstall painmon, or run `painmon models download`",
         )
     return DoctorCheck(
         "face model",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -26,26 +27,53 @@ def user_cache_dir() -> Path:
     return base / "painmon"
 
 
-def find_face_model(explicit: str | os.PathLike[str] | None = None) -> Path | None:
-    """The Face Landmarker bundle: explicit path, ``PAINMON_FACE_MODEL``, then the user cache.
+FACE_MODEL_HAAR = "haar"
+"""``--face-model haar`` (or ``PAINMON_FACE_MODEL=haar``): OpenCV's Haar cascade, on purpose."""
 
-    An explicit path or environment value that does not exist is an error (the
-    user asked for it); an empty cache simply means "use the Haar fallback".
+
+def shipped_face_model_path() -> Path | None:
+    """The Face Landmarker bundle that ships inside painmon (None in a build without it)."""
+    # find_spec, not import: painmon.models pulls in torch, which a bedside install lacks.
+    spec = importlib.util.find_spec("painmon.models")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(next(iter(spec.submodule_search_locations))).resolve()
+    path = root / "face" / FACE_LANDMARKER_FILENAME
+    return path if path.is_file() else None
+
+
+def find_face_model(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The Face Landmarker bundle to use, or None for the Haar fallback.
+
+    Looked for at the explicit path, ``PAINMON_FACE_MODEL``, the user cache (``painmon
+    models download``), then the copy shipped with painmon. An explicit path or environment
+    value that does not exist is an error (the user asked for it); ``haar`` there chooses
+    the Haar cascade on purpose.
     """
     for source, value in (
         ("--face-model", explicit),
         ("PAINMON_FACE_MODEL", os.environ.get("PAINMON_FACE_MODEL")),
     ):
         if value:
+            if str(value).strip().lower() == FACE_MODEL_HAAR:
+                return None
             path = Path(value).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(
-                    f"face model given by {source} not found: {path}. "
-                    "Run `painmon models download` or point it at face_landmarker.task."
+                    f"face model given by {source} not found: {path}. Point it at "
+                    "face_landmarker.task, or leave it out to use the bundle painmon ships."
                 )
             return path
     cached = user_cache_dir() / "models" / FACE_LANDMARKER_FILENAME
-    return cached if cached.is_file() else None
+    if cached.is_file():
+        return cached
+    return shipped_face_model_path()
+
+
+def haar_requested(explicit: str | os.PathLike[str] | None = None) -> bool:
+    """Whether the user chose the Haar cascade (``--face-model haar`` or the environment)."""
+    value = explicit or os.environ.get("PAINMON_FACE_MODEL")
+    return bool(value) and str(value).strip().lower() == FACE_MODEL_HAAR
 
 
 def user_data_dir() -> Path:

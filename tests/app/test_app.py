@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import os
 import threading
@@ -16,7 +17,6 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QImage
-from PySide6.QtWidgets import QApplication
 
 from painmon.app import sound
 from painmon.app.main_window import NO_MODEL_TEXT, MainWindow
@@ -156,13 +156,15 @@ def test_settings_round_trip_and_broken_values_fall_back(store, qtbot):
 
 
 @pytest.mark.slow
-def test_window_monitors_synthetic_patient_frames_flow_and_trend_grows(make_window, model_path):
+def test_window_monitors_synthetic_patient_frames_flow_and_trend_grows(
+    qtbot, make_window, model_path
+):
     window = make_window()
     assert window.load_model(model_path)
     window.start_source("synthetic")
-    bot_wait(lambda: window.results_received >= 10)
+    qtbot.waitUntil(lambda: window.results_received >= 10, timeout=WAIT_MS)
     first_len = len(window.trend)
-    bot_wait(lambda: len(window.trend) >= first_len + 1)
+    qtbot.waitUntil(lambda: len(window.trend) >= first_len + 1, timeout=WAIT_MS)
     window.refresh()
     window.refresh_trend()
     assert window.trend_plot.points_shown >= 2 or first_len >= 1
@@ -177,13 +179,13 @@ def test_window_monitors_synthetic_patient_frames_flow_and_trend_grows(make_wind
     assert window.state_panel.level.text() == f"{result.smoothed.pain_level:.1f}"
 
 
-def test_no_source_offers_demo_and_no_model_shows_video_only(make_window):
+def test_no_source_offers_demo_and_no_model_shows_video_only(qtbot, make_window):
     window = make_window()
     window.start_source("/nonexistent/clip.mp4")
-    bot_wait(lambda: window.video_stack.currentIndex() == 1)
+    qtbot.waitUntil(lambda: window.video_stack.currentIndex() == 1, timeout=WAIT_MS)
     assert "no file" in window.prompt_detail.text()
     window.demo_button.click()
-    bot_wait(lambda: window.results_received >= 5)
+    qtbot.waitUntil(lambda: window.results_received >= 5, timeout=WAIT_MS)
     window.refresh()
     assert window.video_stack.currentIndex() == 0
     assert window._latest.observation.face_found  # the face box is still drawn
@@ -254,7 +256,9 @@ def test_scripted_episode_raises_banner_and_exactly_one_popup(make_window):
     assert kinds == ["onset", "escalation", "latch"]
 
 
-def test_alarm_acknowledge_pause_session_and_export(make_window, model_path, store, tmp_path):
+def test_alarm_acknowledge_pause_session_and_export(
+    qtbot, make_window, model_path, store, tmp_path
+):
     # Thresholds so low that the untrained model's level (~2) is a HIGH pain episode.
     settings = load_settings(store)
     alarm = AlarmSettings(
@@ -264,21 +268,26 @@ def test_alarm_acknowledge_pause_session_and_export(make_window, model_path, sto
     window = make_window()
     assert window.load_model(model_path)
     window.start_source("synthetic")
-    bot_wait(lambda: window.results_received >= 1)
+    qtbot.waitUntil(lambda: window.results_received >= 1, timeout=WAIT_MS)
     folder = window.start_session("bed-7")
     assert folder is not None and folder.parent.parent == tmp_path / "sessions"
-    bot_wait(lambda: window.alarm_state is not None and window.alarm_state.pain_priority == "high")
+    qtbot.waitUntil(
+        lambda: window.alarm_state is not None and window.alarm_state.pain_priority == "high",
+        timeout=WAIT_MS,
+    )
     window.refresh()
     assert window.banner.priority == "high" and window.popup_count == 1
     assert window.alarm_state.audio_active
 
     window.acknowledge()
-    bot_wait(lambda: window.alarm_state.acknowledged)
+    qtbot.waitUntil(lambda: window.alarm_state.acknowledged, timeout=WAIT_MS)
     window.refresh()
     assert "acknowledged" in window.banner.text.text()
     assert not window.banner.acknowledge_button.isEnabled()
     window.audio_pause()
-    bot_wait(lambda: window.alarm_state.audio_paused_remaining_s is not None)
+    qtbot.waitUntil(
+        lambda: window.alarm_state.audio_paused_remaining_s is not None, timeout=WAIT_MS
+    )
     window.refresh()
     assert window.banner.audio_pause_button.text().startswith("Audio paused 2:0")
     window.apply_settings(
@@ -290,7 +299,7 @@ def test_alarm_acknowledge_pause_session_and_export(make_window, model_path, sto
     assert window.popup_count == 1
 
     exported = tmp_path / "export.csv"
-    with qtbot_signal(window.export_finished) as blocker:
+    with qtbot.waitSignal(window.export_finished, timeout=WAIT_MS) as blocker:
         window.export_csv(exported)
     assert blocker.args == [str(exported)]
     with exported.open(newline="") as handle:
@@ -302,6 +311,84 @@ def test_alarm_acknowledge_pause_session_and_export(make_window, model_path, sto
     for kind in ("onset", "acknowledge", "audio_pause", "settings_change"):
         assert f",{kind}," in alarm_log, kind
     assert "reminder_interval_s 300.0 -> 60.0" in alarm_log
+    # session.json as open_session writes it for the headless monitor too.
+    meta = _session_meta(folder)
+    model = window.model
+    assert meta["pseudonym"] == "bed-7" and meta["source"] == "synthetic"
+    assert meta["model_id"] == str(model.metadata.get("architecture") or model.path.stem)
+    assert meta["model_sha256"] == model.sha256
+    assert meta["face_detector"] == "mediapipe-landmarker"  # the engine's tracker
+    assert meta["thresholds"]["medium_threshold"] == 0.1
+    assert meta["thresholds"]["reminder_interval_s"] == 60.0  # the change reached the file
+    assert meta["thresholds"]["model_sha256"] == model.sha256
+    assert meta["status"] == "ended" and meta["end_reason"] == "stopped by the operator"
+    assert meta["frames_written"] > 0
+
+
+def _session_meta(folder) -> dict:
+    return json.loads((folder / "session.json").read_text(encoding="utf-8"))
+
+
+def _running_window(qtbot, make_window, model_path) -> MainWindow:
+    window = make_window()
+    assert window.load_model(model_path)
+    window.start_source("synthetic")
+    qtbot.waitUntil(lambda: window.results_received >= 1, timeout=WAIT_MS)
+    return window
+
+
+def test_session_not_started_says_why(qtbot, make_window, model_path, tmp_path):
+    window = make_window()
+    assert window.start_session("bed-1") is None
+    assert "load a model" in window.statusBar().currentMessage()
+    assert window.load_model(model_path)
+    assert window.start_session("bed-1") is None
+    assert "start a video source" in window.statusBar().currentMessage()
+    window.start_source("synthetic")
+    # The engine (and so its face detector) is built on the worker thread: not yet.
+    assert window.start_session("bed-1") is None
+    assert "still opening" in window.statusBar().currentMessage()
+    qtbot.waitUntil(lambda: window.results_received >= 1, timeout=WAIT_MS)
+
+    assert window.start_session("../bed-1") is None  # not a safe folder name
+    message = window.statusBar().currentMessage()
+    assert message.startswith("session not started:") and "pseudonym" in message
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    window.app_settings = dataclasses.replace(
+        window.app_settings, session_root=str(blocker / "sessions")
+    )
+    assert window.start_session("bed-1") is None  # the root cannot be made
+    assert window.statusBar().currentMessage().startswith("session not started:")
+    assert not window.session_active and window.session_folder is None
+    assert not (tmp_path / "sessions").exists()
+
+
+def test_session_files_are_closed_when_the_source_stops_first(qtbot, make_window, model_path):
+    window = _running_window(qtbot, make_window, model_path)
+    folder = window.start_session("bed-2")
+    assert _session_meta(folder)["status"] == "running"
+    window.stop_source()  # no stop_session: the worker closes the files
+    assert not window.session_active
+    meta = _session_meta(folder)
+    assert meta["status"] == "ended" and meta["end_reason"] == "monitoring stopped"
+
+
+def test_session_writer_is_closed_when_the_worker_ended_before_attaching(
+    qtbot, make_window, model_path
+):
+    window = _running_window(qtbot, make_window, model_path)
+    thread = window._thread
+    window._worker.stop()  # as after an engine error: the worker is gone, the window not told
+    qtbot.waitUntil(thread.isFinished, timeout=WAIT_MS)
+    first = window.start_session("bed-3")  # its attach command never runs
+    assert first is not None and _session_meta(first)["status"] == "running"
+    second = window.start_session("bed-3")  # stops the first: closed here, not by the worker
+    meta = _session_meta(first)
+    assert meta["status"] == "ended" and meta["end_reason"] == "stopped by the operator"
+    window.stop_source()
+    meta = _session_meta(second)
+    assert meta["status"] == "ended" and meta["end_reason"] == "monitoring stopped"
 
 
 class FlakyCamera(FrameSource):
@@ -328,17 +415,18 @@ class FlakyCamera(FrameSource):
 
 
 @pytest.mark.slow
-def test_source_that_dies_shows_technical_alarm_and_recovers(make_window, patient_frames):
+def test_source_that_dies_shows_technical_alarm_and_recovers(qtbot, make_window, patient_frames):
     window = make_window()
     camera = FlakyCamera(patient_frames)
     window.start_source(camera)
-    bot_wait(lambda: window.results_received >= 5)
+    qtbot.waitUntil(lambda: window.results_received >= 5, timeout=WAIT_MS)
     camera.dead.set()
-    bot_wait(
+    qtbot.waitUntil(
         lambda: (
             window.alarm_state is not None
             and "SIGNAL_LOST" in window.alarm_state.technical_conditions
-        )
+        ),
+        timeout=WAIT_MS,
     )
     window.refresh()
     assert window.video.message == "NO SIGNAL"
@@ -346,11 +434,12 @@ def test_source_that_dies_shows_technical_alarm_and_recovers(make_window, patien
     assert "NO SIGNAL" in window.banner.technical_row.text()
     received = window.results_received
     camera.dead.clear()
-    bot_wait(
+    qtbot.waitUntil(
         lambda: (
             window.results_received > received + 3
             and "SIGNAL_LOST" not in window.alarm_state.technical_conditions
-        )
+        ),
+        timeout=WAIT_MS,
     )
     window.refresh()
     assert window.video.message != "NO SIGNAL"
@@ -406,11 +495,9 @@ print(json.dumps(seen))
 """
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("with_model", [True, False])
+@pytest.mark.parametrize("with_model", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_run_app_demo_opens_and_closes(tmp_path, face_model_path, with_model):
     """`painmon demo` end to end in its own process (app.exec() owns the event loop)."""
-    import json
     import subprocess
     import sys
 
@@ -427,41 +514,6 @@ def test_run_app_demo_opens_and_closes(tmp_path, face_model_path, with_model):
         assert seen["demo"], "painmon demo must load the shipped demo model"
     else:
         assert NO_MODEL_TEXT in seen["reason"] and "missing.onnx" in seen["reason"]
-
-
-# --------------------------------------------------------------------- helpers
-
-
-def bot_wait(condition, timeout_ms: int = WAIT_MS) -> None:
-    """Process Qt events until ``condition()`` holds (fails after ``timeout_ms``)."""
-    deadline = time.monotonic() + timeout_ms / 1000
-    app = QApplication.instance()
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_ms} ms")
-        app.processEvents()
-        time.sleep(0.01)
-
-
-class qtbot_signal:  # noqa: N801 - reads like qtbot.waitSignal at the call site
-    """Wait for one emission of ``signal`` after the block, keeping its arguments."""
-
-    def __init__(self, signal, timeout_ms: int = WAIT_MS) -> None:
-        self.signal, self.timeout_ms, self.args = signal, timeout_ms, None
-
-    def _store(self, *args) -> None:
-        self.args = list(args)
-
-    def __enter__(self):
-        self.signal.connect(self._store)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        try:
-            if exc[0] is None:
-                bot_wait(lambda: self.args is not None, self.timeout_ms)
-        finally:
-            self.signal.disconnect(self._store)
 
 
 # --------------------------------------------------------------------- alarm sound

@@ -101,13 +101,15 @@ def test_no_face_clip_writes_no_probabilities(shared_file, face_model_path, mode
 
 
 def test_blank_frames_raise_no_face_after_delay_and_never_pain(model_path):
-    engine = Engine(OnnxPainModel(model_path), create_face_tracker(None))
+    engine = Engine(OnnxPainModel(model_path), create_face_tracker("haar"))
     rng = np.random.default_rng(0)
     results = []
     try:
         for index in range(71):  # 0..7 s at 10 fps
-            # Dim noise: no face, and no two frames alike (so not FROZEN).
-            rgb = rng.integers(0, 30, size=(120, 160, 3), dtype=np.uint8)
+            # Dim blotches: no face, and every frame a new picture (so not FROZEN; fine pixel
+            # noise alone would be codec/sensor noise on one still picture).
+            blotches = rng.integers(0, 30, size=(12, 16, 3), dtype=np.uint8)
+            rgb = blotches.repeat(10, axis=0).repeat(10, axis=1)
             frame = Frame(index, index * 0.1, rgb, float(index), "blank")
             results.append(engine.process(frame))
     finally:
@@ -125,7 +127,7 @@ def test_blank_frames_raise_no_face_after_delay_and_never_pain(model_path):
 
 
 def test_identical_frames_become_frozen(model_path):
-    engine = Engine(OnnxPainModel(model_path), create_face_tracker(None))
+    engine = Engine(OnnxPainModel(model_path), create_face_tracker("haar"))
     rgb = np.full((120, 160, 3), 40, dtype=np.uint8)
     try:
         conditions = [
@@ -238,7 +240,7 @@ def test_change_settings_applies_alarm_and_smoothing_and_logs_to_the_session(mod
         source="test",
         face_detector="haar",
     )
-    engine = Engine(model, create_face_tracker(None), old, 3.0, session_writer=writer)
+    engine = Engine(model, create_face_tracker("haar"), old, 3.0, session_writer=writer)
     new = dataclasses.replace(old, medium_threshold=2.0, alarm_delay_s=4.0)
     try:
         with pytest.raises(ValueError, match="smoothing time constant"):

@@ -16,6 +16,7 @@ from painmon.core.live.face import (
     head_pose_from_matrix,
 )
 from painmon.core.live.face_detect import FaceBox, FaceModelError
+from painmon.core.util import paths
 
 
 def _frames(path, limit):
@@ -78,26 +79,36 @@ def test_selector_starts_with_the_largest_face():
     assert PatientSelector().update([small, PATIENT], 0.0) == 1
 
 
+def _confirm(selector, box, t0=0.0, fps=30.0):
+    """Feed ``box`` alone until the selector holds it as a confirmed patient; the last time."""
+    t_s = t0
+    for frame in range(round(selector.confirm_s * fps) + 1):
+        t_s = t0 + frame / fps
+        assert selector.update([box], t_s) == 0
+    assert selector.confirmed
+    return t_s
+
+
 def test_nurse_leaning_in_does_not_take_over():
     selector = PatientSelector()
-    assert selector.update([PATIENT], 0.0) == 0
+    t_s = _confirm(selector, PATIENT)
     nurse = FaceBox(280, 60, 180, 180, 0.9)  # bigger, nearer the camera, overlapping
     moved = FaceBox(204, 102, 100, 100, 0.9)
-    assert selector.update([nurse, moved], 0.1) == 1
+    assert selector.update([nurse, moved], t_s + 0.1) == 1
     assert selector.patient_box == moved
     # Nurse alone while the patient is hidden behind her: no patient, not the nurse.
-    assert selector.update([FaceBox(420, 60, 180, 180, 0.9)], 0.2) is None
-    assert selector.update([nurse, PATIENT], 0.5) == 1
+    assert selector.update([FaceBox(420, 60, 180, 180, 0.9)], t_s + 0.2) is None
+    assert selector.update([nurse, PATIENT], t_s + 0.3) == 1
     assert selector.track_id == 1
 
 
 def test_selector_reacquires_after_the_patient_was_lost():
     selector = PatientSelector(lost_after_s=2.0)
-    selector.update([PATIENT], 0.0)
+    t_s = _confirm(selector, PATIENT)
     other = FaceBox(450, 200, 120, 120, 0.9)
-    assert selector.update([other], 1.0) is None  # still waiting for the patient
-    assert selector.update([], 1.5) is None
-    assert selector.update([other], 2.5) == 0  # lost > 2 s: take the largest face
+    assert selector.update([other], t_s + 1.0) is None  # still waiting for the patient
+    assert selector.update([], t_s + 1.5) is None
+    assert selector.update([other], t_s + 2.5) == 0  # lost > 2 s: take the largest face
     assert selector.track_id == 2
 
 
@@ -153,6 +164,19 @@ def test_landmarker_tracks_the_real_face(single_face_observations):
     assert abs(first.head_pose_deg[0]) < 15 and abs(first.head_pose_deg[1]) < 15
 
 
+def test_landmarker_takes_the_real_face_right_after_a_one_frame_ghost(shared_file, face_model_path):
+    # face_noface.mov: a face in frames 0..74 (MediaPipe finds it in 0..71), none after,
+    # except a one-frame spurious face at frame 163. Played ghost first, the face must
+    # not wait out lost_after_s (the old selector found it in only 17 of the 75 frames).
+    frames = [rgb for _, rgb in _frames(shared_file("media/face_noface.mov"), 169)]
+    order = [*range(150, 169), *range(75)]
+    with FaceLandmarkerTracker(face_model_path) as tracker:
+        observations = [tracker.observe(frames[i], k / 30.0) for k, i in enumerate(order)]
+    face_part = observations[order.index(0) :]
+    assert sum(o.face_found for o in face_part) >= 0.95 * 75
+    assert len({o.track_id for o in face_part if o.face_found}) == 1
+
+
 def test_landmarker_sees_no_face_in_an_empty_scene(shared_file, face_model_path):
     with FaceLandmarkerTracker(face_model_path) as tracker:
         observations = [
@@ -194,10 +218,23 @@ def test_haar_tracker_gives_a_box_only(shared_file):
         assert not tracker.observe(np.full((360, 640, 3), 128, np.uint8), 0.1).face_found
 
 
-def test_factory_falls_back_to_haar_without_bundle():
+def test_factory_uses_the_shipped_landmarker_by_default_and_haar_on_request(monkeypatch):
     tracker = create_face_tracker(None)
-    assert tracker.name == "haar"
-    tracker.close()
+    try:
+        assert tracker.name == "mediapipe-landmarker"
+    finally:
+        tracker.close()
+    with create_face_tracker("haar") as haar:
+        assert haar.name == "haar"
+    monkeypatch.setenv("PAINMON_FACE_MODEL", "haar")
+    with create_face_tracker(None) as haar:
+        assert haar.name == "haar"
+
+
+def test_factory_falls_back_to_haar_without_a_bundle(monkeypatch):
+    monkeypatch.setattr(paths, "shipped_face_model_path", lambda: None)
+    with create_face_tracker(None) as tracker:
+        assert tracker.name == "haar"
 
 
 def test_factory_uses_the_landmarker_when_the_bundle_is_found(monkeypatch, face_model_path):
@@ -247,4 +284,5 @@ def test_dataset_crops_are_framed_like_the_live_tracker(shared_file, face_model_
     finally:
         chosen.close()
     monkeypatch.delenv("PAINMON_FACE_MODEL")
-    assert create_crop_detector().name == "haar"
+    with create_crop_detector("haar") as haar:
+        assert haar.name == "haar"

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from painmon.core.util.model_cfg import PainModelCfg, thaw
 from painmon.models import (
     ClassifierHead,
     create_model,
@@ -285,15 +286,20 @@ def test_dacnn_without_attention_is_simplecnn():
 @pytest.mark.parametrize("name", MODELS)
 def test_pretrained_cfg_rebuilds_the_model(name, eval_models):
     model = eval_models[name]
-    cfg = json.loads(json.dumps(model.pretrained_cfg))  # must survive a JSON round trip
-    assert cfg["architecture"] == name
-    assert tuple(cfg["input_size"]) == (3, 64, 64)
-    assert cfg["mean"] == pytest.approx([0.485, 0.456, 0.406])
-    assert cfg["std"] == pytest.approx([0.229, 0.224, 0.225])
-    assert cfg["num_classes"] == 5
-    assert len(cfg["class_names"]) == 5
-    assert cfg["pspi_mapping"] == "0->0, 1->1, 2-3->2, 4-6->3, 7-16->4"
-    rebuilt = create_model(cfg["architecture"], **cfg["model_kwargs"])
+    cfg = model.pretrained_cfg
+    assert isinstance(cfg, PainModelCfg)
+    assert cfg.architecture == name
+    assert cfg.input_size == (3, 64, 64)
+    assert cfg.mean == pytest.approx((0.485, 0.456, 0.406))
+    assert cfg.std == pytest.approx((0.229, 0.224, 0.225))
+    assert cfg.num_classes == 5
+    assert len(cfg.class_names) == 5
+    assert cfg.pspi_mapping == "0->0, 1->1, 2-3->2, 4-6->3, 7-16->4"
+    assert cfg.temperature == 1.0 and not cfg.crop
+    # The checkpoint sidecar must survive a JSON round trip unchanged.
+    meta = json.loads(json.dumps(cfg.to_checkpoint_meta()))
+    assert PainModelCfg.from_checkpoint_meta(meta) == cfg
+    rebuilt = create_model(meta["architecture"], **meta["model_kwargs"])
     rebuilt.load_state_dict(model.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(rebuilt.eval()(_input()), model(_input()), rtol=0, atol=0)
@@ -301,10 +307,11 @@ def test_pretrained_cfg_rebuilds_the_model(name, eval_models):
 
 def test_ablation_options_are_recorded_for_rebuild():
     model = create_model("dacnn", spatial_attention=False, pooling=("max", "avg"), num_heads=2)
-    kwargs = model.pretrained_cfg["model_kwargs"]
+    kwargs = model.pretrained_cfg.model_kwargs
     assert kwargs["spatial_attention"] is False
     assert kwargs["num_heads"] == 2
-    rebuilt = create_model("dacnn", **json.loads(json.dumps(kwargs)))
+    assert kwargs["pooling"] == ("max", "avg")
+    rebuilt = create_model("dacnn", **json.loads(json.dumps(thaw(kwargs))))
     assert rebuilt.state_dict().keys() == model.state_dict().keys()
 
 

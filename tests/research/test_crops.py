@@ -170,7 +170,8 @@ def test_default_detector_finds_the_real_face(tmp_path, face_rgb):
     crop_set, report = build_crop_set(
         [Sample(image, "p", 1, 1.0, "manifest")], tmp_path / "cache", progress=False
     )
-    assert report.cropped == 1 and report.detector in ("haar", "mediapipe")
+    # The Face Landmarker ships with painmon: dataset crops are framed as the live tracker's.
+    assert report.cropped == 1 and report.detector == "mediapipe-landmarker"
     # The crop is a face-sized patch of the photo, not the whole frame squashed.
     assert crop_set.images.shape == (1, 64, 64, 3)
     assert crop_set.images.std() > 20

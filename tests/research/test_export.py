@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -28,6 +29,7 @@ from painmon.core.live.scoring import (
 from painmon.core.research import export as export_mod
 from painmon.core.research.export import ExportError, export_onnx
 from painmon.core.research.train import checkpoint_meta, save_checkpoint
+from painmon.core.util.model_cfg import thaw
 from painmon.models import create_model, gradcam
 
 log = logging.getLogger(__name__)
@@ -105,8 +107,8 @@ def _crops(batch: int, seed: int) -> np.ndarray:
 def _torch_pipeline(model, crops_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The reference: training's normalisation, softmax(logits/T), painmon.models.gradcam."""
     cfg = model.pretrained_cfg
-    mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
     x = (torch.from_numpy(crops_u8).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
     with torch.no_grad():
         probs = torch.softmax(model(x) / TEMPERATURE, dim=1)
@@ -183,10 +185,10 @@ def test_metadata_props_present_and_parse(exported):
     runtime = OnnxPainModel(result.onnx_path, prefer="cpu")
     meta = runtime.metadata
     cfg = model.pretrained_cfg
-    assert meta["architecture"] == cfg["architecture"]
-    assert meta["model_kwargs"] == json.loads(json.dumps(cfg["model_kwargs"]))
-    assert meta["class_names"] == list(cfg["class_names"]) == runtime.class_names
-    assert meta["pspi_mapping"] == cfg["pspi_mapping"]
+    assert meta["architecture"] == cfg.architecture
+    assert meta["model_kwargs"] == json.loads(json.dumps(thaw(cfg.model_kwargs)))
+    assert meta["class_names"] == list(cfg.class_names) == runtime.class_names
+    assert meta["pspi_mapping"] == cfg.pspi_mapping
     assert meta["temperature"] == pytest.approx(TEMPERATURE)
     assert meta["training_data_sha256"] == "ab" * 32
     assert meta["metrics"] == {"val_accuracy": 0.41, "val_macro_f1": 0.33}
@@ -196,8 +198,10 @@ def test_metadata_props_present_and_parse(exported):
     assert pre["colour_order"] == "RGB"
     assert pre["layout"] == "NHWC" and pre["dtype"] == "uint8"
     assert pre["value_range"] == [0, 255]
-    assert pre["mean"] == pytest.approx(cfg["mean"]) and pre["std"] == pytest.approx(cfg["std"])
-    assert runtime.input_size == tuple(cfg["input_size"]) == (3, 64, 64)
+    assert pre["mean"] == pytest.approx(cfg.mean) and pre["std"] == pytest.approx(cfg.std)
+    assert runtime.input_size == cfg.input_size == (3, 64, 64)
+    # The runtime reads the same config back, with the checkpoint's temperature.
+    assert runtime.cfg == dataclasses.replace(cfg, temperature=TEMPERATURE)
     assert meta["source_checkpoint"]["file"] == checkpoint.name
     datetime.strptime(meta["created_utc"], "%Y-%m-%dT%H:%M:%SZ")
     if result.architecture == "dacnn":

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from painmon.core.store import catalog
 from painmon.core.store.catalog import (
     ModelDownloadError,
     download_face_model,
@@ -18,7 +19,14 @@ from painmon.core.store.catalog import (
     installed_models,
     models_dir,
 )
-from painmon.core.util.paths import FACE_LANDMARKER_FILENAME, FACE_LANDMARKER_SHA256
+from painmon.core.util import paths
+from painmon.core.util.fileio import sha256_file
+from painmon.core.util.paths import (
+    FACE_LANDMARKER_FILENAME,
+    FACE_LANDMARKER_SHA256,
+    find_face_model,
+    shipped_face_model_path,
+)
 
 
 class _Server:
@@ -153,16 +161,33 @@ def test_bad_expected_hash_is_refused(tmp_path: Path):
         download_face_model(tmp_path, expected_sha256="abc")
 
 
-def test_empty_cache_reports_haar_and_unshipped_demo():
+def test_a_fresh_install_tracks_with_the_shipped_face_model():
     rows = installed_models()
     face, haar = rows[0], rows[1]
-    assert face.status == "not installed" and not face.active
-    assert haar.active and haar.path.endswith("haarcascade_frontalface_default.xml")
-    demo = next(r for r in rows if r.name == "demo model (shipped)")
-    if demo.path is None:
-        assert demo.status == "not shipped yet"
+    shipped = shipped_face_model_path()
+    assert shipped is not None and shipped.parent.name == "face"
+    assert sha256_file(shipped) == FACE_LANDMARKER_SHA256
+    assert face.status == "installed" and face.active and face.path == str(shipped)
+    assert "shipped with painmon" in face.detail
+    assert not haar.active and haar.path.endswith("haarcascade_frontalface_default.xml")
     text = format_installed_models(rows)
-    assert "Active face detector: haar" in text and "not installed" in text
+    assert "Active face detector: mediapipe" in text
+
+
+def test_haar_is_an_explicit_choice(monkeypatch):
+    monkeypatch.setenv("PAINMON_FACE_MODEL", "haar")
+    assert find_face_model() is None and find_face_model("HAAR") is None
+    face, haar = installed_models()[:2]
+    assert not face.active and haar.active and "PAINMON_FACE_MODEL=haar" in haar.detail
+    assert "Active face detector: haar" in format_installed_models()
+
+
+def test_without_a_shipped_bundle_the_tracker_falls_back_to_haar(monkeypatch):
+    monkeypatch.setattr(catalog, "shipped_face_model_path", lambda: None)
+    monkeypatch.setattr(paths, "shipped_face_model_path", lambda: None)
+    face, haar = installed_models()[:2]
+    assert face.status == "not installed" and not face.active
+    assert haar.active and "models download" in face.detail
 
 
 def test_corrupt_bundle_is_reported_as_mismatch(monkeypatch, tmp_path: Path):

@@ -110,7 +110,12 @@ def test_camera_probe_outcomes():
 
 
 def test_face_model_states(monkeypatch, face_model_path: Path, tmp_path: Path):
-    assert check_face_model().status == "warn"  # empty cache: Haar fallback
+    shipped = check_face_model()  # empty cache: the bundle painmon ships
+    assert shipped.status == "ok" and "shipped" in shipped.detail
+    monkeypatch.setenv("PAINMON_FACE_MODEL", "haar")
+    haar = check_face_model()
+    assert haar.status == "warn" and "Haar" in haar.detail and "PAINMON_FACE_MODEL" in haar.fix
+    monkeypatch.delenv("PAINMON_FACE_MODEL")
     models_dir().mkdir(parents=True)
     shutil.copyfile(face_model_path, models_dir() / FACE_LANDMARKER_FILENAME)
     assert check_face_model().status == "ok"

@@ -1,0 +1,29 @@
+"""painmon bench train: the training-speed benchmark reports its numbers (never asserts speed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from painmon.core.tools.bench_train import bench_train
+from painmon.core.util.errors import InvalidInputError
+
+
+def test_bench_train_reports_epoch_times_and_the_projection():
+    result = bench_train(
+        device="cpu", n_crops=64, batch_size=32, epochs=1, augment="none", model="simplecnn"
+    )
+    assert result["device"] == "cpu" and result["model"] == "simplecnn"
+    assert result["n_train_crops"] == 64 and result["batch_size"] == 32
+    epoch_s = result["epoch_s_median_with_validation"]
+    assert 0 < result["train_s_per_epoch_median"] <= epoch_s
+    assert result["ms_per_step"] == pytest.approx(1000 * result["train_s_per_epoch_median"] / 2)
+    assert result["images_per_s"] == pytest.approx(64 / result["train_s_per_epoch_median"])
+    # Five folds one after another, 100 epochs each.
+    assert result["projected_5x100_s"] == pytest.approx(500 * epoch_s)
+    assert result["wall_s"] >= result["warmup_s"] > 0
+
+
+@pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"jobs": 0}, {"n_crops": 16, "batch_size": 32}])
+def test_bench_train_refuses_settings_that_time_nothing(kwargs):
+    with pytest.raises(InvalidInputError, match="at least one batch"):
+        bench_train(device="cpu", **kwargs)
