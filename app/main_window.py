@@ -71,7 +71,13 @@ from painmon.core.live.display import (
     source_ended,
     source_failed,
 )
-from painmon.core.live.engine import ENGINE_ORT_THREADS, Engine, EngineResult, MonitorEngine
+from painmon.core.live.engine import (
+    ENGINE_ORT_THREADS,
+    Engine,
+    EngineResult,
+    MonitorEngine,
+    framing_warning,
+)
 from painmon.core.live.monitor import open_session
 from painmon.core.live.scoring import ModelLoadError, OnnxPainModel, ProviderError
 from painmon.core.live.session import SESSION_CSV, SessionWriteError, SessionWriter
@@ -248,6 +254,7 @@ class MainWindow(QMainWindow):
             "QStatusBar { font-size: 14px; } QStatusBar QLabel { padding: 0 8px; }"
         )
         self.status_source = QLabel("source: none")
+        self.status_face = QLabel("")
         self.status_fps = QLabel("fps: –")
         self.status_latency = QLabel("latency: –")
         self.status_model = QLabel("model: none")
@@ -258,6 +265,7 @@ class MainWindow(QMainWindow):
             self.status_sound.setStyleSheet(f"color: {COLOUR_MEDIUM};")
         for label in (
             self.status_source,
+            self.status_face,
             self.status_fps,
             self.status_latency,
             self.status_model,
@@ -493,6 +501,14 @@ class MainWindow(QMainWindow):
         self.source_name, self.source_live = name, live
         self.face_detector = face_detector
         self.status_source.setText(f"source: {name}")
+        warning = framing_warning(self.model, face_detector) if self.model is not None else None
+        self.status_face.setText(
+            f"face: {face_detector}" + (" — crops unlike training" if warning else "")
+        )
+        self.status_face.setToolTip(warning or "")
+        self.status_face.setStyleSheet(f"color: {COLOUR_MEDIUM};" if warning else "")
+        if warning is not None:
+            self.statusBar().showMessage(warning[0].upper() + warning[1:], 30000)
 
     @Slot(str)
     def _on_source_failed(self, message: str) -> None:

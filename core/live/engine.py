@@ -172,15 +172,9 @@ class Engine:
         crop = dict(model.metadata.get("crop") or {})
         self._crop_margin = float(crop.get("margin", DEFAULT_MARGIN))
         self._align_eyes = bool(crop.get("eye_alignment", False))
-        trained_on = crop.get("detector")
-        tracker_name = getattr(face_tracker, "name", None)
-        if trained_on and tracker_name and trained_on != tracker_name:
-            log.warning(
-                "the model was trained on %s face crops but the live tracker is %s: crops are "
-                "framed differently and scores may be less accurate",
-                trained_on,
-                tracker_name,
-            )
+        self.framing_warning = framing_warning(model, getattr(face_tracker, "name", None))
+        if self.framing_warning is not None:
+            log.warning("%s", self.framing_warning)
         self._utc_clock = utc_clock
         self.alarms = AlarmManager(alarm_settings)
         self.smoother = ProbabilitySmoother(smoothing_time_constant_s)
@@ -349,6 +343,17 @@ class Engine:
                 technical_condition=result.technical_condition,
             )
         )
+
+
+def framing_warning(model: PainScorer, tracker_name: str | None) -> str | None:
+    """Why scores may be off: the model's training crops came from another face detector."""
+    trained_on = (model.metadata.get("crop") or {}).get("detector")
+    if trained_on and tracker_name and trained_on != tracker_name:
+        return (
+            f"the model was trained on {trained_on} face crops but the live tracker is "
+            f"{tracker_name}: crops are framed differently and scores may be less accurate"
+        )
+    return None
 
 
 def observe_frame(

@@ -610,3 +610,25 @@ def test_audio_pause_mutes_the_tone_until_it_ends(make_window):
     assert ("stop", "alarm_high.wav") in log[played:]
     assert all(action == "stop" for action, _name in log[played:])
     assert window.banner.priority == "high"
+
+
+def test_haar_framing_mismatch_is_shown_in_the_window(qtbot, store):
+    """The demo model was trained on Face Landmarker crops: choosing Haar says so on screen."""
+    from painmon.core.store.catalog import shipped_demo_model_path
+
+    window = MainWindow(store, face_model="haar")
+    qtbot.addWidget(window)
+    try:
+        assert window.load_model(shipped_demo_model_path())
+        window.start_source("synthetic")
+        qtbot.waitUntil(lambda: window.face_detector == "haar", timeout=WAIT_MS)
+        assert "crops unlike training" in window.status_face.text()
+        assert "framed differently" in window.status_face.toolTip()
+        window.stop_source()
+        window.app_settings = dataclasses.replace(window.app_settings, face_model="")
+        window.start_source("synthetic")
+        qtbot.waitUntil(lambda: window.face_detector == "mediapipe-landmarker", timeout=WAIT_MS)
+        assert window.status_face.text() == "face: mediapipe-landmarker"
+    finally:
+        window.close()
+    assert window.threads_finished()
