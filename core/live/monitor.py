@@ -259,7 +259,6 @@ def run_monitor(
         settings,
         source=str(source_spec),
         face_detector=getattr(tracker, "name", type(tracker).__name__),
-        utc_now=timeline.utc_now(),
     )
     engine = Engine(model, tracker, settings, session_writer=writer)
     try:
