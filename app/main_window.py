@@ -66,6 +66,7 @@ from painmon.core.live.display import (
     STALE_FRAME_S,
     SourceProblem,
     display_state,
+    model_warning,
     monitor_stopped,
     smooth_latency_ms,
     source_ended,
@@ -384,6 +385,12 @@ class MainWindow(QMainWindow):
             name = model.metadata.get("architecture") or model.path.stem
             self.status_model.setText(f"model: {model.path.name} ({name}) {model.sha256[:8]}")
             self.status_provider.setText(model.providers[0].replace("ExecutionProvider", ""))
+        # A model without a domain gate cannot tell an unfamiliar face: say so, persistently.
+        warning = model_warning(model is None or model.domain_gate is not None)
+        self.status_model.setToolTip(warning)
+        self.status_model.setStyleSheet(f"color: {COLOUR_MEDIUM};" if warning else "")
+        if warning:
+            self.status_model.setText(self.status_model.text() + " — no domain gate")
         self.state_panel.demo_badge.setVisible(model is not None and model.is_demo)
         self.trend_plot.set_thresholds(self.app_settings.alarm)
 
@@ -627,6 +634,8 @@ class MainWindow(QMainWindow):
             display.class_names,
             display.panel_reason,
             display.panel_headline,
+            out_of_domain=display.out_of_domain,
+            au_reading=display.au_reading,
         )
         self.banner.show_state(display.alarm_state, blink_on=display.blink_on)
         self.sound.play(display.sound_priority)

@@ -28,7 +28,11 @@ log = logging.getLogger(__name__)
 ORGANISATION = "painmon"
 APPLICATION = "painmon"
 TREND_WINDOWS_MIN: tuple[int, ...] = (5, 15, 60)
-_ALARM_FIELDS = tuple(f.name for f in dataclasses.fields(AlarmSettings) if f.name != "model_sha256")
+# Numeric alarm settings (spin boxes); the one switch is stored apart.
+_AU_ALARMS = "au_alarms_out_of_domain"
+_ALARM_FIELDS = tuple(
+    f.name for f in dataclasses.fields(AlarmSettings) if f.name not in ("model_sha256", _AU_ALARMS)
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,9 @@ def load_settings(store: QSettings) -> AppSettings:
             alarm_values[name] = float(raw)
         except (TypeError, ValueError):
             log.warning("ignoring stored alarm/%s=%r (not a number)", name, raw)
+    alarm_values[_AU_ALARMS] = _as_bool(
+        store.value(f"alarm/{_AU_ALARMS}", getattr(defaults.alarm, _AU_ALARMS))
+    )
     try:
         alarm = AlarmSettings(**alarm_values)
     except ValueError as exc:
@@ -108,6 +115,7 @@ def save_settings(store: QSettings, settings: AppSettings) -> None:
     """Write ``settings`` to ``store`` and sync it to disk."""
     for name in _ALARM_FIELDS:
         store.setValue(f"alarm/{name}", float(getattr(settings.alarm, name)))
+    store.setValue(f"alarm/{_AU_ALARMS}", bool(getattr(settings.alarm, _AU_ALARMS)))
     store.setValue("smoothing_time_constant_s", settings.smoothing_time_constant_s)
     store.setValue("source", settings.source)
     store.setValue("model_path", settings.model_path)
@@ -161,6 +169,15 @@ class SettingsDialog(QDialog):
         self._tau.setSuffix(" s")
         self._tau.setValue(current.smoothing_time_constant_s)
         form.addRow("Smoothing time constant", self._tau)
+        self._au_alarms = QCheckBox(
+            "Pain alarms on the AU estimate when the model cannot score the face"
+        )
+        self._au_alarms.setToolTip(
+            "Off by default: the training-free AU estimate is coarse. When on, a face the "
+            "model cannot score (OUT_OF_DOMAIN) still raises pain alarms from the AU estimate."
+        )
+        self._au_alarms.setChecked(bool(getattr(current.alarm, _AU_ALARMS)))
+        form.addRow(self._au_alarms)
         layout.addWidget(alarms)
 
         inputs = QGroupBox("Video and model (used at the next start)")
@@ -204,7 +221,10 @@ class SettingsDialog(QDialog):
 
     def settings(self) -> AppSettings:
         """The edited settings; raises ValueError with a readable message when inconsistent."""
-        alarm = AlarmSettings(**{name: spin.value() for name, spin in self._spins.items()})
+        alarm = AlarmSettings(
+            **{name: spin.value() for name, spin in self._spins.items()},
+            **{_AU_ALARMS: self._au_alarms.isChecked()},
+        )
         return dataclasses.replace(
             self._current,
             alarm=alarm,

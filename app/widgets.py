@@ -31,6 +31,8 @@ from PySide6.QtWidgets import (
 from painmon.core.live.alarms import AlarmPriority, AlarmSettings, AlarmState
 from painmon.core.live.crop import DEFAULT_MARGIN
 from painmon.core.live.display import (
+    AU_BASELINE_PENDING,
+    AU_READING_CAPTION,
     OUTPUT_UNKNOWN_HEADLINE,
     ColourRole,
     level_role,
@@ -271,9 +273,26 @@ class StatePanel(QFrame):
         class_names: tuple[str, ...] | list[str] = DEFAULT_CLASS_NAMES,
         unknown_reason: str = "",
         unknown_headline: str = OUTPUT_UNKNOWN_HEADLINE,
+        *,
+        out_of_domain: bool = False,
+        au_reading: float | None = None,
     ) -> None:
-        """Show the smoothed output of ``result``; unknown output shows a dash and why."""
+        """Show the smoothed output of ``result``; unknown output shows a dash and why.
+
+        ``out_of_domain``: the model cannot score this face; the AU estimate
+        (``au_reading``, PSPI) is shown as the reading, in neutral colour (no alarms).
+        """
         smoothed = None if result is None else result.smoothed
+        self.caption.setText(AU_READING_CAPTION if out_of_domain else "Expected pain level (0–4)")
+        if out_of_domain:
+            self.level.setText("—" if au_reading is None else f"{au_reading:.1f}")
+            self.level.setStyleSheet(f"color: {COLOUR_TEXT};")
+            self.class_name.setText(unknown_headline)
+            self.class_name.setStyleSheet(f"color: {COLOUR_TECHNICAL};")
+            self.confidence.setValue(0)
+            self.au_check.setText(AU_BASELINE_PENDING if au_reading is None else "")
+            self.reason.setText(unknown_reason)
+            return
         if smoothed is None or smoothed.unknown:
             self.level.setText("—")
             self.level.setStyleSheet(f"color: {COLOUR_UNKNOWN};")

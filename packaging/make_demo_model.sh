@@ -25,4 +25,15 @@ painmon train --manifest crops80.npz --splits splits80.json --model dacnn --lr 2
     --epochs 40 --device auto --out run
 painmon evaluate --run run --manifest crops80.npz --split test --json test_metrics.json \
     --predictions test_predictions.csv --report report.html
-painmon export --run run --out "$repo/models/demo/painmon_demo.onnx" --demo
+# The domain gate is fitted on the run's training subjects' crops and thresholded on its
+# validation subjects (the run records both; the crops file is given explicitly).
+painmon export --run run --out "$repo/models/demo/painmon_demo.onnx" --demo \
+    --manifest crops80.npz
+# The card's gate figures: held-out synthetic subjects, synthetic videos, the shared real faces.
+for seed in 1 2 3 4; do
+    painmon synth --video --seconds 60 --fps 30 --seed "$seed" --out "video$seed.mp4"
+done
+media="$repo/../shared/media"
+painmon bench gate --model "$repo/models/demo/painmon_demo.onnx" --crops crops80.npz \
+    --splits splits80.json --in-domain video1.mp4 video2.mp4 video3.mp4 video4.mp4 \
+    --real "$media"/*.mp4 "$media"/*.mov "$media"/*.jpg --json gate_report.json

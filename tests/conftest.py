@@ -71,15 +71,28 @@ def make_toy_crops(n: int, seed: int):
     return images.clip(0, 255).astype(np.uint8), labels
 
 
+def make_toy_gate_data(n: int = 60, seed: int = 0):
+    """Domain-gate data from toy crops: 4/5 fit the gate, 1/5 set its threshold."""
+    from painmon.core.research.export import GateData
+
+    images, labels = make_toy_crops(n, seed)
+    split = n * 4 // 5
+    return GateData(images[:split], labels[:split], images[split:], 4, 1)
+
+
+@pytest.fixture(scope="session")
+def toy_gate_data():
+    """Domain-gate data (:class:`GateData`) from toy crops."""
+    return make_toy_gate_data()
+
+
 @pytest.fixture(scope="session")
 def toy_crops():
     """``toy_crops(n, seed) -> (uint8 crops (n,64,64,3), labels)``."""
     return make_toy_crops
 
 
-@pytest.fixture(scope="session")
-def untrained_dacnn_onnx(tmp_path_factory) -> Path:
-    """A freshly initialised DA-CNN exported to ONNX; its folder is also a run folder."""
+def _export_untrained_dacnn(run_dir: Path, **export_kwargs) -> Path:
     import torch
 
     from painmon.core.research.export import export_onnx
@@ -88,10 +101,25 @@ def untrained_dacnn_onnx(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     model = create_model("dacnn").eval()
-    run_dir = tmp_path_factory.mktemp("dacnn-untrained")
     checkpoint = run_dir / "best.safetensors"
     save_checkpoint(model, checkpoint, checkpoint_meta(model, temperature=1.0,
                                                        data_sha256="cd" * 32, epoch=0))  # fmt: skip
     out = run_dir / "dacnn.onnx"
-    export_onnx(checkpoint, out)
+    export_onnx(checkpoint, out, **export_kwargs)
     return out
+
+
+@pytest.fixture(scope="session")
+def untrained_dacnn_onnx(tmp_path_factory) -> Path:
+    """A freshly initialised DA-CNN exported to ONNX without a domain gate (it scores every
+    face, which pipeline tests need); its folder is also a run folder."""
+    return _export_untrained_dacnn(tmp_path_factory.mktemp("dacnn-untrained"), domain_gate=False)
+
+
+@pytest.fixture(scope="session")
+def gated_dacnn_onnx(tmp_path_factory) -> Path:
+    """The same untrained DA-CNN with a domain gate fitted on toy crops: every real or
+    synthetic face lies far outside that domain."""
+    return _export_untrained_dacnn(
+        tmp_path_factory.mktemp("dacnn-gated"), gate_data=make_toy_gate_data()
+    )

@@ -62,6 +62,8 @@ class TechnicalCondition(enum.StrEnum):
     FROZEN = "FROZEN"
     NO_FACE = "NO_FACE"
     LOW_QUALITY = "LOW_QUALITY"
+    # The face is unlike the model's training data (its domain gate, for > 1 s).
+    OUT_OF_DOMAIN = "OUT_OF_DOMAIN"
 
 
 class AlarmPriority(enum.StrEnum):
@@ -110,6 +112,9 @@ class AlarmSettings:
     reminder_interval_s: float = 300.0
     no_face_delay_s: float = 5.0
     model_sha256: str = ""
+    # While the pain model cannot score the face (OUT_OF_DOMAIN), raise pain alarms on the
+    # training-free AU estimate? Off by default: the estimate is coarse (see live/au.py).
+    au_alarms_out_of_domain: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -141,6 +146,11 @@ class AlarmSettings:
         if self.reminder_interval_s <= 0:
             raise InvalidInputError(
                 f"reminder_interval_s must be > 0, got {self.reminder_interval_s:g}"
+            )
+        if not isinstance(self.au_alarms_out_of_domain, bool):
+            raise InvalidInputError(
+                "au_alarms_out_of_domain must be True or False, got "
+                f"{self.au_alarms_out_of_domain!r}"
             )
         if self.model_sha256 and not is_sha256_hex(self.model_sha256):
             raise InvalidInputError(
@@ -267,13 +277,20 @@ class AlarmManager:
         pain_level_smoothed: float | None,
         technical_condition: TechnicalCondition | str | None = None,
     ) -> AlarmState:
-        """Advance to ``t_s`` with the smoothed level (None = unknown) and any technical alarm."""
+        """Advance to ``t_s`` with the smoothed level (None = unknown) and any technical alarm.
+
+        Under OUT_OF_DOMAIN a level is the AU estimate's, and counts only when the
+        ``au_alarms_out_of_domain`` setting is on; under every other condition it is ignored.
+        """
         self._advance_clock(t_s)
         level = self._check_level(pain_level_smoothed)
         condition = None if technical_condition is None else self._parse(technical_condition)
         self._update_technical(t_s, condition)
 
-        if condition is None and level is not None:
+        au_stands_in = (
+            condition is TechnicalCondition.OUT_OF_DOMAIN and self.settings.au_alarms_out_of_domain
+        )
+        if level is not None and (condition is None or au_stands_in):
             self._update_pain(t_s, level)
             self._last_level = level
         else:

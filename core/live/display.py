@@ -59,6 +59,7 @@ CONDITION_TEXT: Mapping[str, str] = MappingProxyType(
         TechnicalCondition.SIGNAL_LOST: "NO SIGNAL",
         TechnicalCondition.FROZEN: "VIDEO FROZEN",
         TechnicalCondition.LOW_QUALITY: "LOW QUALITY",
+        TechnicalCondition.OUT_OF_DOMAIN: "CANNOT SCORE THIS FACE",
     }
 )
 #: what the nurse can do about each condition (LOW_QUALITY: the quality report says why)
@@ -67,8 +68,26 @@ CONDITION_DETAIL: Mapping[str, str] = MappingProxyType(
         TechnicalCondition.NO_FACE: "no face in view — check the camera points at the patient",
         TechnicalCondition.FROZEN: "the camera keeps sending the same image",
         TechnicalCondition.SIGNAL_LOST: NO_SIGNAL_DETAIL,
+        TechnicalCondition.OUT_OF_DOMAIN: "face unlike this model's training data — its pain "
+        "level would be a guess, so none is shown",
     }
 )
+#: the state panel's reading while the model cannot score the face (the AU estimate)
+AU_READING_HEADLINE = "AU estimate — no trained model for this face"
+AU_READING_CAPTION = "AU estimate (PSPI 0–16)"
+OUT_OF_DOMAIN_REASON = (
+    "The pain model cannot score this face: it is unlike the model's training data. "
+    "The training-free AU estimate is shown instead; pain alarms are off."
+)
+AU_BASELINE_PENDING = "AU estimate: learning this patient's neutral face…"
+NO_GATE_WARNING = (
+    "this model has no domain gate: it cannot tell when a face is unlike its training data"
+)
+
+
+def model_warning(model_has_gate: bool) -> str:
+    """The status bar's model warning ("" when none)."""
+    return "" if model_has_gate else NO_GATE_WARNING
 
 
 class ColourRole(enum.StrEnum):
@@ -169,6 +188,10 @@ class DisplayState:
     fps: float | None
     fps_text: str
     latency_text: str
+    # While the model cannot score the face (out of domain) the panel shows the AU
+    # estimate instead: ``au_reading`` is its PSPI (None: no baseline yet).
+    out_of_domain: bool = False
+    au_reading: float | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.blink_hz) and self.blink_hz > 0):
@@ -179,6 +202,8 @@ class DisplayState:
             raise ValueError("a stale result must not be shown on the state panel")
         if not self.class_names:
             raise ValueError("class_names must not be empty")
+        if self.au_reading is not None and not self.out_of_domain:
+            raise ValueError("the AU estimate is the reading only while out of domain")
 
 
 def display_state(
@@ -227,10 +252,13 @@ def display_state(
             panel_result, panel_reason = None, NO_VIDEO_REASON
         else:
             panel_result, panel_reason = result, ""
-            if result is not None and result.technical_condition:
+            if result is not None and result.out_of_domain:
+                panel_headline, panel_reason = AU_READING_HEADLINE, OUT_OF_DOMAIN_REASON
+            elif result is not None and result.technical_condition:
                 panel_reason = (
                     OUTPUT_UNKNOWN_PREFIX + condition_text(result.technical_condition).lower()
                 )
+    out_of_domain = model_loaded and not stale and result is not None and result.out_of_domain
 
     high = alarm_state is not None and alarm_state.pain_priority == AlarmPriority.HIGH
     blink_hz = HIGH_BLINK_HZ if high else BLINK_HZ
@@ -257,6 +285,8 @@ def display_state(
         fps=fps,
         fps_text=FPS_UNKNOWN_TEXT if fps is None else f"{fps:4.1f} fps",
         latency_text=LATENCY_UNKNOWN_TEXT if latency_ms is None else f"latency {latency_ms:.0f} ms",
+        out_of_domain=out_of_domain,
+        au_reading=result.au_pspi if out_of_domain and result is not None else None,
     )
 
 

@@ -11,8 +11,12 @@ Design choices (the specification left these open):
   under a signal condition gets no probabilities, no level and no AU PSPI, and the
   smoothed level (what alarms see) turns unknown too.
 * Precedence of the frame's technical condition: SIGNAL_LOST/FROZEN (the camera
-  itself) before NO_FACE before LOW_QUALITY. NO_FACE is only a candidate here; the
-  alarm manager raises it after its own ``no_face_delay_s``.
+  itself) before NO_FACE before LOW_QUALITY before OUT_OF_DOMAIN. NO_FACE is only a
+  candidate here; the alarm manager raises it after its own ``no_face_delay_s``.
+* The domain gate (:mod:`painmon.core.live.domain`): a crop whose domain score lies
+  beyond the model's threshold gets no pain output on that frame; after 1 s of such
+  crops the frame's condition is OUT_OF_DOMAIN. The AU estimate (training-free) is
+  still computed and carried, so the window can show it instead of the model's level.
 * Timings: ``decode`` is the time the consumer waited for the frame from the
   capture buffer (decoding runs on the capture thread); ``dacnn`` includes the
   Grad-CAM, which the exported graph computes in the same ONNX Runtime call, so
@@ -44,13 +48,15 @@ from painmon.core.live.alarms import (
 )
 from painmon.core.live.au import AUEstimator
 from painmon.core.live.capture import Frame, SignalWatchdog
-from painmon.core.live.crop import DEFAULT_MARGIN, crop_face
+from painmon.core.live.crop import CropSpec, crop_for_model
+from painmon.core.live.domain import DomainMonitor
 from painmon.core.live.face import FaceObservation, FaceTracker
 from painmon.core.live.quality import QualityReport, assess_quality
 from painmon.core.live.scoring import PainScorer
 from painmon.core.live.session import SessionRow, SessionWriter
 from painmon.core.live.smoothing import ProbabilitySmoother, SmoothedScore, au_agreement
 from painmon.core.util.errors import InvalidInputError
+from painmon.core.util.labels import pspi_to_class
 from painmon.core.util.timeline import utc_now
 from painmon.core.util.validate import check_probability_rows
 
@@ -87,15 +93,24 @@ class EngineResult:
     alarm_state: AlarmState
     technical_condition: str | None
     timings_ms: Mapping[str, float]
+    # The crop's domain gate score (None: no crop scored, or the model has no gate) and
+    # whether the crop lay beyond the gate's threshold (its pain output is then unknown).
+    domain_score: float | None = None
+    out_of_domain: bool = False
 
     def __post_init__(self) -> None:
         known = self.probs is not None
         if known and self.technical_condition is not None:
             raise ValueError("a frame under a technical condition must not carry probabilities")
+        if known and self.out_of_domain:
+            raise ValueError("an out-of-domain crop must not carry probabilities")
         if known != (self.pain_level is not None) or known != (self.pain_class is not None):
             raise ValueError("probs, pain_class and pain_level are given together or not at all")
-        if not known and (self.gradcam is not None or self.au_pspi is not None):
-            raise ValueError("an unknown frame must not carry a Grad-CAM or an AU PSPI")
+        if not known and self.gradcam is not None:
+            raise ValueError("an unknown frame must not carry a Grad-CAM")
+        # The AU estimate needs no training data: it stands in when the model cannot know.
+        if not known and self.au_pspi is not None and not self.out_of_domain:
+            raise ValueError("an unknown frame carries an AU PSPI only when out of domain")
         if self.probs is not None:
             if self.probs.ndim != 1:
                 raise ValueError(f"probs must be a 1-D array, got shape {self.probs.shape}")
@@ -169,15 +184,18 @@ class Engine:
         self.session_writer = session_writer
         self._crop_px = int(height)
         # Frame live crops the way the model's training crops were framed (metadata).
-        crop = dict(model.metadata.get("crop") or {})
-        self._crop_margin = float(crop.get("margin", DEFAULT_MARGIN))
-        self._align_eyes = bool(crop.get("eye_alignment", False))
+        try:
+            self._crop_spec = CropSpec.from_meta(model.metadata.get("crop"))
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from exc
+        self._crop_fallback_warned = False
         self.framing_warning = framing_warning(model, getattr(face_tracker, "name", None))
         if self.framing_warning is not None:
             log.warning("%s", self.framing_warning)
         self._utc_clock = utc_clock
         self.alarms = AlarmManager(alarm_settings)
         self.smoother = ProbabilitySmoother(smoothing_time_constant_s)
+        self.domain = DomainMonitor(getattr(model, "domain_gate", None))
         self.au = AUEstimator()
         self._media_now_s = 0.0
         # Files are processed faster than real time: the watchdog runs on media time.
@@ -194,8 +212,21 @@ class Engine:
         """
         if observation.box is None:
             raise ValueError("no face box to crop")
-        eye_line = observation.eye_line if self._align_eyes else None
-        return crop_face(frame.rgb, observation.box, self._crop_px, self._crop_margin, eye_line)
+        result = crop_for_model(
+            frame.rgb,
+            observation.box,
+            observation.landmarks,
+            observation.eye_line,
+            self._crop_spec,
+            self._crop_px,
+        )
+        if result.fell_back and not self._crop_fallback_warned:
+            log.warning(
+                "the model was trained on stable-landmark crops but this face tracker gives no "
+                "landmarks: crops are framed by the face box and scores may be less accurate"
+            )
+            self._crop_fallback_warned = True
+        return result.image
 
     def process(self, frame: Frame, decode_ms: float = 0.0) -> EngineResult:
         """Run every stage on ``frame``; ``decode_ms`` is the wait for it (see module doc)."""
@@ -211,6 +242,7 @@ class Engine:
         )
 
         probs = gradcam = None
+        domain_score: float | None = None
         if condition is None:
             assert observation.box is not None
             mark = time.perf_counter()
@@ -226,16 +258,30 @@ class Engine:
                 timings["dacnn"] = ms_since(mark)
                 probs = np.asarray(prediction.probs[0], dtype=np.float64)
                 gradcam = np.asarray(prediction.gradcam[0], dtype=np.float32)
+                if prediction.domain_score is not None:
+                    domain_score = float(prediction.domain_score[0])
+        domain = self.domain.update(frame.t_s, domain_score)
+        out_of_domain = condition is None and (domain.frame_out or domain.condition)
+        if out_of_domain:
+            probs = gradcam = None
+            if domain.condition:
+                condition = TechnicalCondition.OUT_OF_DOMAIN
 
         mark = time.perf_counter()
-        au_estimate = self.au.update(observation, frame.t_s, quality_ok=condition is None)
+        face_ok = condition is None or condition is TechnicalCondition.OUT_OF_DOMAIN
+        au_estimate = self.au.update(observation, frame.t_s, quality_ok=face_ok)
         timings["au"] = ms_since(mark)
-        if condition is None:
+        if face_ok:
             self._neutral.append(observation)
 
         pain_class = pain_level = au_pspi = None
         if probs is None:
-            reason = condition.value if condition is not None else "unknown"
+            if condition is not None:
+                reason = condition.value
+            else:
+                reason = "out of domain" if out_of_domain else "unknown"
+            if out_of_domain:
+                au_pspi = au_estimate.pspi
             smoothed = self.smoother.update(frame.t_s, None, unknown_reason=reason)
         else:
             pain_class = int(np.argmax(probs))
@@ -247,7 +293,12 @@ class Engine:
                 quality=quality.score,
                 agreement=au_agreement(pain_level, au_pspi),
             )
-        alarm_state = self.alarms.update(frame.t_s, smoothed.pain_level, condition)
+        alarm_level = smoothed.pain_level
+        if out_of_domain and self.alarms.settings.au_alarms_out_of_domain:
+            # The AU estimate stands in for alarms (a setting, off by default); the alarm
+            # manager's delay is its smoothing.
+            alarm_level = None if au_pspi is None else float(pspi_to_class(au_pspi))
+        alarm_state = self.alarms.update(frame.t_s, alarm_level, condition)
         timings["total"] = ms_since(start) + timings["decode"]
 
         result = EngineResult(
@@ -263,6 +314,8 @@ class Engine:
             alarm_state=alarm_state,
             technical_condition=condition.value if condition is not None else None,
             timings_ms=timings,
+            domain_score=domain_score,
+            out_of_domain=out_of_domain,
         )
         self._record(result)
         return result
@@ -341,6 +394,7 @@ class Engine:
                 au_pspi=result.au_pspi,
                 alarm_priority=result.alarm_state.pain_priority,
                 technical_condition=result.technical_condition,
+                domain_score=result.domain_score,
             )
         )
 

@@ -578,8 +578,14 @@ class LandmarkerFaceDetector:
 
     def detect_with_eyes(self, rgb: np.ndarray) -> list[tuple[FaceBox, tuple[Point, Point] | None]]:
         """Boxes, largest first, each with its eye line (as the live tracker aligns crops)."""
+        return [(box, eye_line) for box, eye_line, _ in self.detect_with_landmarks(rgb)]
+
+    def detect_with_landmarks(
+        self, rgb: np.ndarray
+    ) -> list[tuple[FaceBox, tuple[Point, Point] | None, np.ndarray]]:
+        """Boxes, largest first, each with its eye line and (478, 2) landmarks in pixels."""
         _, faces = self._tracker._faces(rgb, None)
-        found = [(box, eye_line_from_landmarks(points)) for _, box, points in faces]
+        found = [(box, eye_line_from_landmarks(points), points) for _, box, points in faces]
         return sorted(found, key=lambda item: item[0].area, reverse=True)
 
     def close(self) -> None:

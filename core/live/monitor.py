@@ -14,7 +14,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -54,13 +54,22 @@ class FrameTally:
     """
 
     def __init__(self) -> None:
-        self.counts = {"frames": 0, "frames_with_face": 0, "frames_scored": 0}
+        self.counts = {
+            "frames": 0,
+            "frames_with_face": 0,
+            "frames_scored": 0,
+            "frames_out_of_domain": 0,
+        }
+        self.class_frames: dict[int, int] = {}
         self.timings: dict[str, list[float]] = {k: [] for k in STAGES}
 
     def add(self, result: EngineResult) -> None:
         self.counts["frames"] += 1
         self.counts["frames_with_face"] += int(result.observation.face_found)
         self.counts["frames_scored"] += int(result.output_known)
+        self.counts["frames_out_of_domain"] += int(result.out_of_domain)
+        if result.pain_class is not None:
+            self.class_frames[result.pain_class] = self.class_frames.get(result.pain_class, 0) + 1
         for key in STAGES:
             if result.output_known or key not in ("crop", "dacnn", "gradcam"):
                 self.timings[key].append(result.timings_ms[key])
@@ -77,6 +86,9 @@ def format_status(result: EngineResult, total_frames: int | None = None) -> str:
             f"level {result.smoothed.pain_level:4.2f} class {result.smoothed.pain_class} "
             f"conf {result.smoothed.confidence:4.2f}"
         )
+    elif result.out_of_domain:
+        au = "-" if result.au_pspi is None else f"{result.au_pspi:.1f}"
+        score = f"unknown (face unlike the training data; AU estimate PSPI {au})"
     else:
         score = f"unknown ({result.technical_condition or 'no score'})"
     technical = ",".join(result.alarm_state.technical_conditions) or "-"
@@ -117,6 +129,11 @@ class MonitorSummary:
     latency_ms: Mapping[str, StageLatency]
     model_is_demo: bool
     providers: tuple[str, ...]
+    # Crops beyond the model's domain gate (no pain output), scored frames per pain class,
+    # and whether the model has a gate at all.
+    frames_out_of_domain: int = 0
+    class_frames: Mapping[int, int] = field(default_factory=dict)
+    domain_gate: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.frames_scored <= self.frames_with_face <= self.frames:
@@ -124,6 +141,11 @@ class MonitorSummary:
                 f"frame counts out of order: scored {self.frames_scored}, "
                 f"with a face {self.frames_with_face}, frames {self.frames}"
             )
+        if self.frames_scored + self.frames_out_of_domain > self.frames_with_face:
+            raise ValueError("scored and out-of-domain frames are frames with a face")
+        if sum(self.class_frames.values()) != self.frames_scored:
+            raise ValueError("class_frames must add up to the scored frames")
+        object.__setattr__(self, "class_frames", MappingProxyType(dict(self.class_frames)))
         object.__setattr__(
             self,
             "technical_condition_frames",
@@ -146,11 +168,17 @@ class MonitorSummary:
             f"ended: {self.end_reason} after {self.media_seconds:.2f} s of media "
             f"({self.wall_seconds:.2f} s wall, {self.fps:.1f} frames/s)",
             f"frames: {self.frames}, with a face: {self.frames_with_face}, "
-            f"scored: {self.frames_scored}",
+            f"scored: {self.frames_scored}, out of domain: {self.frames_out_of_domain}",
+            "scored frames by pain class: "
+            + (", ".join(f"{k}: {v}" for k, v in sorted(self.class_frames.items())) or "none"),
             f"technical conditions (frames): {conditions or 'none'}",
             f"alarms raised: pain {self.pain_alarms_raised}, "
             f"technical {self.technical_alarms_raised}",
         ]
+        if not self.domain_gate:
+            lines.append(
+                "the model has no domain gate: it cannot tell a face unlike its training data"
+            )
         total = self.latency_ms.get("total")
         if total is not None and total.p50 is not None:
             lines.append(f"latency per frame: median {total.p50:.1f} ms, p95 {total.p95:.1f} ms")
@@ -321,6 +349,9 @@ def run_monitor(
         },
         model_is_demo=model.is_demo,
         providers=tuple(model.providers),
+        frames_out_of_domain=counts["frames_out_of_domain"],
+        class_frames=dict(tally.class_frames),
+        domain_gate=getattr(model, "domain_gate", None) is not None,
     )
 
 

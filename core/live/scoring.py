@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from painmon.core.live.domain import DomainGateSpec
 from painmon.core.util.errors import InvalidInputError, PainmonError
 from painmon.core.util.fileio import sha256_file
 from painmon.core.util.model_cfg import PainModelCfg
@@ -40,6 +41,8 @@ PROVIDER_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "tensorrt")
 # The contract between export and runtime; export.py imports these.
 INPUT_NAME = "image"
 OUTPUT_NAMES: tuple[str, str, str] = ("probs", "gradcam", "attention")
+# The domain gate's output (every export since the gate exists; older files lack it).
+GATE_OUTPUT = "domain_score"
 SIDECAR_SUFFIX = ".sha256"
 DEMO_NOTICE = "synthetic-data demo model — not for clinical use"
 # metadata_props values are strings; these keys hold JSON, every other key plain text.
@@ -56,6 +59,7 @@ JSON_METADATA_KEYS: frozenset[str] = frozenset(
         "demo",
         "opset",
         "source_checkpoint",
+        "domain_gate",
     }
 )
 REQUIRED_METADATA_KEYS: tuple[str, ...] = (
@@ -80,11 +84,12 @@ class ModelIntegrityError(ModelLoadError):
 
 
 class OnnxPrediction(NamedTuple):
-    """One batch of outputs; unpacks as ``probs, gradcam, attention``."""
+    """One batch of outputs: ``probs, gradcam, attention, domain_score``."""
 
     probs: np.ndarray  # (B, classes) calibrated probabilities
     gradcam: np.ndarray  # (B, h, w) Grad-CAM of the top class, 0..1
     attention: np.ndarray  # (B, K, h, w) spatial attention, 0..1 (ones when the model has none)
+    domain_score: np.ndarray | None = None  # (B,) domain gate score; None: the model has no gate
 
 
 def is_checkpoint(path: str | Path) -> bool:
@@ -181,9 +186,10 @@ class PainScorer(Protocol):
     """What the engine needs of a pain model: ONNX Runtime at the bedside, torch for research.
 
     ``predict`` takes uint8 crops (N, H, W, 3) and returns calibrated probabilities with
-    Grad-CAM and attention maps; ``cfg`` is the preprocessing the model was trained with
-    (input size, class names, temperature, crop framing) and ``metadata`` everything its
-    file records besides.
+    Grad-CAM and attention maps (and the domain score when the model has a gate);
+    ``cfg`` is the preprocessing the model was trained with (input size, class names,
+    temperature, crop framing), ``domain_gate`` its domain gate (None: the model cannot
+    tell a face unlike its training data) and ``metadata`` everything its file records.
     """
 
     path: Path
@@ -196,6 +202,7 @@ class PainScorer(Protocol):
     temperature: float
     is_demo: bool
     providers: list[str]
+    domain_gate: DomainGateSpec | None
 
     def predict(self, crops_uint8: np.ndarray) -> OnnxPrediction: ...
 
@@ -280,10 +287,29 @@ class OnnxPainModel:
         self.metadata: dict[str, Any] = parse_metadata(props)
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
-        if inputs != [INPUT_NAME] or outputs != list(OUTPUT_NAMES):
+        gated = [*OUTPUT_NAMES, GATE_OUTPUT]
+        if inputs != [INPUT_NAME] or outputs not in (list(OUTPUT_NAMES), gated):
             raise ModelLoadError(
                 f"{self.path} has inputs {inputs} and outputs {outputs}; a painmon export has "
-                f"[{INPUT_NAME!r}] and {list(OUTPUT_NAMES)}"
+                f"[{INPUT_NAME!r}] and {gated} ({GATE_OUTPUT!r} absent in exports before the "
+                "domain gate)"
+            )
+        self._output_names = outputs
+        try:
+            self.domain_gate: DomainGateSpec | None = DomainGateSpec.from_metadata(
+                self.metadata.get("domain_gate")
+            )
+        except InvalidInputError as exc:
+            raise ModelLoadError(f"{self.path}: {exc}; re-export the model") from exc
+        if (self.domain_gate is not None) != (GATE_OUTPUT in outputs):
+            raise ModelLoadError(
+                f"{self.path}: the domain_gate metadata and the {GATE_OUTPUT!r} output disagree "
+                "(one without the other); re-export the model"
+            )
+        if self.domain_gate is None:
+            log.warning(
+                "%s has no domain gate: it cannot tell when a face is unlike its training data",
+                self.path.name,
             )
         try:
             self.cfg = PainModelCfg.from_onnx_metadata(self.metadata)
@@ -338,10 +364,8 @@ class OnnxPainModel:
                 f"crops must have shape (B, {height}, {width}, 3) with B >= 1 "
                 f"(RGB face crops at the model's input size), got {crops.shape}"
             )
-        probs, cam, attention = self.session.run(
-            list(OUTPUT_NAMES), {INPUT_NAME: np.ascontiguousarray(crops)}
-        )
-        return OnnxPrediction(probs, cam, attention)
+        outputs = self.session.run(self._output_names, {INPUT_NAME: np.ascontiguousarray(crops)})
+        return OnnxPrediction(*outputs)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -55,7 +55,8 @@ SESSION_CSV = "session.csv"
 ALARMS_CSV = "alarms.csv"
 SESSION_JSON = "session.json"
 MEDIA_DIR = "media"
-SESSION_FORMAT_VERSION = 1
+# 2: session.csv gained the domain_score column (version 1 files are still read).
+SESSION_FORMAT_VERSION = 2
 
 SESSION_COLUMNS: tuple[str, ...] = (
     "utc_time",
@@ -75,8 +76,11 @@ SESSION_COLUMNS: tuple[str, ...] = (
     "au_pspi",
     "alarm_priority",
     "technical_condition",
+    "domain_score",
 )
 ALARM_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(AlarmEvent))
+# session.csv of format version 1 (before the domain gate).
+SESSION_COLUMNS_V1: tuple[str, ...] = SESSION_COLUMNS[:-1]
 
 MAX_PSEUDONYM_CHARS = 64
 DEFAULT_FLUSH_INTERVAL_S = 1.0
@@ -114,6 +118,7 @@ _FLOAT_COLUMNS = frozenset(
         "pain_level_smoothed",
         "confidence",
         "au_pspi",
+        "domain_score",
         "value",
         "threshold",
     }
@@ -190,6 +195,9 @@ class SessionRow:
     au_pspi: float | None = None
     alarm_priority: str = AlarmPriority.NONE.value
     technical_condition: str | None = None
+    # The domain gate's score of the frame's crop (None: no crop scored or no gate); kept
+    # out of domain too, as the evidence for OUT_OF_DOMAIN.
+    domain_score: float | None = None
 
     def __post_init__(self) -> None:
         _utc_iso("utc_time", self.utc_time)
@@ -247,14 +255,21 @@ class SessionRow:
         ):
             object.__setattr__(self, name, _optional_range(name, getattr(self, name), 0.0, high))
 
+        if self.domain_score is not None:
+            score = float(self.domain_score)
+            if not (math.isfinite(score) and score >= 0):
+                raise ValueError(f"domain_score must be a finite number >= 0, got {score!r}")
+            object.__setattr__(self, "domain_score", score)
         outputs = {
             "probabilities": self.probabilities,
             "pain_class": self.pain_class,
             "pain_level": self.pain_level,
             "pain_level_smoothed": self.pain_level_smoothed,
             "confidence": self.confidence,
-            "au_pspi": self.au_pspi,
         }
+        # The training-free AU estimate stands in while the model is out of its domain.
+        if condition != TechnicalCondition.OUT_OF_DOMAIN.value:
+            outputs["au_pspi"] = self.au_pspi
         if not self.output_known:
             given = [name for name, value in outputs.items() if value is not None]
             if given:
@@ -289,6 +304,7 @@ class SessionRow:
             _number_cell(self.au_pspi),
             _text_cell(self.alarm_priority),
             _text_cell(self.technical_condition),
+            _number_cell(self.domain_score),
         ]
 
 
@@ -711,7 +727,7 @@ def read_csv_checked(path: str | os.PathLike[str]) -> CsvReadResult:
     if not lines:
         raise InvalidInputError(f"{path} has no header line; it is not a painmon session file")
     columns = tuple(next(csv.reader([lines[0]])))
-    if columns not in (SESSION_COLUMNS, ALARM_COLUMNS):
+    if columns not in (SESSION_COLUMNS, SESSION_COLUMNS_V1, ALARM_COLUMNS):
         raise InvalidInputError(
             f"{path} has an unexpected header {columns!r}; not a painmon session file"
         )
@@ -757,6 +773,7 @@ def row_from_record(record: dict[str, Any]) -> SessionRow:
         au_pspi=record["au_pspi"],
         alarm_priority=record["alarm_priority"] or AlarmPriority.NONE.value,
         technical_condition=record["technical_condition"],
+        domain_score=record.get("domain_score"),
     )
 
 

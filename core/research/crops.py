@@ -19,7 +19,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from painmon.core.live.crop import DEFAULT_MARGIN, DEFAULT_SIZE_PX, crop_face
+from painmon.core.live.crop import (
+    DEFAULT_MARGIN,
+    DEFAULT_SIZE_PX,
+    FRAMING_BOX,
+    FRAMING_STABLE,
+    FRAMINGS,
+    CropSpec,
+    crop_for_model,
+    stable_framing_meta,
+)
 from painmon.core.live.face_detect import FaceBox, FaceDetector
 from painmon.core.research.datasets import Sample
 from painmon.core.util.errors import PainmonError
@@ -273,10 +282,15 @@ def build_crop_set(
     size_px: int = DEFAULT_SIZE_PX,
     margin: float = DEFAULT_MARGIN,
     progress: bool = True,
+    framing: str = FRAMING_STABLE,
 ) -> tuple[CropSet, CropReport]:
     """Detect, crop and cache every sample's face once; later runs read the cache only.
 
-    The largest detected face is cropped with :func:`crop_face`. Unreadable files,
+    The largest detected face is cropped with :func:`crop_for_model`: stable-landmark
+    framing when ``framing`` asks for it and the detector gives landmarks
+    (``detect_with_landmarks``), else the box plus ``margin`` (eyes levelled when the
+    detector gives an eye line); ``preprocessing["framing"]`` records which. A face whose
+    landmarks are unusable is skipped rather than framed otherwise. Unreadable files,
     missing video frames and face-less frames are skipped and listed in the report;
     only a dataset where every sample fails raises :class:`CropError`. The default
     detector is ``create_crop_detector()``: the Face Landmarker's landmark box (the live
@@ -285,6 +299,8 @@ def build_crop_set(
     """
     if not samples:
         raise CropError("no samples to crop: the dataset is empty")
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, got {framing!r}")
     own_detector = detector is None
     if detector is None:
         from painmon.core.live.face import create_crop_detector
@@ -302,6 +318,12 @@ def build_crop_set(
         "resize": "INTER_AREA",
         "crop_version": CROP_ALGORITHM_VERSION,
     }
+    # The framing is part of the cache key (preprocessing JSON): old crops never match.
+    if framing == FRAMING_STABLE and hasattr(active, "detect_with_landmarks"):
+        preprocessing.update(stable_framing_meta())
+    else:
+        preprocessing["framing"] = FRAMING_BOX
+    spec = CropSpec.from_meta(preprocessing)
     cache = _CropCache(Path(cache_dir), preprocessing)
     by_path: dict[Path, list[int]] = defaultdict(list)
     for position, sample in enumerate(samples):
@@ -336,7 +358,7 @@ def build_crop_set(
                             crops[position] = cached
                 if misses:
                     detections += _crop_misses(
-                        path, misses, samples, keys, cache, active, size_px, margin, crops, reasons
+                        path, misses, samples, keys, cache, active, size_px, spec, crops, reasons
                     )
                 bar.update(len(positions))
     finally:
@@ -372,12 +394,17 @@ def build_crop_set(
     return crop_set, report
 
 
-def _detect_with_eyes(detector: FaceDetector, image: np.ndarray) -> list[tuple[FaceBox, Any]]:
-    """Boxes with eye lines when the detector has landmarks (crops then level the eyes)."""
+def _detect_faces(
+    detector: FaceDetector, image: np.ndarray
+) -> list[tuple[FaceBox, Any, np.ndarray | None]]:
+    """(box, eye line, landmarks) per face; None where the detector does not give them."""
+    with_landmarks = getattr(detector, "detect_with_landmarks", None)
+    if with_landmarks is not None:
+        return list(with_landmarks(image))
     with_eyes = getattr(detector, "detect_with_eyes", None)
     if with_eyes is not None:
-        return list(with_eyes(image))
-    return [(box, None) for box in detector.detect(image)]
+        return [(box, eye_line, None) for box, eye_line in with_eyes(image)]
+    return [(box, None, None) for box in detector.detect(image)]
 
 
 def _crop_misses(
@@ -388,7 +415,7 @@ def _crop_misses(
     cache: _CropCache,
     detector: FaceDetector,
     size_px: int,
-    margin: float,
+    spec: CropSpec,
     crops: list[np.ndarray | None],
     reasons: dict[int, str],
 ) -> int:
@@ -418,14 +445,24 @@ def _crop_misses(
         if image is None:
             continue
         calls += 1
-        faces = _detect_with_eyes(detector, image)
+        faces = _detect_faces(detector, image)
         if not faces:
             reason = f"no face found by {detector.name}"
             reasons[position] = reason
             cache.put_noface(keys[position], reason)
             continue
-        largest, eye_line = max(faces, key=lambda face: face[0].area)
-        crop = crop_face(image, largest, size_px=size_px, margin=margin, eye_line=eye_line)
-        cache.put_crop(keys[position], crop)
-        crops[position] = crop
+        largest, eye_line, landmarks = max(faces, key=lambda face: face[0].area)
+        try:
+            result = crop_for_model(image, largest, landmarks, eye_line, spec, size_px)
+        except ValueError as exc:
+            reasons[position] = f"face could not be cropped ({exc})"
+            continue
+        if result.fell_back:
+            # A box-framed crop in a stable-framed set would teach the box shortcut again.
+            reason = "face found but its landmarks cannot frame it (stable framing)"
+            reasons[position] = reason
+            cache.put_noface(keys[position], reason)
+            continue
+        cache.put_crop(keys[position], result.image)
+        crops[position] = result.image
     return calls

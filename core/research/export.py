@@ -15,6 +15,11 @@ The exported graph (what :class:`painmon.core.live.scoring.OnnxPainModel` runs):
   classifier head's explicit (autograd-free) gradient.
 - output ``attention`` ``(B, K, h, w)``: the K spatial-attention maps, 0..1; a model without
   spatial attention outputs ones ``(B, 1, h, w)`` and says so in the ``attention`` metadata.
+- output ``domain_score`` ``(B,)``: the domain gate's Mahalanobis score of each crop against
+  the training crops (:mod:`painmon.core.research.domain_gate`); the ``domain_gate``
+  metadata entry holds its threshold (flag when the score exceeds it) and how it was fitted.
+  Every export has one unless ``domain_gate=False`` is asked for explicitly (research only:
+  the bedside then warns that the model cannot tell a face unlike its training data).
 
 Integrity sidecar: ``<out>.sha256`` in ``sha256sum`` format (``<hex>  <file name>``), so
 ``sha256sum -c model.onnx.sha256`` checks it too; every other fact lives in the ONNX
@@ -38,10 +43,18 @@ from torch import Tensor, nn
 
 from painmon.core.live.scoring import (
     DEMO_NOTICE,
+    GATE_OUTPUT,
     INPUT_NAME,
     JSON_METADATA_KEYS,
     OUTPUT_NAMES,
     SIDECAR_SUFFIX,
+)
+from painmon.core.research.domain_gate import (
+    DEFAULT_QUANTILE,
+    DomainGateFit,
+    extract_gate_features,
+    fit_domain_gate,
+    gate_features,
 )
 from painmon.core.util.errors import InvalidInputError, PainmonError
 from painmon.core.util.fileio import atomic_path, atomic_write_bytes, sha256_file
@@ -82,12 +95,13 @@ class ExportResult:
     parity_samples: int
     gradcams_compared: int
     metadata: dict[str, str] = field(repr=False)
+    domain_gate: DomainGateFit | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not is_sha256_hex(self.sha256):
             raise ValueError(f"sha256 must be 64 lowercase hex digits, got {self.sha256!r}")
-        if set(self.parity_max_abs_diff) != set(OUTPUT_NAMES):
-            raise ValueError(f"parity_max_abs_diff needs keys {OUTPUT_NAMES}")
+        if not set(OUTPUT_NAMES) <= set(self.parity_max_abs_diff) <= {*OUTPUT_NAMES, GATE_OUTPUT}:
+            raise ValueError(f"parity_max_abs_diff needs keys {OUTPUT_NAMES} (+ {GATE_OUTPUT})")
         if self.parity_samples < 1:
             raise ValueError(f"parity_samples must be >= 1, got {self.parity_samples}")
         if not 0 <= self.gradcams_compared <= self.parity_samples:
@@ -95,7 +109,7 @@ class ExportResult:
 
 
 class PainExportWrapper(nn.Module):
-    """uint8 NHWC RGB crops -> (probs, gradcam, attention); the exact graph that is exported."""
+    """uint8 NHWC RGB crops -> (probs, gradcam, attention[, domain_score]); the exported graph."""
 
     def __init__(
         self,
@@ -103,6 +117,7 @@ class PainExportWrapper(nn.Module):
         mean: tuple[float, float, float],
         std: tuple[float, float, float],
         temperature: float,
+        gate: DomainGateFit | None = None,
     ) -> None:
         super().__init__()
         temperature = float(temperature)
@@ -117,7 +132,12 @@ class PainExportWrapper(nn.Module):
         # (x/255 - mean)/std folded into one multiply-add.
         self.register_buffer("input_scale", 1.0 / (255.0 * std_t))
         self.register_buffer("input_shift", -mean_t / std_t)
+        self.gate = gate.module() if gate is not None else None
         self.eval()
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return (*OUTPUT_NAMES, GATE_OUTPUT) if self.gate is not None else OUTPUT_NAMES
 
     def normalise(self, image_u8: Tensor) -> Tensor:
         """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W), as training does."""
@@ -125,7 +145,7 @@ class PainExportWrapper(nn.Module):
             self.input_shift
         )
 
-    def forward(self, image_u8: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, image_u8: Tensor) -> tuple[Tensor, ...]:
         x = self.normalise(image_u8)
         features = self.model.forward_features(x)
         logits, grad = self.model.head.logits_and_input_gradient(features, None)
@@ -136,7 +156,9 @@ class PainExportWrapper(nn.Module):
         attention = self.model.attention_maps(x)
         if attention is None:
             attention = torch.ones_like(cam).unsqueeze(1)
-        return probs, cam, attention
+        if self.gate is None:
+            return probs, cam, attention
+        return probs, cam, attention, self.gate(gate_features(self.model, features))
 
 
 def _intended_use(intended_use: str | None, demo: bool) -> str:
@@ -156,6 +178,7 @@ def _build_metadata(
     demo: bool,
     feature_hw: tuple[int, int],
     attention_heads: int | None,
+    gate: DomainGateFit | None = None,
 ) -> dict[str, str]:
     """The ``metadata_props`` strings: the model config ``cfg`` plus the checkpoint's provenance."""
     import painmon
@@ -192,6 +215,19 @@ def _build_metadata(
             "meaning": "spatial attention maps, 0..1",
         },
     }
+    if gate is not None:
+        outputs[GATE_OUTPUT] = {
+            "shape": ["batch"],
+            "meaning": "domain gate score; above domain_gate.threshold the crop is unlike "
+            "the training crops",
+        }
+        domain_gate: dict[str, Any] = gate.metadata()
+    else:
+        domain_gate = {
+            "method": "none",
+            "note": "exported without a domain gate: the model cannot tell a face unlike its "
+            "training data",
+        }
     values: dict[str, Any] = {
         "painmon_version": painmon.__version__,
         "architecture": owned["architecture"],
@@ -205,6 +241,7 @@ def _build_metadata(
         "outputs": outputs,
         "attention": attention,
         "temperature": owned["temperature"],
+        "domain_gate": domain_gate,
         "training_data_sha256": str(meta.get("data_sha256") or "unknown"),
         "metrics": dict(meta.get("metrics") or {}),
         "intended_use": intended_use,
@@ -273,28 +310,118 @@ def _parity_check(
     and how many Grad-CAMs were compared."""
     import onnxruntime as ort
 
+    names = list(wrapper.output_names)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         ref = [t.numpy() for t in wrapper(torch.from_numpy(images))]
-    whole = session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
+    whole = session.run(names, {INPUT_NAME: images})
     singles = [
-        session.run(list(OUTPUT_NAMES), {INPUT_NAME: images[i : i + 1]})
-        for i in range(min(2, len(images)))
+        session.run(names, {INPUT_NAME: images[i : i + 1]}) for i in range(min(2, len(images)))
     ]
     comparable = _comparable_gradcams(wrapper, images)
     diffs: dict[str, float] = {}
-    for k, name in enumerate(OUTPUT_NAMES):
+    for k, name in enumerate(names):
         if whole[k].shape != ref[k].shape:
             raise ExportError(
                 f"ONNX output {name} has shape {whole[k].shape}, torch gives {ref[k].shape}"
             )
         keep = comparable if name == "gradcam" else np.ones(len(images), bool)
-        diff = float(np.abs(whole[k] - ref[k])[keep].max(initial=0.0))
+        # The domain score is a squared distance (hundreds to millions): compare it relative
+        # to its size; every other output lies in 0..1.
+        scale = np.maximum(np.abs(ref[k]), 1.0) if name == GATE_OUTPUT else np.ones_like(ref[k])
+        diff = float((np.abs(whole[k] - ref[k]) / scale)[keep].max(initial=0.0))
         for i, single in enumerate(singles):
             if keep[i]:
-                diff = max(diff, float(np.abs(single[k][0] - ref[k][i]).max()))
+                diff = max(diff, float((np.abs(single[k][0] - ref[k][i]) / scale[i]).max()))
         diffs[name] = diff
     return diffs, int(comparable.sum())
+
+
+@dataclass(frozen=True)
+class GateData:
+    """The crops a domain gate is fitted on (training subjects) and thresholded on (validation)."""
+
+    train_images: np.ndarray  # uint8 (N, H, W, 3)
+    train_labels: np.ndarray  # (N,) classes 0..4
+    val_images: np.ndarray  # uint8 (M, H, W, 3), people not in train_images
+    train_subjects: int = 0
+    val_subjects: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("train_images", "val_images"):
+            images = getattr(self, name)
+            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+                raise InvalidInputError(f"{name} must be uint8 (N, H, W, 3), got {images.shape}")
+        if len(self.train_labels) != len(self.train_images):
+            raise InvalidInputError("train_labels must match train_images")
+
+
+def gate_data_for_run(meta: Mapping[str, Any], dataset: str | Path) -> GateData:
+    """The run's own training and validation subjects' crops from ``dataset``."""
+    from painmon.core.research.experiment import prepare_data
+
+    train_subjects = [str(s) for s in meta.get("train_subjects") or ()]
+    val_subjects = [str(s) for s in meta.get("val_subjects") or ()]
+    if not train_subjects or not val_subjects:
+        raise ExportError(
+            "the checkpoint records no training/validation subjects (best.json lacks "
+            "train_subjects/val_subjects), so the domain gate cannot be fitted on them; retrain "
+            "with this painmon, or export with --no-domain-gate (research only)"
+        )
+    data = prepare_data(dataset, progress=False)
+    expected = meta.get("data_sha256")
+    if expected and data.crops.data_sha256 != expected:
+        log.warning(
+            "%s holds different crops (sha256 %s…) from the ones the model was trained on "
+            "(%s…); the domain gate is fitted on these",
+            dataset,
+            data.crops.data_sha256[:12],
+            str(expected)[:12],
+        )
+    train_images, train_labels, _ = data.partition(train_subjects)
+    val_images, _, _ = data.partition(val_subjects)
+    if len(train_images) == 0 or len(val_images) == 0:
+        raise ExportError(
+            f"{dataset} holds no crops of the run's training or validation subjects: give the "
+            "dataset the run was trained on (--manifest)"
+        )
+    return GateData(train_images, train_labels, val_images, len(train_subjects), len(val_subjects))
+
+
+def _resolve_gate_data(
+    gate_data: GateData | str | Path | None, meta: Mapping[str, Any], checkpoint: Path
+) -> GateData:
+    if isinstance(gate_data, GateData):
+        return gate_data
+    if gate_data is None:
+        recorded = meta.get("dataset")
+        candidates = [Path(recorded), checkpoint.parent / recorded] if recorded else []
+        found = next((c for c in candidates if c.exists()), None)
+        if found is None:
+            raise ExportError(
+                "the domain gate is fitted on the model's training crops, and the dataset "
+                f"recorded in the checkpoint ({recorded or 'none'}) is not here: give it "
+                "(--manifest crops.npz or the dataset root), or export with --no-domain-gate "
+                "(research only: the bedside then cannot tell a face unlike the training data)"
+            )
+        gate_data = found
+    return gate_data_for_run(meta, gate_data)
+
+
+def fit_gate_for_model(
+    wrapper_normalise: Any, model: nn.Module, data: GateData, quantile: float
+) -> DomainGateFit:
+    """Gate features of ``data`` through ``model``, then :func:`fit_domain_gate`."""
+    train = extract_gate_features(model, wrapper_normalise, data.train_images)
+    val = extract_gate_features(model, wrapper_normalise, data.val_images)
+    return fit_domain_gate(
+        train,
+        data.train_labels,
+        val,
+        quantile=quantile,
+        train_subjects=data.train_subjects,
+        val_subjects=data.val_subjects,
+    )
 
 
 def export_onnx(
@@ -305,8 +432,16 @@ def export_onnx(
     intended_use: str | None = None,
     demo: bool = False,
     parity_samples: int = 16,
+    gate_data: GateData | str | Path | None = None,
+    domain_gate: bool = True,
+    gate_quantile: float = DEFAULT_QUANTILE,
 ) -> ExportResult:
     """Export a checkpoint (run folder or ``.safetensors``) to ONNX at ``out_path``.
+
+    The domain gate is fitted on ``gate_data``: explicit :class:`GateData`, a dataset or
+    ``.npz`` crops file (its crops of the run's training and validation subjects are used),
+    or None for the dataset recorded in the checkpoint. ``domain_gate=False`` exports
+    without a gate (research only; the metadata says so).
 
     Writes ``out_path`` and ``out_path.sha256`` only after ``onnx.checker`` and the ONNX
     Runtime vs torch parity check (``PARITY_ATOL``) pass; otherwise raises
@@ -331,10 +466,17 @@ def export_onnx(
     cfg: PainModelCfg = model.pretrained_cfg
     _channels, height, width = cfg.input_size
     wrapper = PainExportWrapper(model, cfg.mean, cfg.std, cfg.temperature)
+    gate: DomainGateFit | None = None
+    if domain_gate:
+        data = _resolve_gate_data(gate_data, meta, checkpoint)
+        gate = fit_gate_for_model(wrapper.normalise, model, data, gate_quantile)
+        wrapper = PainExportWrapper(model, cfg.mean, cfg.std, cfg.temperature, gate)
+    else:
+        log.warning("exporting %s without a domain gate (research only)", checkpoint)
 
     probe = torch.zeros(2, height, width, 3, dtype=torch.uint8)
     with torch.no_grad():
-        _probs, probe_cam, probe_attention = wrapper(probe)
+        _probs, probe_cam, probe_attention, *_gate = wrapper(probe)
     has_attention = model.attention_maps(wrapper.normalise(probe)) is not None
     feature_hw = (int(probe_cam.shape[1]), int(probe_cam.shape[2]))
     metadata = _build_metadata(
@@ -346,6 +488,7 @@ def export_onnx(
         demo=demo,
         feature_hw=feature_hw,
         attention_heads=int(probe_attention.shape[1]) if has_attention else None,
+        gate=gate,
     )
 
     # The graph is written to a temporary file beside ``out`` and only becomes ``out`` once
@@ -368,8 +511,10 @@ def export_onnx(
                     (probe,),
                     str(tmp),
                     input_names=[INPUT_NAME],
-                    output_names=list(OUTPUT_NAMES),
-                    dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)},
+                    output_names=list(wrapper.output_names),
+                    dynamic_axes={
+                        name: {0: "batch"} for name in (INPUT_NAME, *wrapper.output_names)
+                    },
                     opset_version=opset,
                     # Folding would store transposed copies of the head weights (the Grad-CAM
                     # gradient uses W, the forward W^T): +8 MB on disk. ONNX Runtime folds at load.
@@ -429,4 +574,5 @@ def export_onnx(
         parity_samples=parity_samples,
         gradcams_compared=gradcams_compared,
         metadata=metadata,
+        domain_gate=gate,
     )

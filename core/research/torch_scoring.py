@@ -43,6 +43,9 @@ class TorchPainModel:
         self.input_size: tuple[int, int, int] = self.cfg.input_size
         self.is_demo = False
         self.providers = [f"torch:{self.device}"]
+        # The domain gate is fitted at export (it needs the training crops); a run folder
+        # has none, and the bedside says so.
+        self.domain_gate = None
         self.metadata: dict[str, Any] = {
             "architecture": self.cfg.architecture,
             "model_kwargs": thaw(self.cfg.model_kwargs),

@@ -5,9 +5,13 @@ and benchmarks draw their own patients: each subject is one identity from
 :mod:`painmon.core.synth.render`, each image a pain class from a balanced (or natural, mostly
 no-pain) schedule drawn with fresh action units and nuisances, written as a PNG under
 ``<subject>/`` with a ``manifest.csv`` of its action units, PSPI and class (``MANIFEST_COLUMNS``).
-Everything is a pure function of the seed. :func:`run_synth_cli`, the back-end of ``painmon
-synth``, lives here because it writes datasets and, through :mod:`painmon.core.synth.stream`,
-videos.
+Each image also gets non-pain behaviour (smiles and yawns mostly at no pain; speech, half-blinks
+and glances at every level) and passes through JPEG at a random quality before it is stored,
+as a camera or a PACS export would; the manifest keeps the pain ground truth only, and
+:func:`sample_spec` says what else was drawn. Nuisances come from a random stream that never
+sees the label. Everything is a pure function of the seed. :func:`run_synth_cli`, the back-end
+of ``painmon synth``, lives here because it writes datasets and, through
+:mod:`painmon.core.synth.stream`, videos.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -27,10 +31,14 @@ import numpy as np
 
 from painmon.core.synth.render import (
     AU_NAMES,
+    NEUTRAL,
     ActionUnits,
+    Expression,
     Identity,
+    Scene,
     render_face,
     sample_aus_for_class,
+    sample_expression,
     sample_identity,
     sample_scene,
 )
@@ -43,6 +51,8 @@ log = logging.getLogger(__name__)
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "subject", "pspi", "label", *AU_NAMES)
 # Share of a "natural" (unbalanced) pain distribution per class, UNBC-like: mostly no pain.
 _NATURAL_CLASS_P = (0.55, 0.15, 0.14, 0.10, 0.06)
+# Stored stills pass through JPEG at a quality drawn in this range (webcams, PACS exports).
+JPEG_QUALITY_RANGE = (40, 95)
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,8 @@ class SyntheticImage:
     aus: ActionUnits
     pspi: int
     label: int
+    expression: Expression = field(default=NEUTRAL)
+    jpeg_quality: int | None = None
 
     def __post_init__(self) -> None:
         if self.rgb.dtype != np.uint8 or self.rgb.ndim != 3 or self.rgb.shape[2] != 3:
@@ -78,6 +90,57 @@ def subject_labels(
     return [int(v) for v in rng.choice(NUM_CLASSES, size=n_images, p=_NATURAL_CLASS_P)]
 
 
+@dataclass(frozen=True)
+class SampleSpec:
+    """Everything drawn for one still before it is rendered: truth, nuisances, framing."""
+
+    aus: ActionUnits
+    expression: Expression
+    scene: Scene
+    face_width_px: float
+    center_px: tuple[float, float]
+    jpeg_quality: int
+
+
+def sample_spec(
+    seed: int,
+    subject_index: int,
+    image_index: int,
+    label: int,
+    image_size_px: int = 256,
+    face_fraction: float = 0.5,
+) -> SampleSpec:
+    """Draw image ``image_index`` of subject ``subject_index`` showing pain class ``label``.
+
+    The pain action units come from their own random stream; light, pose, framing, hand, JPEG
+    quality and the label-free parts of the expression from one that never sees the label, so
+    the same image index shows the same nuisances whatever its class.
+    """
+    aus = sample_aus_for_class(np.random.default_rng([seed, subject_index, image_index]), label)
+    nuisance = np.random.default_rng([seed, subject_index, image_index, 0x5CE4E])
+    scene = sample_scene(nuisance)
+    size = int(image_size_px)
+    face_w = face_fraction * size * nuisance.uniform(0.93, 1.07)
+    center = (
+        size / 2 + nuisance.uniform(-0.04, 0.04) * size,
+        size * (0.47 + nuisance.uniform(-0.03, 0.03)),
+    )
+    low, high = JPEG_QUALITY_RANGE
+    quality = int(nuisance.integers(low, high + 1))
+    expression = sample_expression(nuisance, label)
+    return SampleSpec(aus, expression, scene, float(face_w), center, quality)
+
+
+def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """``rgb`` as it comes back from a JPEG file of ``quality`` (deterministic for one libjpeg)."""
+    ok, buffer = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    )
+    if not ok:
+        raise RuntimeError("OpenCV could not JPEG-encode a synthetic image")
+    return cv2.cvtColor(cv2.imdecode(buffer, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
 def render_sample(
     seed: int,
     subject_index: int,
@@ -88,14 +151,20 @@ def render_sample(
 ) -> SyntheticImage:
     """Render image ``image_index`` of subject ``subject_index`` showing pain class ``label``."""
     identity = subject_identity(seed, subject_index)
-    rng = np.random.default_rng([seed, subject_index, image_index])
-    aus = sample_aus_for_class(rng, label)
-    scene = sample_scene(rng)
+    spec = sample_spec(seed, subject_index, image_index, label, image_size_px, face_fraction)
     size = int(image_size_px)
-    face_w = face_fraction * size * rng.uniform(0.93, 1.07)
-    center = (size / 2 + rng.uniform(-0.04, 0.04) * size, size * (0.47 + rng.uniform(-0.03, 0.03)))
-    rgb = render_face(identity, aus, scene, (size, size), face_w, center)
-    return SyntheticImage(rgb, aus, aus.pspi, aus.label)
+    rgb = render_face(
+        identity,
+        spec.aus,
+        spec.scene,
+        (size, size),
+        spec.face_width_px,
+        spec.center_px,
+        expression=spec.expression,
+    )
+    rgb = jpeg_roundtrip(rgb, spec.jpeg_quality)
+    aus = spec.aus
+    return SyntheticImage(rgb, aus, aus.pspi, aus.label, spec.expression, spec.jpeg_quality)
 
 
 # --------------------------------------------------------------------------- dataset

@@ -11,15 +11,25 @@ each action unit also moves a soft relief over an area a small network can see (
 cheek mound and infraorbital furrow, lower-lid roll, bunched nose root). Identities and per-image
 nuisances (light, pose, background, noise) are drawn independently of the action units, so who
 the patient is never encodes the label; light, pose and resting quirks are kept mild enough not
-to swamp a single FACS step. Everything is a pure function of the seed: the same seed gives
-byte-identical images. Datasets live in :mod:`painmon.core.synth.dataset`, videos in
-:mod:`painmon.core.synth.stream`; this module imports neither.
+to swamp a single FACS step.
+
+Real faces at rest are not neutral: :class:`Expression` draws what a patient without pain does
+(smiles, AU12 with a trace of AU6 when broad; speech, AU25/26; yawns, AU27 with drooping lids;
+half-blinks; gaze shifts) and :class:`Identity`/:class:`Scene` carry what no label should depend
+on (glasses, beards and stubble, a hand near the face, coloured and hard light, sensor noise).
+None of these touches the pain action units, so the PSPI label keeps its meaning: the cheek
+raise of a broad smile and the lids of a blink or yawn stay below FACS intensity A (they round
+to 0), everything else involves no PSPI action unit at all.
+
+Everything is a pure function of the seed: the same seed gives byte-identical images. Datasets
+live in :mod:`painmon.core.synth.dataset`, videos in :mod:`painmon.core.synth.stream`; this
+module imports neither.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -46,6 +56,26 @@ HAIR_STYLES: tuple[str, ...] = ("short", "long", "fringe", "bald", "curly")
 _HAIR_RGB = ((28, 22, 20), (58, 40, 30), (96, 66, 42), (186, 154, 104), (132, 62, 36))
 _IRIS_RGB = ((62, 40, 28), (96, 62, 38), (118, 98, 58), (88, 110, 80), (86, 118, 158))
 _GOWN_RGB = ((120, 160, 192), (118, 168, 148), (222, 222, 216), (70, 78, 110), (150, 60, 66))
+GLASSES_STYLES: tuple[str, ...] = ("none", "thin", "thick")
+BEARD_STYLES: tuple[str, ...] = ("none", "stubble", "beard")
+HAND_POSES: tuple[str, ...] = ("none", "chin", "cheek", "temple")
+_FRAME_RGB = ((24, 22, 22), (70, 44, 30), (168, 140, 86), (150, 152, 156))
+
+# Per-identity and per-image nuisance rates, the same for every pain class.
+GLASSES_RATE = 0.25
+STUBBLE_RATE = 0.2
+BEARD_RATE = 0.12
+HAND_RATE = 0.12
+HARD_LIGHT_RATE = 0.3
+# Non-pain expressions. Smiles and yawns say "no pain" (class 0; some in class 1, where a
+# single trace AU can sit on a content face); speech, half-blinks and gaze shifts happen at
+# any pain level, so that an open mouth or a glance is never a shortcut to the label.
+SMILE_RATE_BY_CLASS: tuple[float, ...] = (0.35, 0.12, 0.0, 0.0, 0.0)
+YAWN_RATE_BY_CLASS: tuple[float, ...] = (0.08, 0.03, 0.0, 0.0, 0.0)
+DUCHENNE_SHARE = 0.5  # of the broad smiles
+SPEECH_RATE = 0.25
+BLINK_RATE = 0.1
+GAZE_SHIFT_RATE = 0.3
 
 # Canonical feature rows (face half-width units, y down).
 _EYE_Y = -0.18
@@ -120,15 +150,30 @@ class Identity:
     age_years: int
     gown_rgb: tuple[int, int, int]
     texture_seed: int
+    glasses: str = "none"
+    glasses_rgb: tuple[int, int, int] = (24, 22, 22)
+    beard: str = "none"
 
     def __post_init__(self) -> None:
         if not 1 <= self.fitzpatrick <= 6:
             raise ValueError(f"Fitzpatrick type must be 1-6, got {self.fitzpatrick}")
         if self.hair_style not in HAIR_STYLES:
             raise ValueError(f"hair style must be one of {HAIR_STYLES}, got {self.hair_style!r}")
+        if self.glasses not in GLASSES_STYLES:
+            raise ValueError(f"glasses must be one of {GLASSES_STYLES}, got {self.glasses!r}")
+        if self.beard not in BEARD_STYLES:
+            raise ValueError(f"beard must be one of {BEARD_STYLES}, got {self.beard!r}")
         if not 18 <= self.age_years <= 100:
             raise ValueError(f"age must lie in 18..100 years, got {self.age_years}")
-        for name in ("skin_rgb", "hair_rgb", "brow_rgb", "iris_rgb", "lip_rgb", "gown_rgb"):
+        for name in (
+            "skin_rgb",
+            "hair_rgb",
+            "brow_rgb",
+            "iris_rgb",
+            "lip_rgb",
+            "gown_rgb",
+            "glasses_rgb",
+        ):
             rgb = getattr(self, name)
             if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
                 raise ValueError(f"{name} must be three values in 0..255, got {rgb!r}")
@@ -168,7 +213,7 @@ def sample_identity(rng: np.random.Generator) -> Identity:
     iris_index = int(rng.integers(len(_IRIS_RGB))) if fitz <= 2 else int(rng.integers(3))
     lip = skin * np.array([0.80, 0.58, 0.58]) + np.array([28, 6, 10])
     lip = lip * rng.uniform(0.92, 1.05)
-    return Identity(
+    person = Identity(
         fitzpatrick=fitz,
         skin_rgb=_rgb_tuple(skin),
         face_width=float(rng.uniform(0.9, 1.08)),
@@ -199,11 +244,27 @@ def sample_identity(rng: np.random.Generator) -> Identity:
         gown_rgb=_rgb_tuple(np.array(_GOWN_RGB[int(rng.integers(len(_GOWN_RGB)))], float)),
         texture_seed=int(rng.integers(2**31)),
     )
+    # Accessories are drawn last, so that every other trait of a seed's people stays as it was.
+    glasses_u, beard_u, frame_u, thick_u = rng.random(4)
+    glasses = "none"
+    if glasses_u < GLASSES_RATE:
+        glasses = "thick" if thick_u < 0.4 else "thin"
+    beard = "none"
+    if beard_u < BEARD_RATE:
+        beard = "beard"
+    elif beard_u < BEARD_RATE + STUBBLE_RATE:
+        beard = "stubble"
+    return replace(
+        person,
+        glasses=glasses,
+        glasses_rgb=_FRAME_RGB[int(frame_u * len(_FRAME_RGB))],
+        beard=beard,
+    )
 
 
 @dataclass(frozen=True)
 class Scene:
-    """Per-image nuisances: head pose, light, background, camera noise and focus."""
+    """Per-image nuisances: head pose, light, background, camera noise, focus, a hand nearby."""
 
     roll_deg: float = 0.0
     yaw_deg: float = 0.0
@@ -219,8 +280,14 @@ class Scene:
     noise_sigma: float = 3.0
     blur_sigma: float = 0.7
     noise_seed: int = 0
+    hand: str = "none"  # a hand resting near the face: chin, cheek or temple
+    hand_side: float = 1.0  # +1 the image's right side of the face, -1 its left
 
     def __post_init__(self) -> None:
+        if self.hand not in HAND_POSES:
+            raise ValueError(f"hand must be one of {HAND_POSES}, got {self.hand!r}")
+        if self.hand_side not in (-1.0, 1.0):
+            raise ValueError(f"hand_side must be -1 or +1, got {self.hand_side!r}")
         if abs(self.roll_deg) > 30 or abs(self.yaw_deg) > 30:
             raise ValueError(
                 f"head pose too large for a frontal face: roll {self.roll_deg}, yaw {self.yaw_deg}"
@@ -232,24 +299,135 @@ class Scene:
 
 
 def sample_scene(rng: np.random.Generator) -> Scene:
-    """Draw the nuisances of one image."""
+    """Draw the nuisances of one image (never from the label: pass a label-free ``rng``)."""
     wall = rng.uniform(90, 235) * rng.uniform(0.85, 1.15, 3)
+    roll = float(rng.uniform(-8, 8))
+    yaw = float(rng.uniform(-10, 10))
+    hard_u, cast_u, hand_u, pose_u, side_u = rng.random(5)
+    # Side light is kept moderate: at 64 px a hard half-face shadow hides a brow or a lid.
+    # A share of images gets harder, lower-ambient side light (a bedside lamp, a window).
+    azimuth = float(rng.uniform(-28, 28))
+    ambient = float(rng.uniform(0.52, 0.7))
+    if hard_u < HARD_LIGHT_RATE:
+        azimuth = float(np.sign(azimuth) * rng.uniform(28, 40))
+        ambient = float(rng.uniform(0.42, 0.52))
+    # Colour of the light: daylight, warm tungsten or cool fluorescent.
+    if cast_u < 0.5:
+        tint = (float(rng.uniform(0.95, 1.05)), 1.0, float(rng.uniform(0.93, 1.05)))
+    elif cast_u < 0.75:
+        tint = (float(rng.uniform(1.04, 1.1)), 1.0, float(rng.uniform(0.8, 0.9)))
+    else:
+        tint = (float(rng.uniform(0.9, 0.96)), 1.0, float(rng.uniform(1.04, 1.12)))
+    gain = float(rng.uniform(0.72, 1.22))
+    pose = HAND_POSES[1 + int(pose_u * (len(HAND_POSES) - 1))] if hand_u < HAND_RATE else "none"
     return Scene(
-        roll_deg=float(rng.uniform(-8, 8)),
-        yaw_deg=float(rng.uniform(-10, 10)),
-        # Side light is kept moderate: at 64 px a hard half-face shadow hides a brow or a lid.
-        light_azimuth_deg=float(rng.uniform(-28, 28)),
+        roll_deg=roll,
+        yaw_deg=yaw,
+        light_azimuth_deg=azimuth,
         light_elevation_deg=float(rng.uniform(5, 30)),
-        light_gain=float(rng.uniform(0.82, 1.15)),
-        ambient=float(rng.uniform(0.52, 0.7)),
-        tint=(float(rng.uniform(0.95, 1.05)), 1.0, float(rng.uniform(0.93, 1.05))),
+        light_gain=gain,
+        ambient=ambient,
+        tint=tint,
         wall_top_rgb=_rgb_tuple(wall),
         wall_bottom_rgb=_rgb_tuple(wall * rng.uniform(0.75, 1.0)),
         pillow=bool(rng.random() < 0.5),
         gaze_x=float(rng.uniform(-0.03, 0.03)),
-        noise_sigma=float(rng.uniform(1.0, 4.5)),
+        # Dim pictures are noisier: the camera turns its gain up.
+        noise_sigma=float(rng.uniform(1.0, 5.0) / math.sqrt(gain)),
         blur_sigma=float(rng.uniform(0.4, 1.0)),
         noise_seed=int(rng.integers(2**31)),
+        hand=pose,
+        hand_side=1.0 if side_u < 0.5 else -1.0,
+    )
+
+
+@dataclass(frozen=True)
+class Expression:
+    """Non-pain facial behaviour on top of the pain action units (all 0 = the neutral face).
+
+    ``smile`` is AU12 (lip corners pulled up and out, 0..1); ``cheek_raise`` the AU6 of a broad
+    (Duchenne) smile as a FACS intensity below A (< 0.5, so PSPI is untouched); ``jaw_drop`` the
+    lips parted and jaw lowered of speech (AU25/26, 0..1); ``yawn`` the wide jaw drop of AU27
+    (0..1); ``lid_closure`` a half-blink or drowsy lids (< 0.5, so AU43 stays 0); ``gaze_x`` and
+    ``gaze_y`` an eye movement (face half-width units).
+    """
+
+    smile: float = 0.0
+    cheek_raise: float = 0.0
+    jaw_drop: float = 0.0
+    yawn: float = 0.0
+    lid_closure: float = 0.0
+    gaze_x: float = 0.0
+    gaze_y: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("smile", "jaw_drop", "yawn"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise ValueError(f"{name} must lie in 0..1, got {value!r}")
+        for name in ("cheek_raise", "lid_closure"):
+            value = getattr(self, name)
+            # Half an intensity step would round up to a pain action unit and change the PSPI.
+            if not (math.isfinite(value) and 0.0 <= value < 0.5):
+                raise ValueError(f"{name} must lie in 0..0.5 (below FACS A), got {value!r}")
+        if not (abs(self.gaze_x) <= 0.08 and abs(self.gaze_y) <= 0.04):
+            raise ValueError(f"gaze shift too large: ({self.gaze_x}, {self.gaze_y})")
+
+    @property
+    def mouth_open_units(self) -> float:
+        """How far the lower lip drops, in face half-width units (speech or yawn, the larger)."""
+        return max(0.11 * self.jaw_drop, 0.34 * self.yawn)
+
+    @property
+    def speaking(self) -> bool:
+        return self.jaw_drop > 0.0
+
+    @property
+    def smiling(self) -> bool:
+        return self.smile > 0.0
+
+    @property
+    def yawning(self) -> bool:
+        return self.yawn > 0.0
+
+
+NEUTRAL = Expression()
+
+
+def sample_expression(rng: np.random.Generator, label: int) -> Expression:
+    """Draw the non-pain behaviour of one still showing pain class ``label``.
+
+    Smiles and yawns follow ``SMILE_RATE_BY_CLASS`` / ``YAWN_RATE_BY_CLASS``; speech, half-blinks
+    and gaze shifts happen at the same rate in every class. The same number of draws is taken
+    whatever the label, so ``rng`` leaves in the same state and the label-free parts of the
+    expression are the same for every class.
+    """
+    if not 0 <= label < NUM_CLASSES:
+        raise ValueError(f"pain class must lie in 0..{NUM_CLASSES - 1}, got {label}")
+    u = rng.random(12)
+    yawn_rate, smile_rate = YAWN_RATE_BY_CLASS[label], SMILE_RATE_BY_CLASS[label]
+    yawn = 0.6 + 0.4 * u[1] if u[0] < yawn_rate else 0.0
+    smiling = yawn_rate <= u[0] < yawn_rate + smile_rate
+    smile = 0.35 + 0.65 * u[2] if smiling else 0.0
+    # A broad smile is a Duchenne smile about half the time: a trace of cheek raise with it.
+    cheek = 0.25 + 0.2 * u[4] if smile > 0.6 and u[3] < DUCHENNE_SHARE else 0.0
+    # A still catches speech anywhere in a syllable: sometimes nearly shut, sometimes wide.
+    jaw = 0.15 + 0.85 * u[6] if u[5] < SPEECH_RATE else 0.0
+    lid = 0.2 + 0.25 * u[8] if u[7] < BLINK_RATE else 0.0
+    if yawn > 0.0:
+        lid = max(lid, 0.3 + 0.15 * u[8])  # yawning eyes droop and water
+    gaze_x = gaze_y = 0.0
+    if u[9] < GAZE_SHIFT_RATE:
+        gaze_x = float(np.sign(u[10] - 0.5) * (0.03 + 0.035 * abs(2 * u[10] - 1)))
+        gaze_y = float(0.04 * u[11] - 0.02)
+    return Expression(
+        smile=float(smile),
+        cheek_raise=float(cheek),
+        jaw_drop=float(jaw),
+        yawn=float(yawn),
+        lid_closure=float(lid),
+        gaze_x=gaze_x,
+        gaze_y=gaze_y,
     )
 
 
@@ -341,6 +519,27 @@ class _Painter:
             _SHIFT,
         )
 
+    def blend_poly(
+        self,
+        pts: np.ndarray,
+        color: tuple[int, int, int],
+        alpha: float,
+        depth_bias: float = 0.0,
+    ) -> None:
+        """Fill ``pts`` with ``color`` at opacity ``alpha`` (lens tint, glare, beard, stubble)."""
+        px = self.to_px(pts, depth_bias)
+        height, width = self.img.shape[:2]
+        x0, y0 = (int(v) for v in np.maximum((px.min(axis=0) >> _SHIFT) - 2, 0))
+        x1 = min(width, int(px[:, 0].max() >> _SHIFT) + 3)
+        y1 = min(height, int(px[:, 1].max() >> _SHIFT) + 3)
+        if x1 <= x0 or y1 <= y0:
+            return
+        roi = self.img[y0:y1, x0:x1]
+        layer = roi.copy()
+        offset = np.array([x0 << _SHIFT, y0 << _SHIFT], np.int32)
+        cv2.fillPoly(layer, [px - offset], color, cv2.LINE_AA, _SHIFT)
+        roi[...] = cv2.addWeighted(layer, alpha, roi, 1.0 - alpha, 0.0)
+
     def ellipse(
         self,
         cx: float,
@@ -373,13 +572,14 @@ def _ellipse_pts(
     )
 
 
-def _face_outline(identity: Identity, n: int = 40) -> np.ndarray:
+def _face_outline(identity: Identity, n: int = 40, chin_drop: float = 0.0) -> np.ndarray:
     t_up = np.linspace(math.pi, 2 * math.pi, n)
     upper = np.stack([np.cos(t_up), 0.15 + 1.45 * np.sin(t_up)], 1)
     t_lo = np.linspace(0.0, math.pi, n)
     s = np.sin(t_lo)
     x = np.cos(t_lo) * (1.0 - (1.0 - identity.jaw_width) * s**2)
-    lower = np.stack([x, 0.15 + 1.2 * s], 1)
+    # An open jaw lengthens the lower face, most at the chin.
+    lower = np.stack([x, 0.15 + (1.2 + chin_drop * s**2) * s], 1)
     return np.concatenate([upper, lower[1:-1]])
 
 
@@ -394,11 +594,16 @@ def _wall(size_px: tuple[int, int], scene: Scene) -> np.ndarray:
     )
 
 
-def _draw_head(p: _Painter, ident: Identity, aus: ActionUnits, scene: Scene) -> None:
+def _draw_head(
+    p: _Painter, ident: Identity, aus: ActionUnits, scene: Scene, expr: Expression
+) -> None:
     skin = ident.skin_rgb
-    f4, f6, f7 = _au_strength(aus.au4), _au_strength(aus.au6), _au_strength(aus.au7)
+    f4, f7 = _au_strength(aus.au4), _au_strength(aus.au7)
+    # The trace of AU6 in a Duchenne smile combines with any pain AU6 as FACS does: the larger.
+    f6 = max(_au_strength(aus.au6), _au_strength(expr.cheek_raise))
     f9, f10 = _au_strength(aus.au9), _au_strength(aus.au10)
-    closure = _clip01(aus.au43)
+    closure = max(_clip01(aus.au43), expr.lid_closure)
+    chin_drop = 0.9 * expr.mouth_open_units
     tex = np.random.default_rng(ident.texture_seed)
 
     if scene.pillow:
@@ -435,7 +640,7 @@ def _draw_head(p: _Painter, ident: Identity, aus: ActionUnits, scene: Scene) -> 
             0.02,
             depth_bias=-0.5,
         )
-    p.poly(_face_outline(ident), skin)
+    p.poly(_face_outline(ident, chin_drop=chin_drop), skin)
 
     # Age: forehead lines.
     wrinkle = ident.wrinkle_depth
@@ -448,11 +653,15 @@ def _draw_head(p: _Painter, ident: Identity, aus: ActionUnits, scene: Scene) -> 
                 0.012,
             )
 
+    if ident.beard != "none":
+        _draw_beard(p, ident, chin_drop, tex)
     _draw_brows(p, ident, f4, f9)
     for sgn in (-1.0, 1.0):
-        _draw_eye(p, ident, sgn, f4, f6, f7, closure, scene.gaze_x)
-    _draw_nose(p, ident, f6, f9, f10)
-    _draw_mouth(p, ident, f9, f10)
+        _draw_eye(p, ident, sgn, f4, f6, f7, closure, scene.gaze_x + expr.gaze_x, expr.gaze_y)
+    _draw_nose(p, ident, f6, f9, f10, expr)
+    _draw_mouth(p, ident, f9, f10, expr)
+    if ident.glasses != "none":
+        _draw_glasses(p, ident)
 
     # Front hair last: it frames the forehead and can cover it.
     if ident.hair_style in ("short", "long", "curly", "fringe"):
@@ -472,6 +681,158 @@ def _draw_head(p: _Painter, ident: Identity, aus: ActionUnits, scene: Scene) -> 
             x0 = tex.uniform(-0.6, 0.6)
             strand = np.array([[x0, -1.25], [x0 + tex.uniform(-0.15, 0.15), hl - 0.05]])
             p.line(strand, _shade(hair, tex.uniform(0.75, 1.25)), 0.015)
+    if scene.hand != "none":
+        _draw_hand(p, ident, scene.hand, scene.hand_side, chin_drop)
+
+
+def _draw_beard(p: _Painter, ident: Identity, chin_drop: float, tex: np.random.Generator) -> None:
+    """Stubble (a dark shadow with specks) or a full beard over the jaw, chin and upper lip.
+
+    Drawn before nose and mouth: the nasolabial folds and the lips, which carry AU9/AU10, stay
+    on top of it.
+    """
+    outline = _face_outline(ident, chin_drop=chin_drop)
+    jaw = outline[(outline[:, 1] > 0.42) & (np.abs(outline[:, 0]) < 0.97)]
+    jaw = jaw[np.argsort(np.arctan2(jaw[:, 1] - 0.4, jaw[:, 0]))]  # right side round to left
+    nose_y = ident.nose_length + 0.075
+    mw = ident.mouth_width
+    upper = np.array(
+        [
+            [-0.9, 0.42],
+            [-0.55, 0.58],
+            [-mw - 0.06, 0.58],
+            [-ident.nose_width - 0.02, nose_y + 0.02],
+            [0.0, nose_y],
+            [ident.nose_width + 0.02, nose_y + 0.02],
+            [mw + 0.06, 0.58],
+            [0.55, 0.58],
+            [0.9, 0.42],
+        ]
+    )
+    region = np.concatenate([jaw, upper])
+    dark = _shade(ident.hair_rgb, 0.8)
+    if ident.beard == "beard":
+        p.blend_poly(region, dark, 0.82)
+        for _ in range(40):
+            x0 = tex.uniform(-0.7, 0.7)
+            y0 = tex.uniform(0.85, 1.25) + chin_drop * 0.7
+            p.line(
+                np.array([[x0, y0], [x0 + tex.uniform(-0.03, 0.03), y0 + 0.06]]),
+                _shade(dark, 1.3),
+                0.01,
+            )
+    else:
+        p.blend_poly(region, _mix(ident.skin_rgb, (40, 44, 52), 0.6), 0.3)
+        specks = np.stack([tex.uniform(-0.85, 0.85, 900), tex.uniform(0.4, 1.35, 900)], 1)
+        inside = specks[:, 0] ** 2 / 0.72 + ((specks[:, 1] - 0.15) / 1.18) ** 2 < 1.0
+        beside_mouth = (specks[:, 1] > 0.62) | (np.abs(specks[:, 0]) < 0.28)
+        specks = specks[inside & beside_mouth & (specks[:, 1] > nose_y + 0.02)]
+        specks[:, 1] += chin_drop * np.clip((specks[:, 1] - 0.8) / 0.5, 0.0, 1.0)
+        speck_rgb = _mix(ident.hair_rgb, (30, 28, 28), 0.5)
+        img = p.img
+        height, width = img.shape[:2]
+        pts = np.round(p.to_px(specks, fixed=False)).astype(int)
+        pts = pts[(pts[:, 0] >= 0) & (pts[:, 0] < width) & (pts[:, 1] >= 0) & (pts[:, 1] < height)]
+        img[pts[:, 1], pts[:, 0]] = (
+            0.5 * img[pts[:, 1], pts[:, 0]] + 0.5 * np.asarray(speck_rgb, float)
+        ).astype(np.uint8)
+
+
+def _superellipse(cx: float, cy: float, rx: float, ry: float, n: int = 32) -> np.ndarray:
+    t = np.linspace(0.0, 2 * math.pi, n, endpoint=False)
+    c, s = np.cos(t), np.sin(t)
+    return np.stack(
+        [cx + rx * np.sign(c) * np.abs(c) ** 0.6, cy + ry * np.sign(s) * np.abs(s) ** 0.6], 1
+    )
+
+
+def _draw_glasses(p: _Painter, ident: Identity) -> None:
+    """Glasses: lightly tinted lenses with a glare streak, a thin or thick frame, temple arms."""
+    frame = ident.glasses_rgb
+    width = 0.02 if ident.glasses == "thin" else 0.036
+    ey = _EYE_Y - 0.01
+    for sgn in (-1.0, 1.0):
+        ex = sgn * ident.eye_spacing
+        lens = _superellipse(ex, ey, 0.22, 0.135)
+        p.blend_poly(lens, (200, 214, 226), 0.12, depth_bias=0.05)
+        glare = np.array(
+            [
+                [ex - 0.12, ey - 0.02],
+                [ex - 0.04, ey - 0.11],
+                [ex + 0.0, ey - 0.11],
+                [ex - 0.08, ey - 0.02],
+            ]
+        )
+        p.blend_poly(glare, (250, 250, 250), 0.22, depth_bias=0.05)
+        p.line(lens, frame, width, depth_bias=0.05, closed=True)
+        # Temple arm from the outer rim back to the ear, which sits behind the face plane.
+        p.line(
+            np.array([[sgn * (ident.eye_spacing + 0.22), ey - 0.05], [sgn * 0.99, -0.1]]),
+            frame,
+            width,
+            depth_bias=-0.3,
+        )
+    inner = ident.eye_spacing - 0.22
+    bridge = np.array(
+        [[-inner, ey - 0.04], [-0.05, ey - 0.07], [0.05, ey - 0.07], [inner, ey - 0.04]]
+    )
+    p.line(bridge, frame, width, depth_bias=0.1)
+
+
+def _draw_hand(p: _Painter, ident: Identity, pose: str, side: float, chin_drop: float) -> None:
+    """A hand resting on the chin, a cheek or a temple; it never covers both eyes and mouth."""
+    skin = _shade(ident.skin_rgb, 0.96)
+    edge = _shade(ident.skin_rgb, 0.68)
+    sgn = side
+
+    def finger(base: tuple[float, float], tip: tuple[float, float], width: float = 0.15) -> None:
+        bone = np.array([base, tip])
+        p.line(bone, edge, width + 0.025)
+        p.line(bone, skin, width)
+
+    if pose == "chin":
+        # Chin resting on a loose fist: knuckles under the chin, the forearm down out of view.
+        top = 1.33 + chin_drop
+        p.poly(
+            np.array(
+                [
+                    [sgn * 0.05, top + 0.2],
+                    [sgn * 0.55, top + 0.2],
+                    [sgn * 0.75, 3.0],
+                    [sgn * 0.0, 3.0],
+                ]
+            ),
+            _shade(skin, 0.92),
+        )
+        fist = _ellipse_pts(sgn * 0.28, top + 0.2, 0.4, 0.22, 24)
+        p.poly(fist, skin)
+        p.line(fist, edge, 0.016, closed=True)
+        for k in range(4):
+            x = sgn * (0.0 + 0.16 * k)
+            p.line(np.array([[x, top + 0.03], [x + sgn * 0.02, top + 0.3]]), edge, 0.014)
+        finger((sgn * -0.1, top + 0.3), (sgn * 0.2, top + 0.06), 0.12)  # thumb along the jaw
+    elif pose == "cheek":
+        # Open hand against the outer cheek, fingers up beside the eye, wrist down and out.
+        p.poly(
+            np.array([[sgn * 0.8, 0.8], [sgn * 1.2, 0.75], [sgn * 1.55, 2.6], [sgn * 1.0, 2.6]]),
+            _shade(skin, 0.92),
+        )
+        palm = _ellipse_pts(sgn * 0.98, 0.55, 0.27, 0.36, 24, sgn * -10.0)
+        p.poly(palm, skin)
+        p.line(palm, edge, 0.016, closed=True)
+        for k in range(4):
+            x = sgn * (0.8 + 0.12 * k)
+            finger((x, 0.35), (x - sgn * 0.04, -0.15 + 0.07 * abs(k - 1.2)))
+    else:  # temple: fingertips on the side of the forehead, the arm raised out of view
+        p.poly(
+            np.array([[sgn * 1.2, -0.45], [sgn * 1.3, -0.05], [sgn * 2.3, 0.7], [sgn * 2.3, 0.0]]),
+            _shade(skin, 0.92),
+        )
+        palm = _ellipse_pts(sgn * 1.22, -0.42, 0.26, 0.3, 24, sgn * 25.0)
+        p.poly(palm, skin)
+        p.line(palm, edge, 0.016, closed=True)
+        for k in range(4):
+            finger((sgn * 1.1, -0.72 + 0.12 * k), (sgn * 0.74, -0.95 + 0.1 * k))
 
 
 def _draw_brows(p: _Painter, ident: Identity, f4: float, f9: float) -> None:
@@ -512,6 +873,7 @@ def _draw_eye(
     f7: float,
     closure: float,
     gaze_x: float,
+    gaze_y: float = 0.0,
 ) -> None:
     skin = ident.skin_rgb
     ex, ew = sgn * ident.eye_spacing, ident.eye_width
@@ -535,7 +897,7 @@ def _draw_eye(
         p.poly(
             np.concatenate([np.stack([x, y_up], 1), np.stack([x, y_lo], 1)[::-1]]), (232, 226, 220)
         )
-        ix, iy = ex + gaze_x, _EYE_Y + 0.005 + 0.03 * f6
+        ix, iy = ex + gaze_x, _EYE_Y + 0.005 + 0.03 * f6 + gaze_y
         r_iris = 0.072 * ew / 0.19
         p.ellipse(ix, iy, r_iris, r_iris, ident.iris_rgb, n=20)
         p.ellipse(ix, iy, r_iris * 0.45, r_iris * 0.45, (18, 14, 14), n=14)
@@ -592,7 +954,9 @@ def _draw_eye(
             p.line(np.array([[ox, oy], end]), _shade(skin, 1 - 0.55 * f6), 0.012 + 0.012 * f6)
 
 
-def _draw_nose(p: _Painter, ident: Identity, f6: float, f9: float, f10: float) -> None:
+def _draw_nose(
+    p: _Painter, ident: Identity, f6: float, f9: float, f10: float, expr: Expression = NEUTRAL
+) -> None:
     skin = ident.skin_rgb
     tip_y, nw = ident.nose_length, ident.nose_width
     lift = 0.07 * f9 + 0.03 * f10
@@ -649,45 +1013,69 @@ def _draw_nose(p: _Painter, ident: Identity, f6: float, f9: float, f10: float) -
             )
     # Nasolabial folds: deepen with AU9/AU10 (and a little AU6), present faintly with age
     # (less than one AU step, so that age does not read as a raised upper lip).
-    fold = 0.1 + 0.06 * ident.wrinkle_depth + 0.5 * max(f9, f10) + 0.1 * f6
-    mw = ident.mouth_width
+    # A smile deepens them too, but curves them out around the lifted, widened corners.
+    smile = expr.smile
+    fold = 0.1 + 0.06 * ident.wrinkle_depth + 0.5 * max(f9, f10) + 0.1 * f6 + 0.3 * smile
+    mw = _mouth_half_width(ident, expr)
     for sgn in (-1.0, 1.0):
         t = np.linspace(0.0, 1.0, 10)[:, None]
         a = np.array([sgn * (nw + 0.06), tip_y - 0.02 - lift])
-        c = np.array([sgn * (nw + 0.2), _MOUTH_Y - 0.22])
-        b = np.array([sgn * (mw + 0.07), _MOUTH_Y + 0.1])
+        c = np.array([sgn * (nw + 0.2 + 0.06 * smile), _MOUTH_Y - 0.22])
+        b = np.array([sgn * (mw + 0.07), _MOUTH_Y + 0.1 - 0.06 * smile])
         curve = (1 - t) ** 2 * a + 2 * (1 - t) * t * c + t**2 * b
         p.line(curve, _shade(skin, 1 - 0.45 * fold), 0.016 + 0.012 * fold)
 
 
-def _draw_mouth(p: _Painter, ident: Identity, f9: float, f10: float) -> None:
+def _mouth_half_width(ident: Identity, expr: Expression) -> float:
+    # AU12 pulls the corners out; a yawn stretches the mouth tall and narrow.
+    return ident.mouth_width * (1.0 + 0.2 * expr.smile - 0.2 * expr.yawn)
+
+
+def _draw_mouth(
+    p: _Painter, ident: Identity, f9: float, f10: float, expr: Expression = NEUTRAL
+) -> None:
     u = np.linspace(-1.0, 1.0, 17)
-    mw = ident.mouth_width
+    mw = _mouth_half_width(ident, expr)
     x = u * mw
-    y_m = _MOUTH_Y + ident.mouth_curve * u**2
+    # AU12 lifts the corners.
+    y_m = _MOUTH_Y + ident.mouth_curve * u**2 - 0.11 * expr.smile * u**2
     # AU10 lifts the upper lip, most in its middle-lateral part (a squarish opening).
     raise_shape = (1 - u**4) ** 1.5
     lift = (0.18 * f10 + 0.05 * f9) * raise_shape
+    # The lower lip drops when the jaw opens (speech, yawn) and parts a little in a broad smile.
+    part = 0.045 * _clip01((expr.smile - 0.4) / 0.6) * (1 - u**2) ** 0.5
+    drop = part + expr.mouth_open_units * (1 - u**2) ** 0.6
     y_ul_bottom = y_m - lift
+    y_ll_top = y_m + drop
     bow = 0.012 * np.exp(-((u / 0.12) ** 2)) - 0.008 * np.exp(-(((np.abs(u) - 0.3) / 0.12) ** 2))
-    y_ul_top = y_ul_bottom - ident.upper_lip * (0.25 + 0.75 * (1 - u**2) ** 0.6) + bow
-    y_ll_bottom = y_m + ident.lower_lip * (0.2 + 0.8 * (1 - u**2) ** 0.7)
+    upper_lip = ident.upper_lip * (1.0 - 0.3 * expr.smile)  # stretched thin over the teeth
+    y_ul_top = y_ul_bottom - upper_lip * (0.25 + 0.75 * (1 - u**2) ** 0.6) + bow
+    lower_lip = ident.lower_lip * (1.0 - 0.3 * expr.yawn)
+    y_ll_bottom = y_ll_top + lower_lip * (0.2 + 0.8 * (1 - u**2) ** 0.7)
     lip = ident.lip_rgb
-    if lift.max() > 0.01:
-        mouth = np.concatenate([np.stack([x, y_ul_bottom], 1), np.stack([x, y_m], 1)[::-1]])
+    gap = y_ll_top - y_ul_bottom
+    if gap.max() > 0.01:
+        mouth = np.concatenate([np.stack([x, y_ul_bottom], 1), np.stack([x, y_ll_top], 1)[::-1]])
         p.poly(mouth, (52, 22, 24))
-        teeth_h = np.minimum(lift, 0.08) * (np.abs(u) < 0.8)
+        teeth_h = np.minimum(gap, 0.08 - 0.04 * expr.yawn) * (np.abs(u) < 0.8)
         teeth = np.concatenate(
             [np.stack([x, y_ul_bottom], 1), np.stack([x, y_ul_bottom + teeth_h], 1)[::-1]]
         )
         p.poly(teeth, (232, 228, 214))
+        if drop.max() > 0.03:
+            # Lower teeth show at the bottom of an open mouth, shaded by the upper lip.
+            low_h = np.minimum(0.3 * drop, 0.035) * (np.abs(u) < 0.6)
+            lower_teeth = np.concatenate(
+                [np.stack([x, y_ll_top - low_h], 1), np.stack([x, y_ll_top], 1)[::-1]]
+            )
+            p.poly(lower_teeth, (196, 190, 178))
     p.poly(
         np.concatenate([np.stack([x, y_ul_top], 1), np.stack([x, y_ul_bottom], 1)[::-1]]),
         _shade(lip, 0.85),
     )
-    p.poly(np.concatenate([np.stack([x, y_m], 1), np.stack([x, y_ll_bottom], 1)[::-1]]), lip)
+    p.poly(np.concatenate([np.stack([x, y_ll_top], 1), np.stack([x, y_ll_bottom], 1)[::-1]]), lip)
     p.line(
-        np.stack([x, y_m], 1)[1:-1] if lift.max() <= 0.01 else np.stack([x, y_ul_bottom], 1),
+        np.stack([x, y_m], 1)[1:-1] if gap.max() <= 0.01 else np.stack([x, y_ul_bottom], 1),
         _shade(lip, 0.5),
         0.014,
     )
@@ -696,7 +1084,12 @@ def _draw_mouth(p: _Painter, ident: Identity, f9: float, f10: float) -> None:
 
 
 def _shading(
-    shape_hw: tuple[int, int], p: _Painter, ident: Identity, aus: ActionUnits, scene: Scene
+    shape_hw: tuple[int, int],
+    p: _Painter,
+    ident: Identity,
+    aus: ActionUnits,
+    scene: Scene,
+    expr: Expression = NEUTRAL,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Light maps for the head: a multiplier (Lambert on an ellipsoid, socket and nose shadows)
     and an additive sheen (forehead, nose bridge, cheekbones)."""
@@ -727,7 +1120,8 @@ def _shading(
     def blob(cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
         return np.exp(-(((x - cx) / rx) ** 2) - ((y - cy) / ry) ** 2)
 
-    f4, f6, f7 = _au_strength(aus.au4), _au_strength(aus.au6), _au_strength(aus.au7)
+    f4, f7 = _au_strength(aus.au4), _au_strength(aus.au7)
+    f6 = max(_au_strength(aus.au6), _au_strength(expr.cheek_raise))
     f9 = _au_strength(aus.au9)
     socket = ident.eye_spacing
     sockets = blob(-socket, _EYE_Y - 0.05, 0.26, 0.17) + blob(socket, _EYE_Y - 0.05, 0.26, 0.17)
@@ -742,6 +1136,11 @@ def _shading(
     cheek_y = 0.3 - 0.16 * f6
     cheeks = blob(-0.46, cheek_y, 0.2, 0.13) + blob(0.46, cheek_y, 0.2, 0.13)
     shade = shade * (1 + (0.07 + 0.2 * f6) * cheeks)
+    if expr.smile > 0.0:
+        # AU12 bunches the lower cheeks into round "apples" beside the lifted corners: lower on
+        # the face than AU6's mound, with no furrow under the eye.
+        apples = blob(-0.44, 0.5, 0.17, 0.12) + blob(0.44, 0.5, 0.17, 0.12)
+        shade = shade * (1 + 0.14 * expr.smile * apples)
     # AU6 also deepens the infraorbital furrow between the raised cheek and the eye.
     furrow = blob(-socket, _EYE_Y + 0.16, 0.22, 0.05) + blob(socket, _EYE_Y + 0.16, 0.22, 0.05)
     shade = shade * (1 - 0.25 * f6 * furrow)
@@ -778,8 +1177,11 @@ def render_face(
     center_px: tuple[float, float] | None = None,
     background: np.ndarray | None = None,
     add_noise: bool = True,
+    expression: Expression = NEUTRAL,
 ) -> np.ndarray:
     """Draw one RGB uint8 image (H, W, 3) of ``identity`` showing ``aus`` under ``scene``.
+
+    ``expression`` adds non-pain behaviour (smile, speech, yawn, half-blink, gaze) on top.
 
     ``face_width_px`` is the cheek-to-cheek width (default half the image width);
     ``center_px`` the face centre (default the image centre). ``background`` is an
@@ -801,11 +1203,11 @@ def render_face(
     reach = 3.2 * face_w
     x0, x1 = max(0, int(center[0] - reach)), min(width, int(center[0] + reach))
     y0, y1 = max(0, int(center[1] - reach)), min(height, int(center[1] + reach))
-    _draw_head(painter, identity, aus, scene)
+    _draw_head(painter, identity, aus, scene, expression)
 
     roi = img[y0:y1, x0:x1]
     sub = _Painter(roi, (center[0] - x0, center[1] - y0), face_w / 2.0, identity, scene)
-    shade, sheen = _shading(roi.shape[:2], sub, identity, aus, scene)
+    shade, sheen = _shading(roi.shape[:2], sub, identity, aus, scene, expression)
     gain = scene.light_gain * np.asarray(scene.tint, np.float32)
     out = img.astype(np.float32)
     out *= gain

@@ -2,10 +2,14 @@
 
 An episode runs rest, rise, peak, recovery, rest (``_EPISODE_PHASES``, fractions of its length),
 with the eyes squeezed shut at the height of the peak and spontaneous blinks adding brief AU43 on
-top. :class:`SyntheticPatientStream` renders frames live from :mod:`painmon.core.synth.render`
-(a pure function of seed and frame index that never sleeps: the consumer paces it), e.g. as the
-camera stand-in of ``core.live.capture``; :func:`write_video` writes one episode as an mp4 with
-its per-frame ground truth in ``<stem>.truth.csv`` (``TRUTH_COLUMNS``).
+top. Like a real patient the face is never still: the head sways and nods, the eyes glance
+about, the light drifts, and while at rest the patient talks (the mouth opening and closing at
+syllable rate) and smiles. None of that changes the pain ground truth, which stays the scripted
+episode plus blinks; the truth CSV also says what the face was doing (``NUISANCE_COLUMNS``).
+:class:`SyntheticPatientStream` renders frames live from :mod:`painmon.core.synth.render` (a pure
+function of seed and frame index that never sleeps: the consumer paces it), e.g. as the camera
+stand-in of ``core.live.capture``; :func:`write_video` writes one episode as an mp4 with its
+per-frame ground truth in ``<stem>.truth.csv`` (``TRUTH_COLUMNS``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 from painmon.core.synth.render import (
     AU_NAMES,
     ActionUnits,
+    Expression,
     Scene,
     _clip01,
     _wall,
@@ -35,7 +40,18 @@ from painmon.core.util.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
-TRUTH_COLUMNS: tuple[str, ...] = ("frame", "t_s", *AU_NAMES, "pspi", "label")
+# What the face does besides pain: smile 0..1, mouth opening 0..1, speaking 0/1, gaze offset
+# (face half-width units), light gain relative to the patient's base light.
+NUISANCE_COLUMNS: tuple[str, ...] = (
+    "smile",
+    "mouth_open",
+    "speaking",
+    "gaze_x",
+    "gaze_y",
+    "light_gain",
+)
+TRUTH_COLUMNS: tuple[str, ...] = ("frame", "t_s", *AU_NAMES, "pspi", "label", *NUISANCE_COLUMNS)
+_SPELL_MARGIN_S = 0.6  # no talking or smiling this close to the rise or after the recovery
 _EPISODE_PHASES = (0.25, 0.45, 0.70, 0.90)  # rest ends, rise ends, peak ends, recovery ends
 
 
@@ -105,6 +121,12 @@ class FrameTruth(NamedTuple):
     au43: int
     pspi: int
     label: int
+    smile: float = 0.0
+    mouth_open: float = 0.0
+    speaking: int = 0
+    gaze_x: float = 0.0
+    gaze_y: float = 0.0
+    light_gain: float = 1.0
 
 
 class SyntheticFrame(NamedTuple):
@@ -173,6 +195,9 @@ class SyntheticPatientStream:
         self._noise = noise_rng.normal(0, 2.5, (4, height, width, 3)).astype(np.float32)
         self.face_width_px = 0.42 * height
         self._blinks: dict[int, np.ndarray] = {}
+        self._spells: dict[int, list[tuple[str, float, float, float, float]]] = {}
+        self._glances: dict[int, np.ndarray] = {}
+        self._drift = np.random.default_rng([self.seed, 0x11D7]).uniform(0, 2 * math.pi, 4)
 
     @property
     def n_frames(self) -> int | None:
@@ -203,6 +228,91 @@ class SyntheticPatientStream:
                     closure = max(closure, 1 - (dt - 0.16) / 0.12)
         return closure
 
+    def _episode_spells(self, episode: int) -> list[tuple[str, float, float, float, float]]:
+        """Talking and smiling spells in the rest phases of one episode: (kind, start, end,
+        strength, phase), times in seconds from the start of the stream."""
+        if episode not in self._spells:
+            rng = np.random.default_rng([self.seed, 0x5BEEC, episode])
+            length = self.episode_s
+            rest_end, _, _, recovery_end = _EPISODE_PHASES
+            windows = (
+                (0.0, rest_end * length - _SPELL_MARGIN_S),
+                (recovery_end * length + _SPELL_MARGIN_S, length),
+            )
+            spells = []
+            for start, stop in windows:
+                cursor = start + rng.uniform(0.3, 1.2)
+                while cursor + 1.0 < stop:
+                    kind = "speech" if rng.random() < 0.6 else "smile"
+                    end = min(stop, cursor + rng.uniform(1.5, 3.5))
+                    strength, phase = rng.uniform(0.5, 1.0), rng.uniform(0, 2 * math.pi)
+                    offset = episode * length
+                    spells.append((kind, offset + cursor, offset + end, strength, phase))
+                    cursor = end + rng.uniform(0.6, 2.0)
+            self._spells[episode] = spells
+        return self._spells[episode]
+
+    def _glance_at(self, t_s: float) -> tuple[float, float]:
+        """Gaze offset: fixations of 0.8-3 s, half of them straight ahead, 50 ms saccades."""
+        block = int(t_s // self._BLINK_BLOCK_S)
+        if block not in self._glances:
+            rng = np.random.default_rng([self.seed, 0x6A2E, block])
+            times = block * self._BLINK_BLOCK_S + np.cumsum(rng.uniform(0.8, 3.0, 40))
+            targets = np.stack([rng.uniform(-0.06, 0.06, 40), rng.uniform(-0.02, 0.02, 40)], 1)
+            targets[rng.random(40) < 0.5] = 0.0
+            self._glances[block] = np.concatenate([times[:, None], targets], 1)
+        table = self._glances[block]
+        i = int(np.searchsorted(table[:, 0], t_s, side="right")) - 1
+        previous = table[i - 1, 1:] if i >= 1 else np.zeros(2)
+        if i < 0:
+            return 0.0, 0.0
+        ease = _clip01((t_s - table[i, 0]) / 0.05)
+        gaze = previous + (table[i, 1:] - previous) * ease
+        return float(gaze[0]), float(gaze[1])
+
+    def expression_at(self, t_s: float) -> Expression:
+        """Non-pain behaviour at ``t_s``: speech and smiles at rest, glances throughout."""
+        episode = int(t_s // self.episode_s)
+        smile = jaw = cheek = 0.0
+        for kind, start, end, strength, phase in self._episode_spells(episode):
+            if not start <= t_s < end:
+                continue
+            envelope = _smoothstep((t_s - start) / 0.3) * _smoothstep((end - t_s) / 0.3)
+            if kind == "smile":
+                smile = strength * envelope
+                cheek = 0.4 * smile if strength > 0.75 else 0.0  # broad ones are Duchenne
+            else:
+                # Syllables at ~4 Hz, louder and softer words at ~1 Hz.
+                syllable = max(0.0, math.sin(2 * math.pi * 4.2 * (t_s - start) + phase))
+                word = 0.55 + 0.45 * math.sin(2 * math.pi * 0.9 * (t_s - start) + 2 * phase) ** 2
+                jaw = strength * envelope * syllable**1.5 * word
+        gaze_x, gaze_y = self._glance_at(t_s)
+        return Expression(
+            smile=float(smile),
+            cheek_raise=float(min(cheek, 0.45)),
+            jaw_drop=float(jaw),
+            gaze_x=gaze_x,
+            gaze_y=gaze_y,
+        )
+
+    def _speaking(self, t_s: float) -> bool:
+        episode = int(t_s // self.episode_s)
+        return any(
+            kind == "speech" and start <= t_s < end
+            for kind, start, end, _, _ in self._episode_spells(episode)
+        )
+
+    def light_drift(self, t_s: float) -> tuple[float, float]:
+        """Light gain factor and azimuth offset (degrees) drifting slowly (clouds, a lamp)."""
+        ph = self._drift
+        gain = (
+            1.0
+            + 0.05 * math.sin(2 * math.pi * t_s / 17.0 + ph[0])
+            + 0.03 * math.sin(2 * math.pi * t_s / 7.3 + ph[1])
+        )
+        azimuth = 6.0 * math.sin(2 * math.pi * t_s / 23.0 + ph[2])
+        return gain, azimuth
+
     def truth_at(self, index: int) -> tuple[ActionUnits, FrameTruth]:
         t_s = index / self.fps
         scripted = episode_aus(t_s, self.episode_s)
@@ -211,7 +321,21 @@ class SyntheticPatientStream:
             scripted.au4, scripted.au6, scripted.au7, scripted.au9, scripted.au10, closure
         )
         rounded = aus.rounded()
-        truth = FrameTruth(index, round(t_s, 4), *rounded, aus.pspi, aus.label)
+        expr = self.expression_at(t_s)
+        gain, _ = self.light_drift(t_s)
+        truth = FrameTruth(
+            index,
+            round(t_s, 4),
+            *rounded,
+            aus.pspi,
+            aus.label,
+            smile=round(expr.smile, 3),
+            mouth_open=round(expr.jaw_drop, 3),
+            speaking=int(self._speaking(t_s)),
+            gaze_x=round(expr.gaze_x, 4),
+            gaze_y=round(expr.gaze_y, 4),
+            light_gain=round(gain, 4),
+        )
         return aus, truth
 
     def frame(self, index: int) -> SyntheticFrame:
@@ -234,11 +358,18 @@ class SyntheticPatientStream:
         width, height = self.size
         dx = motion * 0.015 * width * math.sin(2 * math.pi * 0.05 * t_s + ph[4])
         dy = motion * 0.012 * height * math.sin(2 * math.pi * 0.09 * t_s + ph[5])
+        expr = self.expression_at(t_s)
+        # A talking head nods with its words and tilts a little while smiling.
+        dy += 0.006 * height * expr.jaw_drop
+        roll += 2.0 * expr.smile * math.sin(ph[0])
+        gain, azimuth = self.light_drift(t_s)
         scene = Scene(
             **{
                 **self._scene.__dict__,
                 "roll_deg": float(np.clip(roll, -12, 12)),
                 "yaw_deg": float(np.clip(yaw, -14, 14)),
+                "light_gain": float(np.clip(self._scene.light_gain * gain, 0.2, 2.0)),
+                "light_azimuth_deg": self._scene.light_azimuth_deg + azimuth,
             }
         )
         rgb = render_face(
@@ -250,6 +381,7 @@ class SyntheticPatientStream:
             (width * 0.5 + dx, height * 0.47 + dy),
             self._background,
             add_noise=False,
+            expression=expr,
         )
         noisy = rgb.astype(np.float32)
         noisy += self._noise[index % len(self._noise)]

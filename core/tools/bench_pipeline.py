@@ -93,7 +93,7 @@ def export_untrained_dacnn(out_dir: str | Path, seed: int = 0) -> Path:
     """Export a freshly initialised DA-CNN to ``out_dir/dacnn-untrained.onnx`` (speed only)."""
     import torch
 
-    from painmon.core.research.export import export_onnx
+    from painmon.core.research.export import GateData, export_onnx
     from painmon.core.research.train import checkpoint_meta, save_checkpoint
     from painmon.models import create_model
 
@@ -105,7 +105,11 @@ def export_untrained_dacnn(out_dir: str | Path, seed: int = 0) -> Path:
     checkpoint = out_dir / UNTRAINED_CHECKPOINT
     save_checkpoint(model, checkpoint, meta)
     out = out_dir / "dacnn-untrained.onnx"
-    export_onnx(checkpoint, out, parity_samples=2)
+    # A gate on random crops: its scores mean nothing, but the graph has the gate's cost.
+    rng = np.random.default_rng(seed)
+    crops = rng.integers(0, 256, (60, 64, 64, 3), dtype=np.uint8)
+    gate = GateData(crops[:50], np.arange(50) % 5, crops[50:], 5, 1)
+    export_onnx(checkpoint, out, parity_samples=2, gate_data=gate)
     return out
 
 

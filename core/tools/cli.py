@@ -215,7 +215,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from painmon.core.research.export import export_onnx
 
     result = export_onnx(
-        args.run, args.out, opset=args.opset, intended_use=args.intended_use, demo=args.demo
+        args.run,
+        args.out,
+        opset=args.opset,
+        intended_use=args.intended_use,
+        demo=args.demo,
+        gate_data=args.manifest,
+        domain_gate=not args.no_domain_gate,
+        gate_quantile=args.gate_quantile,
     )
     print(
         f"exported {result.architecture} to {result.onnx_path} (opset {result.opset})\n"
@@ -223,7 +230,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
         f"  ONNX Runtime vs torch over {result.parity_samples} inputs "
         f"({result.gradcams_compared} Grad-CAM maps compared): max |diff| "
         + ", ".join(f"{k} {v:.1e}" for k, v in result.parity_max_abs_diff.items())
+        + " (domain_score relative)" * (result.domain_gate is not None)
     )
+    gate = result.domain_gate
+    if gate is None:
+        print("  domain gate: none (the bedside will say it cannot tell unfamiliar faces)")
+    else:
+        print(
+            f"  domain gate: Mahalanobis on {gate.feature_dims} features, fitted on "
+            f"{gate.train_crops} crops of {gate.train_subjects} training subjects; threshold "
+            f"{gate.threshold:.1f} = the {gate.quantile:g} quantile of {gate.val_crops} crops of "
+            f"{gate.val_subjects} validation subjects (their median {gate.val_scores_median:.1f})"
+        )
     return EXIT_OK
 
 
@@ -282,6 +300,34 @@ def _cmd_bench_app(args: argparse.Namespace) -> int:
     from painmon.app.bench import bench_app_cli
 
     return bench_app_cli(args.source, args.seconds, args.face_model, args.model, args.json)
+
+
+def _cmd_bench_au(args: argparse.Namespace) -> int:
+    from painmon.core.tools.bench_au import run
+
+    return run(args)
+
+
+def _cmd_bench_gate(args: argparse.Namespace) -> int:
+    from painmon.core.tools.bench_gate import format_gate_report, gate_report, write_gate_report
+
+    model = args.model
+    if model is None:
+        from painmon.core.store.catalog import shipped_demo_model_path
+
+        model = shipped_demo_model_path()
+    report = gate_report(
+        model,
+        real=args.real,
+        in_domain_videos=args.in_domain,
+        crops=args.crops,
+        splits=args.splits,
+        face_model=str(args.face_model) if args.face_model else None,
+    )
+    print(format_gate_report(report))
+    if args.json:
+        write_gate_report(report, args.json)
+    return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -449,6 +495,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--opset", type=int, default=17)
     export.add_argument("--intended-use", help="text stored in the model's metadata")
     export.add_argument("--demo", action="store_true", help="mark as synthetic-data demo model")
+    export.add_argument(
+        "--manifest",
+        type=Path,
+        help="the crops (.npz) or dataset the run was trained on, for the domain gate "
+        "(default: the dataset recorded in the run)",
+    )
+    export.add_argument(
+        "--gate-quantile",
+        type=float,
+        default=0.99,
+        help="domain gate threshold: this quantile of the validation subjects' scores",
+    )
+    export.add_argument(
+        "--no-domain-gate",
+        action="store_true",
+        help="export without a domain gate (research only: the bedside then cannot tell a "
+        "face unlike the training data, and says so)",
+    )
     export.set_defaults(func=_cmd_export)
 
     bench = sub.add_parser("bench", help="benchmarks that print numbers")
@@ -488,6 +552,38 @@ def build_parser() -> argparse.ArgumentParser:
     bench_app.add_argument("--model", type=Path, help="default: the shipped demo model")
     bench_app.add_argument("--json", type=Path, help="also write the result here")
     bench_app.set_defaults(func=_cmd_bench_app)
+
+    bench_au = bench_sub.add_parser(
+        "au", help="the AU estimate on laughing/smiling/talking real faces and synthetic episodes"
+    )
+    # The options of core/tools/bench_au.py (defined here too: importing it loads cv2 and
+    # MediaPipe, which every painmon command would then pay for at start-up).
+    bench_au.add_argument("--media", type=Path, help="folder of the shared media")
+    bench_au.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
+    bench_au.add_argument("--synth-dir", type=Path, help="keep the synthetic videos here")
+    bench_au.add_argument("--reuse", action="store_true", help="reuse videos in --synth-dir")
+    bench_au.add_argument("--seeds", default="1,2,3,4", help="synthetic video seeds")
+    bench_au.add_argument("--seconds", type=float, default=60.0)
+    bench_au.add_argument("--fps", type=float, default=30.0)
+    bench_au.add_argument("--skip-media", action="store_true")
+    bench_au.add_argument("--skip-synth", action="store_true")
+    bench_au.set_defaults(func=_cmd_bench_au)
+
+    bench_gate = bench_sub.add_parser(
+        "gate", help="a model's domain gate: flagged fractions on real and in-domain faces, AUROC"
+    )
+    bench_gate.add_argument("--model", type=Path, help="default: the shipped demo model")
+    bench_gate.add_argument(
+        "--real", nargs="*", default=[], help="videos/images of faces outside the model's domain"
+    )
+    bench_gate.add_argument(
+        "--in-domain", nargs="*", default=[], help="videos of faces like the training data"
+    )
+    bench_gate.add_argument("--crops", type=Path, help="crops .npz (painmon crops) of the domain")
+    bench_gate.add_argument("--splits", type=Path, help="splits.json: use its test subjects only")
+    bench_gate.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
+    bench_gate.add_argument("--json", type=Path, help="also write the report here")
+    bench_gate.set_defaults(func=_cmd_bench_gate)
 
     monitor = sub.add_parser("monitor", help="headless monitoring into session files")
     monitor.add_argument(

@@ -493,3 +493,28 @@ def test_bad_levels_and_states_refused(manager: AlarmManager) -> None:
         AlarmState(0.0, "medium", False, True, False, True, None, None, None, (), True, ())
     with pytest.raises(ValueError, match="timezone"):
         AlarmEvent("2024-05-01T08:00:00", 0.0, "onset", "high", 3.6, 3.5, "", "x")
+
+
+# -- the AU estimate while the model cannot score the face (OUT_OF_DOMAIN) ---------------------
+
+
+def test_out_of_domain_levels_raise_nothing_by_default(manager: AlarmManager) -> None:
+    """Off by default: a face the model cannot score never raises a pain alarm."""
+    states = feed(manager, 0.0, 60.0, 3.9, TechnicalCondition.OUT_OF_DOMAIN)
+    assert kinds(states) == ["technical_onset"]
+    assert states[0].new_events[0].message.startswith("technical alarm OUT_OF_DOMAIN")
+    assert all(s.pain_priority == "none" for s in states)
+
+
+def test_au_alarms_setting_lets_the_au_estimate_raise_pain_alarms(clock: FakeUtcClock) -> None:
+    settings = AlarmSettings(model_sha256=SHA, au_alarms_out_of_domain=True)
+    manager = AlarmManager(settings, utc_clock=clock)
+    states = feed(manager, 0.0, 12.0, 3.0, TechnicalCondition.OUT_OF_DOMAIN)
+    assert kinds(states) == ["technical_onset", "onset"]
+    assert states[-1].pain_priority == "medium"
+    assert states[-1].technical_conditions == ("OUT_OF_DOMAIN",)
+    # Every other condition still freezes the pain state, setting or not.
+    frozen = feed(manager, 12.5, 40.0, 0.0, TechnicalCondition.NO_FACE)
+    assert all(s.active and s.pain_priority == "medium" for s in frozen)
+    with pytest.raises(ValueError, match="True or False"):
+        AlarmSettings(au_alarms_out_of_domain="yes")  # type: ignore[arg-type]

@@ -13,12 +13,14 @@ from painmon.core.live.alarms import (
 )
 from painmon.core.live.capture import Frame
 from painmon.core.live.display import (
+    AU_READING_HEADLINE,
     BLINK_HZ,
     CONDITION_DETAIL,
     CONDITION_TEXT,
     CONNECTING_HEADLINE,
     END_OF_VIDEO,
     HIGH_BLINK_HZ,
+    NO_GATE_WARNING,
     NO_MODEL_HEADLINE,
     NO_MODEL_TEXT,
     NO_SIGNAL_DETAIL,
@@ -26,6 +28,7 @@ from painmon.core.live.display import (
     NO_SOURCE_DETAIL,
     NO_SOURCE_HEADLINE,
     NO_VIDEO_REASON,
+    OUT_OF_DOMAIN_REASON,
     OUTPUT_UNKNOWN_HEADLINE,
     STALE_FRAME_S,
     STALE_RESULT_S,
@@ -34,6 +37,7 @@ from painmon.core.live.display import (
     SourceProblem,
     display_state,
     level_role,
+    model_warning,
     monitor_stopped,
     priority_role,
     smooth_latency_ms,
@@ -55,13 +59,17 @@ def _result(
     condition: TechnicalCondition | None = None,
     quality: QualityReport | None = None,
     level: float = 1.5,
+    *,
+    out_of_domain: bool = False,
+    au_pspi: float | None = None,
 ) -> EngineResult:
     """An EngineResult as an engine makes it: scored, or unknown under ``condition``."""
     frame = Frame(1, 1.0, np.zeros((120, 160, 3), np.uint8), NOW_S - 0.05, "test")
     face = condition is not TechnicalCondition.NO_FACE
     box = FaceBox(40.0, 20.0, 60.0, 70.0, 0.9) if face else None
     observation = FaceObservation(1.0, face, box, int(face), "test")
-    known = condition is None
+    out_of_domain = out_of_domain or condition is TechnicalCondition.OUT_OF_DOMAIN
+    known = condition is None and not out_of_domain
     if known:
         probs = np.array([0.0, 0.5, 0.5, 0.0, 0.0])
         smoothed = SmoothedScore(1.0, tuple(probs), 1, level, 0.8, False, "ok")
@@ -77,10 +85,12 @@ def _result(
         pain_class=1 if known else None,
         pain_level=level if known else None,
         smoothed=smoothed,
-        au_pspi=None,
+        au_pspi=au_pspi,
         alarm_state=_state(),
         technical_condition=None if condition is None else str(condition),
         timings_ms=dict.fromkeys(STAGES, 1.0),
+        domain_score=5000.0 if out_of_domain else 10.0,
+        out_of_domain=out_of_domain,
     )
 
 
@@ -155,7 +165,11 @@ def test_each_technical_condition_names_itself_on_video_and_panel(condition):
         assert "blurred" in display.video_detail and "dark" in display.video_detail
     else:
         assert display.video_detail == CONDITION_DETAIL[condition]
-    assert display.panel_reason == "Output unknown: " + CONDITION_TEXT[condition].lower()
+    if condition is TechnicalCondition.OUT_OF_DOMAIN:
+        assert display.panel_reason == OUT_OF_DOMAIN_REASON
+        assert display.panel_headline == AU_READING_HEADLINE
+    else:
+        assert display.panel_reason == "Output unknown: " + CONDITION_TEXT[condition].lower()
     assert display.panel_result is result  # shown: its smoothed output is unknown
 
 
@@ -339,3 +353,36 @@ def test_display_state_rejects_inconsistent_values():
         DisplayState(**{**fields, "sound_priority": AlarmPriority.NONE})
     with pytest.raises(ValueError, match="stale"):
         DisplayState(**{**fields, "result_stale": True})
+
+
+# --------------------------------------------------------------------- domain gate
+
+
+def test_out_of_domain_shows_the_au_estimate_as_the_reading():
+    display = _show(_result(TechnicalCondition.OUT_OF_DOMAIN, au_pspi=0.7))
+    assert display.out_of_domain and display.au_reading == 0.7
+    assert display.video_headline == "CANNOT SCORE THIS FACE"
+    assert "unlike this model's training data" in display.video_detail
+    assert display.panel_headline == AU_READING_HEADLINE
+    assert "AU estimate" in display.panel_reason and "alarms are off" in display.panel_reason
+
+
+def test_an_out_of_domain_crop_before_the_condition_already_shows_no_level():
+    """The first second of an unfamiliar face: no banner yet, but no pain level either."""
+    display = _show(_result(out_of_domain=True, au_pspi=None))
+    assert display.video_headline == ""
+    assert display.out_of_domain and display.au_reading is None
+    assert display.panel_headline == AU_READING_HEADLINE
+
+
+def test_in_domain_and_stale_results_show_no_au_reading():
+    assert not _show(_result()).out_of_domain
+    stale = _show(_result(out_of_domain=True, au_pspi=1.0), last_result_s=NOW_S - 10)
+    assert not stale.out_of_domain and stale.au_reading is None
+    with pytest.raises(ValueError, match="only while out of domain"):
+        DisplayState(**{**_show(_result()).__dict__, "au_reading": 1.0})
+
+
+def test_model_warning_names_a_missing_gate():
+    assert model_warning(True) == ""
+    assert model_warning(False) == NO_GATE_WARNING

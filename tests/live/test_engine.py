@@ -269,27 +269,35 @@ def test_live_crops_follow_the_training_crop_metadata_and_run_folders_work(
 ):
     """Crops are framed as the model's training crops were; a run folder scores through torch."""
     seen = []
-    real_crop = engine_module.crop_face
+    real_crop = engine_module.crop_for_model
 
-    def spy(rgb, box, size_px, margin, eye_line=None):
-        seen.append((margin, eye_line))
-        return real_crop(rgb, box, size_px, margin, eye_line)
+    def spy(rgb, box, landmarks, eye_line, spec, size_px):
+        made = real_crop(rgb, box, landmarks, eye_line, spec, size_px)
+        seen.append((spec, eye_line, made))
+        return made
 
-    monkeypatch.setattr(engine_module, "crop_face", spy)
+    monkeypatch.setattr(engine_module, "crop_for_model", spy)
     model = OnnxPainModel(model_path, prefer="cpu")
-    model.metadata["crop"] = {"margin": 0.3, "eye_alignment": True, "detector": "haar"}
-    tracker = create_face_tracker(face_model_path)
-    engine = Engine(model, tracker)
     source = open_source(str(shared_file("media/single_face.mp4")))
     raw = source.read()
     source.close()
     frame = Frame(0, 0.0, raw.rgb, time.monotonic(), "test")
-    try:
-        with caplog.at_level("WARNING"):
-            engine.process(frame)
-    finally:
-        engine.close()
-    assert seen and seen[0][0] == 0.3 and seen[0][1] is not None
+    for crop_meta in (
+        {"margin": 0.3, "eye_alignment": True, "detector": "haar"},
+        {"framing": "stable-landmarks", "detector": "mediapipe-landmarker"},
+    ):
+        model.metadata["crop"] = crop_meta
+        engine = Engine(model, create_face_tracker(face_model_path))
+        try:
+            with caplog.at_level("WARNING"):
+                engine.process(frame)
+        finally:
+            engine.close()
+    (box_spec, box_eyes, box_crop), (stable_spec, _, stable_crop) = seen
+    assert box_spec.margin == 0.3 and box_spec.eye_alignment and box_eyes is not None
+    assert box_crop.framing == "box" and not box_crop.fell_back
+    assert stable_crop.framing == "stable-landmarks" and not stable_crop.fell_back
+    assert stable_spec.framing == "stable-landmarks"
     assert any("trained on haar face crops" in r.getMessage() for r in caplog.records)
 
     run_dir = model_path.parent  # holds best.safetensors + best.json

@@ -36,6 +36,8 @@ def _summary(**overrides) -> MonitorSummary:
         latency_ms={"total": StageLatency(10.25, 16.5), "dacnn": StageLatency(None, None)},
         model_is_demo=True,
         providers=("CPUExecutionProvider",),
+        frames_out_of_domain=1,
+        class_frames={0: 4, 1: 2},
     )
     return MonitorSummary(**{**fields, **overrides})
 
@@ -46,15 +48,18 @@ def test_summary_formats_every_line_and_is_read_only():
     text = summary.format().splitlines()
     assert text[0] == "session folder: /tmp/s"
     assert text[1] == "ended: end of media after 0.40 s of media (2.00 s wall, 5.0 frames/s)"
-    assert text[2] == "frames: 10, with a face: 8, scored: 6"
-    assert text[3] == "technical conditions (frames): NO_FACE 2"
-    assert text[4] == "alarms raised: pain 1, technical 0"
-    assert text[5] == "latency per frame: median 10.2 ms, p95 16.5 ms"
+    assert text[2] == "frames: 10, with a face: 8, scored: 6, out of domain: 1"
+    assert text[3] == "scored frames by pain class: 0: 4, 1: 2"
+    assert text[4] == "technical conditions (frames): NO_FACE 2"
+    assert text[5] == "alarms raised: pain 1, technical 0"
+    assert text[6] == "latency per frame: median 10.2 ms, p95 16.5 ms"
+    assert "no domain gate" in _summary(domain_gate=False).format()
     with pytest.raises(TypeError):
         summary.technical_condition_frames["FROZEN"] = 1  # type: ignore[index]
     no_frames = _summary(
         frames=0, frames_with_face=0, frames_scored=0, technical_condition_frames={},
         latency_ms={"total": StageLatency(None, None)}, wall_seconds=0.0,
+        frames_out_of_domain=0, class_frames={},
     )  # fmt: skip
     assert no_frames.fps == 0.0
     assert "technical conditions (frames): none" in no_frames.format()
@@ -66,6 +71,10 @@ def test_summary_refuses_counts_out_of_order():
         _summary(frames_scored=9)
     with pytest.raises(ValueError, match="out of order"):
         _summary(frames_with_face=11)
+    with pytest.raises(ValueError, match="out-of-domain"):
+        _summary(frames_out_of_domain=3)
+    with pytest.raises(ValueError, match="class_frames"):
+        _summary(class_frames={0: 1})
 
 
 def test_open_session_records_the_model_and_settings(untrained_dacnn_onnx, tmp_path):

@@ -126,7 +126,7 @@ def test_headers_and_metadata_are_exact(tmp_path: Path) -> None:
         writer.write_row(known_row(0))
     assert raw_lines(folder / "session.csv")[0] == (
         "utc_time,t_s,frame,face_found,quality_ok,p0,p1,p2,p3,p4,pain_class,pain_level,"
-        "pain_level_smoothed,confidence,au_pspi,alarm_priority,technical_condition"
+        "pain_level_smoothed,confidence,au_pspi,alarm_priority,technical_condition,domain_score"
     )
     assert raw_lines(folder / "alarms.csv")[0] == (
         "utc_time,t_s,kind,priority,value,threshold,model_sha256,message"
@@ -586,3 +586,37 @@ def test_media_only_when_asked(tmp_path: Path) -> None:
 
 def test_alarm_columns_follow_alarm_event() -> None:
     assert tuple(AlarmEvent.__dataclass_fields__) == ALARM_COLUMNS
+
+
+def test_version_1_session_files_are_still_read(tmp_path: Path) -> None:
+    """Files written before the domain gate lack the domain_score column; they still load."""
+    folder = tmp_path / "s"
+    with open_writer(folder) as writer:
+        writer.write_row(known_row(0))
+    path = folder / "session.csv"
+    lines = raw_lines(path)
+    old = [line.rsplit(",", 1)[0] for line in lines if line]
+    path.write_text("\n".join(old) + "\n")
+    rows = read_session_csv(path)
+    assert len(rows) == 1 and "domain_score" not in rows[0]
+    assert row_from_record(rows[0]).domain_score is None
+
+
+def test_out_of_domain_rows_carry_the_au_estimate_but_no_pain_output() -> None:
+    row = SessionRow(
+        utc_time=T0.isoformat(),
+        t_s=2.0,
+        frame=60,
+        face_found=True,
+        quality_ok=True,
+        au_pspi=0.4,
+        technical_condition="OUT_OF_DOMAIN",
+        domain_score=4321.0,
+    )
+    assert not row.output_known and row.cells()[-1] == "4321"
+    with pytest.raises(ValueError, match="unknown outputs must be None"):
+        dataclasses.replace(row, pain_level=1.0)
+    with pytest.raises(ValueError, match="au_pspi"):
+        dataclasses.replace(row, technical_condition="NO_FACE")
+    with pytest.raises(ValueError, match="domain_score"):
+        dataclasses.replace(row, domain_score=-1.0)

@@ -27,7 +27,7 @@ from painmon.core.live.scoring import (
     choose_providers,
 )
 from painmon.core.research import export as export_mod
-from painmon.core.research.export import ExportError, export_onnx
+from painmon.core.research.export import ExportError, GateData, export_onnx, parity_images
 from painmon.core.research.train import checkpoint_meta, save_checkpoint
 from painmon.core.util.model_cfg import thaw
 from painmon.models import create_model, gradcam
@@ -72,6 +72,11 @@ def _meta(model) -> dict:
 _EXPORTS: dict[str, tuple] = {}
 
 
+def _gate_data() -> GateData:
+    """Smooth random crops (see _crops) for the gate: 80 fit it, 40 of others set its threshold."""
+    return GateData(_crops(80, seed=100), np.arange(80) % 5, _crops(40, seed=101), 8, 4)
+
+
 def _export_once(name: str, tmp_path_factory) -> tuple:
     """(model, ExportResult, checkpoint path) for one architecture, exported once per module."""
     if name not in _EXPORTS:
@@ -81,7 +86,7 @@ def _export_once(name: str, tmp_path_factory) -> tuple:
         save_checkpoint(model, checkpoint, _meta(model))
         # A run folder for one architecture, the checkpoint file for the other.
         source = run_dir if name == "dacnn" else checkpoint
-        result = export_onnx(source, run_dir / "out" / f"{name}.onnx")
+        result = export_onnx(source, run_dir / "out" / f"{name}.onnx", gate_data=_gate_data())
         _EXPORTS[name] = (model, result, checkpoint)
     return _EXPORTS[name]
 
@@ -134,7 +139,10 @@ def test_export_writes_checked_model_and_sidecar(exported):
 
 def test_each_weight_is_stored_once(exported):
     model, result, _ = exported
+    gate = result.domain_gate
     weights_bytes = 4 * sum(p.numel() for p in model.parameters())
+    # The domain gate stores its whitening matrix (D x D) and class means once.
+    weights_bytes += 4 * (gate.whiten.size + gate.means.size + gate.centre.size)
     # BN running stats and graph structure add well under 1 MB; a transposed copy of the
     # head (Grad-CAM's explicit gradient) would add 8 MB for DA-CNN.
     assert result.onnx_path.stat().st_size < weights_bytes + 1_000_000
@@ -146,7 +154,7 @@ def test_onnx_predict_matches_torch_pipeline(exported, batch):
     model, result, _ = exported
     runtime = OnnxPainModel(result.onnx_path, prefer="cpu")
     crops = _crops(batch, seed=batch)
-    probs, cam, attention = runtime.predict(crops)
+    probs, cam, attention, _score = runtime.predict(crops)
     ref_probs, ref_cam, ref_attention = _torch_pipeline(model, crops)
     heads = 4 if result.architecture == "dacnn" else 1
     assert probs.shape == (batch, 5)
@@ -217,7 +225,14 @@ def test_metadata_props_present_and_parse(exported):
 def test_demo_export_says_so(dacnn_exported, tmp_path):
     _model, _result, checkpoint = dacnn_exported
     out = tmp_path / "demo.onnx"
-    export_onnx(checkpoint, out, demo=True, intended_use="Ward demo.", parity_samples=2)
+    export_onnx(
+        checkpoint,
+        out,
+        demo=True,
+        intended_use="Ward demo.",
+        parity_samples=2,
+        gate_data=_gate_data(),
+    )
     runtime = OnnxPainModel(out, prefer="cpu")
     assert DEMO_NOTICE in runtime.metadata["intended_use"]
     assert "Ward demo." in runtime.metadata["intended_use"]
@@ -304,7 +319,7 @@ def test_failed_parity_raises_and_leaves_nothing(dacnn_exported, tmp_path, monke
     monkeypatch.setattr(export_mod, "PARITY_ATOL", -1.0)
     out = tmp_path / "bad" / "model.onnx"
     with pytest.raises(ExportError, match="disagrees with torch"):
-        export_onnx(checkpoint, out, parity_samples=2)
+        export_onnx(checkpoint, out, parity_samples=2, gate_data=_gate_data())
     assert list(out.parent.iterdir()) == []
 
 
@@ -336,3 +351,60 @@ def test_choose_providers_errors():
         choose_providers([CUDA_PROVIDER, CPU_PROVIDER], "tensorrt")
     with pytest.raises(ValueError, match="unknown ONNX Runtime provider choice"):
         choose_providers(ALL, "gpu")
+
+
+# --- the domain gate --------------------------------------------------------------------------
+
+
+def test_domain_gate_is_in_the_graph_and_the_metadata(dacnn_exported):
+    model, result, _ = dacnn_exported
+    runtime = OnnxPainModel(result.onnx_path, prefer="cpu")
+    gate = result.domain_gate
+    assert gate is not None and runtime.domain_gate is not None
+    assert runtime.domain_gate.threshold == pytest.approx(gate.threshold)
+    entry = runtime.metadata["domain_gate"]
+    assert entry["method"] == "mahalanobis-tied" and entry["quantile"] == 0.99
+    assert entry["fit"] == {
+        "train_crops": 80,
+        "train_subjects": 8,
+        "val_crops": 40,
+        "val_subjects": 4,
+        "val_score_median": pytest.approx(gate.val_scores_median),
+    }
+    assert "domain_score" in runtime.metadata["outputs"]
+    # The graph's score is the fit's own float64 score of the torch features.
+    from painmon.core.research.domain_gate import extract_gate_features
+    from painmon.core.research.export import PainExportWrapper
+
+    crops = np.concatenate([_crops(4, seed=5), parity_images(64, 64, 4)])
+    cfg = model.pretrained_cfg
+    normalise = PainExportWrapper(model, cfg.mean, cfg.std, TEMPERATURE).normalise
+    expected = gate.score(extract_gate_features(model, normalise, crops))
+    got = runtime.predict(crops).domain_score
+    assert got.shape == (len(crops),)
+    np.testing.assert_allclose(got, expected, rtol=1e-3)
+    # Validation crops sit at or under the threshold (the 0.99 quantile of their scores);
+    # flat and checkerboard images are far beyond it.
+    assert (
+        runtime.predict(_gate_data().val_images).domain_score <= gate.threshold * 1.0001
+    ).mean() >= 0.97
+    assert (got[4:] > gate.threshold).all()
+
+
+def test_export_without_gate_data_says_what_to_give(dacnn_exported, tmp_path):
+    _model, _result, checkpoint = dacnn_exported
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match=r"--manifest .*--no-domain-gate"):
+        export_onnx(checkpoint, out, parity_samples=2)
+    assert not out.exists()
+
+
+def test_export_without_a_gate_is_marked_and_still_loads(dacnn_exported, tmp_path):
+    _model, _result, checkpoint = dacnn_exported
+    out = tmp_path / "ungated.onnx"
+    result = export_onnx(checkpoint, out, parity_samples=2, domain_gate=False)
+    assert result.domain_gate is None and "domain_score" not in result.parity_max_abs_diff
+    runtime = OnnxPainModel(out, prefer="cpu")
+    assert runtime.domain_gate is None
+    assert runtime.metadata["domain_gate"]["method"] == "none"
+    assert runtime.predict(_crops(2, seed=1)).domain_score is None

@@ -24,9 +24,10 @@ def run_dir(tmp_path_factory):
     return out
 
 
-def test_torch_backend_matches_the_onnx_export(run_dir, tmp_path):
+def test_torch_backend_matches_the_onnx_export(run_dir, tmp_path, toy_gate_data):
     torch_model = TorchPainModel(run_dir, device="cpu")
-    onnx_model = OnnxPainModel(export_onnx(run_dir, tmp_path / "m.onnx").onnx_path, prefer="cpu")
+    exported = export_onnx(run_dir, tmp_path / "m.onnx", gate_data=toy_gate_data)
+    onnx_model = OnnxPainModel(exported.onnx_path, prefer="cpu")
     crops = np.random.default_rng(1).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     a, b = torch_model.predict(crops), onnx_model.predict(crops)
     for name in ("probs", "gradcam", "attention"):

@@ -22,7 +22,7 @@ from painmon.models import create_model
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, toy_gate_data):
     """A freshly initialised micropainnet run folder and its verified ONNX export."""
     torch.manual_seed(0)
     model = create_model("micropainnet").eval()
@@ -31,7 +31,7 @@ def exported(tmp_path_factory):
     save_checkpoint(model, run / "best.safetensors", meta)
     (run / "card.md").write_text("# card\n")
     onnx_path = run / "export" / "micropainnet.onnx"
-    export_onnx(run, onnx_path, parity_samples=2)
+    export_onnx(run, onnx_path, parity_samples=2, gate_data=toy_gate_data)
     return run, onnx_path
 
 

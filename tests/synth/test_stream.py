@@ -55,6 +55,13 @@ def test_video_has_right_frame_count_and_rising_then_falling_truth(tmp_path):
         "au43",
         "pspi",
         "label",
+        # What the face does besides pain (issue #11): appended, the pain columns unchanged.
+        "smile",
+        "mouth_open",
+        "speaking",
+        "gaze_x",
+        "gaze_y",
+        "light_gain",
     ]
     assert len(rows) == 40
     pspi = [int(r["pspi"]) for r in rows]

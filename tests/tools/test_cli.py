@@ -108,6 +108,15 @@ def test_synth_split_train_from_the_command_line(
     probs = [float(x) for x in lines[1].split(",")[4:]]
     assert abs(sum(probs) - 1) < 1e-4
 
+    # Export with no --manifest: the domain gate is fitted on the dataset the run recorded,
+    # on its own training subjects, with the threshold from its validation subjects.
+    onnx_path = tmp_path / "model.onnx"
+    assert main(["export", "--run", str(run), "--out", str(onnx_path)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"domain gate: Mahalanobis on \d+ features, fitted on \d+ crops of "
+                     r"\d+ training subjects; threshold [\d.]+", out)  # fmt: skip
+    assert onnx_path.is_file() and (tmp_path / "model.onnx.sha256").is_file()
+
     onnx_path = tmp_path / "model.onnx"
     assert main(["export", "--run", str(run), "--out", str(onnx_path), "--demo"]) == 0
     assert "max |diff|" in capsys.readouterr().out

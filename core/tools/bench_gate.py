@@ -1,0 +1,197 @@
+"""``painmon gate-report``: how well a model's domain gate separates its domain from real faces.
+
+For an exported model, measures the domain gate the way the bedside uses it:
+
+* **in-domain stills**: crops of held-out subjects from a ``painmon crops`` file (the
+  ``test`` partition of a ``splits.json``, people neither the network nor the gate saw):
+  the fraction flagged (score > threshold) — a false alarm rate of the gate;
+* **videos and images through the whole engine** (``painmon monitor``'s path: face
+  tracker, framing, quality gates): per file, the face frames, the fraction of them
+  flagged, how many frames showed a pain class and which, the frames under the
+  OUT_OF_DOMAIN condition and the pain alarms raised;
+* the **AUROC** of the domain score for "out-of-domain files" (``--real``) against
+  in-domain stills and ``--in-domain`` videos.
+
+Numbers are printed and written as JSON (``--json``) for a model card.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from painmon.core.live.engine import EngineResult
+from painmon.core.util.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FileGateReport:
+    """One video or image through the engine with the gate."""
+
+    path: str
+    group: str  # "real" or "in-domain"
+    frames: int
+    face_frames: int
+    flagged: int  # face frames whose crop lay beyond the threshold
+    out_of_domain_condition: int  # frames under the OUT_OF_DOMAIN technical condition
+    scored_by_class: dict[int, int]
+    pain_alarms: int
+    scores: list[float] = field(repr=False)
+
+    @property
+    def flagged_fraction(self) -> float | None:
+        scored = len(self.scores)
+        return self.flagged / scored if scored else None
+
+
+def _monitor_file(path: Path, model: Path, group: str, face_model: str | None) -> FileGateReport:
+    from painmon.core.live.monitor import run_monitor
+
+    results: list[EngineResult] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = run_monitor(
+            str(path),
+            model,
+            tmp,
+            face_model=face_model,
+            progress=False,
+            on_result=results.append,
+        )
+    scores = [r.domain_score for r in results if r.domain_score is not None]
+    by_class: dict[int, int] = {}
+    for r in results:
+        if r.pain_class is not None:
+            by_class[r.pain_class] = by_class.get(r.pain_class, 0) + 1
+    return FileGateReport(
+        path=str(path),
+        group=group,
+        frames=len(results),
+        face_frames=sum(r.observation.face_found for r in results),
+        flagged=sum(r.out_of_domain for r in results),
+        out_of_domain_condition=sum(r.technical_condition == "OUT_OF_DOMAIN" for r in results),
+        scored_by_class=dict(sorted(by_class.items())),
+        pain_alarms=summary.pain_alarms_raised,
+        scores=[float(s) for s in scores],
+    )
+
+
+def _still_scores(model_path: Path, crops: Path, splits: Path | None, partition: str) -> np.ndarray:
+    from painmon.core.live.scoring import OnnxPainModel
+    from painmon.core.research.crops import CropSet
+    from painmon.core.research.splits import SplitPlan
+
+    model = OnnxPainModel(model_path, prefer="cpu")
+    crop_set, _ = CropSet.load_npz(crops)
+    images = crop_set.images
+    if splits is not None:
+        plan = SplitPlan.from_json(splits)
+        keep = np.isin(crop_set.subjects, list(plan.subjects(partition)))
+        if not keep.any():
+            raise InvalidInputError(f"{crops} holds no crops of the {partition} subjects")
+        images = images[keep]
+    out = []
+    for start in range(0, len(images), 256):
+        prediction = model.predict(images[start : start + 256])
+        if prediction.domain_score is None:
+            raise InvalidInputError(f"{model_path} has no domain gate to report on")
+        out.append(prediction.domain_score)
+    return np.concatenate(out)
+
+
+def gate_report(
+    model: str | Path,
+    *,
+    real: Sequence[str | Path] = (),
+    in_domain_videos: Sequence[str | Path] = (),
+    crops: str | Path | None = None,
+    splits: str | Path | None = None,
+    partition: str = "test",
+    face_model: str | None = None,
+) -> dict[str, Any]:
+    """Measure the gate; see the module docstring. Returns a JSON-ready dict."""
+    from sklearn.metrics import roc_auc_score
+
+    from painmon.core.live.scoring import OnnxPainModel
+
+    model = Path(model)
+    spec = OnnxPainModel(model, prefer="cpu").domain_gate
+    if spec is None:
+        raise InvalidInputError(f"{model} has no domain gate (exported with --no-domain-gate?)")
+    report: dict[str, Any] = {"model": str(model), "threshold": spec.threshold, "files": []}
+    inside: list[float] = []
+    if crops is not None:
+        stills = _still_scores(model, Path(crops), Path(splits) if splits else None, partition)
+        inside.extend(stills.tolist())
+        report["in_domain_stills"] = {
+            "crops": len(stills),
+            "partition": partition if splits else "all",
+            "flagged_fraction": float((stills > spec.threshold).mean()),
+            "score_median": float(np.median(stills)),
+        }
+    outside: list[float] = []
+    for group, paths in (("real", real), ("in-domain", in_domain_videos)):
+        for path in paths:
+            file_report = _monitor_file(Path(path), model, group, face_model)
+            (outside if group == "real" else inside).extend(file_report.scores)
+            entry = asdict(file_report)
+            entry.pop("scores")
+            entry["flagged_fraction"] = file_report.flagged_fraction
+            entry["score_median"] = (
+                float(np.median(file_report.scores)) if file_report.scores else None
+            )
+            report["files"].append(entry)
+    for group, scores in (("real", outside), ("in-domain", inside)):
+        if scores:
+            report[f"{group}_flagged_fraction"] = float(
+                (np.asarray(scores) > spec.threshold).mean()
+            )
+            report[f"{group}_crops"] = len(scores)
+    if inside and outside:
+        labels = np.r_[np.zeros(len(inside)), np.ones(len(outside))]
+        report["auroc_real_vs_in_domain"] = float(roc_auc_score(labels, np.r_[inside, outside]))
+    return report
+
+
+def format_gate_report(report: dict[str, Any]) -> str:
+    """The report as the lines ``painmon gate-report`` prints."""
+    lines = [f"domain gate of {report['model']}: threshold {report['threshold']:.1f}"]
+    stills = report.get("in_domain_stills")
+    if stills:
+        lines.append(
+            f"in-domain stills ({stills['partition']} subjects, {stills['crops']} crops): "
+            f"{100 * stills['flagged_fraction']:.1f} % flagged, median score "
+            f"{stills['score_median']:.1f}"
+        )
+    for f in report["files"]:
+        flagged = f["flagged_fraction"]
+        lines.append(
+            f"{f['group']:9s} {Path(f['path']).name}: {f['frames']} frames, "
+            f"face {f['face_frames']}, "
+            f"flagged {'-' if flagged is None else f'{100 * flagged:.1f} %'}, OUT_OF_DOMAIN "
+            f"{f['out_of_domain_condition']}, scored by class {f['scored_by_class'] or '{}'}, "
+            f"pain alarms {f['pain_alarms']}"
+        )
+    for group in ("real", "in-domain"):
+        if f"{group}_crops" in report:
+            lines.append(
+                f"all {group} crops: {report[f'{group}_crops']}, "
+                f"{100 * report[f'{group}_flagged_fraction']:.1f} % flagged"
+            )
+    if "auroc_real_vs_in_domain" in report:
+        lines.append(f"AUROC real vs in-domain: {report['auroc_real_vs_in_domain']:.4f}")
+    return "\n".join(lines)
+
+
+def write_gate_report(report: dict[str, Any], path: str | Path) -> Path:
+    from painmon.core.util.fileio import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(report, indent=2) + "\n")

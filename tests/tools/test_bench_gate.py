@@ -1,0 +1,47 @@
+"""`painmon bench gate`: the domain gate's flagged fractions and AUROC, measured for a card."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from painmon.core.research.crops import CropSet
+from painmon.core.tools.bench_gate import format_gate_report, gate_report
+from painmon.core.tools.cli import main
+
+
+def test_gate_report_separates_real_faces_from_the_domain(
+    gated_dacnn_onnx, shared_file, face_model_path, toy_crops, tmp_path, capsys
+):
+    """The toy-domain gate: toy crops of new draws are in, a real person is out."""
+    images, labels = toy_crops(40, 7)
+    subjects = np.array([f"s{i % 4}" for i in range(40)])
+    crops = CropSet(images, labels, subjects, tuple(f"x{i}" for i in range(40)), (None,) * 40)
+    crops_path = crops.save_npz(tmp_path / "crops.npz", dataset_sha256="ef" * 32)
+    real = str(shared_file("media/single_face.jpg"))
+    report = gate_report(
+        gated_dacnn_onnx, real=[real], crops=crops_path, face_model=str(face_model_path)
+    )
+    assert report["in_domain_stills"]["crops"] == 40
+    assert report["in_domain_stills"]["flagged_fraction"] <= 0.2
+    [face] = report["files"]
+    assert face["group"] == "real" and face["face_frames"] >= 1
+    assert face["flagged_fraction"] == 1.0 and face["scored_by_class"] == {}
+    assert face["pain_alarms"] == 0
+    assert report["auroc_real_vs_in_domain"] == 1.0
+    text = format_gate_report(report)
+    assert "AUROC real vs in-domain: 1.0000" in text and "single_face.jpg" in text
+
+    out_json = tmp_path / "gate.json"
+    code = main(["bench", "gate", "--model", str(gated_dacnn_onnx), "--real", real,
+                 "--crops", str(crops_path), "--face-model", str(face_model_path),
+                 "--json", str(out_json)])  # fmt: skip
+    assert code == 0
+    assert "AUROC real vs in-domain" in capsys.readouterr().out
+    assert json.loads(out_json.read_text())["auroc_real_vs_in_domain"] == 1.0
+
+
+def test_gate_report_refuses_a_model_without_gate(untrained_dacnn_onnx, capsys):
+    assert main(["bench", "gate", "--model", str(untrained_dacnn_onnx)]) == 2
+    assert "has no domain gate" in capsys.readouterr().err
