@@ -217,17 +217,6 @@ class ClassifierHead(nn.Module):
         x = self.drop2(self.relu(self.bn2(self.fc2(x))))
         return self.fc3(x)
 
-    def embedding(self, features: Tensor) -> Tensor:
-        """The penultimate activations (B, hidden[1]) that the last layer reads (eval mode).
-
-        The domain gate (:mod:`painmon.core.research.domain_gate`) models these.
-        """
-        if self.training:
-            raise RuntimeError("ClassifierHead.embedding is defined in eval mode; call eval()")
-        x = self.pool(features) if self.pool is not None else features
-        x = self.relu(self.bn1(self.fc1(x.flatten(1))))
-        return self.relu(self.bn2(self.fc2(x)))
-
     @staticmethod
     def _bn_scale_shift(bn: nn.BatchNorm1d) -> tuple[Tensor, Tensor]:
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)

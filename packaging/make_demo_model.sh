@@ -4,7 +4,7 @@
 # Needs the training extra (`pip install -e ".[train]"`) and the MediaPipe Face Landmarker
 # bundle (`painmon models download`, or PAINMON_FACE_MODEL=/path/face_landmarker.task): the
 # live engine frames crops with its landmarks, so the demo model must be trained on them.
-# Time: about 35 min on a 2-core CPU (the shipped model: 33 min of training), about a
+# Time: about 75 min on a 2-core CPU (the shipped model: 65 min of training), about a
 # minute on one H100. Same seeds give the same data, split and crops; training is not
 # bit-reproducible across machines, so a rebuilt model differs slightly from the shipped
 # one (compare its test numbers with models/demo/painmon_demo.md).
@@ -22,7 +22,7 @@ if ! grep -q "mediapipe-landmarker detector" crops.log; then
 fi
 painmon split --manifest crops80.npz --out splits80.json --seed 42
 painmon train --manifest crops80.npz --splits splits80.json --model dacnn --lr 2e-3 \
-    --epochs 40 --device auto --out run
+    --epochs 24 --device auto --out run
 painmon evaluate --run run --manifest crops80.npz --split test --json test_metrics.json \
     --predictions test_predictions.csv --report report.html
 # The domain gate is fitted on the run's training subjects' crops and thresholded on its

@@ -52,6 +52,7 @@ from painmon.core.live.scoring import (
 from painmon.core.research.domain_gate import (
     DEFAULT_QUANTILE,
     DomainGateFit,
+    LayerTap,
     extract_gate_features,
     fit_domain_gate,
     gate_features,
@@ -133,6 +134,7 @@ class PainExportWrapper(nn.Module):
         self.register_buffer("input_scale", 1.0 / (255.0 * std_t))
         self.register_buffer("input_shift", -mean_t / std_t)
         self.gate = gate.module() if gate is not None else None
+        self._tap = LayerTap(model) if gate is not None else None
         self.eval()
 
     @property
@@ -147,7 +149,10 @@ class PainExportWrapper(nn.Module):
 
     def forward(self, image_u8: Tensor) -> tuple[Tensor, ...]:
         x = self.normalise(image_u8)
+        if self._tap is not None:
+            self._tap.arm()
         features = self.model.forward_features(x)
+        taps = self._tap.take() if self._tap is not None else []
         logits, grad = self.model.head.logits_and_input_gradient(features, None)
         probs = torch.softmax(logits / self.temperature, dim=1)
         cam = gradcam_from_gradient(features, grad)
@@ -158,7 +163,7 @@ class PainExportWrapper(nn.Module):
             attention = torch.ones_like(cam).unsqueeze(1)
         if self.gate is None:
             return probs, cam, attention
-        return probs, cam, attention, self.gate(gate_features(self.model, features))
+        return probs, cam, attention, self.gate(gate_features(taps))
 
 
 def _intended_use(intended_use: str | None, demo: bool) -> str:

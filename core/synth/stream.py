@@ -394,6 +394,11 @@ class SyntheticPatientStream:
             index += 1
 
 
+def episode_window(seconds: float) -> tuple[float, float]:
+    """When the scripted pain episode runs in a video of ``seconds``: rise start, recovery end."""
+    return _EPISODE_PHASES[0] * seconds, _EPISODE_PHASES[3] * seconds
+
+
 def truth_csv_path(video_path: str | Path) -> Path:
     """Per-frame ground truth of a synthetic video: ``<stem>.truth.csv`` beside it."""
     path = Path(video_path)

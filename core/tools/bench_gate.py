@@ -46,6 +46,9 @@ class FileGateReport:
     scored_by_class: dict[int, int]
     pain_alarms: int
     scores: list[float] = field(repr=False)
+    # Synthetic videos with a <stem>.truth.csv: the shown class against the truth, and
+    # whether every pain alarm started inside the scripted episode.
+    truth: dict[str, Any] | None = None
 
     @property
     def flagged_fraction(self) -> float | None:
@@ -72,6 +75,7 @@ def _monitor_file(path: Path, model: Path, group: str, face_model: str | None) -
         if r.pain_class is not None:
             by_class[r.pain_class] = by_class.get(r.pain_class, 0) + 1
     return FileGateReport(
+        truth=_against_truth(path, results),
         path=str(path),
         group=group,
         frames=len(results),
@@ -82,6 +86,43 @@ def _monitor_file(path: Path, model: Path, group: str, face_model: str | None) -
         pain_alarms=summary.pain_alarms_raised,
         scores=[float(s) for s in scores],
     )
+
+
+def _against_truth(path: Path, results: Sequence[EngineResult]) -> dict[str, Any] | None:
+    """Frame accuracy and alarm timing of a synthetic video against its truth CSV."""
+    import csv
+
+    from painmon.core.live.alarms import AlarmEventKind
+    from painmon.core.synth.stream import episode_window, truth_csv_path
+
+    truth_path = truth_csv_path(path)
+    if not truth_path.is_file():
+        return None
+    with truth_path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    labels = {int(row["frame"]): int(row["label"]) for row in rows}
+    seconds = float(rows[-1]["t_s"]) + (float(rows[1]["t_s"]) if len(rows) > 1 else 0.0)
+    start_s, end_s = episode_window(seconds)
+    pairs = [(r.pain_class, labels[r.frame.index]) for r in results if r.frame.index in labels]
+    scored = [(p, t) for p, t in pairs if p is not None]
+    onsets = [
+        e.t_s
+        for r in results
+        for e in r.alarm_state.new_events
+        if e.kind in (AlarmEventKind.ONSET.value, AlarmEventKind.ESCALATION.value)
+    ]
+    return {
+        "frames": len(pairs),
+        "scored": len(scored),
+        "accuracy_all_frames": sum(p == t for p, t in pairs) / len(pairs) if pairs else None,
+        "accuracy_scored": sum(p == t for p, t in scored) / len(scored) if scored else None,
+        "within_one_scored": (
+            sum(abs(p - t) <= 1 for p, t in scored) / len(scored) if scored else None
+        ),
+        "episode_s": [start_s, end_s],
+        "pain_alarm_onsets_s": onsets,
+        "alarms_only_in_episode": all(start_s <= t <= end_s for t in onsets),
+    }
 
 
 def _still_scores(model_path: Path, crops: Path, splits: Path | None, partition: str) -> np.ndarray:
@@ -180,6 +221,16 @@ def format_gate_report(report: dict[str, Any]) -> str:
             f"{f['out_of_domain_condition']}, scored by class {f['scored_by_class'] or '{}'}, "
             f"pain alarms {f['pain_alarms']}"
         )
+        truth = f.get("truth")
+        if truth:
+            onsets = ", ".join(f"{t:.1f} s" for t in truth["pain_alarm_onsets_s"]) or "none"
+            lines.append(
+                f"          against the truth: accuracy {_num(truth['accuracy_all_frames'])} of "
+                f"all {truth['frames']} frames (unknown = wrong), "
+                f"{_num(truth['accuracy_scored'])} of {truth['scored']} scored (within one "
+                f"{_num(truth['within_one_scored'])}); pain alarms at {onsets} (episode "
+                f"{truth['episode_s'][0]:.0f}-{truth['episode_s'][1]:.0f} s)"
+            )
     for group in ("real", "in-domain"):
         if f"{group}_crops" in report:
             lines.append(
@@ -189,6 +240,10 @@ def format_gate_report(report: dict[str, Any]) -> str:
     if "auroc_real_vs_in_domain" in report:
         lines.append(f"AUROC real vs in-domain: {report['auroc_real_vs_in_domain']:.4f}")
     return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def write_gate_report(report: dict[str, Any], path: str | Path) -> Path:

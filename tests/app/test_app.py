@@ -632,3 +632,40 @@ def test_haar_framing_mismatch_is_shown_in_the_window(qtbot, store):
     finally:
         window.close()
     assert window.threads_finished()
+
+
+def test_a_face_the_model_cannot_score_shows_the_au_estimate(
+    qtbot, make_window, gated_dacnn_onnx, shared_file
+):
+    """#11: on a real person a model trained on other faces says it cannot score the face,
+    shows the AU estimate as the reading, and raises no pain alarm."""
+    from painmon.core.live.display import AU_READING_CAPTION, AU_READING_HEADLINE
+
+    window = make_window()
+    assert window.load_model(gated_dacnn_onnx)
+    assert "no domain gate" not in window.status_model.text()
+    window.start_source(str(shared_file("media/single_face.mp4")))
+    qtbot.waitUntil(
+        lambda: (
+            window._latest is not None and window._latest.technical_condition == "OUT_OF_DOMAIN"
+        ),
+        timeout=WAIT_MS,
+    )
+    window.refresh()
+    assert window.video.message == "CANNOT SCORE THIS FACE"
+    assert "unlike this model's training data" in window.video.sub_message
+    panel = window.state_panel
+    assert panel.class_name.text() == AU_READING_HEADLINE
+    assert panel.caption.text() == AU_READING_CAPTION
+    au = window._latest.au_pspi
+    assert panel.level.text() == ("—" if au is None else f"{au:.1f}")
+    assert "pain alarms are off" in panel.reason.text()
+    assert "CANNOT SCORE THIS FACE" in window.banner.technical_row.text()
+    assert window.alarm_state.pain_priority == "none"
+
+
+def test_a_model_without_domain_gate_is_marked(make_window, model_path):
+    window = make_window()
+    assert window.load_model(model_path)
+    assert window.status_model.text().endswith("— no domain gate")
+    assert "cannot tell when a face is unlike its training data" in window.status_model.toolTip()

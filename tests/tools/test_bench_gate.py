@@ -45,3 +45,23 @@ def test_gate_report_separates_real_faces_from_the_domain(
 def test_gate_report_refuses_a_model_without_gate(untrained_dacnn_onnx, capsys):
     assert main(["bench", "gate", "--model", str(untrained_dacnn_onnx)]) == 2
     assert "has no domain gate" in capsys.readouterr().err
+
+
+def test_in_domain_videos_are_scored_against_their_truth(
+    untrained_dacnn_onnx, face_model_path, tmp_path
+):
+    """A synthetic video's truth CSV gives frame accuracy and the alarm check (gateless model:
+    every face frame is scored)."""
+    from painmon.core.synth.stream import write_video
+    from painmon.core.tools.bench_gate import _monitor_file
+
+    video = tmp_path / "v.mp4"
+    write_video(video, seconds=3.0, fps=10.0, seed=2)
+    report = _monitor_file(video, untrained_dacnn_onnx, "in-domain", str(face_model_path))
+    truth = report.truth
+    assert truth is not None and truth["frames"] == report.frames == 30
+    assert truth["scored"] == sum(report.scored_by_class.values()) > 0
+    assert 0.0 <= truth["accuracy_all_frames"] <= truth["accuracy_scored"] <= 1.0
+    assert truth["within_one_scored"] >= truth["accuracy_scored"]
+    assert truth["episode_s"] == [0.75, 2.7]
+    assert truth["pain_alarm_onsets_s"] == [] and truth["alarms_only_in_episode"]
