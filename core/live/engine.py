@@ -128,6 +128,12 @@ class EngineResult:
     def output_known(self) -> bool:
         return self.probs is not None
 
+    @property
+    def network_ran(self) -> bool:
+        """The pain model scored this frame's crop (its output may still be withheld as
+        out of domain): the crop and network timings are real."""
+        return self.output_known or self.out_of_domain
+
 
 @runtime_checkable
 class MonitorEngine(Protocol):

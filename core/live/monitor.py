@@ -71,7 +71,7 @@ class FrameTally:
         if result.pain_class is not None:
             self.class_frames[result.pain_class] = self.class_frames.get(result.pain_class, 0) + 1
         for key in STAGES:
-            if result.output_known or key not in ("crop", "dacnn", "gradcam"):
+            if result.network_ran or key not in ("crop", "dacnn", "gradcam"):
                 self.timings[key].append(result.timings_ms[key])
 
 

@@ -295,14 +295,15 @@ def bench_pipeline(
                 result = run.process(frame, decode_ms)
                 first_t_s = frame.t_s if first_t_s is None else first_t_s
                 last_t_s = frame.t_s
-                if result.output_known and len(crops) < _KEPT_CROPS:
+                if result.network_ran and len(crops) < _KEPT_CROPS:
                     crops.append(run.engine.crop(frame, result.observation))
         counts, wall_s = run.tally.counts, run.wall_s
         if counts["frames"] == 0:
             raise RuntimeError(f"{source} delivered no frames to benchmark")
         if not crops:
             raise RuntimeError(
-                f"no frame of {source} was scored (no face found or all failed quality), so "
+                f"the network ran on no frame of {source} (no face found or all failed "
+                "quality), so "
                 "there is nothing to time the network on: use a clip with a visible face"
             )
         comparison = ort_vs_torch(

@@ -39,7 +39,10 @@ def test_bench_pipeline_reports_every_stage(shared_file, face_model_path, tmp_pa
     )
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert report["frames"] == 40
-    assert 0 < report["frames_scored"] <= report["frames_with_face"] <= 40
+    # The untrained model's gate was fitted on random crops: a real face is out of its
+    # domain, so the network runs on every face but no frame shows a level.
+    network = report["frames_scored"] + report["frames_out_of_domain"]
+    assert 0 < network <= report["frames_with_face"] <= 40
     assert report["model_untrained"] is True and "untrained" in report["model"]
     assert report["source_fps"] == pytest.approx(30.0, abs=0.5)
     assert set(report["latency_ms"]) == set(STAGES)
@@ -47,7 +50,7 @@ def test_bench_pipeline_reports_every_stage(shared_file, face_model_path, tmp_pa
         assert 0.0 <= stats["p50"] <= stats["p95"], key
         assert math.isfinite(stats["p95"]), key
     assert report["latency_ms"]["total"]["n"] == 40
-    assert report["latency_ms"]["dacnn"]["n"] == report["frames_scored"]
+    assert report["latency_ms"]["dacnn"]["n"] == network
     assert report["latency_ms"]["total"]["p50"] >= report["latency_ms"]["dacnn"]["p50"] > 0
     assert report["fps"] > 0 and report["realtime_factor"] > 0
     assert report["realtime_factor"] == pytest.approx(report["fps"] / report["source_fps"])
