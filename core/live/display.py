@@ -68,8 +68,7 @@ CONDITION_DETAIL: Mapping[str, str] = MappingProxyType(
         TechnicalCondition.NO_FACE: "no face in view — check the camera points at the patient",
         TechnicalCondition.FROZEN: "the camera keeps sending the same image",
         TechnicalCondition.SIGNAL_LOST: NO_SIGNAL_DETAIL,
-        TechnicalCondition.OUT_OF_DOMAIN: "face unlike this model's training data — its pain "
-        "level would be a guess, so none is shown",
+        TechnicalCondition.OUT_OF_DOMAIN: "face unlike this model's training data — no level",
     }
 )
 #: the state panel's reading while the model cannot score the face (the AU estimate)
