@@ -283,13 +283,16 @@ class StatePanel(QFrame):
         (``au_reading``, PSPI) is shown as the reading, in neutral colour (no alarms).
         """
         smoothed = None if result is None else result.smoothed
+        self.confidence.setFormat("%p %")
         self.caption.setText(AU_READING_CAPTION if out_of_domain else "Expected pain level (0–4)")
         if out_of_domain:
             self.level.setText("—" if au_reading is None else f"{au_reading:.1f}")
             self.level.setStyleSheet(f"color: {COLOUR_TEXT};")
             self.class_name.setText(unknown_headline)
             self.class_name.setStyleSheet(f"color: {COLOUR_TECHNICAL};")
+            # No model confidence exists for a face the model cannot score.
             self.confidence.setValue(0)
+            self.confidence.setFormat("n/a")
             self.au_check.setText(AU_BASELINE_PENDING if au_reading is None else "")
             self.reason.setText(unknown_reason)
             return

@@ -660,6 +660,7 @@ def test_a_face_the_model_cannot_score_shows_the_au_estimate(
     au = window._latest.au_pspi
     assert panel.level.text() == ("—" if au is None else f"{au:.1f}")
     assert "pain alarms are off" in panel.reason.text()
+    assert panel.confidence.format() == "n/a"
     assert "CANNOT SCORE THIS FACE" in window.banner.technical_row.text()
     assert window.alarm_state.pain_priority == "none"
 
