@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.labels import NUM_CLASSES
 from painmon.core.util.validate import check_probability_rows
 
@@ -27,27 +28,34 @@ _PROB_RANGE_TOLERANCE = 1e-6
 # --------------------------------------------------------------------------- validation
 
 
-def _as_labels(labels: Any, num_classes: int) -> np.ndarray:
-    array = np.asarray(labels)
+def as_class_indices(values: Any, num_classes: int, what: str = "labels") -> np.ndarray:
+    """``values`` as int64 class indices 0..num_classes-1, or InvalidInputError saying why.
+
+    Floats are accepted when whole (labels read back from CSV arrive as floats).
+    """
+    array = np.asarray(values)
     if array.ndim != 1:
-        raise ValueError(f"labels must be a 1-D array of class indices, got shape {array.shape}")
+        raise InvalidInputError(
+            f"{what} must be a 1-D array of class indices, got shape {array.shape}"
+        )
     if array.size == 0:
-        raise ValueError("labels is empty: need at least one sample to evaluate")
+        raise InvalidInputError(f"{what} is empty: need at least one sample to evaluate")
     if array.dtype == bool or not (
         np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
     ):
-        raise ValueError(f"labels must be integer class indices, got dtype {array.dtype}")
-    # Labels read back from CSV arrive as floats; accept them only if they are whole.
+        raise InvalidInputError(f"{what} must be integer class indices, got dtype {array.dtype}")
     if np.issubdtype(array.dtype, np.floating) and (
         not np.all(np.isfinite(array)) or np.any(array != np.round(array))
     ):
-        raise ValueError(f"labels must be whole numbers (class indices 0..{num_classes - 1})")
+        raise InvalidInputError(
+            f"{what} must be whole numbers (class indices 0..{num_classes - 1})"
+        )
     out = array.astype(np.int64)
     bad = (out < 0) | (out >= num_classes)
     if np.any(bad):
         index = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"label {out[index]} at sample {index} is outside the classes 0..{num_classes - 1}"
+        raise InvalidInputError(
+            f"{what}: {out[index]} at sample {index} is outside the classes 0..{num_classes - 1}"
         )
     return out
 
@@ -218,7 +226,7 @@ def calibration_errors(
     if probs_arr.ndim != 2:
         raise ValueError(f"probs must be a 2-D (N, C) array, got shape {probs_arr.shape}")
     num_classes = _check_num_classes(probs_arr.shape[1])
-    y = _as_labels(labels, num_classes)
+    y = as_class_indices(labels, num_classes)
     p = _as_probs(probs_arr, y.size, num_classes)
     bins = reliability_bins(p.max(axis=1), p.argmax(axis=1) == y, n_bins)
     return bins["ece"], bins["mce"]
@@ -256,7 +264,7 @@ def classification_metrics(
     - mae_expected_level is mean |sum_k k*p_k - label| (in class steps).
     """
     num_classes = _check_num_classes(num_classes)
-    y = _as_labels(labels, num_classes)
+    y = as_class_indices(labels, num_classes)
     p = _as_probs(probs, y.size, num_classes)
     n = int(y.size)
     preds = p.argmax(axis=1)

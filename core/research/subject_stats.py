@@ -30,6 +30,7 @@ import numpy as np
 
 from painmon.core.research.metrics import (
     ECE_BINS,
+    as_class_indices,
     calibration_errors,
     classification_metrics,
     reliability_bins,
@@ -67,33 +68,11 @@ SUBGROUPS: dict[str, tuple[str, ...]] = {
 # --------------------------------------------------------------------------- validation
 
 
-def _as_class_indices(values: Any, what: str) -> np.ndarray:
-    array = np.asarray(values)
-    if array.ndim != 1 or array.size == 0:
-        raise InvalidInputError(f"{what} must be a non-empty 1-D sequence, got shape {array.shape}")
-    if array.dtype == bool or not (
-        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
-    ):
-        raise InvalidInputError(f"{what} must be integer class indices, got dtype {array.dtype}")
-    if np.issubdtype(array.dtype, np.floating) and (
-        not np.all(np.isfinite(array)) or np.any(array != np.round(array))
-    ):
-        raise InvalidInputError(f"{what} must be whole class indices 0..{NUM_CLASSES - 1}")
-    out = array.astype(np.int64)
-    bad = (out < 0) | (out >= NUM_CLASSES)
-    if bad.any():
-        index = int(np.flatnonzero(bad)[0])
-        raise InvalidInputError(
-            f"{what}[{index}] = {out[index]} is outside the classes 0..{NUM_CLASSES - 1}"
-        )
-    return out
-
-
 def _check_inputs(
     labels: Any, preds: Any, subjects: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    y = _as_class_indices(labels, "labels")
-    p = _as_class_indices(preds, "preds")
+    y = as_class_indices(labels, NUM_CLASSES, "labels")
+    p = as_class_indices(preds, NUM_CLASSES, "preds")
     s = np.asarray(subjects)
     if p.shape != y.shape or s.shape != y.shape:
         raise InvalidInputError(
@@ -398,8 +377,8 @@ def read_predictions_csv(path: str | Path) -> Predictions:
     predictions = Predictions(
         paths=np.array(paths, dtype=str),
         subjects=np.array(subjects, dtype=str),
-        labels=_as_class_indices(np.array(labels), f"{source}: label"),
-        preds=_as_class_indices(np.array(preds), f"{source}: pred"),
+        labels=as_class_indices(np.array(labels), NUM_CLASSES, f"{source}: label"),
+        preds=as_class_indices(np.array(preds), NUM_CLASSES, f"{source}: pred"),
         probs=np.array(probs, dtype=np.float64),
     )
     try:
