@@ -113,7 +113,8 @@ def bench_app(
         if not window.load_model(model_path):
             window.close()
             retimed.close()
-            raise RuntimeError(f"model {model_path} could not be loaded: {window.model_error}")
+            # The window says why (a damaged or unverified model): the user's to fix.
+            raise InvalidInputError(f"model {model_path} could not be loaded: {window.model_error}")
         # Time the GUI thread's periodic work (replaces the window's own connections).
         for timer, name, slot in window.timed_slots():
             timer.timeout.disconnect()

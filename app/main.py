@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -54,14 +55,31 @@ def run_app(
         log.warning("%s; running without a model", window.model_error)
     window.show()
     window.start_source(chosen_source)
-    # Ctrl-C in the terminal closes the window cleanly; the timer lets Python see the signal.
-    previous = signal.signal(signal.SIGINT, lambda *_: window.close())
+    # Ctrl-C, SIGTERM (a service manager, shutdown) and SIGHUP close the window cleanly, so
+    # the session files are synced and closed; the timer lets Python see the signal. Exit
+    # statuses as `painmon monitor` gives them (128 + the signal's number).
+    stopped_by: list[int] = []
+
+    def close_on_signal(signum: int, _frame: object) -> None:
+        if not stopped_by:
+            stopped_by.append(signum)
+            window.close()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):  # no SIGHUP on Windows
+            signum = getattr(signal, name, None)
+            handler = None if signum is None else signal.getsignal(signum)
+            if handler is not None and handler != signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, close_on_signal)
     keepalive = QTimer()
     keepalive.timeout.connect(lambda: None)
     keepalive.start(250)
     try:
-        return int(app.exec())
+        code = int(app.exec())
+        return 128 + int(stopped_by[0]) if stopped_by else code
     finally:
         keepalive.stop()
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         window.shutdown()

@@ -84,6 +84,7 @@ from painmon.core.live.scoring import ModelLoadError, OnnxPainModel, ProviderErr
 from painmon.core.live.session import SESSION_CSV, SessionWriteError, SessionWriter
 from painmon.core.live.trend import TrendBuffer
 from painmon.core.util.errors import PainmonError
+from painmon.core.util.redact import redact_source
 from painmon.core.util.timeline import utc_now
 
 log = logging.getLogger(__name__)
@@ -421,7 +422,8 @@ class MainWindow(QMainWindow):
         """(Re)start monitoring ``source`` (a spec such as camera:0, a path, synthetic)."""
         self.stop_source()
         self.source_spec = source
-        self.source_name = source if isinstance(source, str) else source.name
+        # A stream URL's password never reaches the window or the session it records.
+        self.source_name = redact_source(source if isinstance(source, str) else source.name)
         self._source_problem = None
         self.source_ended_reason = None
         self.face_detector = None
@@ -505,9 +507,9 @@ class MainWindow(QMainWindow):
     def _on_source_opened(self, name: str, live: bool, face_detector: str) -> None:
         if not self._from_current_worker():
             return
-        self.source_name, self.source_live = name, live
+        self.source_name, self.source_live = redact_source(name), live
         self.face_detector = face_detector
-        self.status_source.setText(f"source: {name}")
+        self.status_source.setText(f"source: {self.source_name}")
         warning = framing_warning(self.model, face_detector) if self.model is not None else None
         self.status_face.setText(
             f"face: {face_detector}" + (" — crops unlike training" if warning else "")
@@ -521,6 +523,7 @@ class MainWindow(QMainWindow):
     def _on_source_failed(self, message: str) -> None:
         if not self._from_current_worker():
             return
+        message = redact_source(message)
         self.status_source.setText(f"source: {self.source_name} (failed)")
         self._source_problem = source_failed(self.source_name, message)
         self.prompt_title.setText(self._source_problem.headline)

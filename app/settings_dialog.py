@@ -138,6 +138,7 @@ _ALARM_SPINS: tuple[tuple[str, str, float, float, float, int, str], ...] = (
     ("audio_pause_s", "Audio pause", 1.0, MAX_AUDIO_PAUSE_S, 10.0, 0, " s"),
     ("reminder_interval_s", "Reminder after acknowledge", 1.0, 3600.0, 30.0, 0, " s"),
     ("no_face_delay_s", "NO FACE alarm after", 0.0, 600.0, 1.0, 1, " s"),
+    ("technical_delay_s", "Technical alarm after", 0.0, 10.0, 0.5, 1, " s"),
 )
 
 
@@ -221,7 +222,10 @@ class SettingsDialog(QDialog):
 
     def settings(self) -> AppSettings:
         """The edited settings; raises ValueError with a readable message when inconsistent."""
-        alarm = AlarmSettings(
+        # replace(), not a fresh AlarmSettings: fields the dialog does not edit (the model's
+        # hash, future settings) keep their values instead of falling back to defaults.
+        alarm = dataclasses.replace(
+            self._current.alarm,
             **{name: spin.value() for name, spin in self._spins.items()},
             **{_AU_ALARMS: self._au_alarms.isChecked()},
         )

@@ -23,7 +23,13 @@ from PySide6.QtCore import QObject, Signal, Slot
 from PySide6.QtGui import QImage
 
 from painmon.core.live.alarms import AlarmState
-from painmon.core.live.capture import CaptureThread, FrameSource, SourceError, open_source
+from painmon.core.live.capture import (
+    STREAM_READ_TIMEOUT_S,
+    CaptureThread,
+    FrameSource,
+    SourceError,
+    open_source,
+)
 from painmon.core.live.display import END_OF_VIDEO
 from painmon.core.live.engine import MonitorEngine
 
@@ -138,9 +144,13 @@ class InferenceWorker(QObject):
                 if self.capture.exhausted and not ended:
                     ended = True
                     error = self.capture.error
-                    self.source_ended.emit(
-                        f"video source failed: {error}" if error is not None else END_OF_VIDEO
-                    )
+                    damage = getattr(self.capture, "damage", None)
+                    if error is not None:
+                        self.source_ended.emit(f"video source failed: {error}")
+                    elif damage is not None:
+                        self.source_ended.emit(f"video damaged: {damage}")
+                    else:
+                        self.source_ended.emit(END_OF_VIDEO)
                 # A silent live source, or one that failed, is a lost signal; a file that
                 # simply ended is not.
                 silent = source.is_live or (ended and self.capture.error is not None)
@@ -182,7 +192,8 @@ class InferenceWorker(QObject):
 
     def _shutdown(self) -> None:
         if self.capture is not None:
-            self.capture.stop()
+            # A network read can block for up to its read timeout: wait that long for the join.
+            self.capture.stop(timeout_s=STREAM_READ_TIMEOUT_S + 1.0)
         # Commands queued before stop (e.g. "stop session") still run: they close files.
         engine = self._engine
         if engine is not None:

@@ -17,13 +17,22 @@ Design choices (the specification left these open):
 * Timers count only time covered by valid levels: during a technical condition
   or an unknown level (None) the pain state is frozen, onset/clear/reminder
   timers keep what they had and resume when valid levels return; the unknown
-  stretch itself never counts. The audio-pause countdown and the NO_FACE delay
-  run on plain t_s.
+  stretch itself never counts. The audio-pause countdown and the technical
+  condition delays run on plain t_s.
 * A latched HIGH keeps sounding (unless paused) until acknowledged, as IEC
   latching signals do. A new episode during a latch keeps the latch shown.
-* Technical alarms (SIGNAL_LOST, FROZEN, LOW_QUALITY at once; NO_FACE after it
-  persists > no_face_delay_s) are visual and logged, no tone (IEC allows
-  visual-only low-priority alarms): ``audio_active`` concerns the pain alarm.
+* Technical alarms are visual and logged, no tone (IEC allows visual-only
+  low-priority alarms): ``audio_active`` concerns the pain alarm. Each has a
+  condition delay, so that one odd frame does not post a banner that clears 40 ms
+  later: LOW_QUALITY (judged per frame) is raised once it has held for
+  technical_delay_s, NO_FACE once it has held for more than no_face_delay_s.
+  SIGNAL_LOST, FROZEN and OUT_OF_DOMAIN are raised at once because their
+  producers already waited: the signal watchdog reports SIGNAL_LOST after
+  lost_after_s without frames and FROZEN after frozen_after_s of one picture, the
+  domain monitor reports OUT_OF_DOMAIN after persist_s of unfamiliar faces and
+  holds it for clear_s; a second delay would only hide them longer. While a
+  condition waits for its delay the pain state is frozen all the same (output
+  unknown) and no technical alarm is shown.
 * Audio pause silences every pain alarm; only a HIGH onset/escalation breaks
   through, and only if the pause was not started while a HIGH was shown.
 * Acknowledge silences the active alarm and starts the reminder timer; pressing
@@ -53,6 +62,9 @@ log = logging.getLogger(__name__)
 
 MAX_AUDIO_PAUSE_S = 180.0
 MAX_LEVEL = 4.0
+# A longer technical condition delay would leave a bad picture unexplained on screen too long.
+MAX_TECHNICAL_DELAY_S = 10.0
+_TIME_TOLERANCE_S = 1e-9
 
 
 class TechnicalCondition(enum.StrEnum):
@@ -64,6 +76,11 @@ class TechnicalCondition(enum.StrEnum):
     LOW_QUALITY = "LOW_QUALITY"
     # The face is unlike the model's training data (its domain gate, for > 1 s).
     OUT_OF_DOMAIN = "OUT_OF_DOMAIN"
+
+
+# Conditions judged frame by frame, raised only after AlarmSettings.technical_delay_s.
+# (NO_FACE has its own no_face_delay_s; the others were debounced by their producers.)
+_DELAYED_CONDITIONS = frozenset({TechnicalCondition.LOW_QUALITY})
 
 
 class AlarmPriority(enum.StrEnum):
@@ -111,6 +128,8 @@ class AlarmSettings:
     audio_pause_s: float = 120.0
     reminder_interval_s: float = 300.0
     no_face_delay_s: float = 5.0
+    # LOW_QUALITY must hold this long before its technical alarm is raised (condition delay).
+    technical_delay_s: float = 1.0
     model_sha256: str = ""
     # While the pain model cannot score the face (OUT_OF_DOMAIN), raise pain alarms on the
     # training-free AU estimate? Off by default: the estimate is coarse (see live/au.py).
@@ -126,6 +145,7 @@ class AlarmSettings:
             "audio_pause_s",
             "reminder_interval_s",
             "no_face_delay_s",
+            "technical_delay_s",
         ):
             _finite(name, getattr(self, name))
         if not 0.0 < self.medium_threshold < self.high_threshold <= MAX_LEVEL:
@@ -142,6 +162,11 @@ class AlarmSettings:
             raise InvalidInputError(
                 f"audio_pause_s must lie in (0, {MAX_AUDIO_PAUSE_S:g}] s (IEC 60601-1-8 "
                 f"bedside limit), got {self.audio_pause_s:g}"
+            )
+        if self.technical_delay_s > MAX_TECHNICAL_DELAY_S:
+            raise InvalidInputError(
+                f"technical_delay_s must lie in [0, {MAX_TECHNICAL_DELAY_S:g}] s, "
+                f"got {self.technical_delay_s:g}"
             )
         if self.reminder_interval_s <= 0:
             raise InvalidInputError(
@@ -419,12 +444,18 @@ class AlarmManager:
         if condition is None or self._technical_active:
             return
         assert self._condition_since_t_s is not None
+        persisted_s = t_s - self._condition_since_t_s
         if condition is TechnicalCondition.NO_FACE:
-            persisted_s = t_s - self._condition_since_t_s
             if persisted_s <= self.settings.no_face_delay_s:
                 return
             threshold: float | None = self.settings.no_face_delay_s
             message = f"technical alarm NO_FACE: no face for more than {threshold:g} s"
+        elif condition in _DELAYED_CONDITIONS:
+            # Frame stamps are sums of floats: 25/24 - 1/24 s must count as the 1 s it is.
+            if persisted_s < self.settings.technical_delay_s - _TIME_TOLERANCE_S:
+                return
+            threshold = self.settings.technical_delay_s
+            message = f"technical alarm {condition.value} for {threshold:g} s"
         else:
             threshold = None
             message = f"technical alarm {condition.value}"

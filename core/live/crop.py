@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from painmon.core.live.face_detect import FaceBox
+from painmon.core.util.model_cfg import check_crop
 from painmon.core.util.validate import check_rgb_uint8
 
 DEFAULT_SIZE_PX = 64
@@ -260,6 +261,9 @@ class CropSpec:
     def from_meta(cls, crop_meta: Mapping[str, Any] | None) -> CropSpec:
         """Parse a model's (or crop set's) crop metadata; absent keys take the old defaults."""
         meta = crop_meta or {}
+        # Strict types and bounds (model_cfg's check, shared with model loading): "0.25" is
+        # not a margin and "false" is not False.
+        check_crop(meta)
         framing = str(meta.get("framing", FRAMING_BOX))
         params = meta.get("framing_params") or {}
         try:

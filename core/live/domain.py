@@ -51,6 +51,10 @@ class DomainGateSpec:
             )
         if not self.method:
             raise InvalidInputError("domain gate needs a method name")
+        if self.quantile is not None and not (0.0 < self.quantile < 1.0):
+            raise InvalidInputError(
+                f"domain gate quantile must lie strictly between 0 and 1, got {self.quantile!r}"
+            )
 
     def out_of_domain(self, score: float) -> bool:
         """True when ``score`` lies beyond the threshold (NaN counts as out of domain)."""
@@ -59,20 +63,26 @@ class DomainGateSpec:
     @classmethod
     def from_metadata(cls, entry: Mapping[str, Any] | None) -> DomainGateSpec | None:
         """The spec from a parsed ``domain_gate`` entry; None when the model has no gate."""
+        if entry is None:
+            return None
+        if not isinstance(entry, Mapping):
+            raise InvalidInputError(
+                f"domain_gate metadata must be an object, got {type(entry).__name__}"
+            )
         if not entry or entry.get("method") in (None, "none"):
             return None
         try:
             threshold = float(entry["threshold"])
+            quantile = entry.get("quantile")
+            quantile = float(quantile) if quantile is not None else None
         except (KeyError, TypeError, ValueError):
+            shown = repr(dict(entry))
+            if len(shown) > 120:
+                shown = shown[:117] + "..."
             raise InvalidInputError(
-                f"domain_gate metadata has no numeric threshold: {dict(entry)!r}"
+                f"domain_gate metadata needs a numeric threshold (and quantile): {shown}"
             ) from None
-        quantile = entry.get("quantile")
-        return cls(
-            threshold=threshold,
-            method=str(entry["method"]),
-            quantile=float(quantile) if quantile is not None else None,
-        )
+        return cls(threshold=threshold, method=str(entry["method"]), quantile=quantile)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,9 @@ Design choices (the specification left these open):
   capture buffer (decoding runs on the capture thread); ``dacnn`` includes the
   Grad-CAM, which the exported graph computes in the same ONNX Runtime call, so
   ``gradcam`` is reported as 0.0 ms (fused).
+* A failure of the model's own call (ONNX Runtime raising, or outputs that are not
+  probabilities) raises :class:`ModelRunError`, so a monitor can end the session as a
+  model error rather than mistake it for a bug of the engine or the end of the media.
 * Crops are framed the way the model's training crops were (its metadata: square
   box + margin, eye line levelled when the training crops were), so the network sees
   faces framed as it was trained on.
@@ -55,7 +58,7 @@ from painmon.core.live.quality import QualityReport, assess_quality
 from painmon.core.live.scoring import PainScorer
 from painmon.core.live.session import SessionRow, SessionWriter
 from painmon.core.live.smoothing import ProbabilitySmoother, SmoothedScore, au_agreement
-from painmon.core.util.errors import InvalidInputError
+from painmon.core.util.errors import InvalidInputError, PainmonError
 from painmon.core.util.labels import pspi_to_class
 from painmon.core.util.timeline import utc_now
 from painmon.core.util.validate import check_probability_rows
@@ -70,6 +73,17 @@ _NEUTRAL_FRAMES = 60
 # loaded 2-core machine waits for its descheduled second thread (measured median 11 ms
 # vs 2.7 ms with one thread); at a quiet moment one thread was ~0.9 ms slower.
 ENGINE_ORT_THREADS = 1
+
+
+class ModelRunError(PainmonError, RuntimeError):
+    """The pain model failed while scoring a frame (it loaded, but its call raised or gave
+    outputs that are not probabilities); monitoring with this model cannot go on."""
+
+
+def one_line(text: object, max_chars: int = 200) -> str:
+    """``text`` on one line (whitespace runs collapsed), cut to ``max_chars`` characters."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= max_chars else flat[: max_chars - 1] + "…"
 
 
 @dataclass(frozen=True, eq=False)
@@ -260,12 +274,8 @@ class Engine:
             timings["crop"] = ms_since(mark)
             if condition is None:
                 mark = time.perf_counter()
-                prediction = self.model.predict(crop[np.newaxis])
+                probs, gradcam, domain_score = self._score(crop, frame.index)
                 timings["dacnn"] = ms_since(mark)
-                probs = np.asarray(prediction.probs[0], dtype=np.float64)
-                gradcam = np.asarray(prediction.gradcam[0], dtype=np.float32)
-                if prediction.domain_score is not None:
-                    domain_score = float(prediction.domain_score[0])
         domain = self.domain.update(frame.t_s, domain_score)
         out_of_domain = condition is None and (domain.frame_out or domain.condition)
         if out_of_domain:
@@ -325,6 +335,30 @@ class Engine:
         )
         self._record(result)
         return result
+
+    def _score(
+        self, crop: np.ndarray, frame_index: int
+    ) -> tuple[np.ndarray, np.ndarray, float | None]:
+        """The model's probabilities, Grad-CAM and domain score for one crop.
+
+        Anything the model's call raises, or outputs that are not one probability row,
+        becomes :class:`ModelRunError` (a model fault, not the engine's).
+        """
+        try:
+            prediction = self.model.predict(crop[np.newaxis])
+            probs = np.asarray(prediction.probs[0], dtype=np.float64)
+            gradcam = np.asarray(prediction.gradcam[0], dtype=np.float32)
+            check_probability_rows(probs)
+            domain_score = (
+                None if prediction.domain_score is None else float(prediction.domain_score[0])
+            )
+        except Exception as exc:  # any failure inside the model's own call is a model fault
+            message = one_line(exc) or type(exc).__name__
+            raise ModelRunError(
+                f"the pain model failed on frame {frame_index} ({type(exc).__name__}: "
+                f"{message}); check the model file or export it again"
+            ) from exc
+        return probs, gradcam, domain_score
 
     def tick(self, now_s: float) -> AlarmState:
         """Advance without a new frame (live source silent): may raise SIGNAL_LOST."""

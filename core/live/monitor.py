@@ -1,9 +1,32 @@
 """The headless monitor: a frame source through the engine into a session folder.
 
 :func:`run_monitor` drives :class:`~painmon.core.live.engine.Engine` from a capture
-thread until the media ends, ``max_seconds`` of media pass or the operator stops it,
-always closing the session files; :class:`FrameTally` counts what the run did, as the
-benchmarks also report it.
+thread until the media ends, ``max_seconds`` of media pass, the operator stops it or a
+fault ends it, always closing the session files with the reason; :class:`FrameTally`
+counts what the run did, as the benchmarks also report it.
+
+How a run ends, its session's ``end_reason`` and the exit status of ``painmon monitor``
+(:data:`MONITOR_EXIT_CODES`, the one place they are defined):
+
+=====================================  ==========================================  ====
+what happened                          end_reason                                  exit
+=====================================  ==========================================  ====
+the media ended                        ``end of media``                            0
+``max_seconds`` of media passed        ``max_seconds (N s)``                       0
+SIGHUP (the terminal closed)           ``hangup``                                  129
+Ctrl-C (SIGINT)                        ``interrupted``                             130
+SIGTERM (``kill``, a service manager)  ``terminated``                              143
+the capture thread failed              ``source error: <why>``                     3
+a video file ended before its length   ``damaged media: <why>``                    3
+the model failed while scoring         ``model error: <why>``                      3
+the session files could not be written ``session write error: <why>``              3
+=====================================  ==========================================  ====
+
+A stop signal only asks the loop to stop: the frame being scored is finished and
+written, then the capture stops and the session files are synced and closed. Further
+signals while closing are ignored, so a second Ctrl-C cannot leave a session
+"running". Any other exception (a bug) still propagates, after the session was closed
+as ``error: <type>: <message>``.
 """
 
 from __future__ import annotations
@@ -11,40 +34,135 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from types import MappingProxyType
+from types import FrameType, MappingProxyType, TracebackType
 from typing import Any
 
 import numpy as np
 
 from painmon.core.live.alarms import AlarmEventKind, AlarmSettings, AlarmState
-from painmon.core.live.capture import CaptureThread, open_source
+from painmon.core.live.capture import CaptureThread, FrameSource, open_source
 from painmon.core.live.engine import (
     ENGINE_ORT_THREADS,
     STAGES,
     Engine,
     EngineResult,
+    ModelRunError,
     ms_since,
+    one_line,
 )
-from painmon.core.live.face import create_face_tracker
+from painmon.core.live.face import FaceTracker, create_face_tracker
 from painmon.core.live.scoring import ModelLoadError, OnnxPainModel, PainScorer, is_checkpoint
-from painmon.core.live.session import SessionWriter, make_session_folder
+from painmon.core.live.session import SessionWriteError, SessionWriter, make_session_folder
 from painmon.core.util import timeline
-from painmon.core.util.errors import InvalidInputError
+from painmon.core.util.errors import InvalidInputError, PainmonError
 from painmon.core.util.progress import LOG_INTERVAL_S
+from painmon.core.util.redact import redact_source
 
 log = logging.getLogger(__name__)
 
 # The live status line is redrawn at most this often.
 _STATUS_INTERVAL_S = 0.25
-# How long the headless loop waits for a frame before it advances a silent live source's clock.
-_LIVE_POLL_S = 0.5
+# How long the headless loop waits for a frame before it looks for a stop request and
+# advances a silent live source's clock: a stop signal is acted on within this time.
+_POLL_S = 0.1
 _PAIN_ALARM_KINDS = frozenset({AlarmEventKind.ONSET.value, AlarmEventKind.ESCALATION.value})
+
+# -- how a run ends (see the module docstring's table) ------------------------------------------
+
+EXIT_CLEAN = 0
+EXIT_FAULT = 3
+EXIT_HANGUP = 128 + 1
+EXIT_INTERRUPTED = 128 + 2
+EXIT_TERMINATED = 128 + 15
+#: Every exit status of ``painmon monitor`` and what it means (the CLI's help lists them).
+MONITOR_EXIT_CODES: Mapping[int, str] = MappingProxyType(
+    {
+        EXIT_CLEAN: "the run ended cleanly (end of media, or --max-seconds)",
+        EXIT_FAULT: (
+            "the run ended on a fault: source error, damaged media, model error or session "
+            "files that could not be written (the summary's 'ended:' line says which)"
+        ),
+        EXIT_HANGUP: "hangup (SIGHUP: the terminal closed)",
+        EXIT_INTERRUPTED: "interrupted (Ctrl-C, SIGINT)",
+        EXIT_TERMINATED: "terminated (SIGTERM)",
+    }
+)
+# Signal name -> (end_reason, exit status); SIGHUP does not exist on Windows.
+_STOP_SIGNALS: tuple[tuple[str, str, int], ...] = (
+    ("SIGINT", "interrupted", EXIT_INTERRUPTED),
+    ("SIGTERM", "terminated", EXIT_TERMINATED),
+    ("SIGHUP", "hangup", EXIT_HANGUP),
+)
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """Why the operator or the system asked the run to stop, and the exit status it gives."""
+
+    reason: str
+    exit_code: int
+
+
+class StopSignals:
+    """SIGINT, SIGTERM and SIGHUP become a :class:`StopRequest` while the ``with`` block runs.
+
+    The handlers only record the first request (``request``); the run loop looks for it
+    between frames, so no exception lands in the middle of a file write. Later signals
+    are ignored: nothing may interrupt closing the session. Handlers are installed only
+    in the main thread (Python allows no other), never over a signal the parent process
+    set to be ignored (``nohup``, a background job), and the previous ones come back on
+    exit.
+    """
+
+    def __init__(self) -> None:
+        self.request: StopRequest | None = None
+        self.signals_seen = 0
+        self._previous: dict[int, Any] = {}
+        self._meaning: dict[int, StopRequest] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for name, reason, exit_code in _STOP_SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is None:
+                continue
+            previous = signal.getsignal(signum)
+            # None: a handler set outside Python, which could not be put back.
+            if previous is None or previous == signal.SIG_IGN:
+                continue
+            signal.signal(signum, self._handle)
+            self._previous[signum] = previous
+            self._meaning[signum] = StopRequest(reason, exit_code)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        while self._previous:
+            signum, previous = self._previous.popitem()
+            signal.signal(signum, previous)
+
+    @property
+    def installed(self) -> tuple[int, ...]:
+        """The signals handled now."""
+        return tuple(self._previous)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.signals_seen += 1
+        if self.request is None:
+            self.request = self._meaning[signum]
 
 
 class FrameTally:
@@ -134,8 +252,14 @@ class MonitorSummary:
     frames_out_of_domain: int = 0
     class_frames: Mapping[int, int] = field(default_factory=dict)
     domain_gate: bool = True
+    #: the exit status of ``painmon monitor`` for this run (:data:`MONITOR_EXIT_CODES`)
+    exit_code: int = EXIT_CLEAN
 
     def __post_init__(self) -> None:
+        if self.exit_code not in MONITOR_EXIT_CODES:
+            raise ValueError(
+                f"exit_code must be one of {sorted(MONITOR_EXIT_CODES)}, got {self.exit_code!r}"
+            )
         if not 0 <= self.frames_scored <= self.frames_with_face <= self.frames:
             raise ValueError(
                 f"frame counts out of order: scored {self.frames_scored}, "
@@ -182,7 +306,14 @@ class MonitorSummary:
         total = self.latency_ms.get("total")
         if total is not None and total.p50 is not None:
             lines.append(f"latency per frame: median {total.p50:.1f} ms, p95 {total.p95:.1f} ms")
+        if self.exit_code != EXIT_CLEAN:
+            lines.append(f"exit status {self.exit_code}: {MONITOR_EXIT_CODES[self.exit_code]}")
         return "\n".join(lines)
+
+    @property
+    def faulted(self) -> bool:
+        """The run ended on a fault (source, media, model or session files), not on request."""
+        return self.exit_code == EXIT_FAULT
 
 
 def open_session(
@@ -206,7 +337,7 @@ def open_session(
         model_id=str(model.metadata.get("architecture") or Path(model.path).stem),
         model_sha256=model.sha256,
         settings=settings,
-        source=source,
+        source=redact_source(source),
         face_detector=face_detector,
     )
 
@@ -239,39 +370,51 @@ def run_monitor(
     on_status: Callable[[str], None] | None = None,
     on_result: Callable[[EngineResult], None] | None = None,
     load_model: Callable[[str | Path], Any] = load_onnx_model,
+    open_source_fn: Callable[[str], FrameSource] | None = None,
+    make_face_tracker: Callable[[str | Path | None], FaceTracker] | None = None,
 ) -> MonitorSummary:
     """Monitor ``source_spec`` headless into a new session folder under ``out_dir``.
 
-    Files run in pull mode (every frame, as fast as possible) unless ``realtime``;
-    the run ends at the end of the media, after ``max_seconds`` of media time, or on
-    Ctrl-C, always with the session files closed. With ``progress``, ``on_status``
-    receives a status line at most every 0.25 s.
+    Files run in pull mode (every frame, as fast as possible) unless ``realtime``.
+    The run ends as the module docstring's table says, always with the session files
+    synced and closed and the reason in the summary and in ``session.json``; in the main
+    thread, SIGINT/SIGTERM/SIGHUP stop it cleanly. With ``progress``, ``on_status``
+    receives a status line at most every 0.25 s. ``open_source_fn`` and
+    ``make_face_tracker`` replace :func:`open_source` and :func:`create_face_tracker`
+    (tests, other sources). Bad sources or models raise before a session is opened.
     """
     if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
         raise InvalidInputError(
             f"max_seconds must be a positive number of seconds, got {max_seconds!r}"
         )
+    source_name = redact_source(str(source_spec))
     model = load_model(model_path)
-    source = open_source(str(source_spec))
     try:
-        tracker = create_face_tracker(face_model)
-    except BaseException:
-        source.close()
+        source = (open_source_fn or open_source)(str(source_spec))
+    except PainmonError as exc:
+        # Its message is printed to the user: it must not quote a password either.
+        redacted = redact_source(str(exc))
+        if redacted != str(exc):
+            exc.args = (redacted,)
         raise
     settings = AlarmSettings(model_sha256=model.sha256)
-    capture = CaptureThread(source, realtime=realtime)
+    # The engine (which then owns the tracker) is built before the session opens: a model
+    # the engine refuses leaves no session behind, and the tracker and source are released.
+    tracker: FaceTracker | None = None
+    try:
+        tracker = (make_face_tracker or create_face_tracker)(face_model)
+        engine = Engine(model, tracker, settings)
+    except BaseException:
+        if tracker is not None:
+            tracker.close()
+        source.close()
+        raise
+
     tally = FrameTally()
-    counts, timings = tally.counts, tally.timings
     conditions: collections.Counter[str] = collections.Counter()
     alarms = {"pain": 0, "technical": 0}
     first_t_s: float | None = None
     last_t_s = 0.0
-    # A silent live source is measured from the last frame's arrival (or from the start):
-    # SIGNAL_LOST must come lost_after_s after that frame, whatever the poll timeout.
-    last_frame_mono_s = time.monotonic()
-    end_reason = "end of media"
-    wall_start = time.perf_counter()
-    last_status_s = -math.inf
 
     def count_events(state: AlarmState) -> None:
         for event in state.new_events:
@@ -280,23 +423,24 @@ def run_monitor(
             elif event.kind == AlarmEventKind.TECHNICAL_ONSET.value:
                 alarms["technical"] += 1
 
-    writer = open_session(
-        out_dir,
-        pseudonym,
-        model,
-        settings,
-        source=str(source_spec),
-        face_detector=getattr(tracker, "name", type(tracker).__name__),
-    )
-    engine = Engine(model, tracker, settings, session_writer=writer)
-    try:
-        capture.start()
+    def frame_loop(capture: CaptureThread, stop: StopSignals) -> str:
+        """Score frames until something ends the run; says what: stop, max_seconds, exhausted."""
+        nonlocal first_t_s, last_t_s
+        # A silent live source is measured from the last frame's arrival (or from the
+        # start): SIGNAL_LOST must come lost_after_s after that frame, whatever the poll.
+        last_frame_mono_s = time.monotonic()
+        last_status_s = -math.inf
+        wait_start: float | None = None
         while True:
-            wait_start = time.perf_counter()
-            frame = capture.get_latest(timeout_s=_LIVE_POLL_S)
+            if stop.request is not None:
+                log.info("%s: closing the session files", stop.request.reason)
+                return "stop"
+            if wait_start is None:
+                wait_start = time.perf_counter()
+            frame = capture.get_latest(timeout_s=_POLL_S)
             if frame is None:
                 if capture.exhausted:
-                    break
+                    return "exhausted"
                 if source.is_live:
                     silent_s = time.monotonic() - last_frame_mono_s
                     count_events(engine.tick(last_t_s + silent_s))
@@ -305,9 +449,9 @@ def run_monitor(
             if first_t_s is None:
                 first_t_s = frame.t_s
             if max_seconds is not None and frame.t_s - first_t_s >= max_seconds:
-                end_reason = f"max_seconds ({max_seconds:g} s)"
-                break
+                return "max_seconds"
             result = engine.process(frame, decode_ms=ms_since(wait_start))
+            wait_start = None
             last_t_s = frame.t_s
             count_events(result.alarm_state)
             tally.add(result)
@@ -319,25 +463,65 @@ def run_monitor(
             if progress and on_status is not None and now_s - last_status_s >= _STATUS_INTERVAL_S:
                 last_status_s = now_s
                 on_status(format_status(result, source.total_frames))
-        if capture.error is not None:
-            end_reason = f"capture error: {capture.error}"
-            log.error("capture from %s failed: %s", source_spec, capture.error)
-    except KeyboardInterrupt:
-        end_reason = "interrupted"
-        log.info("monitoring interrupted by the operator")
-    finally:
-        capture.stop()
-        engine.close()
-        writer.close(end_reason)
 
+    wall_start = time.perf_counter()
+    ending: tuple[str, int] | None = None
+    with StopSignals() as stop:
+        try:
+            capture = CaptureThread(source, realtime=realtime)
+            writer = open_session(
+                out_dir,
+                pseudonym,
+                model,
+                settings,
+                source=source_name,
+                face_detector=getattr(tracker, "name", type(tracker).__name__),
+            )
+        except BaseException:
+            engine.close()
+            source.close()
+            raise
+        engine.session_writer = writer
+        loop_end = "exhausted"
+        try:
+            capture.start()
+            loop_end = frame_loop(capture, stop)
+        except ModelRunError as exc:
+            ending = (f"model error: {one_line(exc)}", EXIT_FAULT)
+        except SessionWriteError as exc:
+            ending = (f"session write error: {one_line(exc)}", EXIT_FAULT)
+        except KeyboardInterrupt:
+            # Only where no handler could be installed (not the main thread).
+            ending = ("interrupted", EXIT_INTERRUPTED)
+        except BaseException as exc:
+            ending = (f"error: {type(exc).__name__}: {one_line(exc)}", EXIT_FAULT)
+            raise
+        finally:
+            try:
+                capture.stop()
+            finally:
+                try:
+                    engine.close()
+                finally:
+                    if ending is None:
+                        ending = _how_it_ended(loop_end, stop, capture, source, max_seconds)
+                    writer.close(redact_source(ending[0]))
+        if stop.signals_seen > 1:
+            log.info("%d stop signals while closing were ignored", stop.signals_seen - 1)
+
+    end_reason, exit_code = redact_source(ending[0]), ending[1]
+    if exit_code == EXIT_FAULT:
+        log.error("monitoring of %s ended on a fault: %s", source_name, end_reason)
+    elif exit_code != EXIT_CLEAN:
+        log.info("monitoring %s: the session was closed", end_reason)
     media_s = 0.0 if first_t_s is None else last_t_s - first_t_s
     return MonitorSummary(
         session_folder=writer.folder,
-        source=str(source_spec),
+        source=source_name,
         end_reason=end_reason,
-        frames=counts["frames"],
-        frames_with_face=counts["frames_with_face"],
-        frames_scored=counts["frames_scored"],
+        frames=tally.counts["frames"],
+        frames_with_face=tally.counts["frames_with_face"],
+        frames_scored=tally.counts["frames_scored"],
         technical_condition_frames=dict(conditions),
         pain_alarms_raised=alarms["pain"],
         technical_alarms_raised=alarms["technical"],
@@ -345,14 +529,39 @@ def run_monitor(
         wall_seconds=time.perf_counter() - wall_start,
         latency_ms={
             key: StageLatency(_percentile(values, 50), _percentile(values, 95))
-            for key, values in timings.items()
+            for key, values in tally.timings.items()
         },
         model_is_demo=model.is_demo,
         providers=tuple(model.providers),
-        frames_out_of_domain=counts["frames_out_of_domain"],
+        frames_out_of_domain=tally.counts["frames_out_of_domain"],
         class_frames=dict(tally.class_frames),
         domain_gate=getattr(model, "domain_gate", None) is not None,
+        exit_code=exit_code,
     )
+
+
+def _how_it_ended(
+    loop_end: str,
+    stop: StopSignals,
+    capture: CaptureThread,
+    source: FrameSource,
+    max_seconds: float | None,
+) -> tuple[str, int]:
+    """End reason and exit status of a loop that returned ``loop_end`` (capture stopped)."""
+    if loop_end == "stop" and stop.request is not None:
+        return stop.request.reason, stop.request.exit_code
+    if loop_end == "max_seconds":
+        return f"max_seconds ({max_seconds:g} s)", EXIT_CLEAN
+    error = getattr(capture, "error", None)
+    if error is not None:
+        text = one_line(error) or type(error).__name__
+        return f"source error: {text}", EXIT_FAULT
+    # A file that ended before its container's frame count (set by the capture thread or
+    # the source; read with getattr so older sources without it still work).
+    damage = getattr(capture, "damage", None) or getattr(source, "damage", None)
+    if damage:
+        return f"damaged media: {one_line(damage)}", EXIT_FAULT
+    return "end of media", EXIT_CLEAN
 
 
 def run_monitor_cli(
@@ -365,7 +574,8 @@ def run_monitor_cli(
     pseudonym: str = "anonymous",
     load_model: Callable[[str | Path], Any] = load_onnx_model,
 ) -> int:
-    """``painmon monitor``: live status line on stdout, then the summary; returns 0.
+    """``painmon monitor``: live status line on stdout, then the summary; returns the exit
+    status of the run (:data:`MONITOR_EXIT_CODES`: 0 clean, 3 fault, 129/130/143 signals).
 
     On a terminal the status line is redrawn in place; into a file or pipe it is written
     as a whole line at most every :data:`painmon.core.util.progress.LOG_INTERVAL_S` seconds.
@@ -373,18 +583,31 @@ def run_monitor_cli(
     """
     terminal = sys.stdout.isatty()
     last_line_s = -math.inf
+    stdout_gone = False
+
+    def write(text: str) -> None:
+        nonlocal stdout_gone
+        if stdout_gone:
+            return
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except OSError as exc:
+            # The terminal closed (SIGHUP) or the pipe reader left: the session files are
+            # what matter, so monitoring goes on without the status line.
+            stdout_gone = True
+            log.debug("status output stopped: %s", exc)
 
     def status(line: str) -> None:
         nonlocal last_line_s
         if terminal:
-            sys.stdout.write("\r" + line)
+            write("\r" + line)
         else:
             now_s = time.monotonic()
             if now_s - last_line_s < LOG_INTERVAL_S:
                 return
             last_line_s = now_s
-            sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+            write(line + "\n")
 
     summary = run_monitor(
         source,
@@ -398,6 +621,5 @@ def run_monitor_cli(
         on_status=status,
         load_model=load_model,
     )
-    sys.stdout.write(("\n" if terminal else "") + summary.format() + "\n")
-    sys.stdout.flush()
-    return 0
+    write(("\n" if terminal else "") + summary.format() + "\n")
+    return summary.exit_code

@@ -11,12 +11,21 @@ monitor that must show a score soon after launch cannot afford by default. The
 ``PAINMON_ORT_PROVIDER`` environment variable (``auto|cpu|cuda|tensorrt``) overrides the
 caller's choice, so a ward can switch a machine with a broken GPU driver to the CPU
 without touching code or settings.
+
+Integrity: the file is read once; those very bytes are hashed, checked against the sidecar
+and handed to ONNX Runtime, so nothing can change between the check and the load. A model
+that keeps its weights in external files (``onnx.save(..., save_as_external_data=True)``)
+is refused: the sidecar's SHA-256 covers only the graph, not the weights beside it.
+:func:`external_data_locations` finds such tensors by walking the protobuf wire format
+(the ``onnx`` package is not a bedside dependency).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,8 +35,7 @@ import numpy as np
 
 from painmon.core.live.domain import DomainGateSpec
 from painmon.core.util.errors import InvalidInputError, PainmonError
-from painmon.core.util.fileio import sha256_file
-from painmon.core.util.model_cfg import PainModelCfg
+from painmon.core.util.model_cfg import PainModelCfg, is_number, show
 from painmon.core.util.validate import is_sha256_hex
 
 log = logging.getLogger(__name__)
@@ -167,11 +175,130 @@ def parse_metadata(props: Mapping[str, str]) -> dict[str, Any]:
         if key in JSON_METADATA_KEYS:
             try:
                 parsed[key] = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ModelLoadError(f"model metadata '{key}' is not valid JSON ({exc})") from exc
+            except (json.JSONDecodeError, RecursionError) as exc:
+                reason = exc if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+                raise ModelLoadError(
+                    f"model metadata '{key}' is not valid JSON ({reason}); re-export the model"
+                ) from exc
         else:
             parsed[key] = value
     return parsed
+
+
+# --- external data: a minimal protobuf walk over the paths of onnx.proto that hold tensors ---
+
+_MODEL, _GRAPH, _NODE, _ATTRIBUTE, _TENSOR, _SPARSE, _FUNCTION, _TRAINING = range(8)
+# message -> {field number: message type of that field}, from onnx.proto (IR version 10).
+_TENSOR_FIELDS: dict[int, dict[int, int]] = {
+    _MODEL: {7: _GRAPH, 20: _TRAINING, 25: _FUNCTION},  # graph, training_info, functions
+    _GRAPH: {1: _NODE, 5: _TENSOR, 15: _SPARSE},  # node, initializer, sparse_initializer
+    _NODE: {5: _ATTRIBUTE},
+    # t, g, tensors, graphs, sparse_tensor, sparse_tensors
+    _ATTRIBUTE: {5: _TENSOR, 6: _GRAPH, 10: _TENSOR, 11: _GRAPH, 22: _SPARSE, 23: _SPARSE},
+    _SPARSE: {1: _TENSOR, 2: _TENSOR},  # values, indices
+    _FUNCTION: {7: _NODE, 11: _ATTRIBUTE},  # node, attribute_proto
+    _TRAINING: {1: _GRAPH, 2: _GRAPH},  # initialization, algorithm
+    _TENSOR: {},
+}
+_TENSOR_NAME, _TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION = 8, 13, 14
+_DATA_LOCATION_EXTERNAL = 1
+_MAX_NESTING = 64  # subgraphs inside subgraphs; a real model nests a few levels
+
+
+class _MalformedError(Exception):
+    """The bytes are not a well-formed protobuf message."""
+
+
+def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise _MalformedError(f"bad varint at byte {pos}")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(buf: bytes, start: int, end: int):
+    """(field number, wire type, value) of one message; value is (start, end) for bytes."""
+    pos = start
+    while pos < end:
+        key, pos = _varint(buf, pos, end)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise _MalformedError(f"field number 0 at byte {pos}")
+        if wire == 0:
+            value, pos = _varint(buf, pos, end)
+            yield number, wire, value
+            continue
+        if wire == 2:
+            length, pos = _varint(buf, pos, end)
+            value = (pos, pos + length)
+            pos += length
+        elif wire in (1, 5):
+            value = None
+            pos += 8 if wire == 1 else 4
+        else:  # groups (3, 4) are not in onnx.proto; 6 and 7 do not exist
+            raise _MalformedError(f"wire type {wire} at byte {pos}")
+        if pos > end:
+            raise _MalformedError(f"field {number} runs past the end of its message")
+        yield number, wire, value
+
+
+def _walk(buf: bytes, start: int, end: int, kind: int, depth: int, found: list) -> None:
+    if depth > _MAX_NESTING:
+        raise _MalformedError(f"messages nested deeper than {_MAX_NESTING} levels")
+    nested = _TENSOR_FIELDS[kind]
+    name = b""
+    location = b""
+    external = False
+    for number, wire, value in _fields(buf, start, end):
+        if kind == _TENSOR:
+            if number == _TENSOR_DATA_LOCATION and wire == 0:
+                external = external or value == _DATA_LOCATION_EXTERNAL
+            elif number == _TENSOR_NAME and wire == 2:
+                name = buf[value[0] : value[1]]
+            elif number == _TENSOR_EXTERNAL_DATA and wire == 2:
+                external = True
+                # A StringStringEntryProto: key (1), value (2); "location" names the file.
+                entry = {n: buf[v[0] : v[1]] for n, w, v in _fields(buf, *value) if w == 2}
+                if entry.get(1) == b"location":
+                    location = entry.get(2, b"")
+        elif number in nested and wire == 2:
+            _walk(buf, value[0], value[1], nested[number], depth + 1, found)
+    if external:
+        found.append((name.decode("utf-8", "replace"), location.decode("utf-8", "replace") or "?"))
+
+
+def external_data_locations(model_bytes: bytes) -> list[tuple[str, str]]:
+    """``(tensor name, external file)`` of every tensor whose data lies outside the model file.
+
+    Walks the serialized ``ModelProto`` without loading any weight (initializers, Constant
+    node attributes, subgraphs, functions, sparse tensors, training graphs). Raises
+    :class:`ModelLoadError` when the bytes are not a well-formed ONNX protobuf.
+    """
+    found: list[tuple[str, str]] = []
+    try:
+        _walk(model_bytes, 0, len(model_bytes), _MODEL, 0, found)
+    except _MalformedError as exc:
+        raise ModelLoadError(f"not a loadable ONNX model (malformed protobuf: {exc})") from None
+    return found
+
+
+def external_data_message(model: str | Path, found: Sequence[tuple[str, str]]) -> str:
+    """The one-line refusal of a model whose weights live in external files."""
+    files = sorted({location for _name, location in found})
+    shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    return (
+        f"model {model} keeps the weights of {len(found)} tensor(s) in external files "
+        f"({shown}); painmon loads only self-contained .onnx files, whose SHA-256 sidecar "
+        "covers every weight: re-export it with `painmon export`, or re-save it with "
+        "onnx.save(onnx.load(path), path) (without save_as_external_data); a model over "
+        "2 GB cannot be one file and cannot run at the bedside"
+    )
 
 
 def _ort_errors() -> tuple[type[BaseException], ...]:
@@ -229,8 +356,21 @@ class OnnxPainModel:
         self.path = Path(path)
         if not self.path.is_file():
             raise ModelLoadError(f"model file {self.path} not found; export it or fix the path")
-        self.sha256 = sha256_file(self.path)
+        # One read: the bytes hashed are the bytes ONNX Runtime loads.
+        try:
+            model_bytes = self.path.read_bytes()
+        except OSError as exc:
+            raise ModelLoadError(f"model file {self.path} cannot be read ({exc})") from exc
+        self.sha256 = hashlib.sha256(model_bytes).hexdigest()
         self.verified = self._verify(expected_sha256, allow_unverified)
+        try:
+            external = external_data_locations(model_bytes)
+        except ModelLoadError as exc:
+            raise ModelLoadError(
+                f"model file {self.path} is {exc}; re-export or re-download it"
+            ) from None
+        if external:
+            raise ModelIntegrityError(external_data_message(self.path, external))
 
         env = os.environ if env is None else env
         choice, source = resolve_provider_choice(prefer, env)
@@ -247,7 +387,7 @@ class OnnxPainModel:
         if quiet:
             ort.set_default_logger_severity(4)
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=requested)
+            self.session = ort.InferenceSession(model_bytes, options, providers=requested)
         except _ort_errors() as exc:
             raise ModelLoadError(
                 f"model file {self.path} is not a loadable ONNX model ({_first_line(exc)}); "
@@ -256,6 +396,7 @@ class OnnxPainModel:
         finally:
             if quiet:
                 ort.set_default_logger_severity(2)
+        del model_bytes
         self.providers: list[str] = list(self.session.get_providers())
         if requested[0] != self.providers[0]:
             if choice != "auto":
@@ -285,36 +426,20 @@ class OnnxPainModel:
                 "export it with painmon.core.research.export.export_onnx"
             )
         self.metadata: dict[str, Any] = parse_metadata(props)
-        inputs = [i.name for i in self.session.get_inputs()]
+        inputs = self.session.get_inputs()
         outputs = [o.name for o in self.session.get_outputs()]
         gated = [*OUTPUT_NAMES, GATE_OUTPUT]
-        if inputs != [INPUT_NAME] or outputs not in (list(OUTPUT_NAMES), gated):
+        if [i.name for i in inputs] != [INPUT_NAME] or outputs not in (list(OUTPUT_NAMES), gated):
             raise ModelLoadError(
-                f"{self.path} has inputs {inputs} and outputs {outputs}; a painmon export has "
-                f"[{INPUT_NAME!r}] and {gated} ({GATE_OUTPUT!r} absent in exports before the "
-                "domain gate)"
+                f"{self.path} has inputs {[i.name for i in inputs]} and outputs {outputs}; a "
+                f"painmon export has [{INPUT_NAME!r}] and {gated} ({GATE_OUTPUT!r} absent in "
+                "exports before the domain gate)"
             )
         self._output_names = outputs
         try:
-            self.domain_gate: DomainGateSpec | None = DomainGateSpec.from_metadata(
-                self.metadata.get("domain_gate")
-            )
-        except InvalidInputError as exc:
-            raise ModelLoadError(f"{self.path}: {exc}; re-export the model") from exc
-        if (self.domain_gate is not None) != (GATE_OUTPUT in outputs):
-            raise ModelLoadError(
-                f"{self.path}: the domain_gate metadata and the {GATE_OUTPUT!r} output disagree "
-                "(one without the other); re-export the model"
-            )
-        if self.domain_gate is None:
-            log.warning(
-                "%s has no domain gate: it cannot tell when a face is unlike its training data",
-                self.path.name,
-            )
-        try:
             self.cfg = PainModelCfg.from_onnx_metadata(self.metadata)
         except InvalidInputError as exc:
-            raise ModelLoadError(f"{self.path}: {exc}") from exc
+            raise ModelLoadError(f"{self.path}: {exc}; re-export the model") from exc
         preprocessing = self.metadata["preprocessing"]
         self.class_names: list[str] = list(self.cfg.class_names)
         self.input_size: tuple[int, int, int] = self.cfg.input_size
@@ -324,9 +449,86 @@ class OnnxPainModel:
         )
         if preprocessing.get("dtype") != "uint8" or preprocessing.get("layout") != "NHWC":
             raise ModelLoadError(
-                f"{self.path} expects {preprocessing.get('dtype')} {preprocessing.get('layout')} "
-                "input; this runtime feeds uint8 NHWC crops, so re-export with this painmon"
+                f"{self.path} expects {show(preprocessing.get('dtype'))} "
+                f"{show(preprocessing.get('layout'))} input; this runtime feeds uint8 NHWC "
+                "crops, so re-export with this painmon"
             )
+        self._check_graph_agrees(inputs[0], self.session.get_outputs()[0])
+        self._check_crop()
+        self.domain_gate: DomainGateSpec | None = self._domain_gate(outputs)
+
+    def _check_graph_agrees(self, image_input: Any, probs_output: Any) -> None:
+        """The graph's input and ``probs`` shapes must be the ones the metadata describes:
+        otherwise every crop the engine makes fails in ``predict``."""
+        _channels, height, width = self.input_size
+        expected = ("batch", height, width, 3)
+        shape = list(image_input.shape)
+        if (
+            image_input.type != "tensor(uint8)"
+            or len(shape) != 4
+            or any(
+                isinstance(d, int) and d != e for d, e in zip(shape[1:], expected[1:], strict=True)
+            )
+        ):
+            raise ModelLoadError(
+                f"{self.path}: the graph's input {INPUT_NAME!r} is {image_input.type} {shape}, "
+                f"but its metadata (preprocessing.input_size {list(self.cfg.input_size)}) "
+                f"describes uint8 [batch, {height}, {width}, 3]; re-export the model"
+            )
+        probs_shape = list(probs_output.shape)
+        classes = probs_shape[-1] if probs_shape else None
+        if len(probs_shape) != 2 or (isinstance(classes, int) and classes != self.cfg.num_classes):
+            raise ModelLoadError(
+                f"{self.path}: the graph's {OUTPUT_NAMES[0]!r} output is {probs_shape}, but its "
+                f"metadata names {self.cfg.num_classes} classes (class_names); re-export the model"
+            )
+
+    def _check_crop(self) -> None:
+        """Live crops are framed by the ``crop`` metadata: refuse a framing this painmon
+        cannot reproduce now, not on the first face."""
+        from painmon.core.live.crop import CropSpec
+
+        try:
+            CropSpec.from_meta(self.cfg.crop)
+        except ValueError as exc:
+            raise ModelLoadError(f"{self.path}: model metadata 'crop': {exc}") from exc
+
+    def _domain_gate(self, outputs: Sequence[str]) -> DomainGateSpec | None:
+        entry = self.metadata.get("domain_gate")
+        if entry is not None and not isinstance(entry, Mapping):
+            raise ModelLoadError(
+                f"{self.path}: model metadata 'domain_gate' must be a JSON object, got "
+                f"{type(entry).__name__}: {show(entry)}; re-export the model"
+            )
+        if entry and entry.get("method") not in (None, "none"):
+            threshold, quantile = entry.get("threshold"), entry.get("quantile")
+            if not (is_number(threshold) and math.isfinite(threshold) and threshold > 0):
+                raise ModelLoadError(
+                    f"{self.path}: model metadata 'domain_gate.threshold' must be a finite "
+                    f"number > 0, got {show(threshold)}; re-export the model"
+                )
+            if quantile is not None and not (is_number(quantile) and 0 < quantile <= 1):
+                raise ModelLoadError(
+                    f"{self.path}: model metadata 'domain_gate.quantile' must be a number in "
+                    f"(0, 1], got {show(quantile)}; re-export the model"
+                )
+        try:
+            gate = DomainGateSpec.from_metadata(entry)
+        except (TypeError, ValueError) as exc:  # InvalidInputError is a ValueError
+            raise ModelLoadError(
+                f"{self.path}: model metadata 'domain_gate': {exc}; re-export the model"
+            ) from exc
+        if (gate is not None) != (GATE_OUTPUT in outputs):
+            raise ModelLoadError(
+                f"{self.path}: the domain_gate metadata and the {GATE_OUTPUT!r} output disagree "
+                "(one without the other); re-export the model"
+            )
+        if gate is None:
+            log.warning(
+                "%s has no domain gate: it cannot tell when a face is unlike its training data",
+                self.path.name,
+            )
+        return gate
 
     def _verify(self, expected_sha256: str | None, allow_unverified: bool) -> bool:
         sidecar_name = self.path.name + SIDECAR_SUFFIX

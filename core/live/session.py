@@ -16,12 +16,18 @@ Design choices (the specification left these open):
   start, on a settings change and at close; its ``frames_written`` is final only
   once ``status`` is ``"ended"``. A session whose json still says ``"running"``
   after its process is gone crashed; :func:`recover_session` reports that.
+* The writer holds an ``flock`` on ``session.csv`` while it is open (POSIX; the
+  kernel drops it when the process dies, ``kill -9`` included), so a reader can
+  tell a session still being recorded from a crashed one (:func:`writer_alive`).
 * Line breaks inside text cells are replaced by spaces so that one physical line
   is one record: a torn last line is then always recognisable (no final newline)
   and dropped by the readers.
 * Text cells starting with ``= + - @ TAB CR`` get a leading ``'`` (OWASP CSV
   injection); the readers return text cells as stored, quote included.
 * The writer is not thread-safe: the engine thread that scores frames owns it.
+* Patient data is private to the user running the monitor: session folders (and the
+  folders made above them) are created ``0700`` and their files ``0600``, set explicitly
+  whatever the umask. The source is recorded with any URL password replaced by ``***``.
 """
 
 from __future__ import annotations
@@ -42,10 +48,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so a reader cannot tell a live writer from a crash
+    fcntl = None  # type: ignore[assignment]
+
 from painmon.core.live.alarms import AlarmEvent, AlarmPriority, AlarmSettings, TechnicalCondition
+from painmon.core.util.csvsafe import text_cell
 from painmon.core.util.errors import InvalidInputError, PainmonError
 from painmon.core.util.fileio import atomic_write
 from painmon.core.util.labels import NUM_CLASSES, PSPI_MAX
+from painmon.core.util.redact import redact_source
 from painmon.core.util.timeline import utc_now
 from painmon.core.util.validate import check_probability_rows, is_sha256_hex
 
@@ -82,16 +95,29 @@ ALARM_COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(AlarmE
 # session.csv of format version 1 (before the domain gate).
 SESSION_COLUMNS_V1: tuple[str, ...] = SESSION_COLUMNS[:-1]
 
+#: Permissions of session folders and of the files in them (owner only).
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
 MAX_PSEUDONYM_CHARS = 64
 DEFAULT_FLUSH_INTERVAL_S = 1.0
 
 STATUS_RUNNING = "running"
 STATUS_ENDED = "ended"
 
+#: What :func:`recover_session` says of a session (its ``state``): closed by its writer;
+#: still open in a live painmon process; "running" in its json with no process writing
+#: it (the recording crashed); "running" where no writer lock can be checked (Windows,
+#: an unreadable session.csv); no readable session.json.
+STATE_ENDED = "ended"
+STATE_RECORDING = "recording"
+STATE_CRASHED = "crashed"
+STATE_NOT_CLOSED = "not closed"
+STATE_UNKNOWN = "unknown"
+
 _ROW_PRIORITIES = frozenset(
     p.value for p in (AlarmPriority.NONE, AlarmPriority.MEDIUM, AlarmPriority.HIGH)
 )
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 # Letters/digits first, then letters, digits, '_', '-', '.'; \w would also admit '_' first.
 _PSEUDONYM_RE = re.compile(r"^[^\W_][\w.-]*$")
 _WINDOWS_RESERVED = frozenset(
@@ -291,7 +317,7 @@ class SessionRow:
         """The CSV cells in :data:`SESSION_COLUMNS` order."""
         probs = self.probabilities or (None,) * NUM_CLASSES
         return [
-            _text_cell(self.utc_time),
+            text_cell(self.utc_time),
             _time_cell(self.t_s),
             str(self.frame),
             "1" if self.face_found else "0",
@@ -302,25 +328,13 @@ class SessionRow:
             _number_cell(self.pain_level_smoothed),
             _number_cell(self.confidence),
             _number_cell(self.au_pspi),
-            _text_cell(self.alarm_priority),
-            _text_cell(self.technical_condition),
+            text_cell(self.alarm_priority),
+            text_cell(self.technical_condition),
             _number_cell(self.domain_score),
         ]
 
 
 # -- cell formatting -------------------------------------------------------------------------
-
-
-def guard_formula(text: str) -> str:
-    """Prefix a cell that a spreadsheet would run as a formula with ``'`` (OWASP CSV injection)."""
-    return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
-
-
-def _text_cell(text: str | None) -> str:
-    if text is None:
-        return ""
-    # One physical line per record keeps a torn last line detectable.
-    return guard_formula(str(text)).replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
 
 
 def _number_cell(value: float | None) -> str:
@@ -340,7 +354,7 @@ def _event_cells(event: AlarmEvent) -> list[str]:
         elif name in _FLOAT_COLUMNS:
             cells.append(_number_cell(value))
         else:
-            cells.append(_text_cell(value))
+            cells.append(text_cell(value))
     return cells
 
 
@@ -360,16 +374,34 @@ def make_session_folder(root: str | os.PathLike[str], pseudonym: str, utc_now: d
         raise ValueError("utc_now must be timezone-aware (e.g. datetime.now(UTC))")
     stem = utc_now.astimezone(UTC).strftime("%Y%m%d-%H%M%S") + "Z"
     parent = Path(root) / pseudonym
-    parent.mkdir(parents=True, exist_ok=True)
+    _make_private_dirs(parent)
     # Two sessions started within the same second get -2, -3... rather than sharing a folder.
     for attempt in range(1, 100):
         folder = parent / (stem if attempt == 1 else f"{stem}-{attempt}")
         try:
-            folder.mkdir()
+            folder.mkdir(mode=PRIVATE_DIR_MODE)
         except FileExistsError:
             continue
+        folder.chmod(PRIVATE_DIR_MODE)  # mkdir's mode is masked by the umask
         return folder
     raise FileExistsError(f"too many sessions started at {stem} under {parent}")
+
+
+def _make_private_dirs(folder: Path) -> None:
+    """Create ``folder`` and any missing parents as owner-only folders; existing ones stay."""
+    missing: list[Path] = []
+    for level in (folder, *folder.parents):
+        if level.exists():
+            break
+        missing.append(level)
+    for level in reversed(missing):
+        try:
+            level.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:
+            continue  # made meanwhile by another session: leave it as it is
+        level.chmod(PRIVATE_DIR_MODE)
+    if not folder.is_dir():
+        raise FileExistsError(f"{folder} is not a folder; choose another session folder")
 
 
 def _prepare_folder(folder: Path) -> None:
@@ -383,13 +415,67 @@ def _prepare_folder(folder: Path) -> None:
                 f"session folder {folder} is not empty; an earlier session is never "
                 "overwritten — choose a new or empty folder"
             )
+        try:
+            folder.chmod(PRIVATE_DIR_MODE)
+        except PermissionError:
+            # An empty folder someone else owns (but lets us write to): the files in it
+            # are still private.
+            log.warning("session folder %s could not be made private (not its owner)", folder)
     else:
-        folder.mkdir(parents=True)
+        _make_private_dirs(folder)
+
+
+def _open_new_private(path: Path) -> int:
+    # O_EXCL refuses an existing file (a second writer can never truncate a session), and
+    # the file is private from its first byte; the chmod makes 0600 exact whatever the umask.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags, PRIVATE_FILE_MODE)
+    try:
+        path.chmod(PRIVATE_FILE_MODE)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _open_new_text(path: Path) -> IO[str]:
-    # "x" refuses to open an existing file: a second writer can never truncate a session.
-    return path.open("x", encoding="utf-8", newline="")
+    return open(_open_new_private(path), "w", encoding="utf-8", newline="")
+
+
+def _hold_writer_lock(handle: IO[str]) -> None:
+    # Released by the kernel when the file is closed or the process dies (kill -9 too).
+    if fcntl is None:
+        return
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (OSError, AttributeError, ValueError) as exc:
+        # An injected file without a descriptor, or a filesystem without locks: the session
+        # is recorded all the same, only a reader cannot tell a crash from a live run.
+        log.debug("session.csv writer lock not taken: %s", exc)
+
+
+def writer_alive(folder: str | os.PathLike[str]) -> bool | None:
+    """Whether a :class:`SessionWriter` on this machine has ``folder`` open right now.
+
+    None when it cannot be told: no ``flock`` (Windows), or no readable ``session.csv``.
+    """
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(Path(folder) / SESSION_CSV, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -452,12 +538,12 @@ class SessionWriter:
         self._meta: dict[str, Any] = {
             "format_version": SESSION_FORMAT_VERSION,
             "pseudonym": pseudonym,
-            "model_id": _text_cell(model_id),
+            "model_id": text_cell(model_id),
             "model_sha256": model_sha256,
             "thresholds": dataclasses.asdict(settings),
             "software_version": __version__,
-            "source": _text_cell(source),
-            "face_detector": _text_cell(face_detector),
+            "source": text_cell(redact_source(source)),
+            "face_detector": text_cell(face_detector),
             "store_media": self.store_media,
             "start_utc": self._now_iso(),
             "end_utc": None,
@@ -469,7 +555,10 @@ class SessionWriter:
         _prepare_folder(self.folder)
         try:
             self._rows_file = opener(self.folder / SESSION_CSV)
+            _hold_writer_lock(self._rows_file)
             self._alarms_file = opener(self.folder / ALARMS_CSV)
+            for name in (SESSION_CSV, ALARMS_CSV):  # also for an injected opener
+                (self.folder / name).chmod(PRIVATE_FILE_MODE)
             self._rows_file.write(_csv_line(SESSION_COLUMNS))
             self._alarms_file.write(_csv_line(ALARM_COLUMNS))
             self._sync_files()
@@ -579,8 +668,10 @@ class SessionWriter:
         media = self.folder / MEDIA_DIR
         path = media / f"frame_{int(frame_index):08d}.jpg"
         try:
-            media.mkdir(exist_ok=True)
-            with path.open("xb") as handle:
+            if not media.is_dir():
+                media.mkdir(mode=PRIVATE_DIR_MODE)
+                media.chmod(PRIVATE_DIR_MODE)
+            with open(_open_new_private(path), "wb") as handle:
                 handle.write(encoded.tobytes())
         except OSError as exc:
             raise self._fail(exc) from exc
@@ -599,7 +690,7 @@ class SessionWriter:
             self._release_files()
             self._meta.update(
                 end_utc=self._now_iso(),
-                end_reason=_text_cell(reason),
+                end_reason=text_cell(redact_source(reason)),
                 status=STATUS_ENDED,
             )
             self._write_meta()
@@ -653,7 +744,7 @@ class SessionWriter:
             os.fsync(handle.fileno())
 
         # Atomic on POSIX and Windows: a reader sees the old or the new json, never half.
-        atomic_write(self.folder / SESSION_JSON, write, mkdir=False)
+        atomic_write(self.folder / SESSION_JSON, write, mkdir=False, mode=PRIVATE_FILE_MODE)
         _fsync_dir(self.folder)
 
     def _release_files(self) -> None:
@@ -778,7 +869,11 @@ def row_from_record(record: dict[str, Any]) -> SessionRow:
 
 
 def recover_session(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """Report what a (possibly crashed) session folder holds; reads only, repairs nothing."""
+    """Report what a (possibly crashed) session folder holds; reads only, repairs nothing.
+
+    ``status`` is what session.json says; ``state`` (``STATE_*``) also says whether a
+    "running" session is still being recorded or crashed (see :func:`writer_alive`).
+    """
     folder = Path(folder)
     problems: list[str] = []
     meta: dict[str, Any] | None = None
@@ -834,9 +929,26 @@ def recover_session(folder: str | os.PathLike[str]) -> dict[str, Any]:
         and dropped == 0
         and frames_recorded == len(intact)
     )
-    if meta and status == STATUS_RUNNING:
-        problems.append("session.json still says 'running': the recording did not end cleanly")
-    elif meta and status == STATUS_ENDED and frames_recorded != len(intact):
+    state = STATE_UNKNOWN
+    if meta and status == STATUS_ENDED:
+        state = STATE_ENDED
+    elif meta and status == STATUS_RUNNING:
+        alive = writer_alive(folder)
+        if alive:
+            state = STATE_RECORDING
+        elif alive is None:
+            state = STATE_NOT_CLOSED
+            problems.append(
+                "session.json still says 'running': the recording did not end cleanly, "
+                "unless it is still being recorded"
+            )
+        else:
+            state = STATE_CRASHED
+            problems.append(
+                "session.json still says 'running' but no painmon process is recording it: "
+                "the recording crashed (killed, a fault or a full disk) and did not end cleanly"
+            )
+    if state == STATE_ENDED and frames_recorded != len(intact):
         problems.append(
             f"session.json records {frames_recorded} frames but {len(intact)} rows are intact"
         )
@@ -844,6 +956,7 @@ def recover_session(folder: str | os.PathLike[str]) -> dict[str, Any]:
         "folder": str(folder),
         "metadata": meta,
         "status": status,
+        "state": state,
         "clean_end": clean_end,
         "rows_intact": len(intact),
         "rows_dropped": dropped,

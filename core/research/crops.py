@@ -10,6 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
+import stat
+import zipfile
+import zlib
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,8 +36,9 @@ from painmon.core.live.crop import (
 from painmon.core.live.face_detect import FaceBox, FaceDetector
 from painmon.core.research.datasets import Sample
 from painmon.core.util.errors import PainmonError
-from painmon.core.util.fileio import atomic_save_npy, atomic_write, atomic_write_text, sha256_file
+from painmon.core.util.fileio import atomic_write, sha256_file
 from painmon.core.util.progress import progress_bar
+from painmon.core.util.validate import is_sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -184,38 +189,169 @@ class CropSet:
 
     @classmethod
     def load_npz(cls, path: str | Path) -> tuple[CropSet, str]:
-        """Read :meth:`save_npz` output; returns the crops and the dataset hash they came from."""
+        """Read :meth:`save_npz` output; returns the crops and the dataset hash they came from.
+
+        Anything but a whole, well-formed crops file raises :class:`CropError` naming the file
+        and what is wrong with it.
+        """
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta_json"]))
-                if meta.get("format") != CROPS_NPZ_FORMAT:
-                    raise CropError(
-                        f"{path} is not a painmon crops file (format {meta.get('format')!r})"
-                    )
-                crops = cls(
-                    images=data["images"],
-                    labels=data["labels"],
-                    subjects=data["subjects"],
-                    paths=tuple(data["paths"].tolist()),
-                    frame_indices=tuple(None if f < 0 else int(f) for f in data["frame_indices"]),
-                    preprocessing=meta["preprocessing"],
-                    data_sha256=meta["data_sha256"],
+            with path.open("rb") as handle:
+                magic = handle.read(6)
+            if magic.startswith(b"\x93NUMPY"):
+                raise CropError(
+                    f"{path} is a single .npy array, not a painmon crops file; make one with "
+                    "`painmon crops`"
                 )
-        except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+            if not magic.startswith(b"PK"):
+                raise CropError(
+                    f"{path} is not a painmon crops file (not a .npz zip archive); make one "
+                    "with `painmon crops`"
+                )
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in _NPZ_KEYS if key in data.files}
+        except CropError:
+            raise
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise CropError(
-                f"cannot read crops file {path} ({exc}); rebuild it with `painmon crops`"
+                f"cannot read crops file {path} ({type(exc).__name__}: {exc}); is it a whole "
+                "file from `painmon crops`? Rebuild it with `painmon crops`"
             ) from exc
-        return crops, str(meta.get("dataset_sha256", ""))
+        try:
+            return _crops_from_arrays(cls, arrays)
+        except (CropError, ValueError) as exc:
+            raise CropError(
+                f"crops file {path} is malformed: {exc}; rebuild it with `painmon crops`"
+            ) from exc
+
+
+_NPZ_KEYS = ("images", "labels", "subjects", "paths", "frame_indices", "meta_json")
+# Smaller faces carry no expression a network can read (and no model here takes them).
+MIN_CROP_SIZE_PX = 16
+
+
+def _crops_from_arrays(cls: type[CropSet], arrays: dict[str, np.ndarray]) -> tuple[CropSet, str]:
+    """Check each array of a crops file (shape, dtype, agreement) and build the crop set."""
+    missing = [key for key in _NPZ_KEYS if key not in arrays]
+    if missing:
+        raise CropError(f"it lacks {', '.join(missing)}")
+    meta_array = arrays["meta_json"]
+    if meta_array.shape != () or meta_array.dtype.kind != "U":
+        raise CropError(f"meta_json must be one text, got {meta_array.dtype} {meta_array.shape}")
+    try:
+        meta = json.loads(str(meta_array))
+    except json.JSONDecodeError as exc:
+        raise CropError(f"meta_json is not JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise CropError(f"meta_json must be a JSON object, got {type(meta).__name__}")
+    if meta.get("format") != CROPS_NPZ_FORMAT:
+        raise CropError(f"not a painmon crops file (format {meta.get('format')!r})")
+    preprocessing, data_sha, dataset_sha = (
+        meta.get("preprocessing"),
+        meta.get("data_sha256"),
+        meta.get("dataset_sha256", ""),
+    )
+    if not isinstance(preprocessing, dict):
+        raise CropError(f"preprocessing must be a JSON object, got {type(preprocessing).__name__}")
+    for name, value in (("data_sha256", data_sha), ("dataset_sha256", dataset_sha)):
+        if not isinstance(value, str) or (value and not is_sha256_hex(value)):
+            raise CropError(f"{name} must be a SHA-256 hex digest, got {value!r}")
+
+    images = arrays["images"]
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise CropError(
+            f"images must be uint8 RGB crops (N, S, S, 3), got {images.dtype} {images.shape}"
+        )
+    count, height, width = images.shape[:3]
+    if count == 0:
+        raise CropError("it holds no crops")
+    if height != width or height < MIN_CROP_SIZE_PX:
+        raise CropError(
+            f"crops must be square and at least {MIN_CROP_SIZE_PX} px, got {height}x{width}"
+        )
+    size_px = preprocessing.get("size_px")
+    if size_px is not None and size_px != height:
+        raise CropError(f"crops are {height} px but its preprocessing says size_px {size_px!r}")
+    for key, kinds, what in (
+        ("labels", "iu", "integers"),
+        ("frame_indices", "iu", "integers"),
+        ("subjects", "U", "texts"),
+        ("paths", "U", "texts"),
+    ):
+        array = arrays[key]
+        if array.dtype.kind not in kinds or array.shape != (count,):
+            raise CropError(
+                f"{key} must be {count} {what} (one per crop), got {array.dtype} {array.shape}"
+            )
+    labels, frames = arrays["labels"], arrays["frame_indices"]
+    if labels.min() < 0 or labels.max() > 4:
+        raise CropError(f"labels must lie in 0..4, got {labels.min()}..{labels.max()}")
+    if frames.min() < -1:
+        raise CropError("frame_indices must be >= 0 (or -1 for a still image)")
+    if any(not subject.strip() for subject in arrays["subjects"].tolist()):
+        raise CropError("every crop needs a non-empty subject")
+    crops = cls(
+        images=images,
+        labels=labels,
+        subjects=arrays["subjects"],
+        paths=tuple(arrays["paths"].tolist()),
+        frame_indices=tuple(None if f < 0 else int(f) for f in frames.tolist()),
+        preprocessing=preprocessing,
+        data_sha256=data_sha,
+    )
+    return crops, dataset_sha
+
+
+# Face crops identify people: the cache is the user's alone, whatever the umask says.
+CACHE_DIR_MODE = 0o700
+CACHE_FILE_MODE = 0o600
+_CACHE_SUBDIR = re.compile(r"\A[0-9a-f]{2}\Z")
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (and missing parents) and make it 0700."""
+    path.mkdir(parents=True, exist_ok=True, mode=CACHE_DIR_MODE)
+    if stat.S_IMODE(path.stat().st_mode) != CACHE_DIR_MODE:
+        path.chmod(CACHE_DIR_MODE)
+
+
+def _looks_like_crop_cache(root: Path) -> bool:
+    """Whether ``root`` holds only cache shards (``00``..``ff``): a folder painmon may tighten."""
+    mode = root.stat().st_mode
+    if mode & stat.S_ISVTX:  # a shared sticky folder such as /tmp is never ours to chmod
+        return False
+    return all(_CACHE_SUBDIR.match(p.name) and p.is_dir() for p in root.iterdir())
+
+
+def _write_private(path: Path, write: Any) -> None:
+    """Write ``path`` atomically as a 0600 file in a 0700 folder (never readable by others)."""
+    _private_dir(path.parent)
+    atomic_write(path, write, binary=True, mode=CACHE_FILE_MODE)
 
 
 class _CropCache:
-    """Crops on disk as ``<key[:2]>/<key>.npy``; a face-less frame leaves ``<key>.noface``."""
+    """Crops on disk as ``<key[:2]>/<key>.npy``; a face-less frame leaves ``<key>.noface``.
+
+    Folders are 0700 and files 0600 (chmod'ed, so the umask cannot widen them); an existing
+    cache root is tightened when it holds nothing but cache shards.
+    """
 
     def __init__(self, root: Path, preprocessing: dict[str, Any]) -> None:
         self.root = root
         self.preprocessing_json = json.dumps(preprocessing, sort_keys=True)
         self.shape = (preprocessing["size_px"], preprocessing["size_px"], 3)
+        if not root.exists():
+            _private_dir(root)
+        elif root.is_dir() and stat.S_IMODE(root.stat().st_mode) != CACHE_DIR_MODE:
+            if _looks_like_crop_cache(root):
+                root.chmod(CACHE_DIR_MODE)
+            else:
+                log.warning(
+                    "crop cache folder %s is shared with other files and stays mode %o; "
+                    "face crops identify people: give --cache-dir a folder of its own",
+                    root,
+                    stat.S_IMODE(root.stat().st_mode),
+                )
 
     def key(self, file_sha256: str, frame_index: int | None) -> str:
         text = f"{file_sha256}|{frame_index}|{self.preprocessing_json}"
@@ -242,10 +378,10 @@ class _CropCache:
         return None
 
     def put_crop(self, key: str, crop: np.ndarray) -> None:
-        atomic_save_npy(self._path(key, ".npy"), crop)
+        _write_private(self._path(key, ".npy"), lambda f: np.save(f, crop, allow_pickle=False))
 
     def put_noface(self, key: str, reason: str) -> None:
-        atomic_write_text(self._path(key, ".noface"), reason)
+        _write_private(self._path(key, ".noface"), lambda f: f.write(reason.encode("utf-8")))
 
 
 def _read_image_rgb(path: Path) -> np.ndarray | None:
@@ -361,6 +497,8 @@ def build_crop_set(
                         path, misses, samples, keys, cache, active, size_px, spec, crops, reasons
                     )
                 bar.update(len(positions))
+            if all(crop is None for crop in crops):
+                bar.leave = False  # no "done" line above the error that follows
     finally:
         if own_detector:
             active.close()

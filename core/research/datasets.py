@@ -11,11 +11,13 @@ import csv
 import logging
 import math
 import re
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from painmon.core.util.errors import PainmonError
+from painmon.core.util.fileio import sha256_file
 from painmon.core.util.labels import (
     BIOVID_LABEL_NOTE,
     BIOVID_LEVELS,
@@ -274,8 +276,14 @@ def _manifest_cell(row: dict[str, str | None], column: str) -> str:
     return "" if value is None else value.strip()
 
 
-def load_manifest(csv_path: str | Path) -> list[Sample]:
-    """Load a CSV manifest: ``path,subject`` plus ``pspi`` and/or ``label`` (they must agree)."""
+def load_manifest(csv_path: str | Path, allow_outside_root: bool = False) -> list[Sample]:
+    """Load a CSV manifest: ``path,subject`` plus ``pspi`` and/or ``label`` (they must agree).
+
+    Image paths must stay inside the manifest's folder (after ``..`` and symlinks are
+    resolved) unless ``allow_outside_root``. A row listing the same file and frame twice, one
+    file under two subjects, or the same image bytes under two subjects is refused: a face
+    under two names would land in both training and test.
+    """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DatasetLayoutError(f"manifest {csv_path} not found. Expected {MANIFEST_LAYOUT}")
@@ -285,17 +293,41 @@ def load_manifest(csv_path: str | Path) -> list[Sample]:
             f"needs the images. Give the manifest CSV, UNBC or BioVid root it was made from"
         )
     try:
-        return _read_manifest(csv_path)
+        samples = _read_manifest(csv_path, allow_outside_root)
     except UnicodeDecodeError as exc:
         raise DatasetLayoutError(
             f"manifest {csv_path} is not UTF-8 text (byte {exc.start}): is it the right file? "
             f"Expected {MANIFEST_LAYOUT}"
         ) from None
+    check_no_shared_images(samples, f"manifest {csv_path}")
+    return samples
 
 
-def _read_manifest(csv_path: Path) -> list[Sample]:
+def _read_manifest(csv_path: Path, allow_outside_root: bool) -> list[Sample]:
+    lines_read = [0]
+    try:
+        return _read_manifest_rows(csv_path, allow_outside_root, lines_read)
+    except csv.Error as exc:
+        # e.g. a field over csv.field_size_limit() (128 KiB) or a NUL byte: not a manifest.
+        raise DatasetLayoutError(
+            f"manifest {csv_path} line {lines_read[0] + 1} is not readable CSV ({exc}): is it "
+            f"the right file? Expected {MANIFEST_LAYOUT}"
+        ) from None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _read_manifest_rows(
+    csv_path: Path, allow_outside_root: bool, lines_read: list[int]
+) -> list[Sample]:
     base = csv_path.parent
+    root = base.resolve()
     samples: list[Sample] = []
+    # resolved file -> (line, subject) and (resolved file, frame) -> line, for duplicates
+    first_subject: dict[Path, tuple[int, str]] = {}
+    first_row: dict[tuple[Path, int | None], int] = {}
     with csv_path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in (reader.fieldnames or [])]
@@ -310,6 +342,7 @@ def _read_manifest(csv_path: Path) -> list[Sample]:
                 f"Expected {MANIFEST_LAYOUT}"
             )
         for row in reader:
+            lines_read[0] = reader.line_num
             where = f"manifest {csv_path} line {reader.line_num}"
             raw_path, subject = _manifest_cell(row, "path"), _manifest_cell(row, "subject")
             if not raw_path or not subject:
@@ -318,6 +351,12 @@ def _read_manifest(csv_path: Path) -> list[Sample]:
             path = path if path.is_absolute() else base / path
             if not path.is_file():
                 raise DatasetLayoutError(f"{where}: file {path} does not exist")
+            resolved = path.resolve()
+            if not allow_outside_root and not _inside(resolved, root):
+                raise DatasetLayoutError(
+                    f"{where}: {raw_path} is outside the manifest's folder {root}; move the "
+                    "images under it, or pass --allow-outside-root if you mean it"
+                )
             pspi_text, label_text = _manifest_cell(row, "pspi"), _manifest_cell(row, "label")
             frame_text = _manifest_cell(row, "frame_index")
             try:
@@ -331,12 +370,55 @@ def _read_manifest(csv_path: Path) -> list[Sample]:
                     raise ValueError(
                         f"pspi {pspi:g} means class {label}, but label is {label_given}"
                     )
-                samples.append(
-                    Sample(path, subject, label, pspi, "manifest", frame_index=frame_index)
-                )
+                sample = Sample(path, subject, label, pspi, "manifest", frame_index=frame_index)
             except ValueError as exc:
                 raise DatasetLayoutError(f"{where} ({raw_path}): {exc}") from None
+            line = reader.line_num
+            earlier = first_row.setdefault((resolved, frame_index), line)
+            if earlier != line:
+                frame = "" if frame_index is None else f" frame {frame_index}"
+                raise DatasetLayoutError(
+                    f"manifest {csv_path} lines {earlier} and {line} both list {raw_path}{frame}: "
+                    "remove the duplicate row"
+                )
+            first_line, first_name = first_subject.setdefault(resolved, (line, subject))
+            if first_name != subject:
+                raise DatasetLayoutError(
+                    f"manifest {csv_path}: {raw_path} is listed under subject {first_name!r} "
+                    f"(line {first_line}) and subject {subject!r} (line {line}); one file is one "
+                    "person, or the split puts the same face in training and test"
+                )
+            samples.append(sample)
     return _require_nonempty(samples, f"manifest {csv_path}", MANIFEST_LAYOUT)
+
+
+def check_no_shared_images(samples: Sequence[Sample], what: str = "dataset") -> None:
+    """Refuse the same file content under two subjects (it would leak a face across the split).
+
+    Cheap first: only files of equal size whose samples name more than one subject are
+    hashed (SHA-256). Raises :class:`DatasetLayoutError` naming both subjects and files.
+    """
+    subjects_by_file: dict[Path, set[str]] = defaultdict(set)
+    for sample in samples:
+        subjects_by_file[sample.path].add(sample.subject)
+    by_size: dict[int, list[Path]] = defaultdict(list)
+    for path in subjects_by_file:
+        by_size[path.stat().st_size].append(path)
+    for paths in by_size.values():
+        if len(set().union(*(subjects_by_file[p] for p in paths))) < 2:
+            continue
+        owner: dict[str, tuple[Path, str]] = {}
+        for path in paths:
+            digest = sha256_file(path)
+            for subject in sorted(subjects_by_file[path]):
+                first_path, first_subject = owner.setdefault(digest, (path, subject))
+                if first_subject != subject:
+                    raise DatasetLayoutError(
+                        f"{what}: {first_path} (subject {first_subject!r}) and {path} (subject "
+                        f"{subject!r}) are the same image (SHA-256 {digest[:12]}...); one face "
+                        "under two subject names lands in both training and test. Remove the "
+                        "copy or give both the same subject"
+                    )
 
 
 def detect_dataset_kind(path: str | Path) -> str:
@@ -344,13 +426,20 @@ def detect_dataset_kind(path: str | Path) -> str:
     path = Path(path)
     if path.is_file():
         return "manifest"
+    if not path.exists():
+        raise DatasetLayoutError(
+            f"{path} does not exist: give a manifest CSV, a UNBC-McMaster root or a BioVid root"
+        )
+    if not path.is_dir():
+        raise DatasetLayoutError(f"{path} is not a file or folder: give a manifest CSV")
     if (path / "Images").is_dir() and (path / "Frame_Labels").is_dir():
         return "unbc"
     if (path / "video").is_dir():
         return "biovid"
     raise DatasetLayoutError(
-        f"{path} is not a recognised dataset. Expected one of: {UNBC_LAYOUT}; {BIOVID_LAYOUT}; "
-        f"{MANIFEST_LAYOUT}"
+        f"{path} is a folder but not a dataset: a UNBC-McMaster root holds Images/ and "
+        "Frame_Labels/, a BioVid root holds video/; or give a manifest CSV (columns path, "
+        "subject and pspi or label)"
     )
 
 
@@ -360,8 +449,12 @@ def load_dataset(
     *,
     frames_per_clip: int = BIOVID_FRAMES_PER_CLIP,
     window_s: tuple[float, float] = BIOVID_WINDOW_S,
+    allow_outside_root: bool = False,
 ) -> list[Sample]:
-    """Load a UNBC root, BioVid root or manifest CSV; ``kind="auto"`` tells them apart by layout."""
+    """Load a UNBC root, BioVid root or manifest CSV; ``kind="auto"`` tells them apart by layout.
+
+    ``allow_outside_root`` lets a manifest list images outside its own folder.
+    """
     if kind not in ("auto", *SOURCES):
         raise ValueError(f"unknown dataset kind {kind!r}; use auto, {', '.join(SOURCES)}")
     resolved = detect_dataset_kind(path) if kind == "auto" else kind
@@ -369,4 +462,4 @@ def load_dataset(
         return load_unbc(path)
     if resolved == "biovid":
         return load_biovid(path, frames_per_clip=frames_per_clip, window_s=window_s)
-    return load_manifest(path)
+    return load_manifest(path, allow_outside_root=allow_outside_root)

@@ -35,6 +35,7 @@ from painmon.core.research.train import (
     load_checkpoint,
     predict_logits,
 )
+from painmon.core.util.csvsafe import text_cell
 from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.fileio import atomic_write_json
 from painmon.core.util.paths import user_cache_dir
@@ -69,10 +70,12 @@ def prepare_data(
     cache_dir: str | Path | None = None,
     detector: Any = None,
     progress: bool = True,
+    allow_outside_root: bool = False,
 ) -> PreparedData:
     """Load a dataset (UNBC root, BioVid root or manifest) and its face crops (cached).
 
     A ``.npz`` written by ``painmon crops`` is used as it is: no images, no detector.
+    ``allow_outside_root`` lets a manifest list images outside its own folder.
     """
     source = Path(dataset)
     if source.suffix == ".npz":
@@ -89,7 +92,7 @@ def prepare_data(
             detector=str(crops.preprocessing.get("detector", "")),
         )
         return PreparedData(source, (), crops, report, dataset_hash)
-    samples = load_dataset(source)
+    samples = load_dataset(source, allow_outside_root=allow_outside_root)
     cache = Path(cache_dir) if cache_dir is not None else user_cache_dir() / "crops"
     crops, report = build_crop_set(samples, cache, detector=detector, progress=progress)
     if report.skipped_count:
@@ -234,13 +237,15 @@ def evaluate_partition(
     if predictions_path is not None:
         paths = np.asarray(data.crops.paths)[mask]
         subjects = data.crops.subjects[mask]
-        with Path(predictions_path).open("w", newline="") as handle:
+        with Path(predictions_path).open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "subject", "label", "pred", "p0", "p1", "p2", "p3", "p4"])
             for path, subject, label, p in zip(paths, subjects, labels, probs, strict=True):
+                # Paths and subject names come from the dataset: never a spreadsheet formula.
                 writer.writerow(
-                    [path, subject, int(label), int(p.argmax()), *(f"{x:.6f}" for x in p)]
-                )
+                    [text_cell(path), text_cell(subject), int(label), int(p.argmax()),
+                     *(f"{x:.6f}" for x in p)]
+                )  # fmt: skip
     if report_path is not None:
         write_report(
             report_path,
@@ -290,6 +295,8 @@ def cross_validate(
     """
     if not plan.folds:
         raise SplitError("the split plan has no folds; make one with `painmon split --folds K`")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise InvalidInputError(f"jobs is how many folds train at once: 1 or more, got {jobs!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     jobs_args = [

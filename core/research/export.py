@@ -23,7 +23,9 @@ The exported graph (what :class:`painmon.core.live.scoring.OnnxPainModel` runs):
 
 Integrity sidecar: ``<out>.sha256`` in ``sha256sum`` format (``<hex>  <file name>``), so
 ``sha256sum -c model.onnx.sha256`` checks it too; every other fact lives in the ONNX
-``metadata_props`` and travels inside the model file.
+``metadata_props`` and travels inside the model file. The model is always one
+self-contained file: weights in external data files would escape that hash, so a model too
+big for one protobuf (2 GB) is refused rather than split.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,6 +51,8 @@ from painmon.core.live.scoring import (
     JSON_METADATA_KEYS,
     OUTPUT_NAMES,
     SIDECAR_SUFFIX,
+    ModelLoadError,
+    external_data_locations,
 )
 from painmon.core.research.domain_gate import (
     DEFAULT_QUANTILE,
@@ -77,6 +82,11 @@ TOP_CLASS_TIE_MARGIN = 1e-4
 # (measured: condition 8.5e-4 gave a 5.6e-5 difference, 1e-1 gave 1.7e-6).
 GRADCAM_MIN_CONDITION = 1e-2
 DEFAULT_INTENDED_USE = "Research on facial pain expression. Not a medical device."
+# protobuf serializes at most 2 GiB in one message; a bigger model needs external data files,
+# which painmon never writes (the sidecar's SHA-256 would not cover them). The headroom is
+# for the graph and the metadata beside the weights.
+ONNX_FILE_LIMIT_BYTES = 2**31 - 1
+GRAPH_HEADROOM_BYTES = 64 * 2**20
 
 
 class ExportError(PainmonError, RuntimeError):
@@ -252,10 +262,8 @@ def _build_metadata(
         "intended_use": intended_use,
         "demo": bool(demo),
         "opset": int(opset),
-        "source_checkpoint": {
-            "file": checkpoint.name,
-            "sha256": meta.get("weights_sha256") or sha256_file(checkpoint),
-        },
+        # load_checkpoint refused a checkpoint without a verified weights_sha256.
+        "source_checkpoint": {"file": checkpoint.name, "sha256": meta["weights_sha256"]},
         "created_utc": utc_now().strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     return {
@@ -270,6 +278,58 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, tuple | np.ndarray):
         return list(value)
     raise TypeError(f"metadata value is not JSON-serialisable: {type(value).__name__}")
+
+
+def _weights_nbytes(module: nn.Module) -> int:
+    """Bytes of every parameter and buffer: what the graph stores as initializers."""
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+
+
+def _check_fits_one_file(wrapper: nn.Module, checkpoint: Path) -> None:
+    nbytes = _weights_nbytes(wrapper)
+    if nbytes + GRAPH_HEADROOM_BYTES > ONNX_FILE_LIMIT_BYTES:
+        raise ExportError(
+            f"{checkpoint}: the model's weights take {nbytes / 1e9:.2f} GB, more than one "
+            f"self-contained .onnx file can hold ({ONNX_FILE_LIMIT_BYTES / 1e9:.2f} GB, "
+            "protobuf's limit); painmon does not export weights to external data files (the "
+            "SHA-256 sidecar would not cover them and the bedside refuses them): use a "
+            "smaller model"
+        )
+
+
+def _refuse_external_data(model_bytes: bytes, what: str) -> None:
+    """Raise :class:`ExportError` unless ``model_bytes`` is a self-contained ONNX model."""
+    try:
+        external = external_data_locations(model_bytes)
+    except ModelLoadError as exc:
+        raise ExportError(f"{what} is {exc}") from exc
+    if external:
+        files = sorted({location for _name, location in external})
+        raise ExportError(
+            f"{what} keeps the weights of {len(external)} tensor(s) in external files "
+            f"({', '.join(files[:3])}{' ...' if len(files) > 3 else ''}); painmon exports only "
+            "self-contained .onnx files, whose SHA-256 covers every weight (a model over 2 GB "
+            "cannot be one file: use a smaller model); nothing was written"
+        )
+
+
+def _save_self_contained(proto: Any, path: Path) -> None:
+    """``onnx.save`` into one file, never external data; checked on the bytes written."""
+    import onnx
+
+    try:
+        onnx.save(proto, str(path), save_as_external_data=False)
+    except ValueError as exc:  # onnx refuses a proto over protobuf's 2 GB limit
+        raise ExportError(
+            f"the exported model does not fit in one .onnx file ({_first_line(exc)}); painmon "
+            "does not split weights into external data files: use a smaller model"
+        ) from exc
+    _refuse_external_data(path.read_bytes(), "the saved model")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def parity_images(height: int, width: int, samples: int, seed: int = 0) -> np.ndarray:
@@ -496,9 +556,17 @@ def export_onnx(
         gate=gate,
     )
 
-    # The graph is written to a temporary file beside ``out`` and only becomes ``out`` once
-    # onnx.checker and the parity check passed; any failure deletes it.
-    with atomic_path(out) as tmp:
+    _check_fits_one_file(wrapper, checkpoint)
+    # torch writes the graph into a private folder beside ``out`` (any side files a large
+    # model would produce stay there and vanish with it); the final model is written to a
+    # temporary file beside ``out`` and only becomes ``out`` once onnx.checker and the parity
+    # check passed; any failure deletes it.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.stem}-export-") as work,
+        atomic_path(out) as tmp,
+    ):
+        raw = Path(work) / out.name
         try:
             with warnings.catch_warnings():
                 # The TorchScript exporter announces its deprecation; it is the one that
@@ -514,7 +582,7 @@ def export_onnx(
                 torch.onnx.export(
                     wrapper,
                     (probe,),
-                    str(tmp),
+                    str(raw),
                     input_names=[INPUT_NAME],
                     output_names=list(wrapper.output_names),
                     dynamic_axes={
@@ -528,7 +596,8 @@ def export_onnx(
                 )
         except Exception as exc:  # torch raises many types; all mean "could not export"
             raise ExportError(f"torch.onnx.export failed for {checkpoint}: {exc}") from exc
-        proto = onnx.load(str(tmp))
+        _refuse_external_data(raw.read_bytes(), f"the graph torch exported for {checkpoint}")
+        proto = onnx.load(str(raw), load_external_data=False)
         proto.doc_string = metadata["intended_use"]
         del proto.metadata_props[:]
         for key, value in metadata.items():
@@ -537,7 +606,7 @@ def export_onnx(
             onnx.checker.check_model(proto, full_check=True)
         except onnx.checker.ValidationError as exc:
             raise ExportError(f"exported graph fails onnx.checker: {exc}") from exc
-        onnx.save(proto, str(tmp))
+        _save_self_contained(proto, tmp)
 
         images = parity_images(height, width, parity_samples)
         diffs, gradcams_compared = _parity_check(wrapper, tmp, images)

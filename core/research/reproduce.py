@@ -533,23 +533,34 @@ def run_reproduce(
     cache_dir: str | Path | None = None,
     detector: Any = None,
     progress: bool = True,
+    allow_outside_root: bool = False,
 ) -> dict[str, Any]:
     """Run Tables 2-4 of the founding paper on ``manifest``; write tables.md and results.json.
 
     Each distinct configuration is cross-validated once under ``out_dir/cv/<key>``
     (rows that train the same networks share a folder); a rerun reuses finished ones.
+    ``allow_outside_root`` lets a manifest list images outside its own folder.
     """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise InvalidInputError(f"jobs is how many folds train at once: 1 or more, got {jobs!r}")
     t0 = time.perf_counter()
     settings = protocol_settings(quick, folds, seeds, epochs, batch_size, lr)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(manifest, cache_dir=cache_dir, detector=detector, progress=progress)
+    data = prepare_data(
+        manifest,
+        cache_dir=cache_dir,
+        detector=detector,
+        progress=progress,
+        allow_outside_root=allow_outside_root,
+    )
     if settings.crops_per_subject is not None:
         data = cap_crops_per_subject(data, settings.crops_per_subject)
     plan = resolve_plan(data, splits, seed=settings.seeds[0], folds=settings.folds)
     if len(plan.folds) != settings.folds:
         log.info("the split plan has %d folds; using them", len(plan.folds))
         settings = dataclasses.replace(settings, folds=len(plan.folds))
+    # Only now, with the data and plan sound: a bad manifest leaves no empty --out behind.
+    out.mkdir(parents=True, exist_ok=True)
     plan.to_json(out / "splits.json")
 
     experiments = build_experiments(settings, device)

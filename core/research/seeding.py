@@ -55,6 +55,35 @@ def _mps_available() -> bool:
     return bool(backend is not None and backend.is_available())
 
 
+def parse_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``mps`` as a device, without asking whether it exists."""
+    text = str(name).strip().lower()
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise InvalidInputError(
+            f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    return device
+
+
+def check_device_name(name: str) -> None:
+    """Refuse a device name that no machine has (``gpu``, ``cuda:x``); ``auto`` passes."""
+    if str(name).strip().lower() != "auto":
+        parse_device(name)
+
+
+def _no_cuda_reason() -> str:
+    if torch.version.cuda is None:
+        return f"this PyTorch build has no CUDA (torch {torch.__version__}, a CPU-only build)"
+    return (
+        f"no GPU visible (this PyTorch build has CUDA {torch.version.cuda}, but no NVIDIA GPU "
+        "or driver answers; CUDA_VISIBLE_DEVICES may hide it)"
+    )
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then CPU; an unavailable explicit choice is an error."""
     text = str(name).strip().lower()
@@ -62,35 +91,27 @@ def resolve_device(name: str = "auto") -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("mps") if _mps_available() else torch.device("cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise InvalidInputError(
-            f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps"
-        ) from None
+    device = parse_device(name)
     if device.type == "cpu":
         return device
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceUnavailableError(
-                f"device {name!r} asked for, but CUDA is not available (no NVIDIA GPU, no driver, "
-                "or a CPU-only torch build). Use --device cpu or auto."
+                f"--device {text}: CUDA is not available: {_no_cuda_reason()}; "
+                "use --device cpu or auto"
             )
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise DeviceUnavailableError(
-                f"device {name!r} asked for, but only {count} CUDA device(s) exist: "
+                f"--device {text}: only {count} CUDA device(s) are visible: "
                 f"use cuda:0..cuda:{count - 1}, auto or cpu"
             )
         return device
-    if device.type == "mps":
-        if not _mps_available():
-            raise DeviceUnavailableError(
-                f"device {name!r} asked for, but Apple MPS is not available here: use --device "
-                "auto or cpu"
-            )
-        return device
-    raise InvalidInputError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    if not _mps_available():
+        raise DeviceUnavailableError(
+            f"--device {text}: Apple MPS is not available here; use --device cpu or auto"
+        )
+    return device
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:

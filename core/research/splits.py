@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 from painmon.core.research.datasets import Sample, load_dataset
 from painmon.core.util.errors import InvalidInputError, PainmonError
@@ -42,6 +41,8 @@ class SubjectLeakError(SplitError):
 
 
 def _subject_tuple(values: Iterable[str], what: str) -> tuple[str, ...]:
+    if isinstance(values, str | bytes | dict) or not isinstance(values, Iterable):
+        raise SplitError(f"{what} must be a list of subject names, got {values!r:.60}")
     subjects = tuple(str(v) for v in values)
     duplicates = sorted(s for s, n in Counter(subjects).items() if n > 1)
     if duplicates:
@@ -125,10 +126,17 @@ class SplitPlan:
     def from_json(cls, path: str | Path) -> SplitPlan:
         """Read a plan written by :meth:`to_json` and check it is subject-disjoint."""
         path = Path(path)
+        if not path.exists():
+            raise SplitError(f"split plan {path} does not exist: make one with `painmon split`")
+        if path.is_dir():
+            raise SplitError(f"split plan {path} is a folder: give the splits.json inside it")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SplitError(f"cannot read split plan {path}: {exc}") from exc
+        except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError
+            raise SplitError(
+                f"cannot read split plan {path} ({type(exc).__name__}: {exc}); make one with "
+                "`painmon split`"
+            ) from exc
         expected = {"manifest_sha256", "seed", "train", "val", "test", "folds"}
         if not isinstance(data, dict) or set(data) != expected:
             found = sorted(data) if isinstance(data, dict) else type(data).__name__
@@ -137,12 +145,16 @@ class SplitPlan:
             )
         try:
             folds = tuple(Fold(f["train"], f["val"]) for f in data["folds"])
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, IndexError) as exc:
             raise SplitError(f"split plan {path}: each fold needs 'train' and 'val' lists") from exc
-        plan = cls(
-            data["manifest_sha256"], data["seed"], data["train"], data["val"], data["test"], folds
-        )
-        check_subject_disjoint(plan)
+        try:
+            plan = cls(
+                data["manifest_sha256"], data["seed"], data["train"], data["val"], data["test"],
+                folds,
+            )  # fmt: skip
+            check_subject_disjoint(plan)
+        except SplitError as exc:
+            raise type(exc)(f"split plan {path}: {exc}") from None
         return plan
 
 
@@ -203,12 +215,16 @@ def _sorted_arrays(samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:
 def _first_fold_subjects(
     labels: np.ndarray, subjects: np.ndarray, n_splits: int, seed: int
 ) -> set[str]:
+    from sklearn.model_selection import StratifiedGroupKFold  # slow to import: only to split
+
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, held_out = next(splitter.split(np.zeros(len(labels)), labels, subjects))
     return set(subjects[held_out].tolist())
 
 
 def _folds(labels: np.ndarray, subjects: np.ndarray, n_splits: int, seed: int) -> list[Fold]:
+    from sklearn.model_selection import StratifiedGroupKFold  # slow to import: only to split
+
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     folds = []
     for train_idx, val_idx in splitter.split(np.zeros(len(labels)), labels, subjects):
@@ -327,12 +343,17 @@ def dataset_sha256(path: str | Path, samples: Sequence[Sample] | None = None) ->
 
 
 def run_split_cli(
-    manifest: str | Path, out: str | Path, folds: int = DEFAULT_FOLDS, seed: int = DEFAULT_SEED
+    manifest: str | Path,
+    out: str | Path,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = DEFAULT_SEED,
+    allow_outside_root: bool = False,
 ) -> str:
     """``painmon split``: load the dataset, make the plan, write JSON, return the table text.
 
     A crops file from ``painmon crops`` works too: the plan is made from the crops it holds
-    and carries the hash of the dataset they came from.
+    and carries the hash of the dataset they came from. ``allow_outside_root`` lets a
+    manifest list images outside its own folder.
     """
     if Path(manifest).suffix.lower() == ".npz":
         from painmon.core.research.crops import CropSet
@@ -344,7 +365,7 @@ def run_split_cli(
                 f"crops file {manifest} does not record which dataset it came from"
             )
     else:
-        samples = load_dataset(manifest)
+        samples = load_dataset(manifest, allow_outside_root=allow_outside_root)
         source_sha = dataset_sha256(manifest, samples)
     plan = make_splits(samples, source_sha, seed=seed, folds=folds)
     written = plan.to_json(out)

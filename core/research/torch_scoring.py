@@ -34,8 +34,9 @@ class TorchPainModel:
         self.device = resolve_device(device)
         self.model, meta = load_checkpoint(run_or_checkpoint, self.device)
         self.path = Path(run_or_checkpoint)
-        self.sha256: str = str(meta.get("weights_sha256", ""))
-        self.verified = True  # load_checkpoint refused a file whose hash differs from best.json
+        # load_checkpoint refused weights without a recorded hash or with another one.
+        self.sha256: str = str(meta["weights_sha256"])
+        self.verified = True
         # load_checkpoint read best.json into the model's config (PainModelCfg).
         self.cfg: PainModelCfg = self.model.pretrained_cfg
         self.temperature = self.cfg.temperature

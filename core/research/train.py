@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import logging
@@ -33,11 +34,13 @@ import torch.nn.functional as F
 from painmon.core.research.augment import AugmentConfig, augment_batch
 from painmon.core.research.calibration import calibrate, softmax
 from painmon.core.research.metrics import classification_metrics
+from painmon.core.research.seeding import check_device_name
 from painmon.core.research.splits import check_partitions_disjoint
 from painmon.core.util import labels as pain_labels
 from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.fileio import atomic_path, atomic_write_bytes, atomic_write_json
 from painmon.core.util.model_cfg import PainModelCfg
+from painmon.core.util.validate import is_sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,9 @@ class TrainConfig:
         if not 0 <= self.min_lr <= self.lr:
             raise InvalidInputError(f"min_lr must lie in 0..lr, got {self.min_lr}")
         AugmentConfig(mode=self.augment)  # validates the mode
+        # The spelling only: whether this machine has the device is fit()'s question, so a
+        # config.json written on a GPU machine still reads on a laptop.
+        check_device_name(self.device)
         if self.compile not in COMPILE_MODES:
             raise InvalidInputError(
                 f"compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}"
@@ -305,12 +311,50 @@ def save_checkpoint(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
     atomic_write_json(path.with_suffix(".json"), meta)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild a model from ``best.safetensors`` + ``best.json`` (or a run folder)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def _read_verified(path: Path, expected: Any, recorded_in: str, remedy: str) -> bytes:
+    """The bytes of ``path``, refused unless their SHA-256 is ``expected`` (one read: the
+    bytes checked are the bytes loaded)."""
+    if not is_sha256_hex(expected):
+        raise InvalidInputError(
+            f"{path} cannot be verified: {recorded_in} records no valid weights_sha256 "
+            f"(got {expected!r}); {remedy}"
+        )
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise InvalidInputError(
+            f"{path} does not match the SHA-256 recorded in {recorded_in}: the file is "
+            f"corrupt or was replaced; {remedy}"
+        )
+    return data
 
-    from painmon.core.util.fileio import sha256_file
+
+def _read_json(path: Path, remedy: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{path} is not valid JSON ({exc}); {remedy}") from exc
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{path} must hold a JSON object; {remedy}")
+    return data
+
+
+def _load_tensors(data: bytes, path: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        state = load(data)
+    except SafetensorError as exc:
+        raise InvalidInputError(f"checkpoint {path} is unreadable ({exc})") from exc
+    return {k: v.to(device) for k, v in state.items()}
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild a model from ``best.safetensors`` + ``best.json`` (or a run folder).
+
+    The weights must match the ``weights_sha256`` recorded in the JSON sidecar; a sidecar
+    without one is refused (an unverifiable checkpoint must not reach an export).
+    """
     from painmon.models import create_model
 
     path = Path(path)
@@ -322,18 +366,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
             f"checkpoint not found: {path} (a run folder holds best.safetensors and best.json; "
             "train one with `painmon train`)"
         )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(
-            f"{meta_path} is not valid JSON ({exc}); retrain or restore the run folder"
-        ) from exc
-    expected = meta.get("weights_sha256")
-    if expected and sha256_file(path) != expected:
-        raise InvalidInputError(
-            f"checkpoint {path} does not match the SHA-256 recorded in {meta_path.name}: "
-            "the file is corrupt or was replaced; retrain or restore it"
-        )
+    remedy = "retrain or restore the run folder"
+    meta = _read_json(meta_path, remedy)
+    data = _read_verified(path, meta.get("weights_sha256"), meta_path.name, remedy)
     try:
         cfg = PainModelCfg.from_checkpoint_meta(meta)
     except InvalidInputError as exc:
@@ -341,32 +376,49 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     model = create_model(cfg.architecture, **cfg.model_kwargs)
     # The checkpoint's config, not the code's defaults: preprocessing travels with the weights.
     model.pretrained_cfg = cfg
-    try:
-        state = load_file(str(path), device=str(device))
-    except SafetensorError as exc:
-        raise InvalidInputError(f"checkpoint {path} is unreadable ({exc})") from exc
-    model.load_state_dict(state)
+    model.load_state_dict(_load_tensors(data, path, device))
     model.to(device).eval()
     return model, meta
 
 
+RESUME_WEIGHTS = "last.safetensors"
+RESUME_STATE = "last.json"
+_RESUME_KEYS = ("epoch", "history", "best", "since_best")
+
+
 def _save_resume_state(model, optimizer, out_dir: Path, state: dict[str, Any]) -> None:
     from safetensors.torch import save_file
+
+    from painmon.core.util.fileio import sha256_file
 
     tensors = {f"model.{k}": v for k, v in _state_for_save(model).items()}
     opt_state = optimizer.state_dict()
     for pid, pstate in opt_state["state"].items():
         for key, value in pstate.items():
             tensors[f"opt.{pid}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    with atomic_path(out_dir / "last.safetensors") as tmp:
+    weights = out_dir / RESUME_WEIGHTS
+    with atomic_path(weights) as tmp:
         save_file(tensors, str(tmp))
-    atomic_write_json(out_dir / "last.json", state)
+    # --resume checks the weights against this hash before loading them.
+    state = dict(state, weights_file=weights.name, weights_sha256=sha256_file(weights))
+    atomic_write_json(out_dir / RESUME_STATE, state)
 
 
 def _load_resume_state(model, optimizer, out_dir: Path, device: torch.device) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(out_dir / "last.safetensors"), device=str(device))
+    weights = out_dir / RESUME_WEIGHTS
+    state_path = out_dir / RESUME_STATE
+    remedy = (
+        "start again without --resume (or into a new folder), or restore "
+        f"{RESUME_WEIGHTS} and {RESUME_STATE} from a backup"
+    )
+    state = _read_json(state_path, remedy)
+    missing = [k for k in _RESUME_KEYS if k not in state]
+    if missing:
+        raise InvalidInputError(f"{state_path} lacks {', '.join(missing)}; {remedy}")
+    if not weights.is_file():
+        raise InvalidInputError(f"{weights} is missing, so training cannot resume; {remedy}")
+    data = _read_verified(weights, state.get("weights_sha256"), state_path.name, remedy)
+    tensors = _load_tensors(data, weights, device)
     base = getattr(model, "_orig_mod", model)
     base.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     opt_state = optimizer.state_dict()
@@ -377,7 +429,7 @@ def _load_resume_state(model, optimizer, out_dir: Path, device: torch.device) ->
             new_state.setdefault(int(pid), {})[name] = value
     opt_state["state"] = new_state
     optimizer.load_state_dict(opt_state)
-    return json.loads((out_dir / "last.json").read_text())
+    return state
 
 
 # --- the loop -----------------------------------------------------------------------------
@@ -459,7 +511,7 @@ def fit(
     best = {"epoch": 0, "val_macro_f1": -1.0}
     since_best = 0
     start_epoch = 1
-    if resume and (out / "last.json").is_file():
+    if resume and (out / RESUME_STATE).is_file():
         state = _load_resume_state(model, optimizer, out, device)
         history, best, since_best = state["history"], state["best"], state["since_best"]
         start_epoch = state["epoch"] + 1
@@ -471,7 +523,7 @@ def fit(
         gen.manual_seed(cfg.seed + state["epoch"])
         log.info("resuming %s at epoch %d", out, start_epoch)
     elif resume:
-        raise FileNotFoundError(f"nothing to resume in {out}: last.json is missing")
+        raise FileNotFoundError(f"nothing to resume in {out}: {RESUME_STATE} is missing")
 
     meta_base = checkpoint_meta(model, **provenance)
     stopped = "completed"

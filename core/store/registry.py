@@ -16,6 +16,7 @@ the model that was active before, and is logged like every other change.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -26,9 +27,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from painmon.core.live.scoring import SIDECAR_SUFFIX, ModelLoadError, read_sidecar_sha256
+from painmon.core.live.scoring import (
+    SIDECAR_SUFFIX,
+    ModelLoadError,
+    external_data_locations,
+    read_sidecar_sha256,
+)
 from painmon.core.util.errors import InvalidInputError, PainmonError
-from painmon.core.util.fileio import atomic_write_bytes, atomic_write_json, sha256_file
+from painmon.core.util.fileio import atomic_write_bytes, atomic_write_json
 from painmon.core.util.paths import user_data_dir
 from painmon.core.util.timeline import utc_now
 from painmon.core.util.validate import is_sha256_hex
@@ -148,10 +154,21 @@ class ModelRegistry:
                 f"{source} is not a verified export (the model or its {SIDECAR_SUFFIX} sidecar "
                 "is missing); export it with `painmon export`, which writes both"
             )
-        digest = sha256_file(source)
+        model_bytes = source.read_bytes()
+        digest = hashlib.sha256(model_bytes).hexdigest()
         if digest != recorded:
             raise RegistryError(
                 f"{source} does not match its {SIDECAR_SUFFIX} sidecar; re-export it"
+            )
+        try:
+            outside = external_data_locations(model_bytes)
+        except ModelLoadError as exc:
+            raise RegistryError(f"{exc}; the model was not registered") from exc
+        if outside:
+            files = ", ".join(sorted({location for _, location in outside}))
+            raise RegistryError(
+                f"{source} keeps weights in external files ({files}), which its checksum "
+                "does not cover; re-export it with `painmon export` (one self-contained file)"
             )
         run = Path(run_dir) if run_dir is not None else None
         architecture = _architecture(run)

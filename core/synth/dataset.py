@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import shutil
 import tempfile
 import time
@@ -272,6 +273,52 @@ def bench_synth(
 # --------------------------------------------------------------------------- CLI glue
 
 
+MAX_SYNTH_IMAGES = 1_000_000
+MAX_VIDEO_SECONDS = 24 * 3600.0
+MAX_VIDEO_FPS = 240.0
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+
+
+def check_synth_request(
+    out: str | Path | None,
+    subjects: int,
+    images_per_subject: int,
+    video: str | Path | None,
+    seconds: float,
+    fps: float,
+) -> None:
+    """Refuse a ``painmon synth`` request before anything is written (one part failing after
+    the other was written would leave half a result behind)."""
+    if out is not None:
+        _check_positive_int("--subjects", subjects)
+        _check_positive_int("--images-per-subject", images_per_subject)
+        if subjects * images_per_subject > MAX_SYNTH_IMAGES:
+            raise InvalidInputError(
+                f"{subjects} subjects x {images_per_subject} images is too many for a synthetic "
+                f"dataset (at most {MAX_SYNTH_IMAGES:,} images)"
+            )
+        if Path(out).exists() and not Path(out).is_dir():
+            raise InvalidInputError(f"--out {out} is a file, not a folder: give a folder path")
+    if video is not None:
+        video = Path(video)
+        if video.is_dir():
+            raise InvalidInputError(f"--video {video} is a folder: give a file path")
+        if video.suffix.lower() not in VIDEO_SUFFIXES:
+            raise InvalidInputError(
+                f"--video {video} must end in .mp4 (or {', '.join(VIDEO_SUFFIXES[1:])})"
+            )
+        for name, value, limit in (("--seconds", seconds, MAX_VIDEO_SECONDS),
+                                   ("--fps", fps, MAX_VIDEO_FPS)):  # fmt: skip
+            if not (math.isfinite(value) and value > 0):
+                raise InvalidInputError(f"{name} must be a finite number > 0, got {value!r}")
+            if value > limit:
+                raise InvalidInputError(
+                    f"{name} {value:g} is too large for a video: at most {limit:g}"
+                )
+        if round(seconds * fps) < 1:
+            raise InvalidInputError(f"{seconds:g} s at {fps:g} fps is less than one frame")
+
+
 def run_synth_cli(
     out: str | Path | None = None,
     subjects: int = 20,
@@ -286,6 +333,7 @@ def run_synth_cli(
         raise InvalidInputError(
             "nothing to do: give --out DIR for a dataset and/or --video PATH for a video"
         )
+    check_synth_request(out, subjects, images_per_subject, video, seconds, fps)
     lines = []
     if out is not None:
         start = time.perf_counter()

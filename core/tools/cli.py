@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from painmon.core.util.errors import PainmonError
+from painmon.core.util.outputs import LOG_FILES, refuse_existing_output
 
 log = logging.getLogger("painmon")
 
@@ -41,7 +43,89 @@ def _parse_seeds(text: str) -> list[int]:
         ) from None
     if not seeds:
         raise CliError("--seeds needs at least one integer, e.g. 42,123,999")
+    for seed in seeds:
+        if not 0 <= seed <= MAX_SEED:
+            raise CliError(f"--seeds must each be >= 0 and <= {MAX_SEED}, got {seed}")
+        if seeds.count(seed) > 1:
+            raise CliError(f"--seeds lists {seed} twice: each seed runs once")
     return seeds
+
+
+def _check_jobs(jobs: int) -> int:
+    """``--jobs`` is how many processes train at once: 1 or more."""
+    if jobs < 1:
+        raise CliError(f"--jobs is how many folds train at once: 1 or more, got {jobs}")
+    return jobs
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (``painmon CMD: error: ...``), exit 2, no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # Stray arguments are the chosen command's to report ("painmon split: error: ...").
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser: argparse.ArgumentParser = self
+            while parser._subparsers is not None:
+                action = parser._subparsers._group_actions[0]
+                chosen = getattr(parsed, action.dest, None)
+                if chosen not in action.choices:
+                    break
+                parser = action.choices[chosen]
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+
+# The largest seed every library painmon seeds accepts (NumPy's legacy RandomState, sklearn).
+MAX_SEED = 2**32 - 1
+
+
+def _int_option(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number in ``minimum..maximum`` (one-line error otherwise)."""
+
+    def parse(text: str) -> int:
+        value = int(text)  # a ValueError reads "invalid int value: 'x'"
+        if value < minimum or (maximum is not None and value > maximum):
+            limits = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+            raise argparse.ArgumentTypeError(f"must be a whole number {limits}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _float_option(
+    minimum: float, maximum: float | None = None, *, above: bool = False, below: bool = False
+) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number from ``minimum`` (exclusive with ``above``) to
+    ``maximum`` (exclusive with ``below``); NaN and infinity are refused."""
+
+    def parse(text: str) -> float:
+        value = float(text)  # a ValueError reads "invalid float value: 'x'"
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        too_low = value <= minimum if above else value < minimum
+        too_high = maximum is not None and (value >= maximum if below else value > maximum)
+        if too_low or too_high:
+            low = f"> {minimum:g}" if above else f">= {minimum:g}"
+            if maximum is None:
+                limits = low
+            else:
+                limits = f"{'(' if above else '['}{minimum:g}, {maximum:g}{')' if below else ']'}"
+                limits = f"in {limits}"
+            raise argparse.ArgumentTypeError(f"must be {limits}, got {value:g}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+_positive_int = _int_option(1)
+_seed = _int_option(0, MAX_SEED)
+_positive_seconds = _float_option(0.0, above=True)
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -90,6 +174,14 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     if args.out is None and args.video is None:
         raise CliError("give --out DIR (a face-image dataset) or --video PATH (a patient video)")
+    from painmon.core.synth.stream import truth_csv_path
+
+    refuse_existing_output(args.out, args.force, "a dataset folder")
+    if args.video is not None:
+        refuse_existing_output(args.video, args.force, "a video", "--video")
+        refuse_existing_output(
+            truth_csv_path(args.video), args.force, "the ground truth of a video", "--video"
+        )
     print(
         run_synth_cli(
             out=args.out,
@@ -107,7 +199,17 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_split(args: argparse.Namespace) -> int:
     from painmon.core.research.splits import run_split_cli
 
-    print(run_split_cli(args.manifest, args.out, folds=args.folds, seed=args.seed))
+    refuse_existing_output(args.out, args.force, "a split plan")
+    if args.out.is_dir():
+        raise CliError(f"--out {args.out} is a folder: give a file path for the split plan")
+    text = run_split_cli(
+        args.manifest,
+        args.out,
+        folds=args.folds,
+        seed=args.seed,
+        allow_outside_root=args.allow_outside_root,
+    )
+    print(text)
     return EXIT_OK
 
 
@@ -130,11 +232,50 @@ def _train_config(args: argparse.Namespace, **overrides: Any) -> Any:
     )
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from painmon.core.research.experiment import prepare_data, resolve_plan, train_on_plan
+def _check_device_and_model(device: str, model: str) -> None:
+    """A device this machine has and a registered model (before any data is prepared)."""
+    from painmon.core.research.seeding import resolve_device
+    from painmon.models import list_models
 
+    resolve_device(device)  # a missing GPU fails now, not after the crops are prepared
+    if model not in list_models():
+        raise CliError(f"unknown model {model!r}; known models: {', '.join(list_models())}")
+
+
+def _check_training_inputs(args: argparse.Namespace, cfg: Any) -> None:
+    """What can be wrong with a training command's options, found before any crop is made."""
+    _check_device_and_model(cfg.device, cfg.model)
+    if args.splits is not None:
+        from painmon.core.research.splits import SplitPlan
+
+        SplitPlan.from_json(args.splits)  # read again (and matched to the data) by resolve_plan
+
+
+def _prepare(args: argparse.Namespace) -> Any:
+    """The dataset (or crops file) of ``--manifest``, with its face crops."""
+    from painmon.core.research.experiment import prepare_data
+
+    if args.cache_dir is not None and args.cache_dir.exists() and not args.cache_dir.is_dir():
+        raise CliError(f"--cache-dir {args.cache_dir} is not a folder: give a folder for crops")
+
+    return prepare_data(
+        args.manifest, cache_dir=args.cache_dir, allow_outside_root=args.allow_outside_root
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from painmon.core.research.experiment import resolve_plan, train_on_plan
+
+    refuse_existing_output(
+        args.out,
+        args.force or args.resume,
+        "a run folder",
+        alternative="pass --resume to continue it",
+        ignore=LOG_FILES,
+    )
     cfg = _train_config(args)
-    data = prepare_data(args.manifest, cache_dir=args.cache_dir)
+    _check_training_inputs(args, cfg)
+    data = _prepare(args)
     plan = resolve_plan(data, args.splits, seed=args.seed, folds=5)
     result = train_on_plan(data, plan, cfg, args.out, resume=args.resume)
     print(
@@ -147,16 +288,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_cv(args: argparse.Namespace) -> int:
-    from painmon.core.research.experiment import (
-        cross_validate,
-        format_cv_summary,
-        prepare_data,
-        resolve_plan,
-    )
+    from painmon.core.research.experiment import cross_validate, format_cv_summary, resolve_plan
 
     seeds = _parse_seeds(args.seeds)
+    _check_jobs(args.jobs)
+    refuse_existing_output(args.out, args.force, "a cross-validation folder", ignore=LOG_FILES)
     cfg = _train_config(args)
-    data = prepare_data(args.manifest, cache_dir=args.cache_dir)
+    _check_training_inputs(args, cfg)
+    data = _prepare(args)
     plan = resolve_plan(data, args.splits, seed=args.seed, folds=args.folds)
     summary = cross_validate(data, plan, cfg, args.out, seeds=seeds, jobs=args.jobs)
     print(format_cv_summary(summary))
@@ -169,6 +308,9 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
 
     from painmon.core.tools.bench_train import bench_train
 
+    _check_jobs(args.jobs)
+    refuse_existing_output(args.json, args.force, "a benchmark result", "--json")
+    _check_device_and_model(args.device, args.model)
     result = bench_train(
         device=args.device,
         epochs=args.epochs,
@@ -186,9 +328,17 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from painmon.core.research.experiment import evaluate_partition, prepare_data
+    from painmon.core.research.experiment import evaluate_partition
 
-    data = prepare_data(args.manifest, cache_dir=args.cache_dir)
+    refuse_existing_output(args.json, args.force, "a metrics file", "--json")
+    refuse_existing_output(args.predictions, args.force, "a predictions file", "--predictions")
+    refuse_existing_output(args.report, args.force, "a report", "--report")
+    if args.manifest.suffix.lower() != ".npz":  # the cheap checks of both inputs first
+        from painmon.core.research.datasets import load_dataset
+
+        load_dataset(args.manifest, allow_outside_root=args.allow_outside_root)
+    _check_run_folder(args.run)
+    data = _prepare(args)
     result = evaluate_partition(
         args.run, data, args.split, args.json, args.predictions, args.report
     )
@@ -207,11 +357,40 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_run_folder(run: Path) -> None:
+    """A run folder ``evaluate`` can score: a verified checkpoint and its split plan."""
+    from painmon.core.research.splits import SplitPlan
+    from painmon.core.research.train import load_checkpoint
+
+    if run.exists() and not run.is_dir():
+        raise CliError(f"--run {run} is a file: give the run folder `painmon train` wrote")
+    load_checkpoint(run, "cpu")  # a missing or corrupt checkpoint fails before the crops
+    splits = run / "splits.json"
+    if not splits.is_file():
+        raise CliError(f"{splits} is missing: evaluate needs the run's own split plan")
+    SplitPlan.from_json(splits)
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    if args.no_domain_gate:
+        for option, value in (
+            ("--manifest", args.manifest),
+            ("--gate-quantile", args.gate_quantile),
+        ):
+            if value is not None:
+                raise CliError(f"{option} sets up the domain gate; drop it or --no-domain-gate")
+    refuse_existing_output(args.out, args.force, "a model")
+    if Path(args.out).suffix != ".onnx":
+        raise CliError(f"--out is the model to write and must end in .onnx, got {args.out}")
+    if args.out.is_dir():
+        raise CliError(f"--out {args.out} is a folder: give a file path ending in .onnx")
+    sidecar = Path(args.out).with_name(Path(args.out).name + ".sha256")
+    refuse_existing_output(sidecar, args.force, "a model's checksum")
+    from painmon.core.research.domain_gate import DEFAULT_QUANTILE
     from painmon.core.research.export import export_onnx
 
     result = export_onnx(
@@ -222,7 +401,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         demo=args.demo,
         gate_data=args.manifest,
         domain_gate=not args.no_domain_gate,
-        gate_quantile=args.gate_quantile,
+        gate_quantile=DEFAULT_QUANTILE if args.gate_quantile is None else args.gate_quantile,
     )
     print(
         f"exported {result.architecture} to {result.onnx_path} (opset {result.opset})\n"
@@ -245,7 +424,61 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_live_inputs(
+    source: str | None, model: Path | None, face_model: Path | None, *, load: bool = False
+) -> None:
+    """The spelling of ``--source``, and ``--model`` and ``--face-model`` as files, checked
+    before a model is loaded or a window opens; with ``load`` an ONNX model is loaded too."""
+    import zipfile
+
+    from painmon.core.live.source_spec import check_source_spec
+    from painmon.core.util.paths import FACE_MODEL_HAAR
+
+    if source is not None:
+        check_source_spec(source, check_path=True)
+        if Path(source).expanduser().exists():
+            from painmon.core.live.capture import open_source
+
+            # A file that is no video (or a folder without images) fails here, before a model
+            # is loaded or a window opens.
+            open_source(source).close()
+    if face_model is not None and str(face_model).strip().lower() != FACE_MODEL_HAAR:
+        if not face_model.is_file():
+            raise CliError(
+                f"--face-model {face_model} not found (or not a file): give a "
+                "face_landmarker.task, or 'haar'"
+            )
+        if not zipfile.is_zipfile(face_model):
+            raise CliError(
+                f"--face-model {face_model} is not a Face Landmarker bundle (a .task archive): "
+                "give a face_landmarker.task (`painmon models download`), or 'haar'"
+            )
+    if model is not None:
+        if not model.exists():
+            raise CliError(f"--model {model} not found: give a model.onnx from `painmon export`")
+        if model.is_dir() and not (model / "best.safetensors").is_file():
+            raise CliError(
+                f"--model {model} is a folder without best.safetensors: give a model.onnx from "
+                "`painmon export` (or a run folder)"
+            )
+        if model.is_file() and model.suffix.lower() not in (".onnx", ".safetensors"):
+            raise CliError(
+                f"--model {model} is not a model (.onnx): give a model.onnx from `painmon export`"
+            )
+        if load and model.is_file() and model.suffix != ".safetensors":
+            from painmon.core.live.monitor import load_onnx_model
+
+            load_onnx_model(model)
+
+
 def _cmd_monitor(args: argparse.Namespace) -> int:
+    """``painmon monitor``; returns the run's exit status (see the monitor's --help epilog)."""
+    from painmon.core.live.session import validate_pseudonym
+
+    _check_live_inputs(args.source, args.model, args.face_model)
+    validate_pseudonym(args.pseudonym)
+    if args.out.exists() and not args.out.is_dir():
+        raise CliError(f"--out {args.out} is a file, not a folder: give a folder for sessions")
     from painmon.core.live.monitor import load_onnx_model, run_monitor_cli
     from painmon.core.live.scoring import is_checkpoint
 
@@ -277,9 +510,14 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def _cmd_crops(args: argparse.Namespace) -> int:
-    from painmon.core.research.experiment import prepare_data
-
-    data = prepare_data(args.manifest, cache_dir=args.cache_dir)
+    refuse_existing_output(args.out, args.force, "a crops file")
+    if args.manifest.suffix.lower() == ".npz":
+        raise CliError(f"--manifest {args.manifest} is already a crops file: give the dataset")
+    if args.out.suffix.lower() != ".npz":
+        raise CliError(f"--out is the crops file to write and must end in .npz, got {args.out}")
+    if args.out.is_dir():
+        raise CliError(f"--out {args.out} is a folder: give a file path ending in .npz")
+    data = _prepare(args)
     data.crops.save_npz(args.out, dataset_sha256=data.dataset_sha256)
     counts = ", ".join(f"class {k}: {n}" for k, n in enumerate(data.crops.class_counts()))
     print(
@@ -291,24 +529,62 @@ def _cmd_crops(args: argparse.Namespace) -> int:
 
 
 def _cmd_app(args: argparse.Namespace) -> int:
+    _check_live_inputs(args.source, args.model, args.face_model, load=True)
     from painmon.app.main import run_app
 
     return run_app(source=args.source, model=args.model, face_model=args.face_model)
 
 
 def _cmd_bench_app(args: argparse.Namespace) -> int:
+    refuse_existing_output(args.json, args.force, "a benchmark result", "--json")
+    _check_live_inputs(args.source, args.model, args.face_model, load=True)
     from painmon.app.bench import bench_app_cli
 
     return bench_app_cli(args.source, args.seconds, args.face_model, args.model, args.json)
 
 
 def _cmd_bench_au(args: argparse.Namespace) -> int:
+    refuse_existing_output(
+        args.synth_dir,
+        args.force or args.reuse,
+        "a folder of synthetic videos",
+        "--synth-dir",
+        alternative="pass --reuse to use its videos",
+    )
+    if args.skip_media and args.skip_synth:
+        raise CliError("nothing to do: --skip-media and --skip-synth together skip both parts")
+    if not args.skip_synth:
+        _parse_seeds(args.seeds)
+    if args.synth_dir is not None and args.synth_dir.exists() and not args.synth_dir.is_dir():
+        raise CliError(f"--synth-dir {args.synth_dir} is a file: give a folder for the videos")
+    _check_live_inputs(None, None, args.face_model)
     from painmon.core.tools.bench_au import run
 
     return run(args)
 
 
 def _cmd_bench_gate(args: argparse.Namespace) -> int:
+    refuse_existing_output(args.json, args.force, "a gate report", "--json")
+    if not (args.real or args.in_domain or args.crops):
+        raise CliError("nothing to measure: give --crops, --in-domain and/or --real")
+    if args.splits is not None and args.crops is None:
+        raise CliError("--splits picks the test subjects of --crops: give --crops too")
+    if args.crops is not None and not args.crops.is_file():
+        raise CliError(f"--crops {args.crops} not found: give a crops .npz from `painmon crops`")
+    _check_live_inputs(None, args.model, args.face_model)
+    for option, paths in (("--real", args.real), ("--in-domain", args.in_domain)):
+        for path in paths:
+            if not Path(path).exists():
+                raise CliError(f"{option}: no file or folder at {path}")
+            _check_live_inputs(str(path), None, None)
+    if args.crops is not None:  # read before the model loads: a broken file fails first
+        from painmon.core.research.crops import CropSet
+
+        CropSet.load_npz(args.crops)
+    if args.splits is not None:
+        from painmon.core.research.splits import SplitPlan
+
+        SplitPlan.from_json(args.splits)
     from painmon.core.tools.bench_gate import format_gate_report, gate_report, write_gate_report
 
     model = args.model
@@ -331,6 +607,7 @@ def _cmd_bench_gate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    _check_live_inputs(args.source, args.model, args.face_model, load=True)
     from painmon.app.main import run_app
 
     return run_app(source=args.source, model=args.model, demo=True, face_model=args.face_model)
@@ -340,6 +617,21 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from painmon.core.research.reproduce import format_reproduce_summary, run_reproduce
 
     seeds = _parse_seeds(args.seeds)
+    _check_jobs(args.jobs)
+    refuse_existing_output(
+        args.out,
+        args.force or args.resume,
+        "a reproduce folder",
+        alternative="pass --resume to reuse its finished cross-validations",
+        ignore=LOG_FILES,
+    )
+    from painmon.core.research.seeding import resolve_device
+
+    resolve_device(args.device)  # a missing GPU fails now, not after the crops are prepared
+    if args.splits is not None:
+        from painmon.core.research.splits import SplitPlan
+
+        SplitPlan.from_json(args.splits)
     result = run_reproduce(
         args.manifest,
         args.out,
@@ -353,6 +645,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         lr=args.lr,
         splits=args.splits,
         cache_dir=args.cache_dir,
+        allow_outside_root=args.allow_outside_root,
     )
     print(format_reproduce_summary(result))
     return EXIT_OK
@@ -371,6 +664,8 @@ def _print_json(result: dict, json_path: Path | None) -> int:
 def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     from painmon.core.tools.bench_pipeline import bench_pipeline
 
+    refuse_existing_output(args.json, args.force, "a benchmark result", "--json")
+    _check_live_inputs(args.source, args.model, args.face_model)
     result = bench_pipeline(args.source, args.model, args.face_model, args.max_frames, None)
     return _print_json(result, args.json)
 
@@ -378,11 +673,51 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
 def _cmd_bench_soak(args: argparse.Namespace) -> int:
     from painmon.core.tools.bench_pipeline import bench_soak
 
+    refuse_existing_output(args.json, args.force, "a benchmark result", "--json")
+    _check_live_inputs(args.source, args.model, args.face_model)
     result = bench_soak(args.seconds, args.source, args.model, args.face_model, None)
     return _print_json(result, args.json)
 
 
+def _cmd_bench_faults(args: argparse.Namespace) -> int:
+    """``painmon bench faults``: one line per scenario; exit 1 when one missed its target."""
+    from painmon.core.tools.bench_faults import bench_faults, select_scenarios, write_record
+
+    refuse_existing_output(args.json, args.force, "a benchmark result", "--json")
+    names = select_scenarios(args.only)
+    print(f"painmon bench faults: {len(names)} scenarios against `painmon monitor` subprocesses")
+    record = bench_faults(
+        names,
+        args.model,
+        str(args.face_model) if args.face_model else None,
+        on_result=lambda result: print(result.format(), flush=True),
+        keep=args.keep,
+    )
+    counts = record["counts"]
+    print(
+        f"{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped "
+        f"in {record['wall_s']:.0f} s"
+    )
+    if args.json:
+        write_record(record, args.json)
+    return EXIT_OK if record["passed"] else 1
+
+
 # --- parser -------------------------------------------------------------------------------
+
+
+def _add_force(p: argparse.ArgumentParser, what: str = "the output") -> None:
+    p.add_argument(
+        "--force", action="store_true", help=f"overwrite {what} if it exists and is not empty"
+    )
+
+
+def _add_allow_outside_root(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="let a manifest list images outside its own folder (../, absolute paths, links)",
+    )
 
 
 def _add_training_arguments(p: argparse.ArgumentParser) -> None:
@@ -394,24 +729,25 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--splits", type=Path, help="splits.json from `painmon split` (else made here)")
     p.add_argument("--model", default="dacnn", help="see `painmon models list`")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--epochs", type=_positive_int, default=100)
+    p.add_argument("--batch-size", type=_int_option(2), default=32)
+    p.add_argument("--lr", type=_float_option(0.0, above=True), default=1e-4)
+    p.add_argument("--weight-decay", type=_float_option(0.0), default=1e-4)
+    p.add_argument("--label-smoothing", type=_float_option(0.0, 1.0, below=True), default=0.1)
     p.add_argument(
-        "--patience", type=int, default=15,
+        "--patience", type=_positive_int, default=15,
         help="stop after this many epochs without a better validation macro-F1",
     )  # fmt: skip
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=_seed, default=42)
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     p.add_argument("--augment", default="full", choices=("full", "color", "none"))
     p.add_argument("--compile", default="none", choices=("none", "default", "reduce-overhead"))
     p.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
+    _add_allow_outside_root(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="painmon",
         description="Real-time bedside monitor of facial pain expression (DA-CNN, PSPI 0-4).",
     )
@@ -431,21 +767,24 @@ def build_parser() -> argparse.ArgumentParser:
     models_download.add_argument(
         "--force", action="store_true", help="download again even if a verified copy exists"
     )
-    models_download.add_argument("--timeout", type=float, default=30.0, help="network timeout (s)")
+    models_download.add_argument(
+        "--timeout", type=_positive_seconds, default=30.0, help="network timeout (s)"
+    )
     models_download.set_defaults(func=_cmd_models_download)
 
     doctor = sub.add_parser("doctor", help="check libraries, GPU, camera, models and folders")
-    doctor.add_argument("--camera", type=int, default=0, help="camera index to probe")
+    doctor.add_argument("--camera", type=_int_option(0), default=0, help="camera index to probe")
     doctor.set_defaults(func=_cmd_doctor)
 
     synth = sub.add_parser("synth", help="draw synthetic patients (images + manifest, or a video)")
     synth.add_argument("--out", type=Path, help="folder for PNGs and manifest.csv")
-    synth.add_argument("--subjects", type=int, default=20)
-    synth.add_argument("--images-per-subject", type=int, default=100)
+    synth.add_argument("--subjects", type=_positive_int, default=20)
+    synth.add_argument("--images-per-subject", type=_positive_int, default=100)
     synth.add_argument("--video", type=Path, help="write a scripted pain-episode video (.mp4)")
-    synth.add_argument("--seconds", type=float, default=60.0)
-    synth.add_argument("--fps", type=float, default=30.0)
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--seconds", type=_positive_seconds, default=60.0)
+    synth.add_argument("--fps", type=_float_option(0.0, above=True), default=30.0)
+    synth.add_argument("--seed", type=_seed, default=0)
+    _add_force(synth, "--out or --video")
     synth.set_defaults(func=_cmd_synth)
 
     split = sub.add_parser("split", help="subject-wise stratified train/val/test split and K folds")
@@ -453,8 +792,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--manifest", type=Path, required=True, help="manifest CSV, UNBC or BioVid root"
     )
     split.add_argument("--out", type=Path, required=True, help="where to write splits.json")
-    split.add_argument("--folds", type=int, default=5)
-    split.add_argument("--seed", type=int, default=42)
+    split.add_argument("--folds", type=_int_option(2), default=5)
+    split.add_argument("--seed", type=_seed, default=42)
+    _add_allow_outside_root(split)
+    _add_force(split, "--out")
     split.set_defaults(func=_cmd_split)
 
     crops = sub.add_parser(
@@ -463,20 +804,26 @@ def build_parser() -> argparse.ArgumentParser:
     crops.add_argument("--manifest", type=Path, required=True, help="manifest, UNBC or BioVid")
     crops.add_argument("--out", type=Path, required=True, help="crops.npz to write")
     crops.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
+    _add_allow_outside_root(crops)
+    _add_force(crops, "--out")
     crops.set_defaults(func=_cmd_crops)
 
     train = sub.add_parser("train", help="train a pain model with the paper's recipe")
     _add_training_arguments(train)
     train.add_argument("--out", type=Path, required=True, help="run folder")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    _add_force(train, "the run in --out (its weights are lost)")
     train.set_defaults(func=_cmd_train)
 
     cv = sub.add_parser("cv", help="subject-wise K-fold cross-validation with 95%% CIs")
     _add_training_arguments(cv)
     cv.add_argument("--out", type=Path, required=True, help="folder for fold runs and tables")
-    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--folds", type=_int_option(2), default=5)
     cv.add_argument("--seeds", default="42", help="comma-separated, e.g. 42,123,999 (the paper's)")
-    cv.add_argument("--jobs", type=int, default=1, help="folds trained at once (processes)")
+    cv.add_argument(
+        "--jobs", type=_positive_int, default=1, help="folds trained at once (processes)"
+    )
+    _add_force(cv, "--out")
     cv.set_defaults(func=_cmd_cv)
 
     evaluate = sub.add_parser("evaluate", help="score a run on its own held-out subjects")
@@ -487,12 +834,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--predictions", type=Path, help="write preds.csv here")
     evaluate.add_argument("--report", type=Path, help="write a self-contained report.html here")
     evaluate.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
+    _add_allow_outside_root(evaluate)
+    _add_force(evaluate, "--json, --predictions and --report")
     evaluate.set_defaults(func=_cmd_evaluate)
 
     export = sub.add_parser("export", help="ONNX model for the monitor, with a parity check")
     export.add_argument("--run", type=Path, required=True, help="run folder or best.safetensors")
     export.add_argument("--out", type=Path, required=True, help="model.onnx to write")
-    export.add_argument("--opset", type=int, default=17)
+    # The opsets torch's TorchScript ONNX exporter (the one export uses) can write.
+    export.add_argument("--opset", type=_int_option(7, 20), default=17)
     export.add_argument("--intended-use", help="text stored in the model's metadata")
     export.add_argument("--demo", action="store_true", help="mark as synthetic-data demo model")
     export.add_argument(
@@ -503,9 +853,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--gate-quantile",
-        type=float,
-        default=0.99,
-        help="domain gate threshold: this quantile of the validation subjects' scores",
+        type=_float_option(0.5, 1.0, below=True),
+        help="domain gate threshold: this quantile (0.5 to under 1) of the validation "
+        "subjects' scores (default 0.99)",
     )
     export.add_argument(
         "--no-domain-gate",
@@ -513,6 +863,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="export without a domain gate (research only: the bedside then cannot tell a "
         "face unlike the training data, and says so)",
     )
+    _add_force(export, "--out and its .sha256")
     export.set_defaults(func=_cmd_export)
 
     bench = sub.add_parser("bench", help="benchmarks that print numbers")
@@ -520,14 +871,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train = bench_sub.add_parser("train", help="s/epoch at the paper's protocol size")
     bench_train.add_argument("--device", default="auto")
     bench_train.add_argument("--model", default="dacnn")
-    bench_train.add_argument("--epochs", type=int, default=3, help="timed epochs after warm-up")
-    bench_train.add_argument("--batch-size", type=int, default=32)
+    bench_train.add_argument(
+        "--epochs", type=_positive_int, default=3, help="timed epochs after warm-up"
+    )
+    bench_train.add_argument("--batch-size", type=_int_option(2), default=32)
     bench_train.add_argument("--augment", default="full", choices=("full", "color", "none"))
     bench_train.add_argument(
         "--compile", default="none", choices=("none", "default", "reduce-overhead")
     )
-    bench_train.add_argument("--jobs", type=int, default=1, help="folds trained at once")
+    bench_train.add_argument("--jobs", type=_positive_int, default=1, help="folds trained at once")
     bench_train.add_argument("--json", type=Path, help="also write the result here")
+    _add_force(bench_train, "--json")
     bench_train.set_defaults(func=_cmd_bench_train)
     bench_pipe = bench_sub.add_parser(
         "pipeline", help="per-stage engine latency, fps, realtime factor, ORT vs torch"
@@ -535,22 +889,27 @@ def build_parser() -> argparse.ArgumentParser:
     bench_pipe.add_argument("--source", required=True, help="a video file (or synthetic)")
     bench_pipe.add_argument("--model", type=Path, help="exported .onnx (default: untrained DA-CNN)")
     bench_pipe.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
-    bench_pipe.add_argument("--max-frames", type=int)
+    bench_pipe.add_argument("--max-frames", type=_positive_int)
     bench_pipe.add_argument("--json", type=Path, help="also write the result here")
+    _add_force(bench_pipe, "--json")
     bench_pipe.set_defaults(func=_cmd_bench_pipeline)
     bench_soak = bench_sub.add_parser("soak", help="resident memory growth over a long run")
-    bench_soak.add_argument("--seconds", type=float, default=600.0, help="wall-clock length")
+    bench_soak.add_argument(
+        "--seconds", type=_positive_seconds, default=600.0, help="wall-clock length"
+    )
     bench_soak.add_argument("--source", default="synthetic")
     bench_soak.add_argument("--model", type=Path)
     bench_soak.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
     bench_soak.add_argument("--json", type=Path, help="also write the result here")
+    _add_force(bench_soak, "--json")
     bench_soak.set_defaults(func=_cmd_bench_soak)
     bench_app = bench_sub.add_parser("app", help="camera-to-display latency and GUI stall")
     bench_app.add_argument("--source", required=True, help="a video file, played at 30 fps")
-    bench_app.add_argument("--seconds", type=float, default=20.0)
+    bench_app.add_argument("--seconds", type=_positive_seconds, default=20.0)
     bench_app.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
     bench_app.add_argument("--model", type=Path, help="default: the shipped demo model")
     bench_app.add_argument("--json", type=Path, help="also write the result here")
+    _add_force(bench_app, "--json")
     bench_app.set_defaults(func=_cmd_bench_app)
 
     bench_au = bench_sub.add_parser(
@@ -563,10 +922,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_au.add_argument("--synth-dir", type=Path, help="keep the synthetic videos here")
     bench_au.add_argument("--reuse", action="store_true", help="reuse videos in --synth-dir")
     bench_au.add_argument("--seeds", default="1,2,3,4", help="synthetic video seeds")
-    bench_au.add_argument("--seconds", type=float, default=60.0)
-    bench_au.add_argument("--fps", type=float, default=30.0)
+    bench_au.add_argument("--seconds", type=_positive_seconds, default=60.0)
+    bench_au.add_argument("--fps", type=_float_option(0.0, above=True), default=30.0)
     bench_au.add_argument("--skip-media", action="store_true")
     bench_au.add_argument("--skip-synth", action="store_true")
+    _add_force(bench_au, "the videos in --synth-dir")
     bench_au.set_defaults(func=_cmd_bench_au)
 
     bench_gate = bench_sub.add_parser(
@@ -583,9 +943,41 @@ def build_parser() -> argparse.ArgumentParser:
     bench_gate.add_argument("--splits", type=Path, help="splits.json: use its test subjects only")
     bench_gate.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
     bench_gate.add_argument("--json", type=Path, help="also write the report here")
+    _add_force(bench_gate, "--json")
     bench_gate.set_defaults(func=_cmd_bench_gate)
 
-    monitor = sub.add_parser("monitor", help="headless monitoring into session files")
+    bench_faults = bench_sub.add_parser(
+        "faults",
+        help="kill -9, signals, stream death/stall, frozen feed, full disk (issue #12); "
+        "exit 1 if a target is missed",
+    )
+    bench_faults.add_argument(
+        "--only", nargs="+", metavar="NAME", help="scenarios to run (e.g. sigterm frozen)"
+    )
+    bench_faults.add_argument("--model", type=Path, help="default: the shipped demo model")
+    bench_faults.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
+    bench_faults.add_argument("--keep", type=Path, help="keep the sessions and logs under here")
+    bench_faults.add_argument("--json", type=Path, help="also write the full record here")
+    _add_force(bench_faults, "--json")
+    bench_faults.set_defaults(func=_cmd_bench_faults)
+
+    monitor = sub.add_parser(
+        "monitor",
+        help="headless monitoring into session files",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        # The codes are defined in painmon.core.live.monitor.MONITOR_EXIT_CODES (a test keeps
+        # this text in step; importing the monitor here would slow every command down).
+        epilog="""\
+exit status:
+  0    the run ended cleanly (end of media, or --max-seconds)
+  2    it could not start (bad source, model or arguments; one-line error)
+  3    it ended on a fault: source error, damaged media, model error or session
+       files that could not be written (the summary's "ended:" line says which)
+  129  hangup (SIGHUP: the terminal closed)
+  130  interrupted (Ctrl-C, SIGINT)
+  143  terminated (SIGTERM)
+Every ending syncs and closes the session files and records why in session.json.""",
+    )
     monitor.add_argument(
         "--source",
         required=True,
@@ -595,7 +987,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", type=Path, help="model.onnx from painmon export (default: the demo model)"
     )
     monitor.add_argument("--out", type=Path, required=True, help="folder for session files")
-    monitor.add_argument("--max-seconds", type=float, help="stop after this much media time")
+    monitor.add_argument(
+        "--max-seconds", type=_positive_seconds, help="stop after this much media time"
+    )
     monitor.add_argument("--realtime", action="store_true", help="play files at their own speed")
     monitor.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
     monitor.add_argument("--pseudonym", default="anonymous", help="patient pseudonym (no names)")
@@ -620,10 +1014,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--splits", type=Path, help="splits.json from `painmon split` (else made here)"
     )
-    rep.add_argument("--epochs", type=int, default=100)
-    rep.add_argument("--batch-size", type=int, default=32)
+    rep.add_argument("--epochs", type=_positive_int, default=100)
+    rep.add_argument("--batch-size", type=_int_option(2), default=32)
     rep.add_argument(
-        "--lr", type=float, default=1e-4, help="every row's learning rate (paper: 1e-4)"
+        "--lr",
+        type=_float_option(0.0, above=True),
+        default=1e-4,
+        help="every row's learning rate (paper: 1e-4)",
     )
     rep.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     rep.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
@@ -631,9 +1028,18 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--quick", action="store_true", help="smoke run (2 folds, 1 epoch): numbers mean nothing"
     )
-    rep.add_argument("--jobs", type=int, default=1, help="folds trained at once (processes)")
+    rep.add_argument(
+        "--jobs", type=_positive_int, default=1, help="folds trained at once (processes)"
+    )
     rep.add_argument("--seeds", default="42", help="comma-separated, e.g. 42,123,999")
-    rep.add_argument("--folds", type=int, default=5)
+    rep.add_argument("--folds", type=_int_option(2), default=5)
+    rep.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a reproduce in --out, reusing its finished cross-validations",
+    )
+    _add_allow_outside_root(rep)
+    _add_force(rep, "--out")
     rep.set_defaults(func=_cmd_reproduce)
     return parser
 
@@ -649,7 +1055,10 @@ class _CliLogFormatter(logging.Formatter):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed, one line)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     for handler in logging.getLogger().handlers:
         if type(handler) is logging.StreamHandler and handler.formatter is not None:
@@ -669,8 +1078,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
-        parser.print_help()
-        return EXIT_USAGE
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        # ``painmon models`` / ``painmon bench`` without saying which one.
+        action = next(a for a in parser._subparsers._group_actions if a.dest == "command")
+        sub = action.choices[args.command]
+        choices = next(a for a in sub._subparsers._group_actions).choices
+        return _report_error(
+            args,
+            f"choose one of {', '.join(choices)} (see painmon {args.command} --help)",
+        )
     # Only PainmonError (and the environment's OSError) is the user's to fix. Anything else
     # (ValueError, KeyError, TypeError, AssertionError ...) is a bug in painmon: it propagates,
     # Python prints the traceback and the process exits with status 1.
@@ -697,9 +1115,12 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def _report_error(args: argparse.Namespace, message: str) -> int:
     """Print ``painmon CMD: error: MESSAGE`` on stderr (plus the traceback with -v); exit 2."""
+    # "painmon bench pipeline", as argparse names it in its own errors.
+    action = getattr(args, f"{args.command}_command", None)
+    command = f"{args.command} {action}" if isinstance(action, str) else args.command
     if args.verbose:
-        log.exception("painmon %s failed", args.command)
-    print(f"painmon {args.command}: error: {message}", file=sys.stderr)
+        log.exception("painmon %s failed", command)
+    print(f"painmon {command}: error: {message}", file=sys.stderr)
     return EXIT_USAGE
 
 

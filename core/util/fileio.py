@@ -25,7 +25,7 @@ _UMASK = _read_umask()
 
 
 @contextmanager
-def atomic_path(path: str | Path, mkdir: bool = True) -> Iterator[Path]:
+def atomic_path(path: str | Path, mkdir: bool = True, mode: int | None = None) -> Iterator[Path]:
     """A temporary path beside ``path`` that becomes ``path`` when the ``with`` block ends.
 
     For writers that want a file name (``torch.onnx.export``, safetensors' ``save_file``)
@@ -33,6 +33,8 @@ def atomic_path(path: str | Path, mkdir: bool = True) -> Iterator[Path]:
     download's hash): raise inside the block and the temporary file is deleted, ``path``
     untouched. ``mkdir=False`` refuses to create a missing folder (a session folder on a
     drive that was unplugged must fail, not reappear on the disk beneath the mount point).
+    ``mode`` (e.g. ``0o600`` for patient data) sets the file's permissions exactly, whatever
+    the umask; by default it gets what a plain ``open()`` would give.
     """
     path = Path(path)
     if mkdir:
@@ -42,8 +44,9 @@ def atomic_path(path: str | Path, mkdir: bool = True) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        # mkstemp makes 0600 files; give the result the permissions a plain open() would.
-        tmp.chmod(0o666 & ~_UMASK)
+        # mkstemp makes 0600 files (so a private file is never readable by others, even for
+        # a moment); give the result the requested mode, else what a plain open() would.
+        tmp.chmod((0o666 & ~_UMASK) if mode is None else mode)
         tmp.replace(path)  # atomic: os.replace
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -51,12 +54,20 @@ def atomic_path(path: str | Path, mkdir: bool = True) -> Iterator[Path]:
 
 
 def atomic_write(
-    path: str | Path, write: Callable[[IO[Any]], None], binary: bool = False, mkdir: bool = True
+    path: str | Path,
+    write: Callable[[IO[Any]], None],
+    binary: bool = False,
+    mkdir: bool = True,
+    *,
+    mode: int | None = None,
 ) -> Path:
-    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it into place."""
+    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it into place.
+
+    ``mode`` as in :func:`atomic_path`.
+    """
     path = Path(path)
     with (
-        atomic_path(path, mkdir=mkdir) as tmp,
+        atomic_path(path, mkdir=mkdir, mode=mode) as tmp,
         tmp.open("wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f,
     ):
         write(f)

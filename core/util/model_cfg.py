@@ -17,6 +17,8 @@ and models exported before this class existed keep loading.
 from __future__ import annotations
 
 import math
+import numbers
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -26,6 +28,33 @@ from painmon.core.util.errors import InvalidInputError
 
 # The bedside graph and the training loop both feed RGB crops.
 CHANNELS = 3
+# A face crop wider than this is no face crop: a typo or a corrupt file that would make the
+# bedside allocate (and score) images of any size.
+MAX_INPUT_PX = 1024
+# Bounds of the crop framing (core.live.crop): the share of the face box added on each side,
+# and the stable framing's offset and side in temple distances. The values shipped are 0.25,
+# 0.19 and 1.8; far outside these bounds every crop misses the face.
+MAX_CROP_MARGIN = 3.0
+MAX_CENTER_DOWN = 3.0
+MAX_SIDE_SCALE = 10.0
+
+_short = reprlib.Repr()
+_short.maxstring = 60
+_short.maxother = 60
+_short.maxlist = _short.maxtuple = _short.maxdict = 6
+_short.maxlevel = 3
+
+
+def show(value: Any) -> str:
+    """A short one-line repr for messages (a corrupt file may hold megabytes in one field)."""
+    if isinstance(value, MappingProxyType):
+        value = dict(value)
+    return _short.repr(value)
+
+
+def is_number(value: Any) -> bool:
+    """A real number that is not a bool (JSON ``true`` is no temperature) nor text."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def freeze(value: Any) -> Any:
@@ -46,35 +75,112 @@ def thaw(value: Any) -> Any:
     return value
 
 
-def _rgb_triple(name: str, values: Any) -> tuple[float, float, float]:
+def _items(values: Any) -> tuple[Any, ...] | None:
+    """The entries of a list-like value; None for text, mappings, sets and scalars (text is
+    never iterated: ``"000"`` must not pass as three zeros)."""
+    if isinstance(values, str | bytes | Mapping | set | frozenset):
+        return None
     try:
-        result = tuple(float(v) for v in values)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"{name} must be 3 numbers (R, G, B), got {values!r}") from None
+        return tuple(values)  # lists, tuples, numpy arrays
+    except TypeError:
+        return None
+
+
+def _rgb_triple(name: str, values: Any) -> tuple[float, float, float]:
+    items = _items(values)
+    if items is None or not all(is_number(v) for v in items):
+        raise InvalidInputError(f"{name} must be 3 numbers (R, G, B), got {show(values)}")
+    result = tuple(float(v) for v in items)
     if len(result) != CHANNELS or not all(math.isfinite(v) for v in result):
-        raise InvalidInputError(f"{name} must be 3 finite numbers (R, G, B), got {values!r}")
+        raise InvalidInputError(f"{name} must be 3 finite numbers (R, G, B), got {show(values)}")
     return result  # type: ignore[return-value]
 
 
 def _input_size(values: Any) -> tuple[int, int, int]:
-    try:
-        items = tuple(values)
-    except TypeError:
-        items = ()
+    items = _items(values) or ()
     # bool is an int, and 64.5 is not a pixel count: both are refused.
     if len(items) != 3 or not all(
-        not isinstance(v, bool) and isinstance(v, int | float) and float(v).is_integer() and v > 0
-        for v in items
+        is_number(v) and math.isfinite(v) and float(v).is_integer() and v > 0 for v in items
     ):
         raise InvalidInputError(
-            f"input_size must be 3 positive integers (channels, height, width), got {values!r}"
+            f"input_size must be 3 positive integers (channels, height, width), got {show(values)}"
         )
     size = tuple(int(v) for v in items)
     if size[0] != CHANNELS:
         raise InvalidInputError(
             f"input_size must have {CHANNELS} channels (RGB crops), got {size[0]} in {size}"
         )
+    if max(size[1:]) > MAX_INPUT_PX:
+        raise InvalidInputError(
+            f"input_size {size}: height and width must be at most {MAX_INPUT_PX} px "
+            f"(a face crop), got {size[1]}x{size[2]}"
+        )
     return size  # type: ignore[return-value]
+
+
+def _bounded(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:
+    inside = is_number(value) and math.isfinite(value) and value <= high
+    inside = inside and (value > low if low_open else value >= low)
+    if not inside:
+        span = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise InvalidInputError(f"{name} must be a number in {span}, got {show(value)}")
+
+
+def check_crop(crop: Any) -> Mapping[str, Any]:
+    """The crop framing entries, checked where a value of the wrong kind would frame every
+    live crop wrongly (or not at all). Keys this painmon does not use pass unchecked."""
+    if not isinstance(crop, Mapping):
+        raise InvalidInputError(f"crop must be a mapping, got {type(crop).__name__}: {show(crop)}")
+    framing = crop.get("framing")
+    if "framing" in crop and not (isinstance(framing, str) and framing.strip()):
+        raise InvalidInputError(f"crop.framing must be the name of a framing, got {show(framing)}")
+    if "margin" in crop:
+        _bounded("crop.margin (share of the face box added on each side)", crop["margin"],
+                 0.0, MAX_CROP_MARGIN)  # fmt: skip
+    if "eye_alignment" in crop and not isinstance(crop["eye_alignment"], bool):
+        raise InvalidInputError(
+            f"crop.eye_alignment must be true or false, got {show(crop['eye_alignment'])}"
+        )
+    if "size_px" in crop:
+        size_px = crop["size_px"]
+        if not (
+            is_number(size_px)
+            and math.isfinite(size_px)
+            and float(size_px).is_integer()
+            and 0 < size_px <= MAX_INPUT_PX
+        ):
+            raise InvalidInputError(
+                f"crop.size_px must be a whole number of pixels in 1..{MAX_INPUT_PX}, "
+                f"got {show(size_px)}"
+            )
+    detector = crop.get("detector")
+    if detector is not None and not isinstance(detector, str):
+        raise InvalidInputError(f"crop.detector must be text, got {show(detector)}")
+    params = crop.get("framing_params")
+    if params is not None:
+        if not isinstance(params, Mapping):
+            raise InvalidInputError(
+                f"crop.framing_params must be a mapping, got {type(params).__name__}: "
+                f"{show(params)}"
+            )
+        if "center_down" in params:
+            _bounded("crop.framing_params.center_down", params["center_down"],
+                     -MAX_CENTER_DOWN, MAX_CENTER_DOWN)  # fmt: skip
+        if "side_scale" in params:
+            _bounded("crop.framing_params.side_scale", params["side_scale"], 0.0,
+                     MAX_SIDE_SCALE, low_open=True)  # fmt: skip
+    return crop
+
+
+def _optional_mapping(source: str, key: str, value: Any) -> Mapping[str, Any]:
+    """An optional entry that must be a mapping when present (``null`` counts as absent)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(
+            f"{source} '{key}' must be a JSON object, got {type(value).__name__}: {show(value)}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -94,15 +200,15 @@ class PainModelCfg:
     def __post_init__(self) -> None:
         if not isinstance(self.architecture, str) or not self.architecture.strip():
             raise InvalidInputError(
-                f"architecture must be a registered model name, got {self.architecture!r}"
+                f"architecture must be a registered model name, got {show(self.architecture)}"
             )
-        for name in ("model_kwargs", "crop"):
-            value = getattr(self, name)
-            if not isinstance(value, Mapping):
-                raise InvalidInputError(
-                    f"{name} must be a mapping, got {type(value).__name__}: {value!r}"
-                )
-            object.__setattr__(self, name, freeze(value))
+        if not isinstance(self.model_kwargs, Mapping):
+            raise InvalidInputError(
+                f"model_kwargs must be a mapping, got {type(self.model_kwargs).__name__}: "
+                f"{show(self.model_kwargs)}"
+            )
+        object.__setattr__(self, "model_kwargs", freeze(self.model_kwargs))
+        object.__setattr__(self, "crop", freeze(check_crop(self.crop)))
         object.__setattr__(self, "input_size", _input_size(self.input_size))
         object.__setattr__(self, "mean", _rgb_triple("mean", self.mean))
         std = _rgb_triple("std", self.std)
@@ -112,12 +218,12 @@ class PainModelCfg:
 
         names = self.class_names
         if isinstance(names, str) or not isinstance(names, Sequence):
-            raise InvalidInputError(f"class_names must be a list of names, got {names!r}")
+            raise InvalidInputError(f"class_names must be a list of names, got {show(names)}")
         names = tuple(names)
         if not names:
             raise InvalidInputError("class_names must name at least one class, got none")
         if not all(isinstance(n, str) and n.strip() for n in names):
-            raise InvalidInputError(f"class names must be non-empty text, got {list(names)!r}")
+            raise InvalidInputError(f"class names must be non-empty text, got {show(list(names))}")
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise InvalidInputError(
@@ -128,18 +234,15 @@ class PainModelCfg:
 
         # ONNX metadata stores "no mapping" as an empty string.
         if self.pspi_mapping is not None and not isinstance(self.pspi_mapping, str):
-            raise InvalidInputError(f"pspi_mapping must be text or None, got {self.pspi_mapping!r}")
+            raise InvalidInputError(
+                f"pspi_mapping must be text or None, got {show(self.pspi_mapping)}"
+            )
         object.__setattr__(self, "pspi_mapping", self.pspi_mapping or None)
 
-        try:
-            temperature = float(self.temperature)
-        except (TypeError, ValueError):
-            temperature = math.nan
-        if isinstance(self.temperature, bool) or not (
-            math.isfinite(temperature) and temperature > 0
-        ):
+        temperature = float(self.temperature) if is_number(self.temperature) else math.nan
+        if not (math.isfinite(temperature) and temperature > 0):
             raise InvalidInputError(
-                f"temperature must be a finite number > 0, got {self.temperature!r}"
+                f"temperature must be a finite number > 0, got {show(self.temperature)}"
             )
         object.__setattr__(self, "temperature", temperature)
 
@@ -186,16 +289,17 @@ class PainModelCfg:
                 f"checkpoint metadata lacks {', '.join(missing)}; it was not written by "
                 "painmon train: retrain or restore the run folder"
             )
+        source = "checkpoint metadata"
         return cls(
             architecture=meta["architecture"],
-            model_kwargs=meta.get("model_kwargs") or {},
+            model_kwargs=_optional_mapping(source, "model_kwargs", meta.get("model_kwargs")),
             input_size=meta["input_size"],
             mean=meta["mean"],
             std=meta["std"],
             class_names=meta["class_names"],
             pspi_mapping=meta.get("pspi_mapping"),
             temperature=meta.get("temperature", 1.0),
-            crop=meta.get("preprocessing") or {},
+            crop=_optional_mapping(source, "preprocessing", meta.get("preprocessing")),
         )
 
     # --- ONNX metadata_props ---------------------------------------------------------------
@@ -226,7 +330,7 @@ class PainModelCfg:
         preprocessing = parsed.get("preprocessing")
         if not isinstance(preprocessing, Mapping):
             raise InvalidInputError(
-                f"model metadata 'preprocessing' must be a JSON object, got {preprocessing!r}"
+                f"model metadata 'preprocessing' must be a JSON object, got {show(preprocessing)}"
             )
         missing = [k for k in ("architecture", "class_names", "temperature") if k not in parsed]
         missing += [
@@ -236,14 +340,16 @@ class PainModelCfg:
             raise InvalidInputError(
                 f"model metadata lacks {', '.join(missing)}; re-export the model with painmon"
             )
+        source = "model metadata"
         return cls(
             architecture=parsed["architecture"],
-            model_kwargs=parsed.get("model_kwargs") or {},
+            model_kwargs=_optional_mapping(source, "model_kwargs", parsed.get("model_kwargs")),
             input_size=preprocessing["input_size"],
             mean=preprocessing["mean"],
             std=preprocessing["std"],
             class_names=parsed["class_names"],
-            pspi_mapping=parsed.get("pspi_mapping") or None,
+            # "" (ONNX has no null text) becomes None in __post_init__.
+            pspi_mapping=parsed.get("pspi_mapping"),
             temperature=parsed["temperature"],
-            crop=parsed.get("crop") or {},
+            crop=_optional_mapping(source, "crop", parsed.get("crop")),
         )

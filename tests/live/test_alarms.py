@@ -13,6 +13,7 @@ from painmon.core.live.alarms import (
     AlarmState,
     TechnicalCondition,
 )
+from painmon.core.util.errors import InvalidInputError
 
 SHA = "ab" * 32
 DT_S = 0.5  # two smoothed levels per second is enough to exercise every timer
@@ -325,7 +326,8 @@ def test_new_medium_episode_during_a_pause_stays_silent(manager: AlarmManager) -
 # -- technical alarms -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("condition", ["SIGNAL_LOST", "FROZEN", "LOW_QUALITY"])
+# Their producers already waited (watchdog lost/frozen timers, domain monitor persistence).
+@pytest.mark.parametrize("condition", ["SIGNAL_LOST", "FROZEN", "OUT_OF_DOMAIN"])
 def test_immediate_technical_alarms_give_unknown_output(
     manager: AlarmManager, condition: str
 ) -> None:
@@ -389,6 +391,84 @@ def test_no_face_alarm_only_after_its_delay(manager: AlarmManager) -> None:
     assert kinds(feed(manager, 8.5, 8.5, 1.0)) == ["technical_clear"]
     # A short face loss that ends before the delay logs nothing at all.
     assert kinds(feed(manager, 9.0, 12.0, None, "NO_FACE") + feed(manager, 12.5, 13.0, 1.0)) == []
+
+
+FRAME_S = 1 / 24  # a camera frame: one LOW_QUALITY verdict per frame
+
+
+def test_one_low_quality_frame_raises_no_technical_alarm(manager: AlarmManager) -> None:
+    manager.update(0.0, 1.0)
+    blip = manager.update(FRAME_S, None, "LOW_QUALITY")
+    assert blip.new_events == () and blip.technical_conditions == ()
+    assert blip.output_unknown  # the frame itself still has no pain output
+    after = manager.update(2 * FRAME_S, 1.0)
+    assert after.new_events == () and not after.output_unknown
+    assert manager.events == ()
+
+
+def test_flickering_low_quality_never_raises(manager: AlarmManager) -> None:
+    # Every other frame fails the quality gate for 20 s: no banner, no log chatter.
+    for i in range(480):
+        bad_frame = i % 2 == 0
+        level, condition = (None, "LOW_QUALITY") if bad_frame else (1.0, None)
+        state = manager.update(i * FRAME_S, level, condition)
+        assert state.technical_conditions == ()
+    assert manager.events == ()
+
+
+def test_low_quality_is_raised_after_its_condition_delay(
+    manager: AlarmManager, clock: FakeUtcClock
+) -> None:
+    manager.update(0.0, 1.0)
+    frames = [i * FRAME_S for i in range(1, 40)]
+    onset_t_s = None
+    for t_s in frames:
+        clock.now += timedelta(seconds=FRAME_S)
+        state = manager.update(t_s, None, "LOW_QUALITY")
+        if state.new_events:
+            onset_t_s = t_s
+            (event,) = state.new_events
+            break
+        assert state.technical_conditions == ()
+    # LOW_QUALITY started at the first frame: raised on the first frame 1 s later.
+    assert onset_t_s == pytest.approx(FRAME_S * 25)
+    assert event.kind == "technical_onset" and event.threshold == 1.0
+    assert event.message.startswith("technical alarm LOW_QUALITY for 1 s")
+    assert event.utc_time == clock.now.isoformat()
+    assert state.technical_conditions == ("LOW_QUALITY",)
+    cleared = manager.update(onset_t_s + FRAME_S, 1.0)
+    assert [e.kind for e in cleared.new_events] == ["technical_clear"]
+    assert cleared.technical_conditions == ()
+
+
+def test_technical_delay_is_a_setting(clock: FakeUtcClock) -> None:
+    immediate = AlarmManager(AlarmSettings(technical_delay_s=0.0), utc_clock=clock)
+    assert immediate.update(0.0, None, "LOW_QUALITY").technical_conditions == ("LOW_QUALITY",)
+    slow = AlarmManager(AlarmSettings(technical_delay_s=3.0), utc_clock=clock)
+    assert kinds(feed(slow, 0.0, 2.5, None, "LOW_QUALITY")) == []
+    assert kinds(feed(slow, 3.0, 3.0, None, "LOW_QUALITY")) == ["technical_onset"]
+    # Changing it applies to a condition still waiting.
+    waiting = AlarmManager(AlarmSettings(technical_delay_s=5.0), utc_clock=clock)
+    feed(waiting, 0.0, 2.0, None, "LOW_QUALITY")
+    waiting.change_settings(2.0, AlarmSettings(technical_delay_s=1.0))
+    assert kinds(feed(waiting, 2.5, 2.5, None, "LOW_QUALITY")) == ["technical_onset"]
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf"), 10.5])
+def test_technical_delay_is_validated(bad: float) -> None:
+    with pytest.raises(InvalidInputError, match="technical_delay_s"):
+        AlarmSettings(technical_delay_s=bad)
+
+
+def test_a_pending_low_quality_does_not_delay_other_conditions(manager: AlarmManager) -> None:
+    manager.update(0.0, None, "LOW_QUALITY")
+    frozen = manager.update(0.5, None, "FROZEN")
+    assert [e.kind for e in frozen.new_events] == ["technical_onset"]  # nothing to clear
+    # FROZEN gone, LOW_QUALITY again: FROZEN clears now, LOW_QUALITY waits its own delay.
+    back = manager.update(1.0, None, "LOW_QUALITY")
+    assert [e.kind for e in back.new_events] == ["technical_clear"]
+    assert back.technical_conditions == ()
+    assert kinds(feed(manager, 1.5, 2.0, None, "LOW_QUALITY")) == ["technical_onset"]
 
 
 def test_switching_technical_conditions_logs_both(manager: AlarmManager) -> None:

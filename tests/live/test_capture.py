@@ -483,9 +483,10 @@ def test_source_failure_is_reported_not_swallowed():
 # ---------------------------------------------------------------- reconnection
 
 
-def test_backoff_doubles_to_five_seconds_and_resets():
+def test_backoff_doubles_to_three_seconds_and_resets():
     backoff = ReconnectBackoff()
-    assert [backoff.next_delay_s() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+    # A camera back just after a failed attempt waits 3 s + the open: within the 5 s target.
+    assert [backoff.next_delay_s() for _ in range(6)] == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
     backoff.reset()
     assert backoff.next_delay_s() == 0.5
 
@@ -499,7 +500,7 @@ def test_capture_thread_reconnects_with_backoff(caplog):
         cap = CaptureThread(source, sleep=sleeps.append).start()
         cap.join(2.0)
     assert not cap.is_alive()
-    assert sleeps == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 0.5, 1.0]
+    assert sleeps == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0, 0.5, 1.0]
     stats = cap.stats
     assert (stats.reconnect_attempts, stats.reconnects, stats.frames_read) == (8, 2, 4)
     assert sum("reconnect attempt" in r.getMessage() for r in caplog.records) == 6

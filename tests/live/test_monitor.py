@@ -75,6 +75,17 @@ def test_summary_refuses_counts_out_of_order():
         _summary(frames_out_of_domain=3)
     with pytest.raises(ValueError, match="class_frames"):
         _summary(class_frames={0: 1})
+    with pytest.raises(ValueError, match="exit_code"):
+        _summary(exit_code=1)
+
+
+def test_a_faulted_summary_says_so_in_its_last_line():
+    summary = _summary(end_reason="model error: the pain model failed on frame 3", exit_code=3)
+    assert summary.faulted
+    lines = summary.format().splitlines()
+    assert lines[1].startswith("ended: model error: the pain model failed on frame 3 after")
+    assert lines[-1].startswith("exit status 3: the run ended on a fault")
+    assert not _summary().faulted
 
 
 def test_open_session_records_the_model_and_settings(untrained_dacnn_onnx, tmp_path):

@@ -30,6 +30,7 @@ from painmon.core.live.session import (
     recover_session,
     row_from_record,
     validate_pseudonym,
+    writer_alive,
 )
 
 SHA = "ab" * 32
@@ -384,6 +385,8 @@ def test_recover_killed_session_reports_unclean_end(killed_session: tuple[Path, 
     assert report["rows_intact"] == len(read_session_csv(folder / "session.csv"))
     assert report["last_t_s"] > 0.3
     assert any("did not end cleanly" in p for p in report["problems"])
+    if os.name == "posix":  # the writer's flock died with it: not "running" forever
+        assert report["state"] == "crashed"
 
 
 def test_torn_last_line_is_dropped_and_reported(tmp_path: Path) -> None:
@@ -620,3 +623,77 @@ def test_out_of_domain_rows_carry_the_au_estimate_but_no_pain_output() -> None:
         dataclasses.replace(row, technical_condition="NO_FACE")
     with pytest.raises(ValueError, match="domain_score"):
         dataclasses.replace(row, domain_score=-1.0)
+
+
+# -- privacy ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def umask_022():
+    """A umask that leaves new files readable by everyone (the common default)."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_session_folders_and_files_are_private_whatever_the_umask(
+    tmp_path: Path, umask_022: None
+) -> None:
+    root = tmp_path / "sessions"  # made by the session, like the folders below it
+    folder = make_session_folder(root, "P-0042", T0)
+    assert _mode(root) == _mode(root / "P-0042") == _mode(folder) == 0o700
+    writer = open_writer(folder, store_media=True)
+    writer.write_row(known_row(0))
+    writer.write_frame_jpeg(0, np.zeros((8, 8, 3), np.uint8))
+    writer.update_settings(AlarmSettings(model_sha256=SHA))  # rewrites session.json
+    writer.close("end of media")
+    assert _mode(folder / "media") == 0o700
+    for name in ("session.csv", "alarms.csv", "session.json", "media/frame_00000000.jpg"):
+        assert _mode(folder / name) == 0o600, name
+    # A folder the caller made for the session becomes private too.
+    given = tmp_path / "given"
+    given.mkdir(mode=0o755)
+    open_writer(given).close()
+    assert _mode(given) == 0o700
+    assert {_mode(p) for p in given.iterdir()} == {0o600}
+    # An existing root is the user's own choice and is left as it was.
+    shared_root = tmp_path / "shared"
+    shared_root.mkdir(mode=0o755)
+    make_session_folder(shared_root, "P-7", T0)
+    assert _mode(shared_root) == 0o755 and _mode(shared_root / "P-7") == 0o700
+
+
+def test_a_stream_password_is_not_recorded(tmp_path: Path) -> None:
+    writer = open_writer(tmp_path / "s", source="rtsp://nurse:s3cret@10.0.0.5:554/live?token=abc")
+    writer.close("stream rtsp://nurse:s3cret@10.0.0.5:554/live lost")
+    meta = json.loads((tmp_path / "s" / "session.json").read_text(encoding="utf-8"))
+    assert meta["source"] == "rtsp://nurse:***@10.0.0.5:554/live?token=***"
+    for path in (tmp_path / "s").iterdir():
+        assert b"s3cret" not in path.read_bytes(), path.name
+
+
+@pytest.mark.skipif(os.name != "posix", reason="flock is POSIX only")
+def test_recover_tells_a_session_being_recorded_from_an_ended_one(tmp_path: Path) -> None:
+    folder = tmp_path / "s"
+    writer = open_writer(folder)
+    writer.write_row(known_row(0))
+    writer.flush()
+    assert writer_alive(folder) is True
+    report = recover_session(folder)
+    assert (report["status"], report["state"], report["clean_end"]) == (
+        "running",
+        "recording",
+        False,
+    )
+    assert not any("did not end cleanly" in p for p in report["problems"])
+    writer.close("end of media")
+    assert writer_alive(folder) is False
+    assert recover_session(folder)["state"] == "ended"
+    assert writer_alive(tmp_path / "nothing here") is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -303,6 +304,18 @@ def test_pretrained_cfg_rebuilds_the_model(name, eval_models):
     rebuilt.load_state_dict(model.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(rebuilt.eval()(_input()), model(_input()), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_pretrained_cfg_survives_the_strict_onnx_metadata_check(name, eval_models):
+    # What export writes into metadata_props must pass the load-time validation, with and
+    # without the crop framing a training run adds.
+    cfg = eval_models[name].pretrained_cfg
+    crop = {"size_px": 64, "margin": 0.25, "eye_alignment": True, "framing": "stable-landmarks",
+            "framing_params": {"center_down": 0.19, "side_scale": 1.8}}  # fmt: skip
+    for variant in (cfg, dataclasses.replace(cfg, crop=crop, temperature=0.74)):
+        parsed = json.loads(json.dumps(variant.to_onnx_metadata()))
+        assert PainModelCfg.from_onnx_metadata(parsed) == variant
 
 
 def test_ablation_options_are_recorded_for_rebuild():

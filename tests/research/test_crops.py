@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import stat
 from pathlib import Path
 
 import cv2
@@ -204,3 +207,133 @@ def test_corrupt_cache_entry_is_recomputed(tmp_path, mixed_samples):
     crop_set, report = build_crop_set(face, cache, detector=detector, progress=False)
     assert detector.calls == 1 and report.cache_hits == 0 and len(crop_set) == 1
     assert np.load(entry, allow_pickle=False).shape == (64, 64, 3)
+
+
+# ---- crops.npz files that are not whole, well-formed crops ------------------------------
+
+
+def _crops_arrays(tmp_path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a valid two-crop file, as save_npz writes them."""
+    images = np.arange(2 * 64 * 64 * 3, dtype=np.uint64).reshape(2, 64, 64, 3).astype(np.uint8)
+    crops = CropSet(images, [0, 4], ["a", "b"], ("x.png", "y.mp4"), (None, 3), {"size_px": 64})
+    path = crops.save_npz(tmp_path / "good.npz", dataset_sha256="ab" * 32)
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def _meta(arrays: dict[str, np.ndarray], **changes) -> np.ndarray:
+    meta = json.loads(str(arrays["meta_json"])) | changes
+    return np.asarray(json.dumps(meta))
+
+
+MALFORMED_NPZ = {
+    "meta a list": lambda a: a | {"meta_json": np.asarray("[1, 2]")},
+    "meta null": lambda a: a | {"meta_json": np.asarray("null")},
+    "meta not JSON": lambda a: a | {"meta_json": np.asarray("{oops")},
+    "meta not text": lambda a: a | {"meta_json": np.zeros(3)},
+    "preprocessing a list": lambda a: a | {"meta_json": _meta(a, preprocessing=[64])},
+    "data hash not hex": lambda a: a | {"meta_json": _meta(a, data_sha256=42)},
+    "data hash wrong": lambda a: a | {"meta_json": _meta(a, data_sha256="cd" * 32)},
+    "1x1 crops": lambda a: a | {"images": a["images"][:, :1, :1], "meta_json": _meta(
+        a, preprocessing={}, data_sha256="")},
+    "size_px disagrees": lambda a: a | {"meta_json": _meta(a, preprocessing={"size_px": 32})},
+    "2-D images": lambda a: a | {"images": a["images"].reshape(2, -1)},
+    "float images": lambda a: a | {"images": a["images"].astype(np.float32)},
+    "no crops": lambda a: a | {"images": a["images"][:0], "labels": a["labels"][:0],
+                               "subjects": a["subjects"][:0], "paths": a["paths"][:0],
+                               "frame_indices": a["frame_indices"][:0]},
+    "paths 2-D": lambda a: a | {"paths": np.array([["x", "y"], ["z", "w"]])},
+    "paths too few": lambda a: a | {"paths": a["paths"][:1]},
+    "labels too many": lambda a: a | {"labels": np.array([0, 1, 2])},
+    "labels float": lambda a: a | {"labels": np.array([0.0, 4.7])},
+    "labels text": lambda a: a | {"labels": np.array(["0", "4"])},
+    "labels out of range": lambda a: a | {"labels": np.array([0, 9])},
+    "subjects numbers": lambda a: a | {"subjects": np.array([1, 2])},
+    "subject empty": lambda a: a | {"subjects": np.array(["a", " "])},
+    "frames float": lambda a: a | {"frame_indices": np.array([-1.0, 3.5])},
+    "frames below -1": lambda a: a | {"frame_indices": np.array([-1, -7])},
+    "labels missing": lambda a: {k: v for k, v in a.items() if k != "labels"},
+    "pickled subjects": lambda a: a | {"subjects": np.array([{"a": 1}, None], dtype=object)},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_NPZ))
+def test_a_malformed_crops_file_is_a_crop_error_naming_it(case, tmp_path):
+    arrays = MALFORMED_NPZ[case](_crops_arrays(tmp_path))
+    path = tmp_path / "bad.npz"
+    with path.open("wb") as handle:
+        np.savez(handle, **arrays)
+    with pytest.raises(CropError) as err:
+        CropSet.load_npz(path)
+    message = str(err.value)
+    assert str(path) in message and "painmon crops" in message and "\n" not in message
+
+
+def test_a_file_that_is_not_a_whole_npz_is_a_crop_error(tmp_path):
+    _crops_arrays(tmp_path)
+    whole = (tmp_path / "good.npz").read_bytes()
+    assert len(CropSet.load_npz(tmp_path / "good.npz")[0]) == 2
+    for name, data in (
+        ("text.npz", b"not a zip at all"),
+        ("empty.npz", b""),
+        ("truncated.npz", whole[: len(whole) // 2]),
+        ("tail_cut.npz", whole[:-30]),
+    ):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CropError, match="painmon crops"):
+            CropSet.load_npz(tmp_path / name)
+    # A member whose compressed bytes were damaged in transit.
+    damaged = bytearray(whole)
+    start = whole.index(b"images.npy") + 200
+    damaged[start : start + 64] = bytes(64)
+    (tmp_path / "damaged.npz").write_bytes(bytes(damaged))
+    with pytest.raises(CropError, match="painmon crops"):
+        CropSet.load_npz(tmp_path / "damaged.npz")
+    np.save(tmp_path / "single.npy", np.zeros(3))
+    with pytest.raises(CropError, match=r"single \.npy array"):
+        CropSet.load_npz(tmp_path / "single.npy")
+
+
+# ---- the crop cache is private: face crops identify people ------------------------------
+
+
+def _cache_modes(cache: Path) -> dict[str, int]:
+    return {str(p.relative_to(cache)): stat.S_IMODE(p.stat().st_mode) for p in cache.rglob("*")}
+
+
+def test_crop_cache_folders_are_0700_and_files_0600_whatever_the_umask(tmp_path):
+    face = _write_rgb(tmp_path / "face.png", np.full((60, 60, 3), 120, dtype=np.uint8))
+    black = _write_rgb(tmp_path / "black.png", np.zeros((60, 60, 3), dtype=np.uint8))
+    samples = [Sample(face, "p1", 0, None, "manifest"), Sample(black, "p1", 1, None, "manifest")]
+    cache = tmp_path / "deep" / "cache"
+    previous = os.umask(0)
+    try:
+        build_crop_set(samples, cache, detector=CountingDetector(), progress=False)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    modes = _cache_modes(cache)
+    assert sorted(Path(p).suffix for p in modes) == ["", "", ".noface", ".npy"] or (
+        sorted(Path(p).suffix for p in modes) == ["", ".noface", ".npy"]
+    )
+    for name, mode in modes.items():
+        assert mode == (0o700 if (cache / name).is_dir() else 0o600), (name, oct(mode))
+
+
+def test_an_old_open_cache_is_tightened_but_a_shared_folder_is_left_alone(tmp_path, caplog):
+    face = _write_rgb(tmp_path / "face.png", np.full((60, 60, 3), 120, dtype=np.uint8))
+    samples = [Sample(face, "p1", 0, None, "manifest")]
+    old = tmp_path / "old-cache"
+    (old / "ab").mkdir(parents=True)
+    old.chmod(0o755)
+    (old / "ab").chmod(0o755)
+    build_crop_set(samples, old, detector=CountingDetector(), progress=False)
+    assert stat.S_IMODE(old.stat().st_mode) == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "notes.txt").write_text("not a cache")
+    shared.chmod(0o755)
+    build_crop_set(samples, shared, detector=CountingDetector(), progress=False)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+    assert "give --cache-dir a folder of its own" in caplog.text
+    assert all(m in (0o700, 0o600) for n, m in _cache_modes(shared).items() if n != "notes.txt")

@@ -150,8 +150,9 @@ def _write_images(folder: Path, names: list[str]) -> None:
 
 def test_manifest_relative_absolute_and_extra_columns(tmp_path):
     _write_images(tmp_path / "data/img", ["a.png", "b.png"])
-    _write_images(tmp_path / "elsewhere", ["c.png"])
+    (tmp_path / "elsewhere").mkdir()
     absolute = tmp_path / "elsewhere/c.png"
+    assert cv2.imwrite(str(absolute), TINY // 2)  # another person: other pixels
     manifest = tmp_path / "data/manifest.csv"
     manifest.write_text(
         "path,subject,pspi,label,au4,au43\n"
@@ -159,7 +160,7 @@ def test_manifest_relative_absolute_and_extra_columns(tmp_path):
         "img/b.png,p01,5,3,3,1\n"
         f"{absolute},p02,12,4,5,1\n"
     )
-    samples = load_manifest(manifest)
+    samples = load_manifest(manifest, allow_outside_root=True)
     assert [s.path for s in samples] == [
         tmp_path / "data/img/a.png",
         tmp_path / "data/img/b.png",
@@ -258,3 +259,88 @@ def test_sample_validation():
         Sample("x.mp4", "p1", 0, None, "biovid", frame_index=-1)
     with pytest.raises(ValueError, match="label must be an int"):
         Sample("x.png", "p1", True, None, "manifest")
+
+
+# ---- manifests that would leak faces or read the wrong files ----------------------------
+
+
+def _png(path: Path, value: int) -> Path:
+    """A small PNG whose pixels (and so bytes) differ by ``value``: one image of one person."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.full((8, 8, 3), value, dtype=np.uint8))
+    return path
+
+
+def test_a_field_over_the_csv_limit_is_a_layout_error_naming_the_line(tmp_path):
+    _png(tmp_path / "a.png", 1)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,subject,label\na.png,p1,0\na.png,p1," + "x" * 200_000 + "\n")
+    with pytest.raises(DatasetLayoutError, match="not readable CSV") as err:
+        load_manifest(manifest)
+    assert str(manifest) in str(err.value) and "line 3" in str(err.value)
+
+
+def test_paths_leaving_the_manifest_folder_are_refused_unless_allowed(tmp_path):
+    data = tmp_path / "data"
+    inside = _png(data / "img" / "a.png", 1)
+    outside = _png(tmp_path / "elsewhere" / "b.png", 2)
+    (data / "link_out.png").symlink_to(outside)
+    (data / "link_in.png").symlink_to(_png(data / "img" / "c.png", 3))
+    manifest = data / "manifest.csv"
+    for listed in ("../elsewhere/b.png", str(outside), "link_out.png", "img/../../elsewhere/b.png"):
+        manifest.write_text(f"path,subject,label\nimg/a.png,p1,0\n{listed},p2,1\n")
+        with pytest.raises(DatasetLayoutError, match="outside the manifest's folder") as err:
+            load_manifest(manifest)
+        assert "line 3" in str(err.value) and "--allow-outside-root" in str(err.value)
+        samples = load_dataset(manifest, allow_outside_root=True)
+        assert [s.subject for s in samples] == ["p1", "p2"]
+    # Inside stays inside: an absolute path into the folder and a link within it.
+    manifest.write_text(f"path,subject,label\n{inside},p1,0\nlink_in.png,p1,2\n")
+    assert len(load_manifest(manifest)) == 2
+
+
+def test_duplicate_rows_and_one_file_under_two_subjects_are_refused(tmp_path):
+    _png(tmp_path / "a.png", 1)
+    _png(tmp_path / "clip.png", 2)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,subject,label\na.png,p1,0\n./a.png,p1,0\n")
+    with pytest.raises(DatasetLayoutError, match=r"lines 2 and 3 both list \./a\.png"):
+        load_manifest(manifest)
+    manifest.write_text("path,subject,label,frame_index\nclip.png,p1,0,4\nclip.png,p1,1,4\n")
+    with pytest.raises(DatasetLayoutError, match="frame 4: remove the duplicate row"):
+        load_manifest(manifest)
+    manifest.write_text("path,subject,label,frame_index\nclip.png,p1,0,4\nclip.png,p2,1,5\n")
+    with pytest.raises(DatasetLayoutError, match="subject 'p1' \\(line 2\\) and subject 'p2'"):
+        load_manifest(manifest)
+    manifest.write_text("path,subject,label,frame_index\nclip.png,p1,0,4\nclip.png,p1,1,5\n")
+    assert len(load_manifest(manifest)) == 2  # two frames of one person's video
+
+
+def test_the_same_image_bytes_under_two_subjects_are_refused(tmp_path, monkeypatch):
+    from painmon.core.research import datasets
+
+    first = _png(tmp_path / "alice" / "0001.png", 1)
+    copy = tmp_path / "bob" / "0001.png"
+    copy.parent.mkdir()
+    copy.write_bytes(first.read_bytes())
+    _png(tmp_path / "bob" / "0002.png", 3)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "path,subject,label\nalice/0001.png,alice,0\nbob/0001.png,bob,0\nbob/0002.png,bob,1\n"
+    )
+    with pytest.raises(DatasetLayoutError) as err:
+        load_manifest(manifest)
+    message = str(err.value)
+    for name in ("'alice'", "'bob'", str(first), str(copy), "same image"):
+        assert name in message, name
+    # The same bytes twice within one person is no leak (UNBC repeats still frames).
+    manifest.write_text("path,subject,label\nalice/0001.png,bob,0\nbob/0001.png,bob,0\n")
+    assert len(load_manifest(manifest)) == 2
+
+    # Cheap: files of a size no other subject's file has are never hashed.
+    hashed = []
+    monkeypatch.setattr(datasets, "sha256_file", lambda p: hashed.append(p) or str(p))
+    _png(tmp_path / "carol" / "big.png", 0)
+    (tmp_path / "carol" / "big.png").write_bytes(b"x" * 5000)
+    manifest.write_text("path,subject,label\nalice/0001.png,alice,0\ncarol/big.png,carol,1\n")
+    assert len(load_manifest(manifest)) == 2 and hashed == []

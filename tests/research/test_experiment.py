@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from painmon.core.live.face import create_crop_detector
-from painmon.core.research.crops import CropError
+from painmon.core.research.crops import CropError, CropReport, CropSet
 from painmon.core.research.experiment import (
+    PreparedData,
     cross_validate,
+    evaluate_partition,
     format_cv_summary,
     prepare_data,
     resolve_plan,
     train_on_plan,
 )
-from painmon.core.research.splits import SplitPlan, SubjectLeakError, run_split_cli
+from painmon.core.research.splits import SplitPlan, SubjectLeakError, make_splits, run_split_cli
 from painmon.core.research.train import TrainConfig
 from painmon.core.synth.dataset import write_dataset
+from painmon.core.util.errors import InvalidInputError
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +107,48 @@ def test_crops_file_trains_without_images_or_detector(prepared, tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
     with pytest.raises(CropError, match="painmon crops"):
         prepare_data(tmp_path / "bad.npz")
+
+
+# ---- toy crops: predictions files and argument checks, no detector ----------------------
+
+# Subject names and paths a spreadsheet would run as formulas.
+HOSTILE = ('=HYPERLINK("http://x")', "+s1", "-s2", "@SUM(A1)", "\tTAB")
+
+
+@pytest.fixture(scope="module")
+def toy_data(toy_crops):
+    images, labels = toy_crops(75, 5)
+    subjects = [HOSTILE[i] if i < len(HOSTILE) else f"s{i:02d}" for i in range(15)]
+    per_crop = np.repeat(subjects, 5)
+    crops = CropSet(images, labels, per_crop, tuple(f"={i}.png" for i in range(75)),
+                    (None,) * 75)  # fmt: skip
+    report = CropReport(75, 75, 75, 0)
+    return PreparedData(Path("toy.npz"), (), crops, report, "ab" * 32)
+
+
+def test_predictions_csv_never_holds_a_spreadsheet_formula(toy_data, tmp_path):
+    plan = make_splits(toy_data.crops.as_samples(), toy_data.dataset_sha256, seed=0, folds=2)
+    # Every hostile name must reach preds.csv: score the training partition.
+    cfg = TrainConfig(model="micropainnet", epochs=1, batch_size=16, device="cpu")
+    train_on_plan(toy_data, plan, cfg, tmp_path / "run", progress=False)
+    preds = tmp_path / "preds.csv"
+    evaluate_partition(tmp_path / "run", toy_data, "train", predictions_path=preds)
+    rows = list(csv.reader(preds.open(newline="", encoding="utf-8")))[1:]
+    assert rows
+    for row in rows:
+        for cell in row[:2]:
+            assert not cell.startswith(("=", "+", "-", "@", "\t")), row
+    written = {row[1] for row in rows}
+    hostile_in_train = {name for name in HOSTILE if name in plan.train}
+    assert hostile_in_train
+    assert {"'" + name for name in hostile_in_train} <= written
+    assert {row[0] for row in rows} <= {f"'={i}.png" for i in range(75)}
+
+
+@pytest.mark.parametrize("jobs", [0, -2])
+def test_cross_validate_refuses_jobs_below_one_before_writing(toy_data, tmp_path, jobs):
+    plan = make_splits(toy_data.crops.as_samples(), toy_data.dataset_sha256, seed=0, folds=2)
+    cfg = TrainConfig(model="micropainnet", epochs=1, batch_size=16, device="cpu")
+    with pytest.raises(InvalidInputError, match="jobs"):
+        cross_validate(toy_data, plan, cfg, tmp_path / "cv", jobs=jobs)
+    assert not (tmp_path / "cv").exists()

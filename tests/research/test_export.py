@@ -408,3 +408,82 @@ def test_export_without_a_gate_is_marked_and_still_loads(dacnn_exported, tmp_pat
     assert runtime.domain_gate is None
     assert runtime.metadata["domain_gate"]["method"] == "none"
     assert runtime.predict(_crops(2, seed=1)).domain_score is None
+
+
+# --- integrity: one self-contained file, a verified source checkpoint (issue #12.3) ----------
+
+
+def test_the_export_is_one_self_contained_file(dacnn_exported):
+    from painmon.core.live.scoring import external_data_locations
+
+    _model, result, checkpoint = dacnn_exported
+    assert external_data_locations(result.onnx_path.read_bytes()) == []
+    assert sorted(p.name for p in result.onnx_path.parent.iterdir()) == [
+        "dacnn.onnx",
+        "dacnn.onnx.sha256",
+    ]
+    recorded = json.loads(checkpoint.with_suffix(".json").read_text())["weights_sha256"]
+    assert json.loads(result.metadata["source_checkpoint"])["sha256"] == recorded
+
+
+def test_an_export_that_would_need_external_data_is_refused(dacnn_exported, tmp_path,
+                                                            monkeypatch):  # fmt: skip
+    # What torch does for a model over 2 GB: the weights go to side files beside the graph.
+    _model, _result, checkpoint = dacnn_exported
+    real_export = torch.onnx.export
+
+    def export_with_side_files(module, args, path, **kwargs):
+        real_export(module, args, path, **kwargs)
+        proto = onnx.load(path)
+        onnx.save(proto, path, save_as_external_data=True, location="weights.bin",
+                  size_threshold=0)  # fmt: skip
+
+    monkeypatch.setattr(torch.onnx, "export", export_with_side_files)
+    out = tmp_path / "big" / "model.onnx"
+    with pytest.raises(ExportError) as caught:
+        export_onnx(checkpoint, out, parity_samples=2, domain_gate=False)
+    message = str(caught.value)
+    assert "external files (weights.bin)" in message and "self-contained" in message
+    assert "2 GB" in message and "\n" not in message
+    assert list(out.parent.iterdir()) == []  # no model, no sidecar, no side file, no temp folder
+
+
+def test_a_model_over_the_single_file_limit_is_refused_before_export(dacnn_exported, tmp_path,
+                                                                    monkeypatch):  # fmt: skip
+    _model, _result, checkpoint = dacnn_exported
+    monkeypatch.setattr(export_mod, "ONNX_FILE_LIMIT_BYTES", export_mod.GRAPH_HEADROOM_BYTES + 1)
+    exported = []
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: exported.append(a))
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match=r"weights take .* GB, more than one self-contained"):
+        export_onnx(checkpoint, out, parity_samples=2, domain_gate=False)
+    assert exported == [] and not out.exists()
+
+
+def test_a_proto_too_big_to_save_is_an_export_error(dacnn_exported, tmp_path, monkeypatch):
+    _model, _result, checkpoint = dacnn_exported
+
+    def refuse(*_args, **_kwargs):
+        raise ValueError("The proto size is larger than the 2 GB limit. Please use external data")
+
+    monkeypatch.setattr(onnx, "save", refuse)
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match=r"does not fit in one \.onnx file"):
+        export_onnx(checkpoint, out, parity_samples=2, domain_gate=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_without_a_recorded_hash_is_not_exported(dacnn_exported, tmp_path):
+    from painmon.core.util.errors import PainmonError
+
+    _model, _result, checkpoint = dacnn_exported
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(checkpoint, run / "best.safetensors")
+    meta = json.loads(checkpoint.with_suffix(".json").read_text())
+    del meta["weights_sha256"]
+    (run / "best.json").write_text(json.dumps(meta))
+    out = tmp_path / "m.onnx"
+    with pytest.raises(PainmonError, match=r"best\.json records no valid weights_sha256"):
+        export_onnx(run, out, parity_samples=2, domain_gate=False)
+    assert not out.exists() and not out.with_name("m.onnx.sha256").exists()

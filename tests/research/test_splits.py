@@ -189,7 +189,7 @@ def test_run_split_cli_writes_the_plan(tmp_path):
     rows = ["path,subject,pspi,label,au4"]
     (tmp_path / "img").mkdir()
     for sample in toy_samples(n_subjects=15, per_subject=4):
-        (tmp_path / sample.path).write_bytes(b"")
+        (tmp_path / sample.path).write_bytes(str(sample.path).encode())  # one image each
         rows.append(f"{sample.path},{sample.subject},,{sample.label},0")
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("\n".join(rows) + "\n")

@@ -43,3 +43,30 @@ def test_torch_backend_matches_the_onnx_export(run_dir, tmp_path, toy_gate_data)
 def test_is_checkpoint_tells_run_folders_from_onnx(run_dir, tmp_path):
     assert is_checkpoint(run_dir) and is_checkpoint(run_dir / "best.safetensors")
     assert not is_checkpoint(tmp_path / "model.onnx") and not is_checkpoint(tmp_path)
+
+
+def test_the_torch_backend_refuses_an_unverified_run_folder(run_dir, tmp_path):
+    import hashlib
+    import json
+
+    from painmon.core.util.errors import InvalidInputError
+
+    model = TorchPainModel(run_dir, device="cpu")
+    weights = (run_dir / "best.safetensors").read_bytes()
+    assert model.verified and model.sha256 == hashlib.sha256(weights).hexdigest()
+    (tmp_path / "best.safetensors").write_bytes(weights)
+    meta = json.loads((run_dir / "best.json").read_text())
+    del meta["weights_sha256"]
+    (tmp_path / "best.json").write_text(json.dumps(meta))
+    with pytest.raises(InvalidInputError, match=r"best\.json records no valid weights_sha256"):
+        TorchPainModel(tmp_path, device="cpu")
+
+
+def test_the_torch_backend_on_a_missing_gpu_is_one_clear_error(run_dir, monkeypatch):
+    import torch
+
+    from painmon.core.research.seeding import DeviceUnavailableError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(DeviceUnavailableError, match="use --device cpu or auto"):
+        TorchPainModel(run_dir, device="cuda")

@@ -17,6 +17,7 @@ from painmon.core.research.train import (
     lr_factor,
     sample_epoch_indices,
 )
+from painmon.core.util.errors import InvalidInputError
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +143,140 @@ def test_atomic_writes_get_normal_permissions(tmp_path):
 
     path = atomic_write_json(tmp_path / "x.json", {"a": 1})
     assert path.stat().st_mode & 0o777 == 0o666 & ~_UMASK
+
+
+# --- integrity: every checkpoint is verified against a recorded hash (issue #12.3) ----------
+
+
+def _copy_run(src, dst):
+    for path in src.iterdir():
+        if path.is_file():
+            (dst / path.name).write_bytes(path.read_bytes())
+
+
+def _sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("recorded", [None, "", "ab" * 31, "AB" * 32, 12])
+def test_a_checkpoint_without_a_valid_recorded_hash_is_refused(trained_run, tmp_path, recorded):
+    out, _, _, _ = trained_run
+    _copy_run(out, tmp_path)
+    meta = json.loads((tmp_path / "best.json").read_text())
+    if recorded is None:
+        del meta["weights_sha256"]
+    else:
+        meta["weights_sha256"] = recorded
+    (tmp_path / "best.json").write_text(json.dumps(meta))
+    with pytest.raises(InvalidInputError, match=r"best\.json records no valid weights_sha256"):
+        load_checkpoint(tmp_path)
+
+
+def test_a_checkpoint_with_unreadable_json_is_refused(trained_run, tmp_path):
+    out, _, _, _ = trained_run
+    _copy_run(out, tmp_path)
+    (tmp_path / "best.json").write_text("{not json")
+    with pytest.raises(InvalidInputError, match="not valid JSON"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "best.json").write_text("[1, 2]")
+    with pytest.raises(InvalidInputError, match="must hold a JSON object"):
+        load_checkpoint(tmp_path)
+
+
+def test_last_json_records_the_hash_of_the_resume_weights(trained_run):
+    out, _, _, _ = trained_run
+    state = json.loads((out / "last.json").read_text())
+    assert state["weights_file"] == "last.safetensors"
+    assert state["weights_sha256"] == _sha256(out / "last.safetensors")
+    assert state["epoch"] == 3
+
+
+def test_resume_refuses_bit_flipped_weights(trained_run, tmp_path, toy_crops):
+    out, _, cfg, (x_va, y_va) = trained_run
+    _copy_run(out, tmp_path)
+    data = bytearray((tmp_path / "last.safetensors").read_bytes())
+    data[len(data) // 2] ^= 0x04  # one bit, inside the tensors
+    (tmp_path / "last.safetensors").write_bytes(bytes(data))
+    history_before = (tmp_path / "history.csv").read_bytes()
+    x_tr, y_tr = toy_crops(80, 0)
+    longer = TrainConfig(**{**cfg.to_dict(), "epochs": 4})
+    with pytest.raises(InvalidInputError) as caught:
+        fit(longer, x_tr, y_tr, x_va, y_va, tmp_path, resume=True, progress=False)
+    message = str(caught.value)
+    assert "last.safetensors does not match the SHA-256 recorded in last.json" in message
+    assert "start again without --resume" in message and "restore" in message
+    assert (tmp_path / "history.csv").read_bytes() == history_before
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("no-hash", r"last\.json records no valid weights_sha256"),
+        ("no-weights", r"last\.safetensors is missing"),
+        ("bad-json", r"last\.json is not valid JSON"),
+        ("no-history", r"last\.json lacks history"),
+    ],
+)
+def test_resume_refuses_an_unverifiable_state(trained_run, tmp_path, toy_crops, damage, message):
+    out, _, cfg, (x_va, y_va) = trained_run
+    _copy_run(out, tmp_path)
+    state = json.loads((tmp_path / "last.json").read_text())
+    if damage == "no-hash":
+        del state["weights_sha256"]  # as an older painmon wrote it
+    elif damage == "no-history":
+        del state["history"]
+    (tmp_path / "last.json").write_text(json.dumps(state))
+    if damage == "no-weights":
+        (tmp_path / "last.safetensors").unlink()
+    elif damage == "bad-json":
+        (tmp_path / "last.json").write_text("{")
+    x_tr, y_tr = toy_crops(80, 0)
+    longer = TrainConfig(**{**cfg.to_dict(), "epochs": 4})
+    with pytest.raises(InvalidInputError, match=message) as caught:
+        fit(longer, x_tr, y_tr, x_va, y_va, tmp_path, resume=True, progress=False)
+    assert "without --resume" in str(caught.value)
+
+
+# --- devices (issue #12.9) ------------------------------------------------------------------
+
+
+def test_a_misspelt_device_is_refused_by_the_config():
+    for bad in ("gpu", "cuda:x", "tpu", ""):
+        with pytest.raises(InvalidInputError, match="unknown device"):
+            TrainConfig(device=bad)
+    for good in ("auto", "cpu", "cuda", "cuda:1", "mps", " CUDA "):
+        assert TrainConfig(device=good).device == good  # a GPU config reads on any machine
+
+
+@pytest.mark.parametrize(
+    ("cuda_build", "reason"),
+    [(None, "this PyTorch build has no CUDA"), ("12.4", "no GPU visible")],
+)
+def test_fit_on_a_missing_gpu_is_one_clear_error(tmp_path, toy_crops, monkeypatch, cuda_build,
+                                                 reason):  # fmt: skip
+    from painmon.core.research.seeding import DeviceUnavailableError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", cuda_build)
+    x, y = toy_crops(10, 0)
+    cfg = TrainConfig(model="micropainnet", epochs=1, batch_size=4, device="cuda")
+    with pytest.raises(DeviceUnavailableError) as caught:
+        fit(cfg, x, y, x, y, tmp_path, progress=False)
+    message = str(caught.value)
+    assert message.startswith("--device cuda: CUDA is not available: ")
+    assert reason in message and message.endswith("use --device cpu or auto")
+    assert not (tmp_path / "best.safetensors").exists()
+
+
+def test_painmon_train_on_a_missing_gpu_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
+    from painmon.core.tools.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main(["train", "--manifest", str(tmp_path / "no-dataset"),
+                 "--out", str(tmp_path / "run"), "--device", "cuda"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("painmon train: error: --device cuda: CUDA is not available")
+    assert "\n" not in err and "Traceback" not in err

@@ -168,3 +168,26 @@ def test_unknown_and_invalid_ids(tmp_path):
         registry.activate("nope")
     with pytest.raises(RegistryError, match="invalid model id"):
         registry.activate("../escape")
+
+
+def test_a_model_with_external_weights_is_not_registered(exported, tmp_path):
+    # Issue #12.3a: the sidecar hashes the graph file only; weights in a side file could be
+    # swapped under the same checksum, so such a model never enters the registry.
+    import onnx
+
+    _run, onnx_path = exported
+    split = tmp_path / "split.onnx"
+    onnx.save(
+        onnx.load(str(onnx_path)),
+        str(split),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="split.weights",
+        size_threshold=1024,
+    )
+    split.with_name("split.onnx.sha256").write_text(f"{sha256_file(split)}  split.onnx\n")
+    registry = ModelRegistry(tmp_path / "reg")
+    with pytest.raises(RegistryError, match=r"external files \(split\.weights\)"):
+        registry.register(split, None, {})
+    assert registry.list_entries() == []
+    assert not (tmp_path / "reg").exists() or not any((tmp_path / "reg").iterdir())

@@ -42,9 +42,15 @@ def test_gate_report_separates_real_faces_from_the_domain(
     assert json.loads(out_json.read_text())["auroc_real_vs_in_domain"] == 1.0
 
 
-def test_gate_report_refuses_a_model_without_gate(untrained_dacnn_onnx, capsys):
-    assert main(["bench", "gate", "--model", str(untrained_dacnn_onnx)]) == 2
+def test_gate_report_refuses_a_model_without_gate(untrained_dacnn_onnx, shared_file, capsys):
+    real = str(shared_file("media/single_face.jpg"))
+    assert main(["bench", "gate", "--model", str(untrained_dacnn_onnx), "--real", real]) == 2
     assert "has no domain gate" in capsys.readouterr().err
+
+
+def test_gate_report_with_nothing_to_measure_is_refused(gated_dacnn_onnx, capsys):
+    assert main(["bench", "gate", "--model", str(gated_dacnn_onnx)]) == 2
+    assert "nothing to measure" in capsys.readouterr().err
 
 
 def test_in_domain_videos_are_scored_against_their_truth(

@@ -154,7 +154,8 @@ def test_bad_values_once_plain_value_errors_are_one_line_and_exit_code_2(argv, t
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"painmon {argv[0]}: error: ") and err.count("\n") == 1, err
+    command = " ".join(argv[:2]) if argv[0] in ("bench", "models") else argv[0]
+    assert err.startswith(f"painmon {command}: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
 
 
@@ -227,3 +228,166 @@ def test_an_unexpected_value_error_exits_1_with_a_traceback():
     assert "Traceback (most recent call last)" in proc.stderr
     assert "ValueError: internal invariant broken" in proc.stderr
     assert "painmon doctor: error:" not in proc.stderr
+
+
+# ---- outputs that exist are never overwritten without --force ---------------------------
+
+
+def _tree(root):
+    """Every path under ``root`` with its size and modification time: a disk fingerprint."""
+    return {
+        str(p.relative_to(root)): (p.is_dir(), p.lstat().st_size, p.lstat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+# (argv, the output that already holds something: a file or a folder with a file)
+REFUSED_OUTPUTS = [
+    (["synth", "--out", "{tmp}/out", "--subjects", "1", "--images-per-subject", "5"], "out/"),
+    (["synth", "--video", "{tmp}/out.mp4", "--seconds", "1"], "out.mp4"),
+    (["synth", "--video", "{tmp}/v.mp4", "--seconds", "1"], "v.truth.csv"),
+    (["split", "--manifest", "{tmp}/m.csv", "--out", "{tmp}/out"], "out"),
+    (["crops", "--manifest", "{tmp}/m.csv", "--out", "{tmp}/out"], "out"),
+    (["train", "--manifest", "{tmp}/m.csv", "--out", "{tmp}/out"], "out/"),
+    (["cv", "--manifest", "{tmp}/m.csv", "--out", "{tmp}/out"], "out/"),
+    (["evaluate", "--run", "{tmp}/r", "--manifest", "{tmp}/m.csv", "--json", "{tmp}/out"], "out"),
+    (["evaluate", "--run", "{tmp}/r", "--manifest", "{tmp}/m.csv", "--predictions",
+      "{tmp}/out"], "out"),
+    (["evaluate", "--run", "{tmp}/r", "--manifest", "{tmp}/m.csv", "--report", "{tmp}/out"],
+     "out"),
+    (["export", "--run", "{tmp}/r", "--out", "{tmp}/out"], "out"),
+    (["export", "--run", "{tmp}/r", "--out", "{tmp}/m.onnx"], "m.onnx.sha256"),
+    (["reproduce", "--manifest", "{tmp}/m.csv", "--out", "{tmp}/out"], "out/"),
+    (["bench", "train", "--json", "{tmp}/out"], "out"),
+    (["bench", "pipeline", "--source", "synthetic", "--json", "{tmp}/out"], "out"),
+    (["bench", "soak", "--seconds", "1", "--json", "{tmp}/out"], "out"),
+    (["bench", "app", "--source", "{tmp}/v.mp4", "--json", "{tmp}/out"], "out"),
+    (["bench", "gate", "--json", "{tmp}/out"], "out"),
+    (["bench", "au", "--synth-dir", "{tmp}/out", "--skip-media"], "out/"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "existing"), REFUSED_OUTPUTS, ids=lambda v: " ".join(v)[:40])
+def test_an_existing_output_is_refused_before_any_work(argv, existing, tmp_path, capsys):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    target = tmp_path / existing.rstrip("/")
+    if existing.endswith("/"):
+        target.mkdir()
+        target = target / "best.safetensors"
+    target.write_bytes(b"a finished result")
+    before = _tree(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    command = " ".join(argv[:2]) if argv[0] == "bench" else argv[0]
+    assert err.startswith(f"painmon {command}: error: refusing to overwrite {tmp_path}/"), err
+    assert "or pass --force" in err
+    assert _tree(tmp_path) == before  # nothing written, nothing changed
+
+
+def test_force_overwrites_and_resume_continues(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "stale.txt").write_text("an old dataset")
+    synth = ["synth", "--out", str(data), "--subjects", "1", "--images-per-subject", "5"]
+    assert main(synth) == 2
+    assert main([*synth, "--force"]) == 0
+    assert (data / "manifest.csv").is_file()
+    capsys.readouterr()
+    # --resume is train's way past the guard: it then fails on what there is to resume.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.json").write_text("{}")
+    argv = ["train", "--manifest", str(data / "manifest.csv"), "--out", str(run), "--device", "tpu"]
+    assert main(argv) == 2
+    assert "pass --resume to continue it" in capsys.readouterr().err
+    assert main([*argv, "--resume"]) == 2
+    assert "refusing" not in capsys.readouterr().err
+    # A launcher's log in a fresh run folder (the app's retraining) is not a result.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "train.log").write_text("starting\n")
+    assert main([*argv[:4], str(fresh), "--device", "tpu"]) == 2
+    assert "refusing" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("jobs", ["0", "-2"])
+@pytest.mark.parametrize("command", [["cv"], ["reproduce"], ["bench", "train"]])
+def test_jobs_below_one_is_one_line_and_exit_code_2(command, jobs, tmp_path, capsys):
+    argv = [*command, "--jobs", jobs]
+    if command[0] != "bench":
+        argv += ["--manifest", str(tmp_path / "m.csv"), "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"painmon {' '.join(command)}: error: argument --jobs: must be a whole number >= 1, "
+        f"got {jobs} (see painmon {' '.join(command)} --help)\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def _toy_manifest(folder, subjects: int = 15, per_subject: int = 4, outside=None):
+    """A manifest of distinct tiny files (the loader never decodes them)."""
+    (folder / "img").mkdir(parents=True)
+    rows = ["path,subject,label"]
+    for s in range(subjects):
+        for i in range(per_subject):
+            path = folder / "img" / f"s{s:02d}_{i}.png"
+            path.write_bytes(f"{s}-{i}".encode())
+            rows.append(f"img/{path.name},s{s:02d},{(s + i) % 5}")
+    if outside is not None:
+        outside.write_bytes(b"someone else's face")
+        rows.append(f"{outside},s99,0")
+    manifest = folder / "manifest.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    return manifest
+
+
+def test_a_manifest_reaching_outside_its_folder_needs_allow_outside_root(tmp_path, capsys):
+    manifest = _toy_manifest(tmp_path / "data", outside=tmp_path / "other.png")
+    out = tmp_path / "splits.json"
+    argv = ["split", "--manifest", str(manifest), "--out", str(out), "--folds", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "outside the manifest's folder" in err
+    assert "--allow-outside-root" in err and not out.exists()
+    assert main([*argv, "--allow-outside-root"]) == 0
+    assert "s99" in out.read_text()
+
+
+def test_a_broken_crops_file_is_one_line_and_exit_code_2(tmp_path, capsys):
+    bad = tmp_path / "crops.npz"
+    bad.write_bytes(b"PK\x03\x04 cut off in the middle of a copy")
+    assert main(["split", "--manifest", str(bad), "--out", str(tmp_path / "s.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"painmon split: error: cannot read crops file {bad}")
+    assert err.count("\n") == 1 and not (tmp_path / "s.json").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["split", "--out", "{tmp}/out.json"],
+        ["crops", "--out", "{tmp}/out.npz", "--cache-dir", "{tmp}/cache"],
+        ["train", "--out", "{tmp}/out", "--cache-dir", "{tmp}/cache"],
+        ["cv", "--out", "{tmp}/out", "--cache-dir", "{tmp}/cache"],
+        ["evaluate", "--run", "{tmp}/data", "--json", "{tmp}/out.json", "--cache-dir",
+         "{tmp}/cache"],
+        ["reproduce", "--out", "{tmp}/out", "--cache-dir", "{tmp}/cache", "--quick"],
+    ],
+    ids=lambda argv: argv[0],
+)  # fmt: skip
+def test_one_face_under_two_subjects_is_refused_and_nothing_written(argv, tmp_path, capsys):
+    manifest = _toy_manifest(tmp_path / "data")
+    copy = tmp_path / "data" / "img" / "copy.png"
+    copy.write_bytes((tmp_path / "data" / "img" / "s03_1.png").read_bytes())
+    with manifest.open("a") as handle:
+        handle.write("img/copy.png,s07,1\n")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    before = _tree(tmp_path)
+    assert main([*argv[:1], "--manifest", str(manifest), *argv[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "same image" in err, err
+    for name in ("'s03'", "'s07'", "s03_1.png", "copy.png"):
+        assert name in err
+    assert _tree(tmp_path) == before
