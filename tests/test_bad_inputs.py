@@ -922,15 +922,7 @@ for command, required in REQUIRED.items():
 
 # Bad inputs that are not clean yet, left out of the table until the files they need are
 # free (another engineer is editing core/live/scoring.py): id -> what is wrong today.
-PENDING = {
-    "monitor-model-no-metadata": "scoring.py logs its ONNX Runtime INFO/WARNING lines first",
-    "monitor-model-bad-metadata": "scoring.py logs its ONNX Runtime INFO/WARNING lines first",
-    "app-model-no-metadata": "scoring.py logs its ONNX Runtime INFO/WARNING lines first",
-    "bench-pipeline-model-no-metadata": "scoring.py logs its ONNX Runtime lines first",
-    "bench-gate-model-ungated": "scoring.py logs the ONNX Runtime and 'no domain gate' lines",
-    "monitor-source-camera-absent": "the model loads (and logs) first; OpenCV's V4L2 warnings",
-    "bench-app-source-camera-absent": "OpenCV prints its V4L2 warnings on stderr first",
-}
+PENDING: dict[str, str] = {}  # case id -> why it is not clean yet (none today)
 CASES = [c for c in CASES if c.id not in PENDING]
 
 

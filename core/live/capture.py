@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import contextlib
 import logging
 import math
 import os
@@ -330,6 +331,21 @@ def _is_stream_url(target: object) -> bool:
     return isinstance(target, str) and urllib.parse.urlsplit(target).scheme.lower() in URL_SCHEMES
 
 
+@contextlib.contextmanager
+def _opencv_log_level(level_name: str) -> Iterator[None]:
+    """OpenCV's own log level (e.g. ``"LOG_LEVEL_SILENT"``) for the duration, restored after."""
+    logging_api = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging_api is None or not hasattr(logging_api, level_name):
+        yield
+        return
+    previous = logging_api.getLogLevel()
+    logging_api.setLogLevel(getattr(logging_api, level_name))
+    try:
+        yield
+    finally:
+        logging_api.setLogLevel(previous)
+
+
 def open_video_capture(
     target: int | str,
     *,
@@ -338,6 +354,11 @@ def open_video_capture(
 ) -> Any:
     """``cv2.VideoCapture`` for a camera index or file; stream URLs go through FFmpeg with
     open and read timeouts, so that a silent or stalled stream fails in seconds, not 30 s."""
+    if isinstance(target, int):
+        # An absent camera makes OpenCV print its backends' warnings (V4L2, FFmpeg) on
+        # stderr; painmon says it in one line (SourceError), so they are silenced here.
+        with _opencv_log_level("LOG_LEVEL_SILENT"):
+            return cv2.VideoCapture(target)
     if not _is_stream_url(target):
         return cv2.VideoCapture(target)
     for name, value in (("open_timeout_s", open_timeout_s), ("read_timeout_s", read_timeout_s)):

@@ -388,7 +388,8 @@ def run_monitor(
             f"max_seconds must be a positive number of seconds, got {max_seconds!r}"
         )
     source_name = redact_source(str(source_spec))
-    model = load_model(model_path)
+    # The source first: an absent camera or a bad path is one line, before the model loads
+    # (and logs its providers).
     try:
         source = (open_source_fn or open_source)(str(source_spec))
     except PainmonError as exc:
@@ -396,6 +397,11 @@ def run_monitor(
         redacted = redact_source(str(exc))
         if redacted != str(exc):
             exc.args = (redacted,)
+        raise
+    try:
+        model = load_model(model_path)
+    except BaseException:
+        source.close()
         raise
     settings = AlarmSettings(model_sha256=model.sha256)
     # The engine (which then owns the tracker) is built before the session opens: a model

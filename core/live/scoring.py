@@ -398,25 +398,11 @@ class OnnxPainModel:
                 ort.set_default_logger_severity(2)
         del model_bytes
         self.providers: list[str] = list(self.session.get_providers())
-        if requested[0] != self.providers[0]:
-            if choice != "auto":
-                raise ProviderError(
-                    f"{requested[0]} ({source}) is installed but failed to start (see ONNX "
-                    "Runtime's log: usually a missing CUDA/cuDNN library); choose 'auto' or 'cpu'"
-                )
-            log.warning(
-                "%s is installed but failed to start (CUDA/cuDNN libraries missing?); "
-                "running %s on %s",
-                requested[0],
-                self.path.name,
-                ", ".join(self.providers),
+        if requested[0] != self.providers[0] and choice != "auto":
+            raise ProviderError(
+                f"{requested[0]} ({source}) is installed but failed to start (see ONNX "
+                "Runtime's log: usually a missing CUDA/cuDNN library); choose 'auto' or 'cpu'"
             )
-        log.info(
-            "ONNX Runtime for %s: requested %s, active %s",
-            self.path.name,
-            ", ".join(requested),
-            ", ".join(self.providers),
-        )
 
         props = dict(self.session.get_modelmeta().custom_metadata_map)
         missing = [k for k in REQUIRED_METADATA_KEYS if k not in props]
@@ -456,6 +442,22 @@ class OnnxPainModel:
         self._check_graph_agrees(inputs[0], self.session.get_outputs()[0])
         self._check_crop()
         self.domain_gate: DomainGateSpec | None = self._domain_gate(outputs)
+        # Logged only once the model is known to be usable: a refused model gives its one
+        # error line, not provider chatter first.
+        if requested[0] != self.providers[0]:
+            log.warning(
+                "%s is installed but failed to start (CUDA/cuDNN libraries missing?); "
+                "running %s on %s",
+                requested[0],
+                self.path.name,
+                ", ".join(self.providers),
+            )
+        log.info(
+            "ONNX Runtime for %s: requested %s, active %s",
+            self.path.name,
+            ", ".join(requested),
+            ", ".join(self.providers),
+        )
 
     def _check_graph_agrees(self, image_input: Any, probs_output: Any) -> None:
         """The graph's input and ``probs`` shapes must be the ones the metadata describes:

@@ -485,3 +485,27 @@ def test_a_session_that_cannot_be_opened_releases_tracker_and_source(tmp_path):
     with pytest.raises(OSError):
         _run(tmp_path, source, tracker=tracker)
     assert tracker.closed and source.closed
+
+
+def test_the_source_opens_before_the_model_and_is_released_when_the_model_is_refused(tmp_path):
+    # An absent camera is reported before the model loads (one line, no provider chatter);
+    # a model refused after the source opened releases the source and writes nothing.
+    from painmon.core.live.scoring import ModelLoadError
+
+    order: list[str] = []
+    source = FakeSource(frames=5)
+
+    def open_source(_spec: str) -> FakeSource:
+        order.append("source")
+        return source
+
+    def refuse_model(_path: object) -> FakeModel:
+        order.append("model")
+        raise ModelLoadError("fake.onnx is not a painmon export")
+
+    with pytest.raises(ModelLoadError, match="not a painmon export"):
+        run_monitor("fake.mp4", "fake.onnx", tmp_path / "out", progress=False,
+                    load_model=refuse_model, open_source_fn=open_source)  # fmt: skip
+    assert order == ["source", "model"]
+    assert source.closed
+    assert not (tmp_path / "out").exists()

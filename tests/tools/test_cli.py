@@ -117,8 +117,12 @@ def test_synth_split_train_from_the_command_line(
                      r"\d+ training subjects; threshold [\d.]+", out)  # fmt: skip
     assert onnx_path.is_file() and (tmp_path / "model.onnx.sha256").is_file()
 
-    onnx_path = tmp_path / "model.onnx"
-    assert main(["export", "--run", str(run), "--out", str(onnx_path), "--demo"]) == 0
+    # The same --out again: refused (the first export stays) unless --force.
+    first = onnx_path.read_bytes()
+    assert main(["export", "--run", str(run), "--out", str(onnx_path), "--demo"]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert onnx_path.read_bytes() == first
+    assert main(["export", "--run", str(run), "--out", str(onnx_path), "--demo", "--force"]) == 0
     assert "max |diff|" in capsys.readouterr().out
     assert onnx_path.is_file() and (tmp_path / "model.onnx.sha256").is_file()
 
