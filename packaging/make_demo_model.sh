@@ -13,27 +13,27 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-demo-model-work}
 mkdir -p "$work"
 cd "$work"
-painmon synth --out synth160 --subjects 160 --images-per-subject 50 --seed 0
-painmon crops --manifest synth160/manifest.csv --out crops160.npz | tee crops.log
+painmon synth --out synth80 --subjects 80 --images-per-subject 100 --seed 0
+painmon crops --manifest synth80/manifest.csv --out crops80.npz | tee crops.log
 if ! grep -q "mediapipe-landmarker detector" crops.log; then
     echo "the crops were not made with the Face Landmarker: run \`painmon models download\`" \
         "(or set PAINMON_FACE_MODEL) and start again" >&2
     exit 1
 fi
-painmon split --manifest crops160.npz --out splits160.json --seed 42
-painmon train --manifest crops160.npz --splits splits160.json --model dacnn --lr 2e-3 \
+painmon split --manifest crops80.npz --out splits80.json --seed 42
+painmon train --manifest crops80.npz --splits splits80.json --model dacnn --lr 2e-3 \
     --epochs 24 --device auto --out run
-painmon evaluate --run run --manifest crops160.npz --split test --json test_metrics.json \
+painmon evaluate --run run --manifest crops80.npz --split test --json test_metrics.json \
     --predictions test_predictions.csv --report report.html
 # The domain gate is fitted on the run's training subjects' crops and thresholded on its
 # validation subjects (the run records both; the crops file is given explicitly).
 painmon export --run run --out "$repo/models/demo/painmon_demo.onnx" --demo \
-    --manifest crops160.npz --force
+    --manifest crops80.npz --force
 # The card's gate figures: held-out synthetic subjects, synthetic videos, the shared real faces.
 for seed in 1 2 3 4; do
     painmon synth --video "video$seed.mp4" --seconds 60 --fps 30 --seed "$seed"
 done
 media="$repo/../shared/media"
-painmon bench gate --model "$repo/models/demo/painmon_demo.onnx" --crops crops160.npz \
-    --splits splits160.json --in-domain video1.mp4 video2.mp4 video3.mp4 video4.mp4 \
+painmon bench gate --model "$repo/models/demo/painmon_demo.onnx" --crops crops80.npz \
+    --splits splits80.json --in-domain video1.mp4 video2.mp4 video3.mp4 video4.mp4 \
     --real "$media"/*.mp4 "$media"/*.mov "$media"/*.jpg --json gate_report.json
