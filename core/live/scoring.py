@@ -22,12 +22,13 @@ is refused: the sidecar's SHA-256 covers only the graph, not the weights beside 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -98,6 +99,18 @@ class OnnxPrediction(NamedTuple):
     gradcam: np.ndarray  # (B, h, w) Grad-CAM of the top class, 0..1
     attention: np.ndarray  # (B, K, h, w) spatial attention, 0..1 (ones when the model has none)
     domain_score: np.ndarray | None = None  # (B,) domain gate score; None: the model has no gate
+
+
+@contextlib.contextmanager
+def quiet_model_logs() -> Iterator[None]:
+    """Hold back this module's info and warnings (errors still pass) for the duration: for a
+    load that only checks a model, whose caller reports the outcome in one line."""
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def is_checkpoint(path: str | Path) -> bool:

@@ -161,18 +161,13 @@ def gate_report(
     """Measure the gate; see the module docstring. Returns a JSON-ready dict."""
     from sklearn.metrics import roc_auc_score
 
-    from painmon.core.live.scoring import OnnxPainModel
+    from painmon.core.live.scoring import OnnxPainModel, quiet_model_logs
 
     model = Path(model)
     # Quiet while loading: a model without a gate is refused here in one line, so the
     # loader's own "has no domain gate" warning would only say it twice.
-    scoring_log = logging.getLogger("painmon.core.live.scoring")
-    level = scoring_log.level
-    scoring_log.setLevel(logging.ERROR)
-    try:
+    with quiet_model_logs():
         spec = OnnxPainModel(model, prefer="cpu").domain_gate
-    finally:
-        scoring_log.setLevel(level)
     if spec is None:
         raise InvalidInputError(f"{model} has no domain gate (exported with --no-domain-gate?)")
     report: dict[str, Any] = {"model": str(model), "threshold": spec.threshold, "files": []}

@@ -467,16 +467,12 @@ def _check_live_inputs(
             )
         if load and model.is_file() and model.suffix != ".safetensors":
             from painmon.core.live.monitor import load_onnx_model
+            from painmon.core.live.scoring import quiet_model_logs
 
             # A check only: the run loads the model again and logs its providers then; a
             # refused model here is one error line, not provider chatter before it.
-            scoring_log = logging.getLogger("painmon.core.live.scoring")
-            level = scoring_log.level
-            scoring_log.setLevel(logging.ERROR)
-            try:
+            with quiet_model_logs():
                 load_onnx_model(model)
-            finally:
-                scoring_log.setLevel(level)
 
 
 def _cmd_monitor(args: argparse.Namespace) -> int:
