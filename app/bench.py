@@ -1,5 +1,10 @@
 """``painmon bench app``: the real bedside window on a file played in real time.
 
+:func:`bench_playback` (``--playback``) instead plays a file or the demo patient at its own
+rate, as the bedside does, and reports how well playback keeps up with the wall clock
+(media seconds per wall second), how many frames were dropped, and the wall time from a
+pain alarm's pending state to its raise (the alarm delay runs on media time).
+
 Measures camera-to-display latency (capture stamp -> end of the paint that first
 showed the frame), displayed fps, dropped frames, and the GUI event-loop stall (a
 10 ms precise QTimer measuring its own lateness) while scoring runs on the worker
@@ -25,10 +30,13 @@ from painmon.core.tools.bench_app import (
     DEFAULT_INPUT_FPS,
     STALL_TIMER_INTERVAL_MS,
     DisplayRecorder,
+    PlaybackObservation,
     RetimedSource,
     StallMeter,
     format_app_bench,
+    format_playback,
     summarize_app_bench,
+    summarize_playback,
 )
 from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.fileio import atomic_write_json
@@ -240,5 +248,124 @@ def bench_app_cli(
     """``painmon bench app``: run the benchmark, print the summary and the JSON; returns 0."""
     result = bench_app(source, model, face_model, seconds, json_path)
     sys.stdout.write(format_app_bench(result) + "\n" + json.dumps(result, indent=2) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def bench_playback(
+    source: str | Path = "synthetic",
+    model: str | Path | None = None,
+    face_model: str | Path | None = None,
+    seconds: float = 30.0,
+    json_path: str | Path | None = None,
+    *,
+    every_frame: bool = False,
+    warmup_s: float = WARMUP_S,
+) -> dict[str, Any]:
+    """Run MainWindow on ``source`` at its own rate (or ``every_frame``) for ``warmup_s +
+    seconds``; returns :func:`~painmon.core.tools.bench_app.summarize_playback`'s dict."""
+    from PySide6.QtCore import QEventLoop, QSettings, QTimer
+
+    from painmon.app.main_window import MainWindow
+    from painmon.app.settings_dialog import AppSettings, save_settings
+    from painmon.core.store.catalog import shipped_demo_model_path
+
+    if not (seconds > 0 and warmup_s >= 0):
+        raise InvalidInputError(f"seconds must be > 0 and warmup_s >= 0, got {seconds}, {warmup_s}")
+    model_path = Path(model) if model is not None else shipped_demo_model_path()
+    if not model_path.is_file():
+        raise FileNotFoundError(
+            f"model {model_path} not found: pass --model with an exported .onnx model"
+        )
+    app = _qapplication()
+    observations: list[PlaybackObservation] = []
+    state: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="painmon-bench-playback-") as tmp:
+        store = QSettings(str(Path(tmp) / "painmon.ini"), QSettings.Format.IniFormat)
+        save_settings(store, AppSettings(session_root=str(Path(tmp) / "sessions")))
+        window = MainWindow(store, face_model=face_model, every_frame=every_frame)
+        if not window.load_model(model_path):
+            window.close()
+            raise InvalidInputError(f"model {model_path} could not be loaded: {window.model_error}")
+
+        def painted(result: Any, now_s: float) -> None:
+            if "start_s" not in state:
+                state["start_s"] = now_s + warmup_s
+            if now_s < state["start_s"]:
+                return
+            if "stats" not in state:
+                state["stats"] = window.capture_stats()
+                state["results_at_start"] = window.results_received
+            alarm = result.alarm_state
+            observations.append(
+                PlaybackObservation(
+                    now_s, result.frame.t_s, alarm.pending_priority, str(alarm.pain_priority)
+                )
+            )
+
+        window.video.on_frame_painted = painted
+
+        def check_done() -> None:
+            now_s = time.monotonic()
+            ended = window.source_ended_reason
+            start_s = state.get("start_s")
+            if ended is not None or (start_s is not None and now_s >= start_s + seconds):
+                state["end_s"] = now_s
+                state["reason"] = "measured" if ended is None else f"source ended: {ended}"
+                state["end"] = window.capture_stats()
+                state["scored"] = window.results_received - state.get("results_at_start", 0)
+                window.refresh()
+                state["status_text"] = window.status_playback.text()
+
+        done_timer = QTimer()
+        done_timer.setInterval(50)
+        done_timer.timeout.connect(check_done)
+        window.show()
+        window.start_source(str(source))
+        done_timer.start()
+        deadline_s = time.monotonic() + warmup_s + seconds + _WINDOW_TIMEOUT_S
+        quit_on_last = app.quitOnLastWindowClosed()
+        app.setQuitOnLastWindowClosed(False)
+        try:
+            while "end_s" not in state and time.monotonic() < deadline_s:
+                app.processEvents(QEventLoop.ProcessEventsFlag.WaitForMoreEvents, 50)
+            if "end_s" not in state:
+                state["reason"] = f"timed out after {window.results_received} results"
+        finally:
+            done_timer.stop()
+            window.close()
+            app.processEvents()
+            app.setQuitOnLastWindowClosed(quit_on_last)
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    result = summarize_playback(
+        source=str(source),
+        mode="every_frame" if every_frame else "realtime",
+        end_reason=state["reason"],
+        observations=observations,
+        start=state.get("stats"),
+        end=state.get("end"),
+        frames_scored=state.get("scored", 0),
+        status_text=state.get("status_text", ""),
+        load_average=load,
+    )
+    if json_path is not None:
+        atomic_write_json(Path(json_path), result)
+    return result
+
+
+def bench_playback_cli(
+    source: str = "synthetic",
+    seconds: float = 30.0,
+    face_model: str | Path | None = None,
+    model: str | Path | None = None,
+    json_path: str | Path | None = None,
+    every_frame: bool = False,
+) -> int:
+    """``painmon bench app --playback``: print the playback summary and the JSON; returns 0."""
+    result = bench_playback(source, model, face_model, seconds, json_path, every_frame=every_frame)
+    sys.stdout.write(format_playback(result) + "\n" + json.dumps(result, indent=2) + "\n")
     sys.stdout.flush()
     return 0

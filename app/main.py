@@ -25,13 +25,20 @@ def run_app(
     model: str | Path | None = None,
     demo: bool = False,
     face_model: str | Path | None = None,
+    every_frame: bool = False,
 ) -> int:
     """Open the monitor window and run Qt's event loop; returns the exit code.
 
     ``demo`` plays the scripted synthetic patient (or ``source``) with the shipped
     demo model when it exists. Without a model the window still opens, shows the
-    video and face box and says that no model is loaded.
+    video and face box and says that no model is loaded. ``every_frame`` scores every
+    frame of a file in order (slow motion if need be) instead of playing it in real time.
+    Raises :class:`~painmon.core.tools.doctor.DisplayUnavailableError` (one line) when no
+    display can show the window, before Qt starts (Qt would abort the process).
     """
+    from painmon.core.tools.doctor import prepare_window_environment
+
+    prepare_window_environment()  # cv2's Qt 5 plugin path out; no display -> one-line error
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -41,7 +48,8 @@ def run_app(
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName(ORGANISATION)
     app.setApplicationName(APPLICATION)
-    window = MainWindow(face_model=face_model)
+    # The demo never writes the app's settings (``painmon app`` must not open the demo).
+    window = MainWindow(face_model=face_model, every_frame=every_frame, demo=demo)
     if demo:
         chosen_model = model if model is not None else demo_model_path()
         chosen_source = source or DEMO_SOURCE

@@ -20,21 +20,37 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QSettings, Qt, QThread, QTimer, QUrl, Signal, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QImage
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDesktopServices,
+    QGuiApplication,
+    QImage,
+    QKeySequence,
+    QResizeEvent,
+)
 from PySide6.QtWidgets import (
+    QApplication,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
     QInputDialog,
     QLabel,
     QMainWindow,
-    QMessageBox,
     QPushButton,
+    QSizePolicy,
     QStackedWidget,
+    QStatusBar,
     QVBoxLayout,
     QWidget,
 )
 
+from painmon.app.alarm_popup import (
+    ACKNOWLEDGE_KEY,
+    AUDIO_PAUSE_KEY,
+    AlarmPopup,
+    PopupTracker,
+)
 from painmon.app.settings_dialog import (
     APPLICATION,
     ORGANISATION,
@@ -53,12 +69,13 @@ from painmon.app.widgets import (
     COLOUR_TEXT,
     COLOUR_UNKNOWN,
     AlarmBanner,
+    ElidedLabel,
     StatePanel,
     TrendPlot,
     VideoView,
 )
 from painmon.app.worker import Command, InferenceWorker
-from painmon.core.live.alarms import AlarmEventKind, AlarmPriority, AlarmSettings, AlarmState
+from painmon.core.live.alarms import AlarmEventKind, AlarmSettings, AlarmState
 from painmon.core.live.capture import CaptureStats, FrameSource
 from painmon.core.live.display import NO_MODEL_TEXT as NO_MODEL_TEXT  # re-exported
 from painmon.core.live.display import (
@@ -101,11 +118,57 @@ SINGLETON_REFS_FLOOR = 200_000
 _py_incref = ctypes.pythonapi.Py_IncRef
 _py_incref.argtypes = [ctypes.py_object]
 _py_incref.restype = None
-_PAIN_ONSETS = frozenset({AlarmEventKind.ONSET})
 # A failed or lost command must not mute the alarm for longer than this.
 _SOUND_HOLD_MAX_S = 1.0
 _SILENCING_KINDS = frozenset({AlarmEventKind.ACKNOWLEDGE, AlarmEventKind.AUDIO_PAUSE})
 _STATUS_KINDS = frozenset({AlarmEventKind.TECHNICAL_ONSET, AlarmEventKind.ONSET})
+# Window sizes: the default on a large screen, and the trend plot's floor.
+DEFAULT_SIZE_PX = (1560, 960)
+MIN_TREND_HEIGHT_PX = 120
+# Fits a 1280×720 screen with the window frame; the fonts scale down to fit it (resizeEvent).
+MIN_SIZE_PX = (1024, 640)
+DEMO_SOURCE = "synthetic"
+DEMO_TITLE = "painmon — DEMO (synthetic patient, not for clinical use)"
+WINDOW_TITLE = "painmon — bedside pain monitor"
+
+
+def _clamp(value: float, low: int, high: int) -> int:
+    return int(max(low, min(high, value)))
+
+
+class ElidingStatusBar(QStatusBar):
+    """A status bar whose messages are elided in the middle, the full text as tooltip.
+
+    ``showMessage``/``currentMessage``/``clearMessage`` keep QStatusBar's meaning; the
+    message lives in an :class:`ElidedLabel` instead of being painted (and cut off).
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.message_label = ElidedLabel()
+        self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.message_label.setMinimumWidth(220)
+        self.addWidget(self.message_label, 1)
+        self._clear_timer = QTimer(self)
+        self._clear_timer.setSingleShot(True)
+        self._clear_timer.timeout.connect(self.clearMessage)
+
+    def showMessage(self, text: str, timeout: int = 0) -> None:  # noqa: N802 - Qt API
+        self._clear_timer.stop()
+        self.message_label.setText(text)
+        if timeout > 0:
+            self._clear_timer.start(timeout)
+
+    def clearMessage(self) -> None:  # noqa: N802 - Qt API
+        self._clear_timer.stop()
+        self.message_label.setText("")
+
+    def currentMessage(self) -> str:  # noqa: N802 - Qt API
+        return self.message_label.text()
+
+    def stop(self) -> None:
+        self._clear_timer.stop()
 
 
 def keep_singletons_alive(floor: int = SINGLETON_REFS_FLOOR) -> int:
@@ -145,9 +208,17 @@ class MainWindow(QMainWindow):
         settings_store: QSettings | None = None,
         face_model: str | Path | None = None,
         parent: QWidget | None = None,
+        *,
+        demo: bool = False,
+        every_frame: bool = False,
     ) -> None:
         super().__init__(parent)
-        self.setWindowTitle("painmon — bedside pain monitor")
+        #: ``--every-frame``: files and the demo frame by frame, for analysis (not real time)
+        self.every_frame = every_frame
+        #: playing the demo: nothing is written to the app's settings (``painmon app``
+        #: must open what the nurse last used, not the demo)
+        self.demo = demo
+        self.setWindowTitle(DEMO_TITLE if demo else WINDOW_TITLE)
         self.store = (
             settings_store if settings_store is not None else QSettings(ORGANISATION, APPLICATION)
         )
@@ -173,8 +244,7 @@ class MainWindow(QMainWindow):
         self._receive_times: collections.deque[float] = collections.deque(maxlen=120)
         self._latency_ms: float | None = None
         self.results_received = 0
-        self.popup_count = 0
-        self._popup: QMessageBox | None = None
+        self._popup_tracker = PopupTracker()
         self.session_folder: Path | None = None
         self.session_active = False
         #: the running engine's face detector (as session.json records it); None until it is built
@@ -217,6 +287,11 @@ class MainWindow(QMainWindow):
         self.banner = AlarmBanner()
         self.banner.acknowledge_clicked.connect(self.acknowledge)
         self.banner.audio_pause_clicked.connect(self.audio_pause)
+        # A long alarm text wraps instead of pushing the buttons out of a small window.
+        self.banner.text.setWordWrap(True)
+        self.banner.text.setMinimumWidth(200)
+        for button in (self.banner.acknowledge_button, self.banner.audio_pause_button):
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         outer.addWidget(self.banner)
 
         middle = QHBoxLayout()
@@ -230,12 +305,14 @@ class MainWindow(QMainWindow):
         outer.addLayout(middle, 3)
 
         trend_box = QWidget()
+        self.trend_box = trend_box
         trend_box.setStyleSheet(f"background: {COLOUR_BACKGROUND}; border-radius: 8px;")
         trend_layout = QVBoxLayout(trend_box)
         trend_layout.setContentsMargins(8, 4, 8, 4)
         header = QHBoxLayout()
-        title = QLabel("Trend (smoothed level; red/amber = alarm, grey = output unknown)")
+        title = ElidedLabel("Trend (smoothed level; red/amber = alarm, grey = output unknown)")
         title.setStyleSheet("font-size: 16px;")
+        self.trend_title = title
         header.addWidget(title, 1)
         self.window_combo = QComboBox()
         for minutes in TREND_WINDOWS_MIN:
@@ -247,36 +324,60 @@ class MainWindow(QMainWindow):
         header.addWidget(self.window_combo)
         trend_layout.addLayout(header)
         self.trend_plot = TrendPlot()
+        self.trend_plot.setMinimumHeight(MIN_TREND_HEIGHT_PX)
         trend_layout.addWidget(self.trend_plot)
         outer.addWidget(trend_box, 2)
         self.setCentralWidget(central)
+        # In the window, over the trend's oldest minutes: never over the video or the level.
+        self.popup = AlarmPopup(central)
+        self.popup.acknowledge_clicked.connect(self.acknowledge)
+        self.popup.audio_pause_clicked.connect(self.audio_pause)
 
-        status = self.statusBar()
+        status = ElidingStatusBar()
+        self.setStatusBar(status)
         status.setStyleSheet(
             "QStatusBar { font-size: 14px; } QStatusBar QLabel { padding: 0 8px; }"
         )
-        self.status_source = QLabel("source: none")
-        self.status_face = QLabel("")
+        # Long texts (paths, model names, reasons) elide in the middle, full text as tooltip.
+        self.status_source = ElidedLabel("source: none")
+        self.status_face = ElidedLabel("")
         self.status_fps = QLabel("fps: –")
         self.status_latency = QLabel("latency: –")
-        self.status_model = QLabel("model: none")
+        self.status_playback = ElidedLabel("")  # real time / dropped frames (core.live.playback)
+        self.status_model = ElidedLabel("model: none")
         self.status_provider = QLabel("")
-        self.status_session = QLabel("no session")
-        self.status_sound = QLabel("sound: on" if self.sound.available else self.sound.reason)
+        self.status_session = ElidedLabel("no session")
+        self.status_sound = ElidedLabel("sound: on")
         if not self.sound.available:
+            # The short verdict in the bar; the technical cause in its tooltip.
+            verdict, _, cause = self.sound.reason.partition(" (")
+            self.status_sound.setText(verdict)
+            self.status_sound.setToolTip(self.sound.reason if cause else "")
             self.status_sound.setStyleSheet(f"color: {COLOUR_MEDIUM};")
         for label in (
             self.status_source,
             self.status_face,
             self.status_fps,
             self.status_latency,
+            self.status_playback,
             self.status_model,
             self.status_provider,
             self.status_session,
             self.status_sound,
         ):
             status.addPermanentWidget(label)
-        self.resize(1560, 960)
+        self.setMinimumSize(*MIN_SIZE_PX)
+        self.resize(*self._initial_size())
+
+    def _initial_size(self) -> tuple[int, int]:
+        """The default size, shrunk to the screen's available area (task bars excluded)."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        width, height = DEFAULT_SIZE_PX
+        if screen is None:
+            return width, height
+        available = screen.availableGeometry()
+        # Leave room for the window frame the window manager adds.
+        return min(width, available.width() - 16), min(height, available.height() - 40)
 
     def _build_source_prompt(self) -> QWidget:
         page = QWidget()
@@ -286,18 +387,18 @@ class MainWindow(QMainWindow):
         self.prompt_title = QLabel(NO_SOURCE_HEADLINE)
         self.prompt_title.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.prompt_title.setStyleSheet(
-            f"color: {COLOUR_TECHNICAL}; font-size: 56px; font-weight: bold;"
+            f"color: {COLOUR_TECHNICAL}; font-size: 48px; font-weight: bold;"
         )
         layout.addWidget(self.prompt_title)
         self.prompt_detail = QLabel()
         self.prompt_detail.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.prompt_detail.setWordWrap(True)
-        self.prompt_detail.setStyleSheet(f"color: {COLOUR_TEXT}; font-size: 22px;")
+        self.prompt_detail.setStyleSheet(f"color: {COLOUR_TEXT}; font-size: 20px;")
         layout.addWidget(self.prompt_detail)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         style = (
-            "QPushButton { font-size: 22px; padding: 12px 24px; background: #eceff1; "
+            "QPushButton { font-size: 18px; padding: 10px 14px; background: #eceff1; "
             "color: #111; border-radius: 6px; }"
         )
         self.demo_button = QPushButton("Run the demo patient")
@@ -307,7 +408,7 @@ class MainWindow(QMainWindow):
             button.setStyleSheet(style)
             buttons.addWidget(button)
         buttons.addStretch(1)
-        self.demo_button.clicked.connect(lambda: self.start_source("synthetic"))
+        self.demo_button.clicked.connect(self.run_demo_patient)
         self.file_button.clicked.connect(self._choose_video)
         self.camera_button.clicked.connect(lambda: self.start_source(self.app_settings.source))
         layout.addLayout(buttons)
@@ -318,7 +419,7 @@ class MainWindow(QMainWindow):
         menu_file = self.menuBar().addMenu("&File")
         self.action_open_video = self._action(menu_file, "Open video…", self._choose_video)
         self._action(menu_file, "Use camera", lambda: self.start_source("camera:0"))
-        self._action(menu_file, "Demo patient", lambda: self.start_source("synthetic"))
+        self._action(menu_file, "Demo patient", self.run_demo_patient)
         self.action_open_model = self._action(menu_file, "Open model…", self._choose_model)
         menu_file.addSeparator()
         self.action_start_session = self._action(
@@ -333,8 +434,15 @@ class MainWindow(QMainWindow):
         self._action(menu_file, "Quit", self.close)
 
         menu_monitor = self.menuBar().addMenu("&Monitor")
-        self._action(menu_monitor, "Acknowledge alarm", self.acknowledge)
-        self._action(menu_monitor, "Audio pause", self.audio_pause)
+        self.action_acknowledge = self._action(menu_monitor, "Acknowledge alarm", self.acknowledge)
+        self.action_audio_pause = self._action(menu_monitor, "Audio pause", self.audio_pause)
+        # Application-wide: they work whatever has the focus (a dialog of this window too).
+        for action, key in (
+            (self.action_acknowledge, ACKNOWLEDGE_KEY),
+            (self.action_audio_pause, AUDIO_PAUSE_KEY),
+        ):
+            action.setShortcut(QKeySequence(key))
+            action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
         self._action(menu_monitor, "Calibrate neutral face", self.calibrate_neutral)
         menu_monitor.addSeparator()
         self._action(menu_monitor, "Settings…", self.open_settings)
@@ -371,7 +479,7 @@ class MainWindow(QMainWindow):
             return False
         self.model, self.model_error = model, ""
         self.app_settings = dataclasses.replace(self.app_settings, model_path=str(path))
-        save_settings(self.store, self.app_settings)
+        self._persist()
         self._update_model_labels()
         if self._worker is not None and isinstance(self.source_spec, str):
             self.start_source(self.source_spec)  # rebuild the engine around the new model
@@ -418,6 +526,38 @@ class MainWindow(QMainWindow):
 
         return make
 
+    @property
+    def persist_settings(self) -> bool:
+        """False in demo mode: the demo never writes the app's settings."""
+        return not self.demo
+
+    def _persist(self) -> None:
+        if self.persist_settings:
+            save_settings(self.store, self.app_settings)
+
+    def run_demo_patient(self) -> None:
+        """Play the synthetic patient, with the shipped demo model when none is loaded.
+
+        The window is in demo mode from here on: the demo is never saved as the
+        source or model ``painmon app`` opens next time.
+        """
+        self.demo = True
+        self.setWindowTitle(DEMO_TITLE)
+        self.stop_source()
+        if self.model is None:
+            from painmon.core.store.catalog import shipped_demo_model_path
+
+            try:
+                path = shipped_demo_model_path()
+            except ModuleNotFoundError as exc:
+                path, self.model_error = None, str(exc)
+            if path is not None and path.is_file():
+                self.load_model(path)
+            elif path is not None:
+                self.model_error = f"demo model {path} not found"
+                self.statusBar().showMessage(self.model_error, 15000)
+        self.start_source(DEMO_SOURCE)
+
     def start_source(self, source: str | FrameSource) -> None:
         """(Re)start monitoring ``source`` (a spec such as camera:0, a path, synthetic)."""
         self.stop_source()
@@ -435,10 +575,12 @@ class MainWindow(QMainWindow):
         self.video.clear()
         self.video_stack.setCurrentIndex(0)
         self.status_source.setText(f"source: {self.source_name} (opening…)")
+        self._popup_tracker.update(None)
+        self.popup.show_view(None)
         if isinstance(source, str) and source != self.app_settings.source:
             self.app_settings = dataclasses.replace(self.app_settings, source=source)
-            save_settings(self.store, self.app_settings)
-        worker = InferenceWorker(source, self._engine_factory())
+            self._persist()
+        worker = InferenceWorker(source, self._engine_factory(), every_frame=self.every_frame)
         thread = QThread(self)
         thread.setObjectName("painmon-inference")
         worker.moveToThread(thread)
@@ -588,25 +730,89 @@ class MainWindow(QMainWindow):
         if any(event.kind in _SILENCING_KINDS for event in state.new_events):
             self._sound_held_until_s = None
         for event in state.new_events:
-            if event.kind in _PAIN_ONSETS:
-                self._show_popup(event.priority, event.message)
             if event.kind in _STATUS_KINDS:
                 self.statusBar().showMessage(event.message, 10000)
+        # The popup follows the alarm: opens with an episode, shows escalations, closes
+        # once acknowledged (from wherever) or ended.
+        view = self._popup_tracker.update(state)
+        self.popup.show_view(view)
+        if view is not None:
+            self._place_popup()
 
-    def _show_popup(self, priority: str, message: str) -> None:
-        """A non-modal popup: at most one per episode (one per onset event)."""
-        self.popup_count += 1
-        stamp = utc_now().astimezone().strftime("%H:%M:%S")
-        if self._popup is None:
-            self._popup = QMessageBox(self)
-            self._popup.setWindowModality(Qt.WindowModality.NonModal)
-            self._popup.setStandardButtons(QMessageBox.StandardButton.Ok)
-        high = priority == AlarmPriority.HIGH
-        self._popup.setIcon(QMessageBox.Icon.Critical if high else QMessageBox.Icon.Warning)
-        self._popup.setWindowTitle(f"{priority.upper()} pain alarm")
-        self._popup.setText(f"{priority.upper()} PAIN ALARM at {stamp}")
-        self._popup.setInformativeText(message)
-        self._popup.show()
+    @property
+    def popup_count(self) -> int:
+        """Alarm episodes that opened a popup."""
+        return self._popup_tracker.episodes
+
+    def _place_popup(self) -> None:
+        """Over the trend's oldest minutes (bottom left), inside the window, never the video."""
+        if self.popup.isHidden():
+            return
+        box = self.trend_box.geometry()
+        width = min(box.width() - 16, max(560, int(box.width() * 0.55)))
+        height = (
+            self.popup.heightForWidth(width)
+            if self.popup.hasHeightForWidth()
+            else self.popup.sizeHint().height()
+        )
+        height = max(1, min(max(height, self.popup.minimumSizeHint().height()), box.height() - 8))
+        self.popup.setGeometry(box.x() + 8, box.bottom() - height - 3, width, height)
+        self.popup.raise_()
+
+    def _scale_to_window(self) -> None:
+        """Scale the big texts and the state panel with the window (clamped)."""
+        height, width = self.height(), self.width()
+        # The panel's texts keep their designed proportions (designed for ~1000 px high).
+        factor = max(0.72, min(1.5, height / 1000.0))
+        sizes = {
+            label: round(self._base_font_px(label) * factor)
+            for label in self.state_panel.findChildren(QLabel)
+            if self._base_font_px(label) > 0
+        }
+        sizes[self.state_panel.level] = _clamp(0.17 * height - 50, 64, 260)
+        sizes[self.banner.text] = _clamp(height * 0.032, 22, 48)
+        for label, pixel_size in sizes.items():
+            font = label.font()
+            if font.pixelSize() != pixel_size:
+                font.setPixelSize(pixel_size)
+                label.setFont(font)
+        layout = self.state_panel.layout()
+        if layout is not None:
+            layout.setSpacing(2 if height < 800 else 6)
+        panel_width = _clamp(width * 0.26, 380, 640)
+        if self.state_panel.width() != panel_width:
+            self.state_panel.setFixedWidth(panel_width)
+        self._fit_state_panel()
+
+    def _fit_state_panel(self) -> None:
+        """Reserve the height the panel's wrapped texts need at its width.
+
+        A horizontal layout does not pass word-wrapped heights on, so without this the
+        trend would take the room and the level would be squeezed.
+        """
+        layout = self.state_panel.layout()
+        if layout is None or not layout.hasHeightForWidth():
+            return
+        needed = layout.totalHeightForWidth(self.state_panel.width())
+        if needed > 0 and self.state_panel.minimumHeight() != needed:
+            self.state_panel.setMinimumHeight(needed)
+
+    def _base_font_px(self, label: QLabel) -> int:
+        """The pixel size a label was built with (remembered before the first scaling)."""
+        base = label.property("painmon_base_font_px")
+        if base is None:
+            base = label.font().pixelSize()
+            label.setProperty("painmon_base_font_px", base)
+        return int(base)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt override
+        self._scale_to_window()
+        super().resizeEvent(event)
+        self._place_popup()
+
+    def showEvent(self, event: object) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        self._place_popup()
 
     # ------------------------------------------------------------------ painting
     @Slot()
@@ -629,6 +835,7 @@ class MainWindow(QMainWindow):
             class_names=tuple(self.model.class_names) if self.model is not None else (),
             model_error=self.model_error,
             sound_held_until_s=self._sound_held_until_s,
+            smoothing_time_constant_s=self.app_settings.smoothing_time_constant_s,
         )
         self.video.set_message(display.video_headline, display.video_detail, display.video_role)
         self.state_panel.show_result(
@@ -639,11 +846,28 @@ class MainWindow(QMainWindow):
             display.panel_headline,
             out_of_domain=display.out_of_domain,
             au_reading=display.au_reading,
+            reading=display.reading,
         )
-        self.banner.show_state(display.alarm_state, blink_on=display.blink_on)
+        self.banner.show_state(
+            display.alarm_state, blink_on=display.blink_on, banner=display.banner
+        )
+        self._show_source_problem()
+        self._fit_state_panel()
         self.sound.play(display.sound_priority)
         self.status_fps.setText(display.fps_text)
         self.status_latency.setText(display.latency_text)
+        self.status_playback.setText(self._worker.playback_text() if self._worker else "")
+
+    def _show_source_problem(self) -> None:
+        """No video (no camera, video ended…): a technical state, never "No pain alarm"."""
+        problem = self._source_problem
+        if problem is None:
+            return
+        state = self.alarm_state
+        if state is None or not (state.active or state.latched):
+            self.banner.text.setText("Pain not monitored")
+        self.banner.technical_row.setText(f"{problem.headline}: pain not monitored")
+        self.banner.technical_row.show()
 
     @Slot()
     def show_new_frame(self) -> None:
@@ -702,7 +926,7 @@ class MainWindow(QMainWindow):
         """Persist ``new`` and apply alarm and smoothing changes now (logged as settings_change)."""
         old = self.app_settings
         self.app_settings = new
-        save_settings(self.store, new)
+        self._persist()
         self._apply_display_settings()
         self.trend_plot.set_thresholds(new.alarm)
         if (
@@ -893,11 +1117,22 @@ class MainWindow(QMainWindow):
             f"exported {path}" if path else "export failed (see the log)", 10000
         )
 
-    def open_session_folder(self) -> None:
-        if self.session_folder is None:
+    def open_session_folder(self) -> bool:
+        """Open the session folder in the file manager; without one, say where it is."""
+        folder = self.session_folder
+        if folder is None:
             self.statusBar().showMessage("no session yet", 5000)
-            return
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.session_folder)))
+            return False
+        launcher = not (sys.platform.startswith("linux") and shutil.which("xdg-open") is None)
+        if launcher and QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            return True
+        clipboard = QApplication.clipboard()
+        if clipboard is not None:
+            clipboard.setText(str(folder))
+        self.statusBar().showMessage(
+            f"no file manager to open the session folder; its path (copied): {folder}", 60000
+        )
+        return False
 
     def _update_session_actions(self) -> None:
         self.action_start_session.setEnabled(not self.session_active)
@@ -944,11 +1179,13 @@ class MainWindow(QMainWindow):
         self._trend_timer.stop()
         self.stop_source()
         self.sound.stop()
-        if self._popup is not None:
-            self._popup.close()
+        self.popup.show_view(None)
+        status = self.statusBar()
+        if isinstance(status, ElidingStatusBar):
+            status.stop()
         if getattr(self, "_retrain_dialog", None) is not None:
             self._retrain_dialog.shutdown()
-        save_settings(self.store, self.app_settings)
+        self._persist()
 
     def timers_active(self) -> bool:
         return any(

@@ -35,6 +35,7 @@ from painmon.core.research import retrain_job
 from painmon.core.research.retrain_job import (
     AUGMENT_MODES,
     DEVICES,
+    EpochRow,
     JobStatus,
     RetrainJob,
     RetrainSpec,
@@ -378,13 +379,7 @@ class RetrainDialog(QDialog):
             _format_duration(status.eta_s) if status.state == "running" and status.stage == "train"
             else ""
         )  # fmt: skip
-        rows = status.history
-        if rows:
-            epochs = [r.epoch for r in rows]
-            self.train_loss_curve.setData(epochs, [r.train_loss for r in rows])
-            self.val_loss_curve.setData(epochs, [r.val_loss for r in rows])
-            self.val_accuracy_curve.setData(epochs, [r.val_accuracy for r in rows])
-            self.val_f1_curve.setData(epochs, [r.val_macro_f1 for r in rows])
+        self._show_history(status.history)
         if status.metrics:
             text = f"Test subjects: {format_metrics(status.metrics)}"
             cv = status.cv_summary.get("val", {}) if status.cv_summary else {}
@@ -408,6 +403,15 @@ class RetrainDialog(QDialog):
             self.result_label.setText(
                 f"No model to activate. Log: {status.log_path}" if status.log_path else ""
             )
+
+    def _show_history(self, rows: tuple[EpochRow, ...]) -> None:
+        """The curves of the run (the fold) under way: empty until its first epoch ends, never
+        the previous job's or fold's (they would read as this run's loss and accuracy)."""
+        epochs = [r.epoch for r in rows]
+        self.train_loss_curve.setData(epochs, [r.train_loss for r in rows])
+        self.val_loss_curve.setData(epochs, [r.val_loss for r in rows])
+        self.val_accuracy_curve.setData(epochs, [r.val_accuracy for r in rows])
+        self.val_f1_curve.setData(epochs, [r.val_macro_f1 for r in rows])
 
     def _set_form_enabled(self, enabled: bool) -> None:
         for widget in (

@@ -7,7 +7,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from painmon.app.widgets import ElidedLabel
 from painmon.core.live.alarms import MAX_AUDIO_PAUSE_S, AlarmSettings
 
 log = logging.getLogger(__name__)
@@ -189,8 +190,18 @@ class SettingsDialog(QDialog):
         self._model.setPlaceholderText("model.onnx from painmon export")
         self._face_model = QLineEdit(current.face_model)
         self._face_model.setPlaceholderText("face_landmarker.task (empty: search, else Haar)")
+        # Paths are long: the fields are wide, show the file name end, and carry the full
+        # path as tooltip; under the model field its path elided in the middle.
+        self.model_path_label = ElidedLabel()
+        self.model_path_label.setStyleSheet("color: #607d8b;")
+        self.model_path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        for edit in (self._source, self._model, self._face_model):
+            edit.setMinimumWidth(self.fontMetrics().horizontalAdvance("x" * 48))
+            edit.textChanged.connect(lambda text, edit=edit: self._show_path(edit, text))
+            self._show_path(edit, edit.text())
         form.addRow("Source", self._source)
         form.addRow("Model", self._model)
+        form.addRow("", self.model_path_label)
         form.addRow("Face model", self._face_model)
         layout.addWidget(inputs)
 
@@ -219,6 +230,11 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
+
+    def _show_path(self, edit: QLineEdit, text: str) -> None:
+        edit.setToolTip(text)
+        if edit is self._model:
+            self.model_path_label.setText(text)
 
     def settings(self) -> AppSettings:
         """The edited settings; raises ValueError with a readable message when inconsistent."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (
     QFrame,
@@ -34,13 +34,20 @@ from painmon.core.live.display import (
     AU_BASELINE_PENDING,
     AU_READING_CAPTION,
     OUTPUT_UNKNOWN_HEADLINE,
+    READING_CAPTION,
+    UNKNOWN_READING_TEXT,
+    BannerText,
     ColourRole,
+    Reading,
+    alarm_banner,
     level_role,
     priority_role,
+    reading_explainer,
+    result_reading,
     technical_alarm_text,
 )
 from painmon.core.live.engine import EngineResult
-from painmon.core.live.trend import TrendSeries
+from painmon.core.live.trend import TrendSeries, visible_range
 from painmon.core.util.labels import DEFAULT_CLASS_NAMES
 
 COLOUR_OK = "#2ecc71"
@@ -233,19 +240,26 @@ class StatePanel(QFrame):
         self.demo_badge.hide()
         layout.addWidget(self.demo_badge)
         self.caption = _label(20, colour=COLOUR_UNKNOWN)
-        self.caption.setText("Expected pain level (0–4)")
+        self.caption.setText(READING_CAPTION)
         layout.addWidget(self.caption)
         self.level = _label(150, bold=True, colour=COLOUR_UNKNOWN)
-        self.level.setText("—")
+        self.level.setText(UNKNOWN_READING_TEXT)
         layout.addWidget(self.level)
         self.class_name = _label(38, bold=True, colour=COLOUR_UNKNOWN)
         self.class_name.setWordWrap(True)
         layout.addWidget(self.class_name)
+        # What the number means, under it (the word is the band of the number shown).
+        self.meaning = _label(15, colour=COLOUR_UNKNOWN)
+        self.meaning.setWordWrap(True)
+        self.meaning.setText(reading_explainer())
+        layout.addWidget(self.meaning)
         layout.addSpacing(12)
         confidence_row = QHBoxLayout()
-        confidence_caption = _label(20, colour=COLOUR_TEXT)
-        confidence_caption.setText("Confidence")
-        confidence_row.addWidget(confidence_caption)
+        # Secondary information, labelled as such: the arg-max class and its probability.
+        self.confidence_caption = _label(20, colour=COLOUR_TEXT)
+        self.confidence_caption.setText("Most likely class")
+        self.confidence_caption.setWordWrap(True)
+        confidence_row.addWidget(self.confidence_caption)
         self.confidence = QProgressBar()
         self.confidence.setRange(0, 100)
         self.confidence.setTextVisible(True)
@@ -258,6 +272,7 @@ class StatePanel(QFrame):
         )
         confidence_row.addWidget(self.confidence, 1)
         layout.addLayout(confidence_row)
+        self.reading: Reading | None = None
         self.au_check = _label(20, colour=COLOUR_TEXT)
         self.au_check.setWordWrap(True)
         layout.addWidget(self.au_check)
@@ -276,15 +291,25 @@ class StatePanel(QFrame):
         *,
         out_of_domain: bool = False,
         au_reading: float | None = None,
+        reading: Reading | None = None,
     ) -> None:
         """Show the smoothed output of ``result``; unknown output shows a dash and why.
 
+        ``reading`` (from :class:`painmon.core.live.display.DisplayState`) is the number and
+        the word of its band; without it, it is derived from ``result`` by the same rule.
         ``out_of_domain``: the model cannot score this face; the AU estimate
         (``au_reading``, PSPI) is shown as the reading, in neutral colour (no alarms).
         """
         smoothed = None if result is None else result.smoothed
+        if reading is None and not out_of_domain:
+            reading = result_reading(result, class_names)
+        self.reading = None if out_of_domain else reading
         self.confidence.setFormat("%p %")
-        self.caption.setText(AU_READING_CAPTION if out_of_domain else "Expected pain level (0–4)")
+        self.confidence_caption.setText("Most likely class")
+        self.caption.setText(AU_READING_CAPTION if out_of_domain else READING_CAPTION)
+        self.meaning.setText(
+            "" if out_of_domain else (reading.explainer if reading else reading_explainer())
+        )
         if out_of_domain:
             self.level.setText("—" if au_reading is None else f"{au_reading:.1f}")
             self.level.setStyleSheet(f"color: {COLOUR_TEXT};")
@@ -296,8 +321,8 @@ class StatePanel(QFrame):
             self.au_check.setText(AU_BASELINE_PENDING if au_reading is None else "")
             self.reason.setText(unknown_reason)
             return
-        if smoothed is None or smoothed.unknown:
-            self.level.setText("—")
+        if reading is None or smoothed is None or smoothed.unknown:
+            self.level.setText(UNKNOWN_READING_TEXT)
             self.level.setStyleSheet(f"color: {COLOUR_UNKNOWN};")
             self.class_name.setText(unknown_headline)
             self.class_name.setStyleSheet(f"color: {COLOUR_UNKNOWN};")
@@ -305,18 +330,14 @@ class StatePanel(QFrame):
             self.au_check.setText("")
             self.reason.setText(unknown_reason or (smoothed.reason if smoothed else ""))
             return
-        assert smoothed.pain_level is not None and smoothed.pain_class is not None
         colour = level_colour(smoothed.pain_level, settings)
-        self.level.setText(f"{smoothed.pain_level:.1f}")
+        self.level.setText(reading.text)
         self.level.setStyleSheet(f"color: {colour};")
-        name = (
-            class_names[smoothed.pain_class]
-            if smoothed.pain_class < len(class_names)
-            else str(smoothed.pain_class)
-        )
-        self.class_name.setText(name)
+        self.class_name.setText(reading.word)
         self.class_name.setStyleSheet(f"color: {colour};")
-        self.confidence.setValue(round(100 * (smoothed.confidence or 0.0)))
+        if reading.most_likely:
+            self.confidence_caption.setText(f"Most likely class: {reading.most_likely}")
+        self.confidence.setValue(reading.most_likely_pct or 0)
         if result is not None and result.au_pspi is not None:
             self.au_check.setText(f"AU cross-check: PSPI {result.au_pspi:.1f}")
         else:
@@ -341,8 +362,8 @@ class AlarmBanner(QFrame):
         self.text = _label(34, bold=True, colour="#ffffff")
         self.text.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         row.addWidget(self.text, 1)
-        self.acknowledge_button = QPushButton("Acknowledge")
-        self.audio_pause_button = QPushButton("Audio pause")
+        self.acknowledge_button = QPushButton("Acknowledge (F2)")
+        self.audio_pause_button = QPushButton("Audio pause (F3)")
         for button in (self.acknowledge_button, self.audio_pause_button):
             button.setMinimumSize(190, 54)
             button.setStyleSheet(
@@ -361,27 +382,43 @@ class AlarmBanner(QFrame):
         self.technical_row.hide()
         outer.addWidget(self.technical_row)
         self.priority = AlarmPriority.NONE
+        #: a pain alarm is counting down its alarm delay (shown muted, never flashing)
+        self.pending = False
+        self.colour = _NO_ALARM_COLOUR
         self.show_state(None, blink_on=True)
 
-    def show_state(self, state: AlarmState | None, blink_on: bool, message: str = "") -> None:
-        """Paint ``state``; ``blink_on`` is the flashing phase for unacknowledged alarms."""
+    #: the pain row while an alarm delay runs: muted blue-grey, distinct from every alarm
+    PENDING_COLOUR = "#455a64"
+
+    def show_state(
+        self,
+        state: AlarmState | None,
+        blink_on: bool,
+        message: str = "",
+        *,
+        banner: BannerText | None = None,
+    ) -> None:
+        """Paint ``state``; ``blink_on`` is the flashing phase for unacknowledged alarms.
+
+        ``banner`` (from :class:`painmon.core.live.display.DisplayState`) is the pain row's
+        text and role; without it, it is derived from ``state`` by the same function.
+        """
         priority = AlarmPriority.NONE if state is None else AlarmPriority(state.pain_priority)
         self.priority = priority
-        if priority is AlarmPriority.NONE:
-            colour, text = _NO_ALARM_COLOUR, "No pain alarm"
+        if banner is None:
+            banner = alarm_banner(state, message)
+        self.pending = banner.role is ColourRole.PENDING
+        if banner.role is None:
+            colour = _NO_ALARM_COLOUR
+        elif self.pending:
+            colour = self.PENDING_COLOUR
         else:
-            role = priority_role(priority)
-            colour = ROLE_COLOUR[role]
-            text = message or f"{priority.upper()} PAIN ALARM"
-            if state is not None and state.latched and not state.active:
-                text += " (latched — acknowledge)"
-            elif state is not None and state.acknowledged:
-                text += " — acknowledged"
-            sounding = state is not None and (state.latched or not state.acknowledged)
-            if sounding and not blink_on:
-                colour = _BLINK_OFF_COLOUR[role]
+            colour = ROLE_COLOUR[banner.role]
+            if banner.flashing and not blink_on:
+                colour = _BLINK_OFF_COLOUR[banner.role]
+        self.colour = colour
         self.pain_row.setStyleSheet(f"background: {colour}; border-radius: 6px;")
-        self.text.setText(text)
+        self.text.setText(banner.text)
         can_ack = state is not None and (state.latched or (state.active and not state.acknowledged))
         self.acknowledge_button.setEnabled(can_ack)
         remaining = None if state is None else state.audio_paused_remaining_s
@@ -389,7 +426,7 @@ class AlarmBanner(QFrame):
             minutes, seconds = divmod(math.ceil(remaining), 60)
             self.audio_pause_button.setText(f"Audio paused {minutes}:{seconds:02d}")
         else:
-            self.audio_pause_button.setText("Audio pause")
+            self.audio_pause_button.setText("Audio pause (F3)")
         technical = technical_alarm_text(() if state is None else state.technical_conditions)
         if technical:
             self.technical_row.setText(technical)
@@ -432,14 +469,23 @@ class TrendPlot(pg.GraphicsLayoutWidget):
         self.level_plot.addItem(self.high_line)
         self._regions: list[pg.LinearRegionItem] = []
         self.points_shown = 0
+        #: wall-clock time of the oldest sample ever shown: until the data spans the window,
+        #: the x axis runs from it to now (core.live.trend.visible_range)
+        self.first_sample_s: float | None = None
+        self.x_range: tuple[float, float] | None = None
 
     def set_thresholds(self, settings: AlarmSettings) -> None:
         self.medium_line.setValue(settings.medium_threshold)
         self.high_line.setValue(settings.high_threshold)
 
     def show_series(self, series: TrendSeries, now_wall_s: float) -> None:
-        """Draw ``series`` over the last ``window_s`` seconds ending at ``now_wall_s``."""
+        """Draw ``series`` up to ``now_wall_s``: from the first sample until the data fills
+        ``window_s``, then the last ``window_s`` seconds."""
         self.points_shown = int(series.wall_s.size)
+        if series.wall_s.size:
+            oldest_s = float(series.wall_s[0])
+            if self.first_sample_s is None or oldest_s < self.first_sample_s:
+                self.first_sample_s = oldest_s
         self.level_curve.setData(series.wall_s, series.pain_level)
         self.confidence_curve.setData(series.wall_s, series.confidence)
         spans = [
@@ -460,4 +506,74 @@ class TrendPlot(pg.GraphicsLayoutWidget):
             region.show()
         for region in self._regions[len(spans) :]:
             region.hide()
-        self.level_plot.setXRange(now_wall_s - self.window_s, now_wall_s, padding=0)
+        self.x_range = visible_range(self.first_sample_s, now_wall_s, self.window_s)
+        self.level_plot.setXRange(*self.x_range, padding=0)
+
+
+class ElidedLabel(QLabel):
+    """One line of text elided in the middle when too narrow; the full text is its tooltip.
+
+    ``text()`` returns the full text, ``shown_text()`` what is painted. A tooltip set
+    with ``setToolTip`` (an explanation) is kept and follows the full text when elided.
+    """
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._full_text = ""
+        self._extra_tip = ""
+        self.setWordWrap(False)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt override
+        if text != self._full_text or not super().text():
+            self._full_text = text
+            self._elide()
+            self.updateGeometry()
+
+    def text(self) -> str:
+        return self._full_text
+
+    def shown_text(self) -> str:
+        """The text as painted (with "…" in the middle when elided)."""
+        return super().text()
+
+    def is_elided(self) -> bool:
+        return super().text() != self._full_text
+
+    def setToolTip(self, tip: str) -> None:  # noqa: N802 - Qt override
+        self._extra_tip = tip
+        self._update_tip()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt override
+        hint = super().sizeHint()
+        metrics = self.fontMetrics()
+        extra = metrics.horizontalAdvance(self._full_text) - metrics.horizontalAdvance(
+            super().text()
+        )
+        return QSize(hint.width() + max(0, extra), hint.height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt override
+        hint = super().minimumSizeHint()
+        margins = self.contentsMargins()
+        width = self.fontMetrics().horizontalAdvance("xx…xx") + margins.left() + margins.right()
+        return QSize(min(width, self.sizeHint().width()), hint.height())
+
+    def resizeEvent(self, event: object) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        width = self.contentsRect().width() - 2 * self.margin()
+        shown = self.fontMetrics().elidedText(
+            self._full_text, Qt.TextElideMode.ElideMiddle, max(0, width)
+        )
+        if shown != super().text():
+            super().setText(shown)
+        self._update_tip()
+
+    def _update_tip(self) -> None:
+        parts = [self._full_text] if self.is_elided() else []
+        if self._extra_tip:
+            parts.append(self._extra_tip)
+        super().setToolTip("\n\n".join(parts))

@@ -2,6 +2,8 @@
 
 The worker opens the source itself (a camera can take seconds to open or fail,
 which must never freeze the window), starts a :class:`CaptureThread` in real time
+(files and the demo at their own rate, frames it cannot score dropped; with
+``every_frame`` every frame in order, as fast as scoring goes, for analysis)
 and calls ``engine.process`` once per frame, emitting the frozen
 :class:`~painmon.core.live.engine.EngineResult` with a QImage of the frame (QPixmaps
 are made in the GUI thread only). Operator commands (acknowledge, audio pause,
@@ -32,6 +34,7 @@ from painmon.core.live.capture import (
 )
 from painmon.core.live.display import END_OF_VIDEO
 from painmon.core.live.engine import MonitorEngine
+from painmon.core.live.playback import playback_text
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +79,12 @@ class InferenceWorker(QObject):
         engine_factory: Callable[[], MonitorEngine],
         *,
         clock: Callable[[], float] = time.monotonic,
+        every_frame: bool = False,
     ) -> None:
         super().__init__()
         self._source_spec = source
+        #: play files and the demo frame by frame (pull mode) instead of in real time
+        self.every_frame = bool(every_frame)
         self._engine_factory = engine_factory
         self._clock = clock
         self._stop = threading.Event()
@@ -88,6 +94,11 @@ class InferenceWorker(QObject):
         self._engine: MonitorEngine | None = None
         self._t_s: float | None = None  # last time handed to the engine
         self.capture: CaptureThread | None = None
+
+    def playback_text(self) -> str:
+        """The status bar's playback line for the running capture ("" before it started)."""
+        capture = self.capture
+        return playback_text(capture.stats) if capture is not None else ""
 
     def stop(self) -> None:
         """Ask the loop to end (thread-safe); the thread's owner then waits for ``finished``."""
@@ -127,7 +138,7 @@ class InferenceWorker(QObject):
         except BaseException:
             source.close()
             raise
-        self.capture = CaptureThread(source, realtime=True)
+        self.capture = CaptureThread(source, realtime=not self.every_frame)
         tracker = engine.face_tracker
         self.source_opened.emit(
             source.name, source.is_live, str(getattr(tracker, "name", type(tracker).__name__))

@@ -33,6 +33,11 @@ Design choices (the specification left these open):
   holds it for clear_s; a second delay would only hide them longer. While a
   condition waits for its delay the pain state is frozen all the same (output
   unknown) and no technical alarm is shown.
+* System conditions (:class:`SystemCondition`, e.g. CENTRAL_UNREACHABLE: the ward's
+  central station did not confirm alarm events) are technical alarms of the bed itself:
+  raised and cleared through :meth:`AlarmManager.set_system_condition`, logged like the
+  others, listed in ``AlarmState.system_conditions``; they neither make the pain output
+  unknown nor freeze pain alarms, because the bed stays the primary alarm.
 * Audio pause silences every pain alarm; only a HIGH onset/escalation breaks
   through, and only if the pause was not started while a HIGH was shown.
 * Acknowledge silences the active alarm and starts the reminder timer; pressing
@@ -42,6 +47,13 @@ Design choices (the specification left these open):
 * ``new_events`` of every returned AlarmState holds the events produced since the
   previously returned state (from update, acknowledge, audio_pause or
   change_settings), so each event is delivered exactly once.
+* Pending: while an onset or escalation timer runs on a known level, the state says
+  which priority would be raised next and in how many seconds if the condition keeps
+  holding (``pending_priority``/``pending_in_s``). It is not an alarm (no tone, no
+  event); it vanishes when the level falls or turns unknown (timers do not run then).
+* A session that starts mid-alarm: :meth:`AlarmManager.active_alarm_events` describes
+  every alarm active at that moment (kind ``active_at_session_start``, with its
+  original onset time) so the new session's alarm log does not begin silently.
 """
 
 from __future__ import annotations
@@ -78,6 +90,20 @@ class TechnicalCondition(enum.StrEnum):
     OUT_OF_DOMAIN = "OUT_OF_DOMAIN"
 
 
+class SystemCondition(enum.StrEnum):
+    """Technical alarms about the bed's own system, not the picture: unlike a
+    :class:`TechnicalCondition` they leave the pain output known and pain alarms running."""
+
+    # Alarm events went unconfirmed by the central station (the ward's MQTT link) for > 5 s.
+    CENTRAL_UNREACHABLE = "CENTRAL_UNREACHABLE"
+
+
+#: what each system condition means, in the words the bedside shows
+SYSTEM_CONDITION_TEXT: dict[str, str] = {
+    SystemCondition.CENTRAL_UNREACHABLE: "central station not reached",
+}
+
+
 # Conditions judged frame by frame, raised only after AlarmSettings.technical_delay_s.
 # (NO_FACE has its own no_face_delay_s; the others were debounced by their producers.)
 _DELAYED_CONDITIONS = frozenset({TechnicalCondition.LOW_QUALITY})
@@ -106,6 +132,8 @@ class AlarmEventKind(enum.StrEnum):
     TECHNICAL_ONSET = "technical_onset"
     TECHNICAL_CLEAR = "technical_clear"
     SETTINGS_CHANGE = "settings_change"
+    #: an alarm already active when a session's files were opened (logged once, at attach)
+    ACTIVE_AT_SESSION_START = "active_at_session_start"
 
 
 _PAIN_RANK = {AlarmPriority.NONE: 0, AlarmPriority.MEDIUM: 1, AlarmPriority.HIGH: 2}
@@ -232,6 +260,13 @@ class AlarmState:
     output_unknown: bool
     new_events: tuple[AlarmEvent, ...]
     pain_level: float | None = None
+    #: the pain priority an onset/escalation timer is counting towards (None: nothing
+    #: pending) and the seconds until it is raised if the condition keeps holding
+    pending_priority: str | None = None
+    pending_in_s: float | None = None
+    #: active :class:`SystemCondition` alarms (e.g. CENTRAL_UNREACHABLE); the pain output
+    #: stays known under them, so they are kept apart from ``technical_conditions``
+    system_conditions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         priority = AlarmPriority(self.pain_priority)
@@ -251,8 +286,70 @@ class AlarmState:
             raise ValueError(f"audio_paused_remaining_s must be > 0 or None, got {remaining!r}")
         for name in self.technical_conditions:
             TechnicalCondition(name)
+        for name in self.system_conditions:
+            SystemCondition(name)
         if self.output_unknown != (self.pain_level is None):
             raise ValueError("output_unknown must be set exactly when pain_level is None")
+        self._check_pending(priority)
+
+    def _check_pending(self, shown: AlarmPriority) -> None:
+        if (self.pending_priority is None) != (self.pending_in_s is None):
+            raise ValueError("pending_priority and pending_in_s are given together or not at all")
+        if self.pending_priority is None:
+            return
+        pending = AlarmPriority(self.pending_priority)
+        if pending not in (AlarmPriority.MEDIUM, AlarmPriority.HIGH):
+            raise ValueError(f"only a MEDIUM or HIGH alarm can be pending, got {pending.value!r}")
+        object.__setattr__(self, "pending_priority", pending.value)
+        remaining = self.pending_in_s
+        if not (isinstance(remaining, int | float) and math.isfinite(remaining) and remaining > 0):
+            raise ValueError(f"pending_in_s must be > 0 s, got {remaining!r}")
+        if self.output_unknown:
+            raise ValueError("nothing can be pending while the pain output is unknown")
+        if self.active and _PAIN_RANK[pending] <= _PAIN_RANK[shown]:
+            raise ValueError(
+                f"a pending {pending.value} alarm must rank above the active {shown.value} one"
+            )
+
+
+class AlarmTally:
+    """Alarm counts as a session summary reports them: episodes, not onsets plus escalations.
+
+    A pain episode runs from its onset to its clear; a MEDIUM -> HIGH escalation inside
+    it is counted apart. An alarm active when the session started counts once.
+    """
+
+    def __init__(self) -> None:
+        self.pain_episodes = 0
+        self.escalations = 0
+        self.technical = 0
+
+    def add(self, event: AlarmEvent) -> None:
+        """Count one logged event (kinds that open nothing are ignored)."""
+        kind = AlarmEventKind(event.kind)
+        if kind is AlarmEventKind.ONSET:
+            self.pain_episodes += 1
+        elif kind is AlarmEventKind.ESCALATION:
+            self.escalations += 1
+        elif kind is AlarmEventKind.TECHNICAL_ONSET:
+            self.technical += 1
+        elif kind is AlarmEventKind.ACTIVE_AT_SESSION_START:
+            if event.priority == AlarmPriority.TECHNICAL:
+                self.technical += 1
+            else:
+                self.pain_episodes += 1
+
+    def pain_text(self) -> str:
+        """'pain alarm episodes: 1 (1 escalation to HIGH)'."""
+        return pain_episodes_text(self.pain_episodes, self.escalations)
+
+
+def pain_episodes_text(episodes: int, escalations: int) -> str:
+    """'pain alarm episodes: 1 (1 escalation to HIGH)'; escalations are not extra alarms."""
+    text = f"pain alarm episodes: {episodes}"
+    if escalations:
+        text += f" ({escalations} escalation{'' if escalations == 1 else 's'} to HIGH)"
+    return text
 
 
 class AlarmManager:
@@ -275,6 +372,9 @@ class AlarmManager:
         self._latched = False
         self._last_trigger_t_s: float | None = None
         self._last_trigger_utc: str | None = None
+        # When the open episode was raised (its first onset, before any escalation).
+        self._episode_onset_t_s: float | None = None
+        self._episode_onset_utc: str | None = None
         # Timers, in seconds of valid-level time; None = condition not holding.
         self._prev_valid_t_s: float | None = None
         self._medium_held_s: float | None = None
@@ -288,6 +388,10 @@ class AlarmManager:
         self._condition: TechnicalCondition | None = None
         self._condition_since_t_s: float | None = None
         self._technical_active = False
+        self._technical_onset_t_s: float | None = None
+        self._technical_onset_utc: str | None = None
+        # System conditions: condition -> (onset t_s, onset UTC).
+        self._system: dict[SystemCondition, tuple[float, str]] = {}
 
     @property
     def events(self) -> tuple[AlarmEvent, ...]:
@@ -374,6 +478,42 @@ class AlarmManager:
         )
         return self._state(t_s)
 
+    def set_system_condition(
+        self, t_s: float, condition: SystemCondition | str, active: bool
+    ) -> AlarmState:
+        """Raise or clear a system technical alarm at ``t_s`` (logged; no condition delay:
+        its producer already waited). The pain output and pain alarms carry on as before."""
+        self._advance_clock(t_s)
+        try:
+            name = SystemCondition(condition)
+        except ValueError:
+            names = ", ".join(c.value for c in SystemCondition)
+            raise ValueError(
+                f"unknown system condition {condition!r}; use one of {names}"
+            ) from None
+        text = SYSTEM_CONDITION_TEXT[name]
+        if active and name not in self._system:
+            event = self._emit(
+                t_s,
+                AlarmEventKind.TECHNICAL_ONSET,
+                AlarmPriority.TECHNICAL,
+                None,
+                None,
+                f"technical alarm {name.value}: {text}; pain monitoring goes on at the bed",
+            )
+            self._system[name] = (float(t_s), event.utc_time)
+        elif not active and name in self._system:
+            del self._system[name]
+            self._emit(
+                t_s,
+                AlarmEventKind.TECHNICAL_CLEAR,
+                AlarmPriority.TECHNICAL,
+                None,
+                None,
+                f"technical alarm {name.value} cleared",
+            )
+        return self._state(t_s)
+
     def change_settings(self, t_s: float, new_settings: AlarmSettings) -> AlarmState:
         """Apply new settings from ``t_s`` on and log what changed."""
         if not isinstance(new_settings, AlarmSettings):
@@ -397,6 +537,57 @@ class AlarmManager:
             "settings changed: " + ("; ".join(changes) if changes else "no difference"),
         )
         return self._state(t_s)
+
+    def active_alarm_events(self) -> tuple[AlarmEvent, ...]:
+        """One ``active_at_session_start`` event per alarm active now (pain, then technical).
+
+        For a session attached mid-alarm: the events are returned, not delivered through
+        ``new_events`` (nothing changed in the alarm state), and carry the original onset
+        time in their message.
+        """
+        t_s = 0.0 if self._last_t_s is None else self._last_t_s
+        kind = AlarmEventKind.ACTIVE_AT_SESSION_START
+        events = []
+        shown = self._shown_priority()
+        if shown is not AlarmPriority.NONE:
+            if self._episode is not AlarmPriority.NONE:
+                onset = _onset_text(self._episode_onset_utc, self._episode_onset_t_s)
+                message = f"{self._episode.value.upper()} pain alarm active at session start"
+                message += f" (raised {onset}"
+                if self._last_trigger_t_s != self._episode_onset_t_s:
+                    escalated = _onset_text(self._last_trigger_utc, self._last_trigger_t_s)
+                    message += f", escalated to HIGH {escalated}"
+                message += ")"
+                if self._acknowledged:
+                    message += "; acknowledged"
+                if self._latched:
+                    message += "; an earlier HIGH alarm is latched until acknowledged"
+                threshold = self._threshold()
+            else:
+                onset = _onset_text(self._last_trigger_utc, self._last_trigger_t_s)
+                message = (
+                    f"latched HIGH pain alarm active at session start (raised {onset}); "
+                    "latched until acknowledged"
+                )
+                threshold = self.settings.high_threshold
+            events.append(self._make_event(t_s, kind, shown, self._last_level, threshold, message))
+        if self._condition is not None and self._technical_active:
+            onset = _onset_text(self._technical_onset_utc, self._technical_onset_t_s)
+            message = (
+                f"technical alarm {self._condition.value} active at session start "
+                f"(raised {onset}); pain output unknown"
+            )
+            events.append(self._make_event(t_s, kind, AlarmPriority.TECHNICAL, None, None, message))
+        for name, (onset_t_s, onset_utc) in sorted(self._system.items()):
+            onset = _onset_text(onset_utc, onset_t_s)
+            message = (
+                f"technical alarm {name.value} active at session start (raised {onset}): "
+                f"{SYSTEM_CONDITION_TEXT[name]}"
+            )
+            events.append(self._make_event(t_s, kind, AlarmPriority.TECHNICAL, None, None, message))
+        for event in events:
+            log.info("alarm %s at t=%.2f s: %s", kind.value, t_s, event.message)
+        return tuple(events)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -460,7 +651,7 @@ class AlarmManager:
             threshold = None
             message = f"technical alarm {condition.value}"
         self._technical_active = True
-        self._emit(
+        event = self._emit(
             t_s,
             AlarmEventKind.TECHNICAL_ONSET,
             AlarmPriority.TECHNICAL,
@@ -468,6 +659,7 @@ class AlarmManager:
             threshold,
             message + "; pain output unknown, pain alarms frozen",
         )
+        self._technical_onset_t_s, self._technical_onset_utc = t_s, event.utc_time
 
     def _update_pain(self, t_s: float, level: float) -> None:
         s = self.settings
@@ -534,6 +726,8 @@ class AlarmManager:
         )
         self._last_trigger_t_s = t_s
         self._last_trigger_utc = event.utc_time
+        if kind is AlarmEventKind.ONSET:
+            self._episode_onset_t_s, self._episode_onset_utc = t_s, event.utc_time
         if (
             priority is AlarmPriority.HIGH
             and self._pause_until_t_s is not None
@@ -591,7 +785,7 @@ class AlarmManager:
             raise ValueError("utc_clock must return a timezone-aware datetime")
         return stamp.astimezone(UTC).isoformat()
 
-    def _emit(
+    def _make_event(
         self,
         t_s: float,
         kind: AlarmEventKind,
@@ -600,7 +794,7 @@ class AlarmManager:
         threshold: float | None,
         message: str,
     ) -> AlarmEvent:
-        event = AlarmEvent(
+        return AlarmEvent(
             utc_time=self._utc_iso(),
             t_s=float(t_s),
             kind=kind.value,
@@ -610,6 +804,17 @@ class AlarmManager:
             model_sha256=self.settings.model_sha256,
             message=message,
         )
+
+    def _emit(
+        self,
+        t_s: float,
+        kind: AlarmEventKind,
+        priority: AlarmPriority,
+        value: float | None,
+        threshold: float | None,
+        message: str,
+    ) -> AlarmEvent:
+        event = self._make_event(t_s, kind, priority, value, threshold, message)
         self._events.append(event)
         self._pending.append(event)
         log_level = (
@@ -620,7 +825,26 @@ class AlarmManager:
         log.log(log_level, "alarm %s at t=%.2f s: %s", kind.value, t_s, message)
         return event
 
+    def _pending_alarm(self) -> tuple[AlarmPriority | None, float | None]:
+        """The priority an onset/escalation timer counts towards, and the seconds left."""
+        if self._last_level is None:
+            return None, None  # the timers are frozen: nothing counts down
+        delay_s = self.settings.alarm_delay_s
+        high, medium = self._high_held_s, self._medium_held_s
+        if self._episode is AlarmPriority.MEDIUM and high is not None:
+            return AlarmPriority.HIGH, delay_s - high
+        if self._episode is not AlarmPriority.NONE or medium is None:
+            return None, None
+        # The onset comes when the medium timer is due; it is HIGH only if the high timer
+        # (which started no earlier) is due by then too.
+        if high is not None and high >= medium:
+            return AlarmPriority.HIGH, delay_s - high
+        return AlarmPriority.MEDIUM, delay_s - medium
+
     def _state(self, t_s: float) -> AlarmState:
+        pending, pending_in_s = self._pending_alarm()
+        if pending_in_s is not None and pending_in_s <= 0:
+            pending = pending_in_s = None  # due on the next valid level: not a countdown
         shown = self._shown_priority()
         active = self._episode is not AlarmPriority.NONE
         sounding = (active and not self._acknowledged) or self._latched
@@ -643,4 +867,14 @@ class AlarmManager:
             output_unknown=self._last_level is None,
             new_events=new_events,
             pain_level=self._last_level,
+            pending_priority=None if pending is None else pending.value,
+            pending_in_s=pending_in_s,
+            system_conditions=tuple(sorted(self._system)),
         )
+
+
+def _onset_text(utc_time: str | None, t_s: float | None) -> str:
+    """When an alarm was raised, as the session-start event message says it."""
+    if t_s is None:
+        return "at an unknown time"
+    return f"at {utc_time or 'unknown UTC'} (t {t_s:.2f} s)"

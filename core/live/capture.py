@@ -10,12 +10,20 @@ Design choices (the specification left these open):
   to the first frame; files, folders and the synthetic patient carry their own
   media time, so smoothing and alarms give the same result at any processing
   speed.
-* ``Frame.index`` is the position in the media for files and folders (an
-  unreadable image leaves a gap in indices and ``t_s``), and the count of frames
-  read for live and synthetic sources (dropped frames leave gaps).
+* ``Frame.index`` is the position in the media for files, folders and the synthetic
+  patient (an unreadable image or a frame passed over leaves a gap in indices and
+  ``t_s``), and the count of frames read for live sources (dropped frames leave gaps).
 * Media sources default to pull mode (every frame, in order, no drops); with
   ``realtime=True`` they are paced to media time into the one-slot buffer like a
   live source. Live sources are always real time.
+* Real-time playback keeps media time with the wall clock: a reader that falls more than
+  ``CATCH_UP_SLACK_S`` behind passes over the late frames without decoding them
+  (:meth:`FrameSource.skip_until`: ``grab()`` for video, a jump in the script for the
+  synthetic patient) instead of playing on in slow motion, because the alarm delay runs
+  on media time. Only a reader more than ``MAX_CATCH_UP_S`` behind (the machine stalled,
+  or a source that cannot skip) restarts the pacing from where it is. Frames passed over
+  and frames the consumer never took are counted (:class:`CaptureStats`), with the rate
+  of playback (:mod:`painmon.core.live.playback`).
 * Reconnection happens only after a live source was open once: a source that
   cannot be opened at all is a configuration error the user must see at once.
 * The capture thread owns the source after ``start()`` and closes it on exit.
@@ -59,6 +67,7 @@ import cv2
 import numpy as np
 
 from painmon.core.live.alarms import TechnicalCondition
+from painmon.core.live.playback import PLAYBACK_MODES, PlaybackMeter
 from painmon.core.live.source_spec import URL_SCHEMES, SourceSpecError, check_source_spec
 from painmon.core.util.errors import PainmonError
 from painmon.core.util.redact import redact_source
@@ -69,8 +78,12 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp")
 DEFAULT_VIDEO_FPS = 30.0
 # Cameras often return a few empty reads while their sensor starts.
 _LIVE_PROBE_READS = 5
-# Behind media time by more than this, paced playback re-anchors instead of bursting to catch up.
-_MAX_PACING_LAG_S = 0.5
+#: Real-time playback passes over frames that came due more than this long ago (3 frames
+#: at 30 fps): a little lateness is shown late, more is dropped so media time keeps up.
+CATCH_UP_SLACK_S = 0.1
+#: Behind media time by more than this (a stalled machine, a source that cannot skip),
+#: paced playback re-anchors instead of passing over seconds of media.
+MAX_CATCH_UP_S = 3.0
 # Consumers poll the buffer at least this often so that stop() is never missed.
 _WAIT_SLICE_S = 0.1
 #: Images with more pixels are skipped unread: 40 MP (e.g. 7746x5164, beyond any camera a
@@ -314,6 +327,12 @@ class FrameSource(abc.ABC):
         """Next frame, or None at the end of the media; a lost live source raises
         SourceDisconnectedError."""
 
+    def skip_until(self, t_s: float) -> int:
+        """Pass over the frames whose media time is before ``t_s`` without decoding them, so
+        that the next ``read()`` returns the first frame at or after ``t_s``; returns how many
+        were passed over. Sources that cannot skip pass over none (the default)."""
+        return 0
+
     def close(self) -> None:  # noqa: B027 - sources without resources need no close
         """Release the device or file; safe to call twice."""
 
@@ -463,6 +482,33 @@ class VideoFileSource(FrameSource):
                 log.warning("%s: %s", self.path, self._damage)
         return frame
 
+    def skip_until(self, t_s: float) -> int:
+        """Pass over frames before ``t_s`` with ``grab()``: demuxed and decoded (inter frames
+        need their predecessors) but neither converted nor copied out."""
+        if self._capture is None:
+            return 0
+        skipped = 0
+        if self._pending is not None:
+            if self._pending.t_s is not None and self._pending.t_s >= t_s:
+                return 0
+            self._pending = None
+            skipped += 1
+        elif self._last_t_s is not None and self._last_t_s + 1.0 / self.fps >= t_s:
+            return 0  # the next frame is due at or after t_s
+        while True:
+            if not self._capture.grab():
+                return skipped  # the end of the media: read() says so
+            index = self._next_index
+            frame_t_s = self._media_time_s(index)
+            self._next_index += 1
+            self._last_t_s = frame_t_s
+            if frame_t_s >= t_s:
+                ok, bgr = self._capture.retrieve()
+                if ok and bgr is not None:
+                    self._pending = RawFrame(_to_rgb(bgr), frame_t_s, index)
+                    return skipped
+            skipped += 1
+
     def _judge_end(self) -> str | None:
         """The damage message when the stream ended clearly before the container says it ends."""
         stated = self.total_frames
@@ -548,6 +594,19 @@ class ImageFolderSource(FrameSource):
             return frame
         return self._read_next()
 
+    def skip_until(self, t_s: float) -> int:
+        """Pass over the images due before ``t_s`` without opening them."""
+        skipped = 0
+        if self._pending is not None:
+            if self._pending.t_s is not None and self._pending.t_s >= t_s:
+                return 0
+            self._pending = None
+            skipped += 1
+        while self._position < len(self.paths) and self._position / self.image_fps < t_s:
+            self._position += 1
+            skipped += 1
+        return skipped
+
 
 class LiveVideoSource(FrameSource):
     """A camera (``cv2.VideoCapture(N)``) or network stream (FFmpeg with open and read
@@ -621,38 +680,83 @@ class LiveVideoSource(FrameSource):
 
 
 class SyntheticSource(FrameSource):
-    """Frames from a generator of ``(t_s, rgb, truth)`` items, e.g. the synthetic patient."""
+    """Frames from a generator of ``(t_s, rgb, truth)`` items, e.g. the synthetic patient.
+
+    A factory that returns a seekable stream (``fps``, ``n_frames``, ``frame(index)``, as
+    :class:`~painmon.core.synth.stream.SyntheticPatientStream` has) is read by index, so
+    that real-time playback can jump over frames it cannot render in time
+    (:meth:`skip_until`): the scripted patient then lives on the wall clock, not in slow
+    motion. Any other iterable is read in order and cannot skip.
+    """
 
     def __init__(self, frame_factory: SyntheticFactory, name: str = "synthetic") -> None:
         super().__init__(name)
         self._factory = frame_factory
         self._frames: Iterator[Any] | None = None
+        self._stream: Any = None
+        self._next_index = 0
         self._last_t_s: float | None = None
+
+    @staticmethod
+    def _seekable(frames: object) -> bool:
+        return all(hasattr(frames, name) for name in ("fps", "n_frames", "frame"))
 
     def open(self) -> None:
         try:
-            self._frames = iter(self._factory())
+            frames = self._factory()
         except ImportError as exc:
             raise SourceError(
                 f"the synthetic patient is not available ({exc}): reinstall painmon"
             ) from exc
+        self._stream = frames if self._seekable(frames) else None
+        self._frames = None if self._stream is not None else iter(frames)
+        self._next_index = 0
         self._last_t_s = None
+        if self._stream is not None:
+            self.total_frames = self._stream.n_frames
 
     def read(self) -> RawFrame | None:
-        if self._frames is None:
+        if self._stream is not None:
+            n_frames = self._stream.n_frames
+            if n_frames is not None and self._next_index >= n_frames:
+                return None
+            index = self._next_index
+            item = self._stream.frame(index)
+            self._next_index += 1
+        elif self._frames is not None:
+            index = None
+            try:
+                item = next(self._frames)
+            except StopIteration:
+                return None
+        else:
             raise SourceError("the synthetic source is not open: call open() first")
-        try:
-            item = next(self._frames)
-        except StopIteration:
-            return None
         t_s, rgb = float(item[0]), item[1]
         if not math.isfinite(t_s) or (self._last_t_s is not None and t_s < self._last_t_s):
             raise SourceError(f"the synthetic generator gave t_s={t_s!r} after {self._last_t_s!r}")
         self._last_t_s = t_s
-        return RawFrame(np.ascontiguousarray(rgb), t_s)
+        return RawFrame(np.ascontiguousarray(rgb), t_s, index)
+
+    def skip_until(self, t_s: float) -> int:
+        """Jump the script to the first frame at or after ``t_s`` (seekable streams only)."""
+        if self._stream is None:
+            return 0
+        index_at = getattr(self._stream, "index_at", None)
+        target = (
+            int(index_at(t_s))
+            if index_at is not None
+            else max(0, math.ceil(t_s * float(self._stream.fps) - 1e-9))
+        )
+        n_frames = self._stream.n_frames
+        if n_frames is not None:
+            target = min(target, n_frames)
+        skipped = max(0, target - self._next_index)
+        self._next_index += skipped
+        return skipped
 
     def close(self) -> None:
         self._frames = None
+        self._stream = None
 
 
 def synthetic_patient_factory(
@@ -742,13 +846,25 @@ class ReconnectBackoff:
 
 @dataclass(frozen=True)
 class CaptureStats:
-    """Counters of one capture thread."""
+    """Counters of one capture thread, and how playback keeps up (last 10 s).
+
+    ``frames_dropped``: read but replaced in the one-slot buffer before the consumer took
+    them; ``frames_passed_over``: passed over undecoded to keep real-time playback on the
+    wall clock; ``frames_skipped``: unreadable images. ``mode`` is one of
+    :data:`~painmon.core.live.playback.PLAYBACK_MODES`; ``playback_rate`` (media seconds per
+    wall second) and ``drop_fraction`` (share of due frames never handed out) cover the last
+    :data:`~painmon.core.live.playback.PLAYBACK_WINDOW_S` and are None until known.
+    """
 
     frames_read: int = 0
     frames_dropped: int = 0
     frames_skipped: int = 0
     reconnect_attempts: int = 0
     reconnects: int = 0
+    frames_passed_over: int = 0
+    mode: str = "realtime"
+    playback_rate: float | None = None
+    drop_fraction: float | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -757,9 +873,23 @@ class CaptureStats:
             "frames_skipped",
             "reconnect_attempts",
             "reconnects",
+            "frames_passed_over",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} cannot be negative")
+        if self.mode not in PLAYBACK_MODES:
+            raise ValueError(f"mode must be one of {', '.join(PLAYBACK_MODES)}, got {self.mode!r}")
+        if self.playback_rate is not None and not (
+            math.isfinite(self.playback_rate) and self.playback_rate >= 0
+        ):
+            raise ValueError(f"playback_rate must be >= 0, got {self.playback_rate!r}")
+        if self.drop_fraction is not None and not 0.0 <= self.drop_fraction <= 1.0:
+            raise ValueError(f"drop_fraction must lie in [0, 1], got {self.drop_fraction!r}")
+
+    @property
+    def frames_lost(self) -> int:
+        """Every frame of the media that was never handed out (dropped or passed over)."""
+        return self.frames_dropped + self.frames_passed_over
 
 
 class _FrameBuffer:
@@ -818,9 +948,10 @@ class _FrameBuffer:
 class CaptureThread:
     """Reads a source on a daemon thread into a bounded buffer; ``get_latest()`` hands frames out.
 
-    Live sources, and media sources with ``realtime=True`` (paced to media time),
-    fill a one-slot "latest frame wins" buffer: an unread frame is replaced and
-    counted as dropped. Media sources with ``realtime`` False or None run in pull
+    Live sources, and media sources with ``realtime=True`` (paced to media time,
+    passing over frames that came due more than ``CATCH_UP_SLACK_S`` ago), fill a
+    one-slot "latest frame wins" buffer: an unread frame is replaced and counted as
+    dropped. Media sources with ``realtime`` False or None run in pull
     mode: every frame, in order, never dropped, reading ahead at most
     ``pull_buffer`` frames. When the media ends ``ended`` is set and the thread
     stops; a lost live source is reopened with :class:`ReconnectBackoff`.
@@ -842,6 +973,8 @@ class CaptureThread:
             log.info("%s is a live source and always runs in real time", source.name)
         self.realtime = True if source.is_live else bool(realtime)
         self.pull_mode = not self.realtime
+        #: "live", "realtime" or "every_frame" (see painmon.core.live.playback)
+        self.mode = "live" if source.is_live else ("realtime" if self.realtime else "every_frame")
         self._buffer = (
             _FrameBuffer(pull_buffer, drop_oldest=False)
             if self.pull_mode
@@ -857,6 +990,10 @@ class CaptureThread:
         self._frames_read = 0
         self._reconnect_attempts = 0
         self._reconnects = 0
+        self._passed_over = 0
+        self._reanchors = 0
+        self._meter = PlaybackMeter()
+        self._last_media_t_s: float | None = None
         self._first_capture_s: float | None = None
         self._pace_anchor: tuple[float, float] | None = None
         #: Why capture failed (any exception on the thread); None after a clean end or stop.
@@ -925,6 +1062,10 @@ class CaptureThread:
                 frames_skipped=self.source.skipped,
                 reconnect_attempts=self._reconnect_attempts,
                 reconnects=self._reconnects,
+                frames_passed_over=self._passed_over,
+                mode=self.mode,
+                playback_rate=self._meter.rate if not self.source.is_live else None,
+                drop_fraction=self._meter.drop_fraction,
             )
 
     def __iter__(self) -> Iterator[Frame]:
@@ -948,6 +1089,8 @@ class CaptureThread:
         media_ended = False
         try:
             while not self._stop_event.is_set():
+                if self.mode == "realtime":
+                    self._catch_up()
                 try:
                     raw = self.source.read()
                 except SourceDisconnectedError as exc:
@@ -964,6 +1107,7 @@ class CaptureThread:
                     self._frames_read += 1
                 if not self._buffer.put(frame, self._stop_event):
                     break
+                self._count_playback(frame)
         except BaseException as exc:
             # Surface any failure to the consumer (error + exhausted, not ended) instead of
             # dying silently; the thread's own exit must still run below.
@@ -1010,10 +1154,39 @@ class CaptureThread:
             return
         anchor_clock_s, anchor_t_s = self._pace_anchor
         delay_s = anchor_clock_s + (t_s - anchor_t_s) - now_s
-        if delay_s < -_MAX_PACING_LAG_S:
+        if delay_s < -MAX_CATCH_UP_S:
+            # Once at info level: a source that cannot skip would say it every few seconds.
+            log.log(
+                logging.DEBUG if self._reanchors else logging.INFO,
+                "%s: playback %.1f s behind media time; continuing from here",
+                self.source.name,
+                -delay_s,
+            )
+            self._reanchors += 1
             self._pace_anchor = (now_s, t_s)
         elif delay_s > 0:
             self._sleep(delay_s)
+
+    def _catch_up(self) -> None:
+        """Pass over the frames that came due more than CATCH_UP_SLACK_S ago (real time)."""
+        if self._pace_anchor is None or self._last_media_t_s is None:
+            return
+        anchor_clock_s, anchor_t_s = self._pace_anchor
+        media_now_s = anchor_t_s + (self._clock() - anchor_clock_s)
+        behind_s = media_now_s - self._last_media_t_s
+        if behind_s <= CATCH_UP_SLACK_S or behind_s > MAX_CATCH_UP_S:
+            return  # in time, or so far behind that _pace re-anchors
+        passed_over = self.source.skip_until(media_now_s - CATCH_UP_SLACK_S)
+        if passed_over:
+            with self._lock:
+                self._passed_over += passed_over
+
+    def _count_playback(self, frame: Frame) -> None:
+        self._last_media_t_s = frame.t_s
+        with self._lock:
+            offered = self._frames_read + self._passed_over
+            lost = self._buffer.dropped + self._passed_over
+            self._meter.update(frame.captured_monotonic_s, frame.t_s, offered, lost)
 
     def _reconnect(self, reason: Exception) -> None:
         self.source.close()

@@ -17,9 +17,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from painmon.core.live.alarms import AlarmPriority, AlarmSettings, AlarmState, TechnicalCondition
+from painmon.core.live.alarms import (
+    SYSTEM_CONDITION_TEXT,
+    AlarmPriority,
+    AlarmSettings,
+    AlarmState,
+    TechnicalCondition,
+)
 from painmon.core.live.engine import EngineResult
-from painmon.core.util.labels import DEFAULT_CLASS_NAMES
+from painmon.core.util.labels import DEFAULT_CLASS_NAMES, NUM_CLASSES
 
 # A live source whose newest result is older than this shows NO SIGNAL (and the trend
 # records the gap), before the watchdog's own SIGNAL_LOST alarm is raised.
@@ -84,6 +90,123 @@ NO_GATE_WARNING = (
 )
 
 
+#: the banner's text while no pain alarm is shown or pending
+NO_PAIN_ALARM_TEXT = "No pain alarm"
+#: the pain alarm row while the output is unknown (a technical condition): no claim of no pain
+PAIN_NOT_MONITORED_TEXT = "Pain not monitored — output unknown"
+#: the state panel's caption over the number while it shows the model's reading
+READING_CAPTION = "Pain level (0–4)"
+#: the caption under the number saying what it is; {smoothing} names the time constant
+READING_EXPLAINER = (
+    "expected pain level 0–4 (probability-weighted PSPI class){smoothing}; "
+    "the word is the nearest class"
+)
+UNKNOWN_READING_TEXT = "—"
+
+
+def reading_band(level: float | None) -> int | None:
+    """The class band of a level: the nearest class (x.5 rounds up), clamped to 0..4.
+
+    None (unknown) stays None. This is the one rule that puts a word next to a level.
+    """
+    if level is None:
+        return None
+    value = float(level)
+    if not math.isfinite(value):
+        raise ValueError(f"a pain level must be finite or None, got {level!r}")
+    return min(NUM_CLASSES - 1, max(0, math.floor(value + 0.5)))
+
+
+def reading_explainer(smoothing_time_constant_s: float | None = None) -> str:
+    """What the big number means, with the smoothing time constant when it is known."""
+    smoothing = (
+        ", smoothed"
+        if smoothing_time_constant_s is None
+        else f", smoothed over {smoothing_time_constant_s:g} s"
+    )
+    return READING_EXPLAINER.format(smoothing=smoothing)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The state panel's reading: the number shown and the word of its band.
+
+    ``value`` is the level as shown (rounded to one decimal), so the word is the band
+    of exactly the number a nurse reads. ``most_likely`` names the arg-max class of the
+    smoothed probabilities (labelled secondary information, "" when unknown) and
+    ``most_likely_pct`` its probability in percent.
+    """
+
+    value: float
+    text: str
+    band: int
+    word: str
+    explainer: str
+    most_likely: str = ""
+    most_likely_pct: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.text != f"{self.value:.1f}":
+            raise ValueError(f"text {self.text!r} is not the value {self.value!r} as shown")
+        if self.band != reading_band(self.value):
+            raise ValueError(f"band {self.band} is not the band of {self.value:.1f}")
+        if not self.word:
+            raise ValueError("a reading needs a word")
+        pct = self.most_likely_pct
+        if pct is not None and not 0 <= pct <= 100:
+            raise ValueError(f"most_likely_pct must lie in 0..100, got {pct!r}")
+
+
+def class_word(band: int, class_names: Sequence[str]) -> str:
+    """The display name of class ``band`` (its number when the model names fewer classes)."""
+    return class_names[band] if 0 <= band < len(class_names) else str(band)
+
+
+def reading(
+    level: float,
+    class_names: Sequence[str] = DEFAULT_CLASS_NAMES,
+    *,
+    smoothing_time_constant_s: float | None = None,
+    most_likely_class: int | None = None,
+    confidence: float | None = None,
+) -> Reading:
+    """The reading of a known smoothed ``level``: number, band word and what it means."""
+    text = f"{float(level):.1f}"
+    value = float(text)
+    band = reading_band(value)
+    assert band is not None
+    names = tuple(class_names) or DEFAULT_CLASS_NAMES
+    return Reading(
+        value=value,
+        text=text,
+        band=band,
+        word=class_word(band, names),
+        explainer=reading_explainer(smoothing_time_constant_s),
+        most_likely="" if most_likely_class is None else class_word(most_likely_class, names),
+        most_likely_pct=None if confidence is None else round(100 * float(confidence)),
+    )
+
+
+def result_reading(
+    result: EngineResult | None,
+    class_names: Sequence[str] = DEFAULT_CLASS_NAMES,
+    smoothing_time_constant_s: float | None = None,
+) -> Reading | None:
+    """The reading of a result's smoothed output; None when it is unknown or absent."""
+    if result is None or result.out_of_domain:
+        return None
+    smoothed = result.smoothed
+    if smoothed.unknown or smoothed.pain_level is None:
+        return None
+    return reading(
+        smoothed.pain_level,
+        class_names,
+        smoothing_time_constant_s=smoothing_time_constant_s,
+        most_likely_class=smoothed.pain_class,
+        confidence=smoothed.confidence,
+    )
+
+
 def model_warning(model_has_gate: bool) -> str:
     """The status bar's model warning ("" when none)."""
     return "" if model_has_gate else NO_GATE_WARNING
@@ -97,6 +220,8 @@ class ColourRole(enum.StrEnum):
     HIGH = "high"
     UNKNOWN = "unknown"
     TECHNICAL = "technical"
+    #: a pain alarm counting down its alarm delay: not an alarm yet (muted, no flashing)
+    PENDING = "pending"
 
 
 @dataclass(frozen=True)
@@ -134,10 +259,18 @@ def condition_text(condition: str) -> str:
     return CONDITION_TEXT[TechnicalCondition(condition)]
 
 
-def technical_alarm_text(conditions: Iterable[str]) -> str:
-    """The technical alarm row's text, or "" when no technical alarm is active."""
+def technical_alarm_text(conditions: Iterable[str], system_conditions: Iterable[str] = ()) -> str:
+    """The technical alarm row's text, or "" when no technical alarm is active.
+
+    ``system_conditions`` (``AlarmState.system_conditions``, e.g. the central station not
+    reached) are named after the picture's conditions; they leave the pain output known.
+    """
     names = ", ".join(condition_text(c) for c in conditions)
-    return f"TECHNICAL ALARM: {names} — pain output unknown" if names else ""
+    text = f"TECHNICAL ALARM: {names} — pain output unknown" if names else ""
+    system = ", ".join(SYSTEM_CONDITION_TEXT.get(c, str(c)) for c in system_conditions)
+    if system:
+        text = f"{text}; {system}" if text else f"TECHNICAL ALARM: {system}"
+    return text
 
 
 def level_role(level: float | None, settings: AlarmSettings) -> ColourRole:
@@ -154,6 +287,68 @@ def level_role(level: float | None, settings: AlarmSettings) -> ColourRole:
 def priority_role(priority: str) -> ColourRole:
     """Colour role of a pain alarm priority (medium or high)."""
     return ColourRole.HIGH if priority == AlarmPriority.HIGH else ColourRole.MEDIUM
+
+
+_RANK = {AlarmPriority.NONE: 0, AlarmPriority.MEDIUM: 1, AlarmPriority.HIGH: 2}
+
+
+@dataclass(frozen=True)
+class BannerText:
+    """The pain alarm row: its text, colour role (None: no alarm) and whether it flashes.
+
+    A pending alarm (the alarm delay is running) has the PENDING role and never flashes.
+    """
+
+    text: str
+    role: ColourRole | None
+    flashing: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.text:
+            raise ValueError("the banner needs a text")
+        if self.flashing and self.role not in (ColourRole.MEDIUM, ColourRole.HIGH):
+            raise ValueError("only a MEDIUM or HIGH pain alarm flashes")
+
+
+def _whole_seconds(in_s: float) -> int:
+    """Seconds left, rounded up: a countdown never says 0 s before the alarm comes."""
+    return max(1, math.ceil(in_s - 1e-6))
+
+
+def pending_text(priority: str, in_s: float) -> str:
+    """'HIGH in 4 s': the alarm an onset or escalation timer counts towards."""
+    return f"{AlarmPriority(priority).value.upper()} in {_whole_seconds(in_s)} s"
+
+
+def alarm_banner(state: AlarmState | None, message: str = "") -> BannerText:
+    """The pain alarm row for ``state``: alarm, pending alarm ("MEDIUM pain alarm in 7 s")
+    or none. ``message`` replaces the active alarm's own words."""
+    if state is None:
+        return BannerText(NO_PAIN_ALARM_TEXT, None)
+    priority = AlarmPriority(state.pain_priority)
+    pending = state.pending_priority
+    if priority is AlarmPriority.NONE:
+        if state.output_unknown:
+            # A technical condition hides the pain output: never say "no pain alarm" then.
+            return BannerText(PAIN_NOT_MONITORED_TEXT, None)
+        if pending is None or state.pending_in_s is None:
+            return BannerText(NO_PAIN_ALARM_TEXT, None)
+        seconds = _whole_seconds(state.pending_in_s)
+        return BannerText(f"{pending.upper()} pain alarm in {seconds} s", ColourRole.PENDING)
+    text = message or f"{priority.value.upper()} PAIN ALARM"
+    if state.latched and not state.active:
+        text += " (latched — acknowledge)"
+    elif state.acknowledged:
+        text += " — acknowledged"
+    # Escalation pending (a latched HIGH outranks any new MEDIUM: nothing to add then).
+    if (
+        pending is not None
+        and state.pending_in_s is not None
+        and _RANK[AlarmPriority(pending)] > _RANK[priority]
+    ):
+        text += " — " + pending_text(pending, state.pending_in_s)
+    sounding = state.latched or not state.acknowledged
+    return BannerText(text, priority_role(priority), flashing=sounding)
 
 
 def smooth_latency_ms(previous_ms: float | None, sample_ms: float) -> float:
@@ -191,6 +386,20 @@ class DisplayState:
     # estimate instead: ``au_reading`` is its PSPI (None: no baseline yet).
     out_of_domain: bool = False
     au_reading: float | None = None
+    # The model's reading on the state panel (None: no known level shown) and the pain
+    # alarm row (alarm, pending alarm or none).
+    reading: Reading | None = None
+    banner: BannerText = BannerText(NO_PAIN_ALARM_TEXT, None)
+
+    @property
+    def reading_value(self) -> float | None:
+        """The number the state panel shows (None: unknown)."""
+        return None if self.reading is None else self.reading.value
+
+    @property
+    def reading_word(self) -> str:
+        """The word under the number: the band of ``reading_value`` ("" when unknown)."""
+        return "" if self.reading is None else self.reading.word
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.blink_hz) and self.blink_hz > 0):
@@ -203,6 +412,8 @@ class DisplayState:
             raise ValueError("class_names must not be empty")
         if self.au_reading is not None and not self.out_of_domain:
             raise ValueError("the AU estimate is the reading only while out of domain")
+        if self.reading is not None and (self.panel_result is None or self.out_of_domain):
+            raise ValueError("a model reading needs a current, in-domain result")
 
 
 def display_state(
@@ -221,12 +432,14 @@ def display_state(
     class_names: Sequence[str] = (),
     model_error: str = "",
     sound_held_until_s: float | None = None,
+    smoothing_time_constant_s: float | None = None,
 ) -> DisplayState:
     """What the window shows at monotonic time ``now_s``.
 
     ``last_result_s`` and ``receive_times_s`` are the monotonic times results arrived
     (None / empty before the first); ``sound_held_until_s`` mutes the tone until the
-    engine answered an operator's acknowledge or audio pause.
+    engine answered an operator's acknowledge or audio pause;
+    ``smoothing_time_constant_s`` goes into the caption saying what the number means.
     """
     headline, detail, role = _video_message(
         result,
@@ -286,6 +499,12 @@ def display_state(
         latency_text=LATENCY_UNKNOWN_TEXT if latency_ms is None else f"latency {latency_ms:.0f} ms",
         out_of_domain=out_of_domain,
         au_reading=result.au_pspi if out_of_domain and result is not None else None,
+        reading=(
+            None
+            if out_of_domain
+            else result_reading(panel_result, names, smoothing_time_constant_s)
+        ),
+        banner=alarm_banner(alarm_state),
     )
 
 

@@ -47,6 +47,7 @@ from painmon.core.live.alarms import (
     AlarmManager,
     AlarmSettings,
     AlarmState,
+    SystemCondition,
     TechnicalCondition,
 )
 from painmon.core.live.au import AUEstimator
@@ -201,7 +202,7 @@ class Engine:
             )
         self.model = model
         self.face_tracker = face_tracker
-        self.session_writer = session_writer
+        self._session_writer = session_writer  # no alarm can be active yet
         self._crop_px = int(height)
         # Frame live crops the way the model's training crops were framed (metadata).
         try:
@@ -224,6 +225,23 @@ class Engine:
             maxlen=_NEUTRAL_FRAMES
         )
         self._closed = False
+
+    @property
+    def session_writer(self) -> SessionWriter | None:
+        """The running session's files (None: not recording); attached by the caller.
+
+        Attaching a writer while an alarm is active first logs each active alarm in the
+        new session's alarms.csv (``active_at_session_start``, with its original onset),
+        so a session started mid-alarm does not begin with a silent alarm log.
+        """
+        return self._session_writer
+
+    @session_writer.setter
+    def session_writer(self, writer: SessionWriter | None) -> None:
+        if writer is not None and writer is not self._session_writer:
+            # Written before attaching: a writer that cannot write is not attached.
+            writer.write_events(self.alarms.active_alarm_events())
+        self._session_writer = writer
 
     def crop(self, frame: Frame, observation: FaceObservation) -> np.ndarray:
         """The model's input crop of the observed face, framed like its training crops.
@@ -398,6 +416,20 @@ class Engine:
     def audio_pause(self, t_s: float) -> AlarmState:
         """Silence pain alarm audio for the configured pause (logged)."""
         return self._log_events(self.alarms.audio_pause(t_s))
+
+    @property
+    def media_now_s(self) -> float:
+        """The media time the engine has reached (last frame or tick): the ``t_s`` to give
+        operator actions that come from outside the frame loop."""
+        return self._media_now_s
+
+    def set_system_condition(
+        self, condition: SystemCondition | str, active: bool, t_s: float | None = None
+    ) -> AlarmState:
+        """Raise or clear a system technical alarm (e.g. CENTRAL_UNREACHABLE) at ``t_s``
+        (default: :attr:`media_now_s`); logged, the pain output stays as it is."""
+        when = self._media_now_s if t_s is None else float(t_s)
+        return self._log_events(self.alarms.set_system_condition(when, condition, active))
 
     def calibrate_neutral(self) -> None:
         """Take the last ~2 s of good-quality faces as this patient's neutral AU baseline."""

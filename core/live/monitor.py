@@ -38,7 +38,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -47,8 +47,14 @@ from typing import Any
 
 import numpy as np
 
-from painmon.core.live.alarms import AlarmEventKind, AlarmSettings, AlarmState
+from painmon.core.live.alarms import (
+    AlarmSettings,
+    AlarmState,
+    AlarmTally,
+    pain_episodes_text,
+)
 from painmon.core.live.capture import CaptureThread, FrameSource, open_source
+from painmon.core.live.display import reading
 from painmon.core.live.engine import (
     ENGINE_ORT_THREADS,
     STAGES,
@@ -73,7 +79,6 @@ _STATUS_INTERVAL_S = 0.25
 # How long the headless loop waits for a frame before it looks for a stop request and
 # advances a silent live source's clock: a stop signal is acted on within this time.
 _POLL_S = 0.1
-_PAIN_ALARM_KINDS = frozenset({AlarmEventKind.ONSET.value, AlarmEventKind.ESCALATION.value})
 
 # -- how a run ends (see the module docstring's table) ------------------------------------------
 
@@ -200,16 +205,20 @@ def _percentile(values: list[float], q: float) -> float | None:
 def format_status(result: EngineResult, total_frames: int | None = None) -> str:
     """One-line live status; with ``total_frames`` (a file) it starts with how far it got."""
     if result.output_known:
+        # As the window shows it: the level to one decimal and its band (the class whose
+        # word goes with it), then the arg-max class apart, labelled as such.
+        shown = reading(result.smoothed.pain_level)
         score = (
-            f"level {result.smoothed.pain_level:4.2f} class {result.smoothed.pain_class} "
-            f"conf {result.smoothed.confidence:4.2f}"
+            f"level {shown.text} band {shown.band} (most likely class "
+            f"{result.smoothed.pain_class} p {result.smoothed.confidence:4.2f})"
         )
     elif result.out_of_domain:
         au = "-" if result.au_pspi is None else f"{result.au_pspi:.1f}"
         score = f"unknown (face unlike the training data; AU estimate PSPI {au})"
     else:
         score = f"unknown ({result.technical_condition or 'no score'})"
-    technical = ",".join(result.alarm_state.technical_conditions) or "-"
+    state = result.alarm_state
+    technical = ",".join(state.technical_conditions + state.system_conditions) or "-"
     done = ""
     if total_frames:
         done = f"{min(100.0, 100.0 * (result.frame.index + 1) / total_frames):5.1f} %  "
@@ -240,7 +249,9 @@ class MonitorSummary:
     frames_with_face: int
     frames_scored: int
     technical_condition_frames: Mapping[str, int]
-    pain_alarms_raised: int
+    #: pain alarm episodes (onset to clear) and MEDIUM -> HIGH escalations within them
+    pain_alarm_episodes: int
+    pain_escalations: int
     technical_alarms_raised: int
     media_seconds: float
     wall_seconds: float
@@ -267,6 +278,11 @@ class MonitorSummary:
             )
         if self.frames_scored + self.frames_out_of_domain > self.frames_with_face:
             raise ValueError("scored and out-of-domain frames are frames with a face")
+        if not 0 <= self.pain_escalations <= self.pain_alarm_episodes:
+            raise ValueError(
+                f"escalations ({self.pain_escalations}) happen within pain alarm episodes "
+                f"({self.pain_alarm_episodes})"
+            )
         if sum(self.class_frames.values()) != self.frames_scored:
             raise ValueError("class_frames must add up to the scored frames")
         object.__setattr__(self, "class_frames", MappingProxyType(dict(self.class_frames)))
@@ -296,8 +312,7 @@ class MonitorSummary:
             "scored frames by pain class: "
             + (", ".join(f"{k}: {v}" for k, v in sorted(self.class_frames.items())) or "none"),
             f"technical conditions (frames): {conditions or 'none'}",
-            f"alarms raised: pain {self.pain_alarms_raised}, "
-            f"technical {self.technical_alarms_raised}",
+            self._tally_text(),
         ]
         if not self.domain_gate:
             lines.append(
@@ -309,6 +324,10 @@ class MonitorSummary:
         if self.exit_code != EXIT_CLEAN:
             lines.append(f"exit status {self.exit_code}: {MONITOR_EXIT_CODES[self.exit_code]}")
         return "\n".join(lines)
+
+    def _tally_text(self) -> str:
+        pain = pain_episodes_text(self.pain_alarm_episodes, self.pain_escalations)
+        return f"{pain}; technical alarms: {self.technical_alarms_raised}"
 
     @property
     def faulted(self) -> bool:
@@ -369,6 +388,8 @@ def run_monitor(
     *,
     on_status: Callable[[str], None] | None = None,
     on_result: Callable[[EngineResult], None] | None = None,
+    on_poll: Callable[[Engine, float], Iterable[AlarmState]] | None = None,
+    on_alarm_state: Callable[[AlarmState], None] | None = None,
     load_model: Callable[[str | Path], Any] = load_onnx_model,
     open_source_fn: Callable[[str], FrameSource] | None = None,
     make_face_tracker: Callable[[str | Path | None], FaceTracker] | None = None,
@@ -382,6 +403,12 @@ def run_monitor(
     receives a status line at most every 0.25 s. ``open_source_fn`` and
     ``make_face_tracker`` replace :func:`open_source` and :func:`create_face_tracker`
     (tests, other sources). Bad sources or models raise before a session is opened.
+    ``on_poll(engine, t_s)`` runs on the engine thread after every frame and every empty
+    wait (at least every 0.1 s): it may act on the engine (a remote acknowledge, a system
+    technical alarm) at media time ``t_s`` and returns the alarm states it produced, so
+    their events are counted here (it must publish or show them itself).
+    ``on_alarm_state`` receives the alarm states that come without a result (a silent
+    live source's ticks), so a listener of ``on_result`` misses no alarm event.
     """
     if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
         raise InvalidInputError(
@@ -418,16 +445,18 @@ def run_monitor(
 
     tally = FrameTally()
     conditions: collections.Counter[str] = collections.Counter()
-    alarms = {"pain": 0, "technical": 0}
+    alarms = AlarmTally()
     first_t_s: float | None = None
     last_t_s = 0.0
 
     def count_events(state: AlarmState) -> None:
         for event in state.new_events:
-            if event.kind in _PAIN_ALARM_KINDS:
-                alarms["pain"] += 1
-            elif event.kind == AlarmEventKind.TECHNICAL_ONSET.value:
-                alarms["technical"] += 1
+            alarms.add(event)
+
+    def poll() -> None:
+        if on_poll is not None:
+            for state in on_poll(engine, engine.media_now_s):
+                count_events(state)
 
     def frame_loop(capture: CaptureThread, stop: StopSignals) -> str:
         """Score frames until something ends the run; says what: stop, max_seconds, exhausted."""
@@ -445,11 +474,15 @@ def run_monitor(
                 wait_start = time.perf_counter()
             frame = capture.get_latest(timeout_s=_POLL_S)
             if frame is None:
+                poll()
                 if capture.exhausted:
                     return "exhausted"
                 if source.is_live:
                     silent_s = time.monotonic() - last_frame_mono_s
-                    count_events(engine.tick(last_t_s + silent_s))
+                    tick_state = engine.tick(last_t_s + silent_s)
+                    count_events(tick_state)
+                    if on_alarm_state is not None:
+                        on_alarm_state(tick_state)
                 continue
             last_frame_mono_s = time.monotonic()
             if first_t_s is None:
@@ -465,6 +498,7 @@ def run_monitor(
                 conditions[result.technical_condition] += 1
             if on_result is not None:
                 on_result(result)
+            poll()
             now_s = time.monotonic()
             if progress and on_status is not None and now_s - last_status_s >= _STATUS_INTERVAL_S:
                 last_status_s = now_s
@@ -529,8 +563,9 @@ def run_monitor(
         frames_with_face=tally.counts["frames_with_face"],
         frames_scored=tally.counts["frames_scored"],
         technical_condition_frames=dict(conditions),
-        pain_alarms_raised=alarms["pain"],
-        technical_alarms_raised=alarms["technical"],
+        pain_alarm_episodes=alarms.pain_episodes,
+        pain_escalations=alarms.escalations,
+        technical_alarms_raised=alarms.technical,
         media_seconds=media_s,
         wall_seconds=time.perf_counter() - wall_start,
         latency_ms={
@@ -579,6 +614,10 @@ def run_monitor_cli(
     face_model: str | Path | None = None,
     pseudonym: str = "anonymous",
     load_model: Callable[[str | Path], Any] = load_onnx_model,
+    *,
+    on_result: Callable[[EngineResult], None] | None = None,
+    on_poll: Callable[[Engine, float], Iterable[AlarmState]] | None = None,
+    on_alarm_state: Callable[[AlarmState], None] | None = None,
 ) -> int:
     """``painmon monitor``: live status line on stdout, then the summary; returns the exit
     status of the run (:data:`MONITOR_EXIT_CODES`: 0 clean, 3 fault, 129/130/143 signals).
@@ -625,6 +664,9 @@ def run_monitor_cli(
         pseudonym=pseudonym,
         progress=True,
         on_status=status,
+        on_result=on_result,
+        on_poll=on_poll,
+        on_alarm_state=on_alarm_state,
         load_model=load_model,
     )
     write(("\n" if terminal else "") + summary.format() + "\n")

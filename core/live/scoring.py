@@ -10,7 +10,10 @@ asked for by name (``tensorrt``): its first start builds engines for minutes, wh
 monitor that must show a score soon after launch cannot afford by default. The
 ``PAINMON_ORT_PROVIDER`` environment variable (``auto|cpu|cuda|tensorrt``) overrides the
 caller's choice, so a ward can switch a machine with a broken GPU driver to the CPU
-without touching code or settings.
+without touching code or settings. With ``auto`` CUDA is requested only when the NVIDIA
+driver library loads (:func:`cuda_driver_present`): onnxruntime-gpu on a CPU-only machine
+is normal and gets one INFO line ("ONNX Runtime: CUDA not available, using CPU"), not a
+warning at every start.
 
 Integrity: the file is read once; those very bytes are hashed, checked against the sidecar
 and handed to ONNX Runtime, so nothing can change between the check and the load. A model
@@ -23,11 +26,14 @@ is refused: the sidecar's SHA-256 covers only the graph, not the weights beside 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import hashlib
 import json
 import logging
 import math
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -119,13 +125,40 @@ def is_checkpoint(path: str | Path) -> bool:
     return (path / "best.safetensors").is_file() if path.is_dir() else path.suffix == ".safetensors"
 
 
+# The NVIDIA driver's user-space library: without it no CUDA provider can start.
+_CUDA_DRIVER_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "linux": ("libcuda.so.1", "libcuda.so"),
+    "win32": ("nvcuda.dll",),
+}
+CPU_FALLBACK_MESSAGE = "ONNX Runtime: CUDA not available, using CPU"
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_driver_present() -> bool:
+    """Whether the NVIDIA driver library loads (a cheap check; macOS has no CUDA)."""
+    platform_key = "linux" if sys.platform.startswith("linux") else sys.platform
+    for name in _CUDA_DRIVER_LIBRARIES.get(platform_key, ()):
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
+
+
 def choose_providers(
-    available: Sequence[str], prefer: str = "auto", env: Mapping[str, str] | None = None
+    available: Sequence[str],
+    prefer: str = "auto",
+    env: Mapping[str, str] | None = None,
+    *,
+    cuda_usable: bool = True,
 ) -> list[str]:
     """ONNX Runtime providers to request, best first, always ending with the CPU.
 
     ``env`` (e.g. ``os.environ``) may carry ``PAINMON_ORT_PROVIDER``, which overrides
     ``prefer``; ``None`` consults no environment, keeping the function pure.
+    ``cuda_usable=False`` (no NVIDIA driver) keeps ``auto`` from requesting CUDA at all, so
+    ONNX Runtime does not try and fail; ``cuda``/``tensorrt`` asked by name still request it.
     """
     choice, source = resolve_provider_choice(prefer, env)
     available = list(available)
@@ -136,7 +169,8 @@ def choose_providers(
         chosen.append(TENSORRT_PROVIDER)
     if choice == "cuda" and CUDA_PROVIDER not in available:
         raise ProviderError(_unavailable_message("CUDA", source, available))
-    if choice in ("auto", "cuda", "tensorrt") and CUDA_PROVIDER in available:
+    wants_cuda = choice in ("cuda", "tensorrt") or (choice == "auto" and cuda_usable)
+    if wants_cuda and CUDA_PROVIDER in available:
         chosen.append(CUDA_PROVIDER)
     chosen.append(CPU_PROVIDER)
     return chosen
@@ -157,6 +191,28 @@ def resolve_provider_choice(
             f"use one of {', '.join(PROVIDER_CHOICES)}"
         )
     return choice, source
+
+
+def provider_outcome(
+    available: Sequence[str], requested: Sequence[str], active: Sequence[str], choice: str
+) -> tuple[int, str]:
+    """The one log line (level, text) that says which provider runs the model.
+
+    A CUDA build without a usable GPU under ``auto`` is an ordinary CPU machine: INFO, not a
+    warning (the ward cannot act on it, and it would repeat at every start).
+    """
+    active = list(active)
+    running = active[0] if active else "no provider"
+    cuda_offered = CUDA_PROVIDER in available
+    if running == CPU_PROVIDER and cuda_offered and choice == "auto":
+        return logging.INFO, CPU_FALLBACK_MESSAGE
+    if requested and requested[0] != running:
+        return (
+            logging.WARNING,
+            f"ONNX Runtime: {requested[0]} failed to start (CUDA/cuDNN libraries missing?), "
+            f"using {running}",
+        )
+    return logging.INFO, f"ONNX Runtime: using {running}"
 
 
 def _unavailable_message(name: str, source: str, available: Sequence[str]) -> str:
@@ -387,7 +443,10 @@ class OnnxPainModel:
 
         env = os.environ if env is None else env
         choice, source = resolve_provider_choice(prefer, env)
-        requested = choose_providers(ort.get_available_providers(), prefer, env)
+        available = list(ort.get_available_providers())
+        # The driver check runs only where it can change the answer (auto with a CUDA build).
+        cuda_usable = CUDA_PROVIDER not in available or choice != "auto" or cuda_driver_present()
+        requested = choose_providers(available, prefer, env, cuda_usable=cuda_usable)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if intra_op_num_threads is not None:
@@ -457,17 +516,12 @@ class OnnxPainModel:
         self.domain_gate: DomainGateSpec | None = self._domain_gate(outputs)
         # Logged only once the model is known to be usable: a refused model gives its one
         # error line, not provider chatter first.
-        if requested[0] != self.providers[0]:
-            log.warning(
-                "%s is installed but failed to start (CUDA/cuDNN libraries missing?); "
-                "running %s on %s",
-                requested[0],
-                self.path.name,
-                ", ".join(self.providers),
-            )
-        log.info(
-            "ONNX Runtime for %s: requested %s, active %s",
+        level, message = provider_outcome(available, requested, self.providers, choice)
+        log.log(level, "%s (%s)", message, self.path.name)
+        log.debug(
+            "ONNX Runtime for %s: offered %s, requested %s, active %s",
             self.path.name,
+            ", ".join(available),
             ", ".join(requested),
             ", ".join(self.providers),
         )
@@ -563,9 +617,9 @@ class OnnxPainModel:
             return True
         if not allow_unverified:
             raise ModelIntegrityError(
-                f"model file {self.path} cannot be verified: {sidecar_name} is missing; "
-                "re-export the model (which writes it), or pass allow_unverified=True to run an "
-                "unverified model for research"
+                f"model file {self.path} cannot be verified: {sidecar_name} is missing (the "
+                "file with its SHA-256 that `painmon export` writes beside every model); "
+                "re-export it with `painmon export`, or copy the .sha256 along with the model"
             )
         log.warning("running unverified model %s (sha256 %s)", self.path, self.sha256)
         return False

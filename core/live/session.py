@@ -15,7 +15,12 @@ Design choices (the specification left these open):
 * ``session.json`` is rewritten atomically (temporary file, fsync, rename) at
   start, on a settings change and at close; its ``frames_written`` is final only
   once ``status`` is ``"ended"``. A session whose json still says ``"running"``
-  after its process is gone crashed; :func:`recover_session` reports that.
+  after its process is gone crashed; :func:`recover_session` reports that. Like
+  ``frames_written``, its alarm counts (``pain_alarm_episodes``, escalations counted
+  apart in ``pain_alarm_escalations``, ``technical_alarms``) are final at close.
+* A session attached while an alarm is active starts its ``alarms.csv`` with one
+  ``active_at_session_start`` row per active alarm (the engine writes them on attach),
+  so a log never begins in the middle of an alarm it does not mention.
 * The writer holds an ``flock`` on ``session.csv`` while it is open (POSIX; the
   kernel drops it when the process dies, ``kill -9`` included), so a reader can
   tell a session still being recorded from a crashed one (:func:`writer_alive`).
@@ -53,7 +58,13 @@ try:
 except ImportError:  # Windows: no flock, so a reader cannot tell a live writer from a crash
     fcntl = None  # type: ignore[assignment]
 
-from painmon.core.live.alarms import AlarmEvent, AlarmPriority, AlarmSettings, TechnicalCondition
+from painmon.core.live.alarms import (
+    AlarmEvent,
+    AlarmPriority,
+    AlarmSettings,
+    AlarmTally,
+    TechnicalCondition,
+)
 from painmon.core.util.csvsafe import text_cell
 from painmon.core.util.errors import InvalidInputError, PainmonError
 from painmon.core.util.fileio import atomic_write
@@ -528,6 +539,7 @@ class SessionWriter:
         self._flush_interval_s = float(flush_interval_s)
         self._frames_written = 0
         self._events_written = 0
+        self._tally = AlarmTally()
         self._failed: SessionWriteError | None = None
         self._closed = False
         self._rows_file: IO[str] | None = None
@@ -550,6 +562,10 @@ class SessionWriter:
             "end_reason": None,
             "frames_written": 0,
             "alarm_events_written": 0,
+            # Counted from the events written (AlarmTally): an escalation is not a new alarm.
+            "pain_alarm_episodes": 0,
+            "pain_alarm_escalations": 0,
+            "technical_alarms": 0,
             "status": STATUS_RUNNING,
         }
         _prepare_folder(self.folder)
@@ -625,6 +641,7 @@ class SessionWriter:
             for event in events:
                 self._alarms_file.write(_csv_line(_event_cells(event)))
                 self._events_written += 1
+                self._tally.add(event)
             self._sync_files()
         except OSError as exc:
             raise self._fail(exc) from exc
@@ -734,6 +751,9 @@ class SessionWriter:
                 os.fsync(handle.fileno())
         self._meta["frames_written"] = self._frames_written
         self._meta["alarm_events_written"] = self._events_written
+        self._meta["pain_alarm_episodes"] = self._tally.pain_episodes
+        self._meta["pain_alarm_escalations"] = self._tally.escalations
+        self._meta["technical_alarms"] = self._tally.technical
         self._last_sync_s = self._clock()
 
     def _write_meta(self) -> None:

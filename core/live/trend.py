@@ -135,3 +135,31 @@ class TrendBuffer:
                 else:
                     unknown.append((p.wall_s, end_s))
         return TrendSeries(wall, level, confidence, tuple(episodes), tuple(unknown))
+
+
+#: While the trend holds less than this, the x axis still spans this much (a few seconds of
+#: data stretched over the whole plot would look like a wild swing).
+MIN_VISIBLE_SPAN_S = 60.0
+
+
+def visible_range(
+    first_s: float | None, now_s: float, window_s: float, min_span_s: float = MIN_VISIBLE_SPAN_S
+) -> tuple[float, float]:
+    """The trend's x range (wall-clock seconds): from the first sample to now until the data
+    spans the chosen window, then the last ``window_s`` scrolling with now.
+
+    The first minutes of a run fill the plot from the left instead of being squeezed into
+    its right edge. The span is never shorter than ``min_span_s`` (nor than the window).
+    """
+    for name, value in (("now_s", now_s), ("window_s", window_s), ("min_span_s", min_span_s)):
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+    if window_s <= 0:
+        raise ValueError(f"window_s must be > 0, got {window_s!r}")
+    full = (now_s - window_s, now_s)
+    if first_s is None or not math.isfinite(first_s) or first_s <= now_s - window_s:
+        return full
+    span_s = min(window_s, max(min_span_s, 0.0))
+    if now_s - first_s < span_s:
+        return first_s, first_s + span_s
+    return first_s, now_s

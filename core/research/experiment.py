@@ -11,7 +11,7 @@ import dataclasses
 import json
 import logging
 import multiprocessing as mp
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,13 +20,24 @@ import numpy as np
 
 from painmon.core.research.crops import CropReport, CropSet, build_crop_set
 from painmon.core.research.datasets import Sample, load_dataset
-from painmon.core.research.metrics import classification_metrics, mean_ci
+from painmon.core.research.metrics import (
+    CV_INTERVAL_REFERENCE,
+    classification_metrics,
+    corrected_mean_ci,
+)
 from painmon.core.research.splits import (
+    DEFAULT_SEED,
     SplitError,
     SplitPlan,
     check_subject_disjoint,
     dataset_sha256,
     make_splits,
+)
+from painmon.core.research.subject_stats import (
+    DEFAULT_N_BOOT,
+    TEST_SET_METRICS,
+    bootstrap_interval_text,
+    subject_bootstrap_ci,
 )
 from painmon.core.research.train import (
     TrainConfig,
@@ -100,12 +111,33 @@ def prepare_data(
     return PreparedData(source, tuple(samples), crops, report, dataset_sha256(source, samples))
 
 
-def resolve_plan(data: PreparedData, splits: str | Path | None, seed: int, folds: int) -> SplitPlan:
-    """The split plan from ``splits.json`` (checked against the data) or a fresh one."""
+def resolve_plan(
+    data: PreparedData, splits: str | Path | None, seed: int = DEFAULT_SEED, folds: int = 5
+) -> SplitPlan:
+    """The split plan from ``splits.json`` (checked against the data) or a fresh one.
+
+    ``seed`` is the *split* seed (``--split-seed``), never the training seed: a seed sweep
+    must train and test on the same subjects. A split seed other than the default draws
+    other test subjects, which is logged as a warning.
+    """
     if splits is None:
+        if seed != DEFAULT_SEED:
+            log.warning(
+                "split seed %d is not the default %d: the test subjects differ from the default "
+                "split's, so these results are not comparable with runs on the default split",
+                seed,
+                DEFAULT_SEED,
+            )
         samples = list(data.samples) or data.crops.as_samples()
         return make_splits(samples, data.dataset_sha256, seed=seed, folds=folds)
     plan = SplitPlan.from_json(splits)
+    if seed != DEFAULT_SEED and seed != plan.seed:
+        log.warning(
+            "split seed %d ignored: the split plan %s was made with seed %d and is used as it is",
+            seed,
+            splits,
+            plan.seed,
+        )
     check_subject_disjoint(plan)
     if plan.manifest_sha256 != data.dataset_sha256:
         log.warning(
@@ -121,13 +153,17 @@ def resolve_plan(data: PreparedData, splits: str | Path | None, seed: int, folds
     return plan
 
 
-def _provenance(data: PreparedData, plan: SplitPlan, train_subj, val_subj, fold) -> dict[str, Any]:
+def _provenance(
+    data: PreparedData, plan: SplitPlan, train_subj, val_subj, fold, training_seed: int
+) -> dict[str, Any]:
     return {
         "dataset": str(data.source),
         "data_sha256": data.crops.data_sha256,
         "manifest_sha256": data.dataset_sha256,
         "preprocessing": data.crops.preprocessing,
+        # Two seeds, two jobs: the split seed picks the subjects, the training seed the weights.
         "split_seed": plan.seed,
+        "training_seed": int(training_seed),
         "fold": fold,
         "train_subjects": sorted(set(train_subj)),
         "val_subjects": sorted(set(val_subj)),
@@ -160,7 +196,7 @@ def train_on_plan(
         x_va,
         y_va,
         out,
-        provenance=_provenance(data, plan, s_tr, s_va, fold),
+        provenance=_provenance(data, plan, s_tr, s_va, fold, cfg.seed),
         train_subjects=s_tr,
         val_subjects=s_va,
         resume=resume,
@@ -190,6 +226,84 @@ EVAL_JSON_KEYS = (
 )  # fmt: skip
 
 
+OTHER_DATASET_LABEL = (
+    "evaluated on a different dataset than the run's; subject IDs are not the run's test subjects"
+)
+
+
+class DatasetMismatchError(InvalidInputError):
+    """``painmon evaluate`` was given another dataset than the one the run was split on."""
+
+
+def _recorded_dataset_hashes(plan: SplitPlan, meta: dict[str, Any]) -> set[str]:
+    """Hashes of the dataset a run was split on (splits.json) and trained on (best.json)."""
+    recorded = {plan.manifest_sha256, meta.get("manifest_sha256")}
+    return {h for h in recorded if isinstance(h, str) and h}
+
+
+def is_other_dataset(
+    recorded: set[str] | Sequence[str], data: PreparedData, run: Path, other_dataset: bool
+) -> bool:
+    """Whether ``data`` is scored as a different dataset than the run's; refuse a silent switch.
+
+    The run's subjects are names, not people: another dataset that reuses the names holds
+    other people. A dataset whose hash matches none the run recorded is refused unless
+    ``other_dataset``; a run that recorded no hash is scored as another dataset, with a
+    warning, since nothing shows that its subjects are the run's.
+    """
+    known = {h for h in recorded if h}
+    if not known:
+        log.warning(
+            "run %s records no dataset hash: scoring %s as a different dataset (all its "
+            "subjects; their IDs are not the run's test subjects)",
+            run,
+            data.source,
+        )
+        return True
+    if data.dataset_sha256 in known:
+        return False
+    if other_dataset:
+        return True
+    raise DatasetMismatchError(
+        f"{data.source} (sha256 {data.dataset_sha256[:12]}…) is not the dataset run {run} was "
+        f"split on (sha256 {sorted(known)[0][:12]}…): its subject IDs may be other people; "
+        "pass --other-dataset to score all of it, labelled as a different dataset"
+    )
+
+
+def subject_cis(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    subjects: np.ndarray,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Subject-bootstrap 95 % CIs of accuracy, macro-F1, quadratic κ and ECE, and what they mean."""
+    preds = np.asarray(probs).argmax(axis=1)
+    cis = {
+        m: subject_bootstrap_ci(labels, preds, subjects, m, n_boot, seed, probs=probs)
+        for m in TEST_SET_METRICS
+    }
+    first = cis[TEST_SET_METRICS[0]]
+    return {
+        "metrics": cis,
+        "interval": bootstrap_interval_text(first["n_boot"], first["n_subjects"]),
+    }
+
+
+def format_subject_cis(subject_ci: dict[str, Any]) -> str:
+    """One line: each metric's subject-bootstrap interval, then what the interval means."""
+    names = {"accuracy": "accuracy", "macro_f1": "macro-F1", "quadratic_kappa": "QWK",
+             "ece": "ECE"}  # fmt: skip
+    cells = []
+    for metric, ci in subject_ci["metrics"].items():
+        if ci["ci_low"] is None or ci["n_subjects"] < 2:
+            cells.append(f"{names.get(metric, metric)} n/a")
+        else:
+            cells.append(f"{names.get(metric, metric)} [{ci['ci_low']:.3f}, {ci['ci_high']:.3f}]")
+    return f"{', '.join(cells)} ({subject_ci['interval']})"
+
+
 def evaluate_partition(
     run_dir: str | Path,
     data: PreparedData,
@@ -197,11 +311,18 @@ def evaluate_partition(
     json_path: str | Path | None = None,
     predictions_path: str | Path | None = None,
     report_path: str | Path | None = None,
+    other_dataset: bool = False,
+    n_boot: int = DEFAULT_N_BOOT,
 ) -> dict[str, Any]:
     """Score a run on one partition of its own ``splits.json``; write metrics and predictions.
 
-    ``details.reliability`` holds the reliability bins before (T = 1) and after temperature
-    scaling; ``report_path`` also writes the self-contained HTML report of the run.
+    ``data`` must be the dataset the run was split on (its hash is in the run's
+    ``splits.json``): anything else raises :class:`DatasetMismatchError`, unless
+    ``other_dataset``, which scores *every* crop of ``data`` and labels the result
+    :data:`OTHER_DATASET_LABEL` (``scored_on``). ``subject_ci`` holds subject-bootstrap
+    95 % CIs of accuracy, macro-F1, quadratic κ and ECE. ``details.reliability`` holds the
+    reliability bins before (T = 1) and after temperature scaling; ``report_path`` also
+    writes the self-contained HTML report of the run.
     """
     import torch
 
@@ -213,30 +334,43 @@ def evaluate_partition(
     if not splits.is_file():
         raise FileNotFoundError(f"{splits} is missing: evaluate needs the run's own split plan")
     plan = SplitPlan.from_json(splits)
-    mask = data.mask(plan.subjects(partition))
+    model, meta = load_checkpoint(run, "cpu")
+    other = is_other_dataset(_recorded_dataset_hashes(plan, meta), data, run, other_dataset)
+    if other:
+        mask = np.ones(len(data.crops), dtype=bool)
+        scored_on = OTHER_DATASET_LABEL
+        partition_label = "other dataset"
+    else:
+        mask = data.mask(plan.subjects(partition))
+        scored_on = f"{partition} subjects of the run"
+        partition_label = partition
     if not mask.any():
         raise InvalidInputError(f"no crops of the run's {partition} subjects are in {data.source}")
     images = data.crops.images[mask]
-    model, meta = load_checkpoint(run, "cpu")
     tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
     # Keep the raw logits: the report shows calibration before and after the temperature.
     logits = predict_logits(model, tensor)
     temperature = float(meta.get("temperature", 1.0))
     probs = softmax(logits, temperature)
     labels = data.crops.labels[mask]
+    subjects = data.crops.subjects[mask]
     metrics = classification_metrics(labels, probs)
     details = {k: v for k, v in metrics.items() if k not in EVAL_JSON_KEYS}
     details["reliability"] = reliability_summary(logits, labels, temperature)
     result = {k: metrics[k] for k in EVAL_JSON_KEYS} | {
-        "partition": partition,
+        "partition": partition_label,
+        "scored_on": scored_on,
+        "other_dataset": other,
+        "dataset_sha256": data.dataset_sha256,
+        "run_dataset_sha256": plan.manifest_sha256,
         "run": str(run),
+        "subject_ci": subject_cis(labels, probs, subjects, n_boot),
         "details": details,
     }
     if json_path is not None:
         atomic_write_json(json_path, result)
     if predictions_path is not None:
         paths = np.asarray(data.crops.paths)[mask]
-        subjects = data.crops.subjects[mask]
         with Path(predictions_path).open("w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "subject", "label", "pred", "p0", "p1", "p2", "p3", "p4"])
@@ -247,25 +381,103 @@ def evaluate_partition(
                      *(f"{x:.6f}" for x in p)]
                 )  # fmt: skip
     if report_path is not None:
+        title = (
+            f"painmon report: {run.name} on a different dataset"
+            if other
+            else f"painmon report: {run.name} on its {partition} subjects"
+        )
         write_report(
             report_path,
             run_dir=run,
             evaluation=result,
-            predictions=PartitionPredictions(images, labels, logits, temperature, partition),
-            title=f"painmon report: {run.name} on its {partition} subjects",
+            predictions=PartitionPredictions(images, labels, logits, temperature, partition_label),
+            title=title,
         )
     return result
 
 
+def format_evaluation(result: dict[str, Any]) -> str:
+    """What ``painmon evaluate`` prints: what was scored, the metrics, their subject CIs."""
+
+    def num(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    reliability = result["details"]["reliability"]
+    lines = [
+        f"{result['scored_on']} ({result['run']}): n={result['n']}, accuracy "
+        f"{result['accuracy']:.3f}, balanced accuracy {result['balanced_accuracy']:.3f}, "
+        f"macro-F1 {result['macro_f1']:.3f}, quadratic kappa {num(result['quadratic_kappa'])}, "
+        f"ECE {result['ece']:.3f}",
+        f"95 % CIs: {format_subject_cis(result['subject_ci'])}",
+        f"calibration: temperature {reliability['temperature']:.3f}; ECE "
+        f"{reliability['before']['ece']:.3f} at T = 1 -> {reliability['after']['ece']:.3f}",
+    ]
+    return "\n".join(lines)
+
+
 # --- cross-validation -----------------------------------------------------------------------
+
+CV_TEST_PREDICTIONS = "cv_test_predictions.npz"
+
+
+@dataclass(frozen=True)
+class CVTestPredictions:
+    """Every fold model's calibrated probabilities on the same held-out test crops."""
+
+    labels: np.ndarray  # (N,)
+    subjects: np.ndarray  # (N,) str
+    probs: np.ndarray  # (M, N, C), one row per fold model
+    seeds: np.ndarray  # (M,)
+    folds: np.ndarray  # (M,) 1-based
+
+    def __post_init__(self) -> None:
+        n = self.labels.shape[0]
+        if self.subjects.shape != (n,) or self.probs.ndim != 3 or self.probs.shape[1] != n:
+            raise ValueError(
+                f"test predictions disagree: {n} labels, subjects {self.subjects.shape}, "
+                f"probs {self.probs.shape}"
+            )
+        if self.seeds.shape != (self.probs.shape[0],) or self.folds.shape != self.seeds.shape:
+            raise ValueError("one seed and one fold per fold model")
+
+    @property
+    def preds(self) -> np.ndarray:
+        return self.probs.argmax(axis=2)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        np.savez_compressed(path, labels=self.labels, subjects=self.subjects, probs=self.probs,
+                            seeds=self.seeds, folds=self.folds)  # fmt: skip
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> CVTestPredictions:
+        with np.load(Path(path), allow_pickle=False) as data:
+            return cls(data["labels"], data["subjects"].astype(str), data["probs"],
+                       data["seeds"], data["folds"])  # fmt: skip
+
+    def ordered(self, keys: Sequence[tuple[int, int]]) -> np.ndarray:
+        """Probabilities of the fold models in the order of ``keys`` ((seed, fold) pairs)."""
+        index = {(int(s), int(f)): i for i, (s, f) in enumerate(zip(self.seeds, self.folds,
+                                                                   strict=True))}  # fmt: skip
+        missing = [k for k in keys if k not in index]
+        if missing:
+            raise ValueError(f"no test predictions of fold model(s) {missing}")
+        return self.probs[[index[k] for k in keys]]
+
+
+def load_cv_test_predictions(cv_dir: str | Path) -> CVTestPredictions | None:
+    """The test predictions ``cross_validate`` kept in ``cv_dir``, or None (older CV folders)."""
+    path = Path(cv_dir) / CV_TEST_PREDICTIONS
+    return CVTestPredictions.load(path) if path.is_file() else None
 
 
 def _cv_job(args: tuple) -> dict[str, Any]:
     data, plan, cfg, out, fold, progress = args
     result = train_on_plan(data, plan, cfg, out, fold=fold, progress=progress)
     x_va, y_va, _ = data.partition(plan.subjects("val", fold))
-    x_te, y_te, _ = data.partition(plan.test)
-    return {
+    x_te, y_te, s_te = data.partition(plan.test)
+    row = {
         "seed": cfg.seed,
         "fold": fold + 1,
         "run": str(out),
@@ -273,9 +485,18 @@ def _cv_job(args: tuple) -> dict[str, Any]:
         "epochs_run": result.epochs_run,
         "seconds": result.seconds,
         "temperature": result.temperature,
+        # Sizes of the fold's train and validation sets, for the overlap-corrected CI.
+        "n_train_subjects": len(plan.subjects("train", fold)),
+        "n_val_subjects": len(plan.subjects("val", fold)),
         "val": evaluate_run(out, x_va, y_va),
-        "test": evaluate_run(out, x_te, y_te) if len(y_te) else None,
+        "test": None,
     }
+    if len(y_te):
+        probs = predict_run(out, x_te)
+        row["test"] = classification_metrics(np.asarray(y_te), probs)
+        row["test_predictions"] = {"labels": np.asarray(y_te), "subjects": np.asarray(s_te),
+                                   "probs": probs}  # fmt: skip
+    return row
 
 
 def cross_validate(
@@ -287,11 +508,13 @@ def cross_validate(
     jobs: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """K-fold CV over the plan's folds for each seed; per-fold metrics, mean ± std, 95 % CI.
+    """K-fold CV over the plan's folds for each seed; per-fold metrics, means and 95 % CIs.
 
     Each fold's model is early-stopped and temperature-calibrated on that fold's
     validation subjects; its ``val`` metrics are the CV estimate, and its ``test``
-    metrics score the same model on the held-out test subjects no fold ever saw.
+    metrics score the same model on the held-out test subjects no fold ever saw (their
+    per-crop probabilities are kept in ``cv_test_predictions.npz``). See
+    :func:`summarise_cv` for what the intervals are.
     """
     if not plan.folds:
         raise SplitError("the split plan has no folds; make one with `painmon split --folds K`")
@@ -311,41 +534,151 @@ def cross_validate(
         with mp.get_context("spawn").Pool(jobs) as pool:
             rows = pool.map(_cv_job, jobs_args)
     summary = summarise_cv(rows)
+    predictions = _test_predictions(rows)
+    if predictions is not None:
+        predictions.save(out / CV_TEST_PREDICTIONS)
+        summary["test_predictions"] = CV_TEST_PREDICTIONS
     _write_cv_outputs(out, rows, summary)
     return summary
 
 
-def summarise_cv(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Mean, std and t-distribution 95 % CI of each metric over folds (and seeds)."""
-    summary: dict[str, Any] = {"n_runs": len(rows), "folds": [], "val": {}, "test": {}}
-    for part in ("val", "test"):
-        for key in CV_METRICS:
-            values = [r[part][key] for r in rows if r.get(part) and r[part].get(key) is not None]
-            if values:
-                mean, std, low, high = mean_ci(values)
-                summary[part][key] = {
-                    "mean": mean,
-                    "std": std,
-                    "ci95": [low, high],
-                    "n": len(values),
-                }
-    for r in rows:
-        summary["folds"].append(
-            {
-                "seed": r["seed"],
-                "fold": r["fold"],
-                "run": r["run"],
-                "best_epoch": r["best_epoch"],
-                **{f"val_{k}": r["val"][k] for k in CV_METRICS},
-                **({f"test_{k}": r["test"][k] for k in CV_METRICS} if r.get("test") else {}),
-            }
-        )
+def _test_predictions(rows: Sequence[dict[str, Any]]) -> CVTestPredictions | None:
+    """Every fold model's test probabilities stacked, or None when a row lacks them."""
+    kept = [r for r in rows if r.get("test_predictions") is not None]
+    if not kept or len(kept) != len(rows):
+        return None
+    first = kept[0]["test_predictions"]
+    for r in kept[1:]:
+        other = r["test_predictions"]
+        if not (np.array_equal(other["labels"], first["labels"])
+                and np.array_equal(other["subjects"], first["subjects"])):  # fmt: skip
+            raise ValueError("fold models were scored on different test crops")
+    return CVTestPredictions(
+        labels=np.asarray(first["labels"]),
+        subjects=np.asarray(first["subjects"]).astype(str),
+        probs=np.stack([np.asarray(r["test_predictions"]["probs"]) for r in kept]),
+        seeds=np.asarray([int(r["seed"]) for r in kept]),
+        folds=np.asarray([int(r["fold"]) for r in kept]),
+    )
+
+
+def overlap_sizes(folds: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
+    """Mean train and validation subjects per fold (N&B's n_train, n_test).
+
+    Rows without the sizes (older summaries) assume K equal folds: K − 1 train parts to 1.
+    """
+    train = [f["n_train_subjects"] for f in folds if f.get("n_train_subjects")]
+    val = [f["n_val_subjects"] for f in folds if f.get("n_val_subjects")]
+    if train and val:
+        return float(np.mean(train)), float(np.mean(val))
+    k = len({f["fold"] for f in folds})
+    return float(max(k - 1, 1)), 1.0
+
+
+def seed_averaged_folds(folds: Sequence[Mapping[str, Any]], column: str) -> dict[int, float]:
+    """Fold number -> mean over seeds of ``column`` (seeds reuse the folds: not independent)."""
+    per_fold: dict[int, list[float]] = {}
+    for f in folds:
+        value = f.get(column)
+        if value is not None:
+            per_fold.setdefault(int(f["fold"]), []).append(float(value))
+    return {k: float(np.mean(v)) for k, v in sorted(per_fold.items())}
+
+
+def cv_interval_text(n_folds: int, n_seeds: int, n_train: float, n_test: float) -> str:
+    """What a CV cell means: mean ± std over seed-averaged folds, N&B-corrected t-interval."""
+    seeds = f"each the mean of {n_seeds} seeds" if n_seeds > 1 else "one seed"
+    return (
+        f"mean ± std over {n_folds} folds ({seeds}); 95 % CI: t-interval over folds, corrected "
+        f"for training-set overlap ({CV_INTERVAL_REFERENCE}: variance × (1/{n_folds} + "
+        f"{n_test:.3g}/{n_train:.3g}) instead of 1/{n_folds})"
+    )
+
+
+def summarise_cv(
+    rows: Sequence[dict[str, Any]], n_boot: int = DEFAULT_N_BOOT, seed: int = 0
+) -> dict[str, Any]:
+    """Per-metric mean, std and 95 % CI of a CV, and text saying what each interval means.
+
+    Validation (the CV estimate): seeds reuse the same folds, so each fold's scores are
+    first averaged over seeds; the interval is a t-interval over those K fold means with
+    Nadeau & Bengio's correction for folds sharing training subjects
+    (:func:`~painmon.core.research.metrics.corrected_mean_ci`). Test (the held-out subjects
+    every fold model is scored on): the mean of the fold models' scores with a subject
+    bootstrap interval (all fold models on the same resampled subjects) when the rows carry
+    ``test_predictions``; without them there is no honest interval and ``ci95`` is None.
+    """
+    folds_rows = [
+        {
+            "seed": r["seed"],
+            "fold": r["fold"],
+            "run": r["run"],
+            "best_epoch": r["best_epoch"],
+            **({"n_train_subjects": r["n_train_subjects"], "n_val_subjects": r["n_val_subjects"]}
+               if r.get("n_train_subjects") else {}),
+            **{f"val_{k}": r["val"][k] for k in CV_METRICS},
+            **({f"test_{k}": r["test"][k] for k in CV_METRICS} if r.get("test") else {}),
+        }
+        for r in rows
+    ]  # fmt: skip
+    n_folds = len({r["fold"] for r in rows})
+    n_seeds = len({r["seed"] for r in rows})
+    n_train, n_test = overlap_sizes(folds_rows) if folds_rows else (1.0, 1.0)
+    summary: dict[str, Any] = {
+        "n_runs": len(rows),
+        "n_folds": n_folds,
+        "n_seeds": n_seeds,
+        "overlap": {"n_train": n_train, "n_test": n_test, "unit": "subjects"},
+        "folds": folds_rows,
+        "val": {},
+        "test": {},
+        "intervals": {"val": cv_interval_text(n_folds, n_seeds, n_train, n_test)},
+    }
+    for key in CV_METRICS:
+        fold_means = list(seed_averaged_folds(folds_rows, f"val_{key}").values())
+        if fold_means:
+            mean, std, low, high = corrected_mean_ci(fold_means, n_train, n_test)
+            n_runs = sum(1 for f in folds_rows if f.get(f"val_{key}") is not None)
+            summary["val"][key] = {"mean": mean, "std": std, "ci95": [low, high],
+                                   "n": len(fold_means), "n_runs": n_runs}  # fmt: skip
+    tested = [r for r in rows if r.get("test")]
+    predictions = _test_predictions(tested) if tested else None
+    for key in CV_METRICS:
+        values = [float(r["test"][key]) for r in tested if r["test"].get(key) is not None]
+        if not values:
+            continue
+        stats = {"mean": float(np.mean(values)),
+                 "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+                 "ci95": None, "n": len(values), "n_runs": len(values)}  # fmt: skip
+        if predictions is not None:
+            ci = subject_bootstrap_ci(predictions.labels, predictions.preds, predictions.subjects,
+                                      key, n_boot, seed, probs=predictions.probs)  # fmt: skip
+            if ci["estimate"] is not None:
+                stats["mean"] = ci["estimate"]
+            if ci["ci_low"] is not None and ci["n_subjects"] > 1:
+                stats["ci95"] = [ci["ci_low"], ci["ci_high"]]
+            stats["n"] = ci["n_subjects"]
+            stats["n_subjects"] = ci["n_subjects"]
+        summary["test"][key] = stats
+    if tested:
+        if predictions is not None:
+            n_subjects = len(set(predictions.subjects.tolist()))
+            summary["intervals"]["test"] = (
+                f"mean ± std over the {len(tested)} fold models scored on the same held-out test "
+                f"subjects; {bootstrap_interval_text(n_boot, n_subjects, len(tested))}"
+            )
+        else:
+            summary["intervals"]["test"] = (
+                f"mean ± std over the {len(tested)} fold models scored on the same held-out test "
+                "subjects; no interval: the per-crop test predictions were not kept, and the "
+                "fold models' spread says nothing about other subjects"
+            )
     return summary
 
 
 def _write_cv_outputs(out: Path, rows: Sequence[dict[str, Any]], summary: dict[str, Any]) -> None:
     (out / "cv_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    fields = list(summary["folds"][0]) if summary["folds"] else []
+    fields = list(dict.fromkeys(k for f in summary["folds"] for k in f))
     with (out / "cv_folds.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
@@ -369,7 +702,7 @@ def plot_cv_folds(summary: dict[str, Any], path: Path) -> Path:
         stats = summary["val"].get(key)
         if stats:
             ax.axhline(stats["mean"], color="black", lw=1.5, label=f"mean {stats['mean']:.3f}")
-            ax.axhspan(*stats["ci95"], color="grey", alpha=0.25, label="95% CI")
+            ax.axhspan(*stats["ci95"], color="grey", alpha=0.25, label="95% CI (N&B-corrected)")
             ax.legend(loc="lower right", fontsize=8)
         ax.set_xticks(range(len(values)), labels, rotation=45, fontsize=8)
         ax.set_title(f"validation {key.replace('_', ' ')} per fold")
@@ -381,13 +714,17 @@ def plot_cv_folds(summary: dict[str, Any], path: Path) -> Path:
 
 
 def format_cv_summary(summary: dict[str, Any]) -> str:
-    """The table ``painmon cv`` prints."""
-    lines = [f"cross-validation over {summary['n_runs']} runs (mean ± std, 95% CI, t-distribution)"]
-    for part in ("val", "test"):
+    """The table ``painmon cv`` prints, each partition headed by what its interval means."""
+    intervals = summary.get("intervals") or {}
+    lines = [f"cross-validation over {summary['n_runs']} runs"]
+    for part, title in (("val", "validation (CV estimate)"), ("test", "held-out test subjects")):
+        if not summary[part]:
+            continue
+        lines.append(f"{title}: {intervals.get(part, 'mean ± std, 95% CI')}")
         for key, stats in summary[part].items():
-            low, high = stats["ci95"]
+            ci = stats.get("ci95")
+            interval = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "[no interval]"
             lines.append(
-                f"  {part:<4} {key:<18} {stats['mean']:.3f} ± {stats['std']:.3f}  "
-                f"[{low:.3f}, {high:.3f}]"
+                f"  {part:<4} {key:<18} {stats['mean']:.3f} ± {stats['std']:.3f}  {interval}"
             )
     return "\n".join(lines)

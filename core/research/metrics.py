@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import stats
@@ -393,3 +393,101 @@ def paired_t_test(
         return {"t": math.copysign(math.inf, mean_diff), "p": 0.0, "mean_diff": mean_diff, "n": n}
     result = stats.ttest_rel(x, z)
     return {"t": float(result.statistic), "p": float(result.pvalue), "mean_diff": mean_diff, "n": n}
+
+
+# --------------------------------------------------------------------------- cross-validation
+
+CV_INTERVAL_REFERENCE = "Nadeau & Bengio 2003"
+
+
+class CorrectedTTest(NamedTuple):
+    """Result of :func:`corrected_resampled_ttest`: mean difference, t, p and its 95 % CI."""
+
+    mean: float
+    t: float
+    p: float
+    ci_low: float
+    ci_high: float
+
+
+def overlap_correction(n_runs: int, n_train: float, n_test: float) -> float:
+    """Nadeau & Bengio's variance factor ``1/J + n_test/n_train`` for J resampled runs.
+
+    Plain ``1/J`` assumes the J runs are independent; runs of a K-fold CV share most of
+    their training data, so their scores co-vary and the plain interval is too narrow.
+    """
+    if int(n_runs) != n_runs or n_runs < 1:
+        raise ValueError(f"n_runs must be a positive integer, got {n_runs!r}")
+    if not (math.isfinite(n_train) and math.isfinite(n_test)) or n_train <= 0 or n_test <= 0:
+        raise ValueError(
+            f"n_train and n_test must be positive sizes of one run's train and test sets, got "
+            f"{n_train!r} and {n_test!r}"
+        )
+    return 1.0 / n_runs + n_test / n_train
+
+
+def _finite_1d(values: Sequence[float] | np.ndarray, what: str, minimum: int) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or array.size < minimum:
+        raise ValueError(f"{what} must be a 1-D sequence of at least {minimum}, got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{what} contain NaN or infinity")
+    return array
+
+
+def corrected_resampled_ttest(
+    diffs: Sequence[float] | np.ndarray,
+    n_train: float,
+    n_test: float,
+    confidence: float = 0.95,
+) -> CorrectedTTest:
+    """Corrected resampled t-test (Nadeau & Bengio 2003) of per-run differences ``diffs``.
+
+    ``diffs[j]`` is model A's score minus model B's on run j (one CV fold, both models
+    trained on the same fold); ``n_train`` and ``n_test`` are the sizes of one run's training
+    and test sets (subjects, the unit that is resampled). The variance of the mean
+    difference is ``s² (1/J + n_test/n_train)`` instead of the paired t-test's ``s²/J``;
+    the statistic has J − 1 degrees of freedom. Two-sided p; the interval is on the mean
+    difference. A constant difference gives t = ±inf, p = 0 (t = 0, p = 1 when it is 0) and
+    a zero-width interval, as :func:`paired_t_test` does.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+    d = _finite_1d(diffs, "differences", 2)
+    factor = overlap_correction(d.size, n_train, n_test)
+    mean = float(d.mean())
+    variance = float(d.var(ddof=1))
+    if variance == 0.0:
+        if mean == 0.0:
+            return CorrectedTTest(0.0, 0.0, 1.0, 0.0, 0.0)
+        return CorrectedTTest(mean, math.copysign(math.inf, mean), 0.0, mean, mean)
+    se = math.sqrt(variance * factor)
+    df = d.size - 1
+    t = mean / se
+    p = float(2.0 * stats.t.sf(abs(t), df))
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, df)) * se
+    return CorrectedTTest(mean, float(t), p, mean - half, mean + half)
+
+
+def corrected_mean_ci(
+    values: Sequence[float] | np.ndarray,
+    n_train: float,
+    n_test: float,
+    confidence: float = 0.95,
+) -> tuple[float, float, float, float]:
+    """(mean, std, CI low, CI high) of one model's CV scores, overlap-corrected (N&B 2003).
+
+    The t-interval of :func:`mean_ci` with the variance factor ``1/J + n_test/n_train``
+    (:func:`overlap_correction`) instead of ``1/J``: the J fold scores share training
+    subjects. One value gives a collapsed interval, as in :func:`mean_ci`.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence!r}")
+    array = _finite_1d(values, "values", 1)
+    mean = float(array.mean())
+    if array.size == 1:
+        return mean, 0.0, mean, mean
+    std = float(array.std(ddof=1))
+    factor = overlap_correction(array.size, n_train, n_test)
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, array.size - 1)) * std * math.sqrt(factor)
+    return mean, std, mean - half, mean + half

@@ -408,6 +408,8 @@ def _header(
     )
     n = _lookup(evaluation, "n")
     scored = f"{_esc(partition)} subjects, {_fmt(n)} crops" if partition and n else None
+    if evaluation and evaluation.get("other_dataset") and n:
+        scored = f"{_esc(evaluation.get('scored_on', 'a different dataset'))}, {_fmt(n)} crops"
     best = meta.get("metrics") or {}
     best_text = None
     if meta.get("epoch") is not None:
@@ -445,16 +447,29 @@ def _header(
 
 
 def _metrics_section(evaluation: Mapping[str, Any], class_names: Sequence[str]) -> str:
+    subject_ci = evaluation.get("subject_ci") or {}
+    cis = subject_ci.get("metrics") or {}
+
+    def ci_cell(key: str) -> str:
+        ci = cis.get(key)
+        if not ci or ci.get("ci_low") is None or ci.get("n_subjects", 0) < 2:
+            return '<td class="num">—</td>'
+        return f'<td class="num">[{ci["ci_low"]:.3f}, {ci["ci_high"]:.3f}]</td>'
+
     rows = [
         f'<tr><td>{_esc(label)}</td><td class="num">{_esc(_fmt(_lookup(evaluation, key)))}</td>'
-        "</tr>"
+        + (ci_cell(key) if cis else "")
+        + "</tr>"
         for key, label in HEADLINE_METRICS
         if key in evaluation or _lookup(evaluation, key) is not None
     ]
+    ci_head = "<th>95% CI</th>" if cis else ""
     out = (
-        '<table class="data"><thead><tr><th>metric</th><th>value</th></tr></thead>'
+        f'<table class="data"><thead><tr><th>metric</th><th>value</th>{ci_head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
+    if cis:
+        out += f"<p>{_esc(subject_ci.get('interval', ''))}; other metrics: no interval.</p>"
     per_class = _lookup(evaluation, "per_class")
     if per_class:
         body = "".join(
@@ -475,26 +490,34 @@ def _metrics_section(evaluation: Mapping[str, Any], class_names: Sequence[str]) 
 
 
 def _cv_tables(cv_summary: Mapping[str, Any]) -> str:
-    rows = []
-    for part in ("val", "test"):
+    intervals = cv_summary.get("intervals") or {}
+    out = ""
+    for part, title in (
+        ("val", "Cross-validation estimate (each fold's validation subjects)"),
+        ("test", "Held-out test subjects (every fold's model, on subjects no fold saw)"),
+    ):
+        rows = []
         for key, stats in (cv_summary.get(part) or {}).items():
-            low, high = stats["ci95"]
+            ci = stats.get("ci95")
+            ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "n/a"
             rows.append(
-                f"<tr><td>{_esc(part)}</td><td>{_esc(key)}</td>"
+                f"<tr><td>{_esc(key)}</td>"
                 f'<td class="num">{stats["mean"]:.3f} ± {stats["std"]:.3f}</td>'
-                f'<td class="num">[{low:.3f}, {high:.3f}]</td>'
+                f'<td class="num">{_esc(ci_text)}</td>'
                 f'<td class="num">{_esc(stats.get("n", ""))}</td></tr>'
             )
-    out = ""
-    if rows:
+        if not rows:
+            continue
+        n_label = "folds" if part == "val" else "subjects"
+        meaning = intervals.get(part) or "mean ± std over runs; 95% CI (t-distribution)"
         out += (
-            f"<p>{_esc(cv_summary.get('n_runs', ''))} runs (folds × seeds). "
-            "Validation rows are the cross-validation estimate; test rows score each fold's "
-            "model on the held-out test subjects no fold saw.</p>"
-            '<table class="data"><thead><tr><th>partition</th><th>metric</th>'
-            "<th>mean ± std</th><th>95% CI (t)</th><th>n</th></tr></thead>"
+            f"<h3>{_esc(title)}</h3><p>{_esc(meaning)}.</p>"
+            '<table class="data"><thead><tr><th>metric</th><th>mean ± std</th>'
+            f"<th>95% CI</th><th>{n_label}</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>"
         )
+    if out:
+        out = f"<p>{_esc(cv_summary.get('n_runs', ''))} runs (folds × seeds).</p>" + out
     return out
 
 
@@ -535,12 +558,18 @@ def build_report_html(
 
     if evaluation:
         partition = evaluation.get("partition")
-        lead = (
-            f"<p>Scored on the run's own <strong>{_esc(partition)}</strong> subjects, with the "
-            "temperature-scaled probabilities.</p>"
-            if partition
-            else ""
-        )
+        if evaluation.get("other_dataset"):
+            lead = (
+                f"<p><strong>{_esc(evaluation.get('scored_on', 'a different dataset'))}"
+                "</strong>; scored with the temperature-scaled probabilities.</p>"
+            )
+        elif partition:
+            lead = (
+                f"<p>Scored on the run's own <strong>{_esc(partition)}</strong> subjects, with "
+                "the temperature-scaled probabilities.</p>"
+            )
+        else:
+            lead = ""
         sections.add("metrics", "Headline metrics",
                      lead + _metrics_section(evaluation, class_names))  # fmt: skip
 
@@ -633,9 +662,10 @@ def build_report_html(
         body = _cv_tables(cv_summary)
         body += _figure_html(
             plots.cv_folds_figure(cv_summary),
-            "Bars: each fold's validation score; diamond and whiskers: their mean and "
-            "t-distribution 95% CI (dashed line: the mean); dots: the same fold's model on the "
-            "held-out test subjects.",
+            "Bars: each fold's validation score; diamond and whiskers: their mean and 95% CI "
+            "(t-interval over seed-averaged folds, corrected for training-set overlap, Nadeau & "
+            "Bengio 2003; dashed line: the mean); dots: the same fold's model on the held-out "
+            "test subjects.",
             "cross-validation per fold",
         )
         body += _cv_fold_table(cv_summary["folds"])

@@ -4,8 +4,10 @@ Every network and ablation row goes through the same subject-wise K-fold
 cross-validation (one split plan, the same seeds) and is scored on the same
 held-out test subjects. Out come Table 2 (model comparison), Table 3 (attention,
 recipe, pooling-set and head-count ablations) and Table 4 (paired t-tests of
-DA-CNN against each baseline over the same folds), written as ``tables.md`` and
-``results.json`` beside one CV folder per distinct configuration.
+DA-CNN against each baseline: the corrected resampled t-test of Nadeau & Bengio over the
+same seed-averaged folds, and a paired subject bootstrap on the held-out test subjects),
+written as ``tables.md`` and ``results.json`` beside one CV folder per distinct
+configuration. Every table says what its intervals mean.
 
 The numbers are whatever honest subject-wise evaluation gives on the data at hand;
 nothing here knows or aims at the paper's figures.
@@ -27,13 +29,23 @@ import numpy as np
 
 from painmon.core.research.crops import CropSet
 from painmon.core.research.experiment import (
+    CVTestPredictions,
     PreparedData,
     cross_validate,
+    cv_interval_text,
+    load_cv_test_predictions,
+    overlap_sizes,
     prepare_data,
     resolve_plan,
+    seed_averaged_folds,
 )
-from painmon.core.research.metrics import paired_t_test
-from painmon.core.research.splits import SplitPlan
+from painmon.core.research.metrics import CV_INTERVAL_REFERENCE, corrected_resampled_ttest
+from painmon.core.research.splits import DEFAULT_SEED, SplitPlan
+from painmon.core.research.subject_stats import (
+    DEFAULT_N_BOOT,
+    bootstrap_interval_text,
+    paired_subject_bootstrap,
+)
 from painmon.core.research.train import TrainConfig
 from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.fileio import atomic_write_json, atomic_write_text
@@ -263,14 +275,18 @@ def paired_comparisons(
     reference_folds: Sequence[Mapping[str, Any]],
     baseline_folds: Mapping[str, Sequence[Mapping[str, Any]]],
     metrics: Sequence[str] = T_TEST_METRICS,
-    partitions: Sequence[str] = ("val", "test"),
 ) -> list[dict[str, Any]]:
-    """Paired t-tests of the reference model against each baseline over the same (seed, fold).
+    """Corrected resampled t-tests (Nadeau & Bengio 2003) of the reference against each baseline.
 
-    Fold rows are ``cross_validate`` summary rows (``seed``, ``fold``, ``val_accuracy``…).
-    A partition is left out for a baseline when a fold lacks it (no test subjects).
+    Fold rows are ``cross_validate`` summary rows (``seed``, ``fold``, ``val_accuracy``…);
+    both models must cover the same (seed, fold) pairs. Seeds reuse the folds, so each
+    fold's difference is first averaged over seeds; the K fold differences are tested with
+    the variance factor ``1/K + n_val/n_train`` (folds share training subjects), where the
+    sizes come from the rows (:func:`overlap_sizes`). Validation ("CV") only: held-out
+    test comparisons need per-subject predictions (:func:`paired_test_comparisons`).
     """
     ref = {(r["seed"], r["fold"]): r for r in reference_folds}
+    n_train, n_test = overlap_sizes(list(reference_folds))
     out = []
     for name, folds in baseline_folds.items():
         base = {(r["seed"], r["fold"]): r for r in folds}
@@ -279,28 +295,76 @@ def paired_comparisons(
                 f"{name} was cross-validated on folds {sorted(base)}, the reference on "
                 f"{sorted(ref)}: a paired test needs the same seeds and folds"
             )
-        pairs = sorted(ref)
-        for part in partitions:
-            for metric in metrics:
-                column = f"{part}_{metric}"
-                if any(ref[k].get(column) is None or base[k].get(column) is None for k in pairs):
-                    continue
-                a = [float(ref[k][column]) for k in pairs]
-                b = [float(base[k][column]) for k in pairs]
-                test = paired_t_test(a, b)
-                out.append(
-                    {
-                        "baseline": name,
-                        "partition": part,
-                        "metric": metric,
-                        "n": test["n"],
-                        "reference_mean": float(np.mean(a)),
-                        "baseline_mean": float(np.mean(b)),
-                        "mean_diff": test["mean_diff"],
-                        "t": test["t"],
-                        "p": test["p"],
-                    }
-                )
+        for metric in metrics:
+            column = f"val_{metric}"
+            if any(ref[k].get(column) is None or base[k].get(column) is None for k in ref):
+                continue
+            a = seed_averaged_folds(list(ref.values()), column)
+            b = seed_averaged_folds(list(base.values()), column)
+            if len(a) < 2:
+                continue  # one fold: no spread to test against
+            diffs = [a[k] - b[k] for k in a]
+            test = corrected_resampled_ttest(diffs, n_train, n_test)
+            out.append(
+                {
+                    "baseline": name,
+                    "partition": "val",
+                    "metric": metric,
+                    "test": "corrected resampled t-test",
+                    "n": len(diffs),
+                    "n_runs": len(ref),
+                    "reference_mean": float(np.mean(list(a.values()))),
+                    "baseline_mean": float(np.mean(list(b.values()))),
+                    "mean_diff": test.mean,
+                    "ci95": [test.ci_low, test.ci_high],
+                    "t": test.t,
+                    "p": test.p,
+                }
+            )
+    return out
+
+
+def paired_test_comparisons(
+    reference: CVTestPredictions,
+    baselines: Mapping[str, CVTestPredictions],
+    metrics: Sequence[str] = T_TEST_METRICS,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Reference minus each baseline on the held-out test subjects, paired by subject.
+
+    Each configuration is its fold models averaged; a subject bootstrap draws the same
+    subjects for both, so the interval and p are on the per-subject paired difference —
+    not a t-test over fold models that all saw the same few test subjects.
+    """
+    out = []
+    for name, base in baselines.items():
+        if not (np.array_equal(base.labels, reference.labels)
+                and np.array_equal(base.subjects, reference.subjects)):  # fmt: skip
+            raise ValueError(f"{name} was scored on other test crops than the reference")
+        for metric in metrics:
+            diff = paired_subject_bootstrap(
+                reference.labels, reference.subjects, reference.preds, base.preds, metric,
+                reference.probs, base.probs, n_boot, seed,
+            )  # fmt: skip
+            if diff["mean_diff"] is None:
+                continue
+            out.append(
+                {
+                    "baseline": name,
+                    "partition": "test",
+                    "metric": metric,
+                    "test": "paired subject bootstrap",
+                    "n": diff["n_subjects"],
+                    "n_boot": diff["n_boot"],
+                    "reference_mean": diff["estimate_a"],
+                    "baseline_mean": diff["estimate_b"],
+                    "mean_diff": diff["mean_diff"],
+                    "ci95": [diff["ci_low"], diff["ci_high"]],
+                    "t": None,
+                    "p": diff["p"],
+                }
+            )
     return out
 
 
@@ -319,8 +383,28 @@ def format_metric_cell(stats: Mapping[str, Any] | None) -> str:
     """``mean ± std [ci low, ci high]``, or ``n/a`` when the metric was undefined everywhere."""
     if not stats:
         return "n/a"
+    if not stats.get("ci95"):
+        return f"{stats['mean']:.3f} ± {stats['std']:.3f} [no interval]"
     low, high = stats["ci95"]
     return f"{stats['mean']:.3f} ± {stats['std']:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _interval_note(result: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], part: str) -> str:
+    """What the cells of one partition table mean, as the CV summaries say (one text per table)."""
+    p = result["protocol"]
+    for row in rows:
+        text = (result["experiments"][row["experiment"]]["summary"].get("intervals") or {}).get(
+            part
+        )
+        if text:
+            return text
+    if part == "val":
+        k = int(p["folds"])
+        return cv_interval_text(k, len(p["seeds"]), max(k - 1, 1), 1)
+    return (
+        "mean ± std over the fold models scored on the same held-out test subjects; "
+        "no interval recorded"
+    )
 
 
 def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -349,12 +433,17 @@ def _partition_tables(
     result: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], lead: Sequence[str]
 ) -> list[str]:
     header = [*lead, *(METRIC_LABELS[m] for m in TABLE_METRICS)]
-    lines = ["Cross-validation (each fold's validation subjects):", ""]
+    lines = [
+        "Cross-validation (each fold's validation subjects): "
+        f"{_interval_note(result, rows, 'val')}.",
+        "",
+    ]
     lines += _markdown_table(header, _metric_rows(result, rows, "val", lead))
     if any(result["experiments"][r["experiment"]]["summary"]["test"] for r in rows):
         lines += [
             "",
-            "Held-out test subjects (every fold's model, scored on subjects no fold saw):",
+            "Held-out test subjects (every fold's model, scored on subjects no fold saw): "
+            f"{_interval_note(result, rows, 'test')}.",
         ]
         lines += ["", *_markdown_table(header, _metric_rows(result, rows, "test", lead))]
     return lines
@@ -370,9 +459,10 @@ def format_tables_markdown(result: Mapping[str, Any]) -> str:
         f"Dataset `{p['dataset']}` (SHA-256 `{p['dataset_sha256']}`), {p['n_subjects']} subjects "
         f"({p['n_test_subjects']} held out for test), {p['n_crops']} face crops; "
         f"{p['folds']} folds, seeds {seeds}, {p['epochs']} epoch(s) (batch {p['batch_size']}, "
-        f"lr {p.get('lr', 1e-4):g}, device {p['device']}); {HONESTY_NOTE}, reported exactly as "
-        "they came out, whichever model comes first. Cells: mean ± std [95% CI, "
-        f"t-distribution] over {p['folds'] * len(p['seeds'])} fold runs.",
+        f"lr {p.get('lr', 1e-4):g}, device {p['device']}, split seed "
+        f"{p.get('split_seed', DEFAULT_SEED)}); {HONESTY_NOTE}, reported exactly as they came "
+        "out, whichever model comes first. Cells: mean ± std [95% CI]; each table says what "
+        "its interval means.",
     ]
     if p["quick"]:
         lines += [
@@ -398,11 +488,20 @@ def format_tables_markdown(result: Mapping[str, Any]) -> str:
                 f"Skipped in quick mode: run without `--quick` for the {lead.lower()} rows."
             )
     ref = MODEL_LABELS[REFERENCE_MODEL]
+    folds = int(p["folds"])
     lines += [
         "",
-        f"## Table 4 — paired t-tests, {ref} vs each baseline",
+        f"## Table 4 — {ref} vs each baseline: paired comparisons",
         "",
-        f"Two-sided paired t-test over the same (seed, fold) pairs; difference = {ref} − baseline.",
+        f"Difference = {ref} − baseline. CV rows: corrected resampled t-test "
+        f"({CV_INTERVAL_REFERENCE}) over the {folds} folds, each fold's difference the mean "
+        f"over {len(p['seeds'])} seed(s); n = folds; the variance is scaled by (1/{folds} + "
+        "n_val/n_train) because folds share training subjects; 95 % CI: t-interval on the "
+        "mean difference. Test rows: the fold models of each configuration averaged, scored on "
+        "the same held-out test subjects; n = subjects; "
+        + bootstrap_interval_text(DEFAULT_N_BOOT, int(p.get("n_test_subjects", 0)))
+        + " for both models at once (paired), p = twice the share of replicates on the "
+        "other side of 0.",
         "",
     ]
     t_rows = [
@@ -412,15 +511,22 @@ def format_tables_markdown(result: Mapping[str, Any]) -> str:
             METRIC_LABELS.get(t["metric"], t["metric"]),
             str(t["n"]),
             f"{t['mean_diff']:+.3f}",
-            _num(t["t"]),
+            _ci_cell(t.get("ci95")),
+            _num(t["t"]) if t.get("t") is not None else "—",
             _num(t["p"], 4),
         ]
         for t in result["t_tests"]
     ]
     lines += _markdown_table(
-        ["Comparison", "Partition", "Metric", "Pairs", "Mean difference", "t", "p"], t_rows
+        ["Comparison", "Partition", "Metric", "n", "Mean difference", "95% CI", "t", "p"], t_rows
     )
     return "\n".join(lines) + "\n"
+
+
+def _ci_cell(ci: Sequence[float | None] | None) -> str:
+    if not ci or ci[0] is None or ci[1] is None:
+        return "n/a"
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
 
 def format_reproduce_summary(result: Mapping[str, Any]) -> str:
@@ -444,7 +550,7 @@ def format_reproduce_summary(result: Mapping[str, Any]) -> str:
     for t in result["t_tests"]:
         if t["partition"] == "val":
             lines.append(
-                f"  t-test {ref} vs {MODEL_LABELS.get(t['baseline'], t['baseline'])} "
+                f"  corrected t-test {ref} vs {MODEL_LABELS.get(t['baseline'], t['baseline'])} "
                 f"{t['metric']}: diff {t['mean_diff']:+.3f}, t {_num(t['t'])}, p {_num(t['p'], 4)}"
             )
     out = Path(result["out_dir"])
@@ -517,6 +623,18 @@ def _write_report(out: Path, result: dict[str, Any], tables_md: str) -> Path | N
     return path
 
 
+def _test_comparisons(results: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Paired subject-bootstrap comparisons on test, when every CV kept its test predictions."""
+    reference = load_cv_test_predictions(results[REFERENCE_MODEL]["cv_dir"])
+    baselines = {
+        name: load_cv_test_predictions(results[name]["cv_dir"]) for name in BASELINE_MODELS
+    }
+    if reference is None or any(b is None for b in baselines.values()):
+        log.info("no per-crop test predictions in some CV folder: test comparisons left out")
+        return []
+    return paired_test_comparisons(reference, {k: v for k, v in baselines.items() if v})
+
+
 def run_reproduce(
     manifest: str | Path,
     out_dir: str | Path,
@@ -534,8 +652,12 @@ def run_reproduce(
     detector: Any = None,
     progress: bool = True,
     allow_outside_root: bool = False,
+    split_seed: int = DEFAULT_SEED,
 ) -> dict[str, Any]:
     """Run Tables 2-4 of the founding paper on ``manifest``; write tables.md and results.json.
+
+    The subjects come from ``splits`` or from a split drawn with ``split_seed`` — never
+    from the training ``seeds``, so every seed trains and tests on the same people.
 
     Each distinct configuration is cross-validated once under ``out_dir/cv/<key>``
     (rows that train the same networks share a folder); a rerun reuses finished ones.
@@ -555,7 +677,7 @@ def run_reproduce(
     )
     if settings.crops_per_subject is not None:
         data = cap_crops_per_subject(data, settings.crops_per_subject)
-    plan = resolve_plan(data, splits, seed=settings.seeds[0], folds=settings.folds)
+    plan = resolve_plan(data, splits, seed=split_seed, folds=settings.folds)
     if len(plan.folds) != settings.folds:
         log.info("the split plan has %d folds; using them", len(plan.folds))
         settings = dataclasses.replace(settings, folds=len(plan.folds))
@@ -607,6 +729,7 @@ def run_reproduce(
     t_tests = paired_comparisons(
         reference, {name: results[name]["summary"]["folds"] for name in BASELINE_MODELS}
     )
+    t_tests += _test_comparisons(results)
     subjects = sorted(set(data.crops.subjects.tolist()))
     result: dict[str, Any] = {
         "out_dir": str(out),

@@ -6,6 +6,13 @@ after the other, sends each child's output to a log file in the run folder, and 
 progress from the ``history.csv`` the training loop rewrites after every epoch. It is a
 plain class with ``update()`` (called from a GUI timer, or a loop) and an injectable clock.
 
+history.csv changes once per epoch, after validation: an epoch of a real dataset on a CPU
+takes minutes, so the epoch under way is read from the progress lines the training child
+writes to its log every 30 s (``epoch 4/100: 20/44 batch (45 %), …, loss=0.812
+acc=0.550``, see :class:`painmon.core.util.progress.LineProgress`), and in cross-validation
+the fold under way is the last fold folder that exists, so that a new fold never shows
+the numbers of the fold before it.
+
 Cancel sends SIGINT to the child's process group (CTRL_BREAK on Windows), so
 :func:`painmon.core.research.train.fit` stops cleanly and keeps its best checkpoint; a child still
 alive ``kill_after_s`` later is killed.
@@ -46,6 +53,11 @@ REPORT_HTML = "report.html"
 PREDICTIONS_CSV = "test_predictions.csv"
 _TAIL_BYTES = 64 * 1024
 _ERROR_LINE = re.compile(r"(: error: |^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b)")
+# A LineProgress line of the epoch bar (painmon.core.research.train.fit).
+_EPOCH_LINE = re.compile(
+    r"epoch (?P<epoch>\d+)/(?P<epochs>\d+): (?P<done>\d+)/(?P<total>\d+) batch\b"
+    r"(?:.*?\bloss=(?P<loss>[-+\d.eE]+|nan|inf))?(?:.*?\bacc=(?P<acc>[-+\d.eE]+|nan))?"
+)
 
 
 def missing_training_extra() -> str | None:
@@ -228,17 +240,63 @@ def eta_seconds(rows: Sequence[EpochRow], epochs_left: int) -> float | None:
     return epochs_left * sum(r.seconds for r in timed) / len(timed)
 
 
-def last_error_line(log_path: str | Path) -> str:
-    """The line of a child's log that best says why it failed ("" when the log is empty)."""
-    path = Path(log_path)
+@dataclass(frozen=True)
+class EpochProgress:
+    """The epoch under way, from the training child's latest progress line: batches done
+    and the running training loss/accuracy over them (None before the first report)."""
+
+    epoch: int
+    epochs: int
+    batches_done: int
+    batches_total: int
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.epoch < 1 or self.epochs < 1 or self.batches_total < 1:
+            raise ValueError("epoch, epochs and batches_total start at 1")
+        if not 0 <= self.batches_done <= self.batches_total:
+            raise ValueError(f"batches_done {self.batches_done} outside 0..{self.batches_total}")
+
+    @property
+    def fraction(self) -> float:
+        return self.batches_done / self.batches_total
+
+
+def _log_tail_lines(log_path: Path) -> list[str]:
     try:
-        with path.open("rb") as handle:
-            handle.seek(max(0, path.stat().st_size - _TAIL_BYTES))
+        with log_path.open("rb") as handle:
+            handle.seek(max(0, log_path.stat().st_size - _TAIL_BYTES))
             tail = handle.read().decode("utf-8", errors="replace")
     except FileNotFoundError:
-        return ""
+        return []
     # tqdm redraws with carriage returns: each redraw is its own "line".
-    lines = [line.strip() for line in re.split(r"[\r\n]+", tail) if line.strip()]
+    return [line.strip() for line in re.split(r"[\r\n]+", tail) if line.strip()]
+
+
+def read_epoch_progress(log_path: str | Path) -> EpochProgress | None:
+    """The latest epoch progress line of a training log, or None when it has none yet."""
+    for line in reversed(_log_tail_lines(Path(log_path))):
+        match = _EPOCH_LINE.search(line)
+        if match is None:
+            continue
+        try:
+            return EpochProgress(
+                epoch=int(match["epoch"]),
+                epochs=int(match["epochs"]),
+                batches_done=int(match["done"]),
+                batches_total=int(match["total"]),
+                train_loss=float(match["loss"]) if match["loss"] else None,
+                train_accuracy=float(match["acc"]) if match["acc"] else None,
+            )
+        except ValueError:
+            continue
+    return None
+
+
+def last_error_line(log_path: str | Path) -> str:
+    """The line of a child's log that best says why it failed ("" when the log is empty)."""
+    lines = _log_tail_lines(Path(log_path))
     for line in reversed(lines):
         if _ERROR_LINE.search(line):
             return line
@@ -357,6 +415,10 @@ class JobStatus:
     epochs_done: int = 0
     epochs_total: int = 0
     history: tuple[EpochRow, ...] = ()  # the run being trained (the current fold in cv)
+    #: the epoch under way (None between epochs, before the first report and after training)
+    live: EpochProgress | None = None
+    #: the fold under way, 1-based (cross-validation only)
+    fold: int | None = None
     eta_s: float | None = None
     message: str = ""
     metrics: Mapping[str, Any] = field(default_factory=dict)
@@ -503,31 +565,49 @@ class RetrainJob:
         return self._deploy_run or self.spec.run_dir
 
     def _with_progress(self, status: JobStatus) -> JobStatus:
-        done = 0
-        current: list[EpochRow] = []
-        all_rows: list[EpochRow] = []
-        for path in self.spec.history_paths():
-            rows = read_history(path)
-            if not rows:
-                break
-            if current:
-                done += self.spec.epochs  # a later fold started: count an early stop as done
-            current = rows
-            all_rows += rows
-        done += min(len(current), self.spec.epochs)
+        paths = self.spec.history_paths()
+        # The fold under way is the last one whose folder exists (made when it starts): a
+        # fold that has not finished its first epoch shows nothing rather than the last one.
+        fold_index = max([i for i, path in enumerate(paths) if path.parent.is_dir()], default=0)
+        current = read_history(paths[fold_index])
+        all_rows = [row for path in paths[:fold_index] for row in read_history(path)]
+        all_rows += current
+        done = fold_index * self.spec.epochs + min(len(current), self.spec.epochs)
         done = min(done, self.spec.epochs_total)
         eta = eta_seconds(all_rows, self.spec.epochs_total - done)
-        message = status.message
+        live = read_epoch_progress(self.spec.run_dir / TRAIN_LOG)
+        if live is not None and live.epoch != len(current) + 1:
+            live = None  # a line of an epoch already in the history, or of the fold before
+        fold = fold_index + 1 if self.spec.cross_validation else None
+        parts = []
+        if live is not None:
+            running = f"epoch {live.epoch}/{self.spec.epochs} running ({100 * live.fraction:.0f} %"
+            if live.train_loss is not None:
+                running += f", loss {live.train_loss:.3f}"
+            if live.train_accuracy is not None:
+                running += f", accuracy {live.train_accuracy:.3f}"
+            parts.append(running + ")")
         if current:
             last = current[-1]
-            message = (
-                f"epoch {done}/{self.spec.epochs_total}: loss {last.train_loss:.3f}, "
+            parts.append(
+                f"epoch {last.epoch}/{self.spec.epochs}: loss {last.train_loss:.3f}, "
                 f"val accuracy {last.val_accuracy:.3f}, val macro-F1 {last.val_macro_f1:.3f}"
             )
+        if not parts:
+            parts.append(f"epoch 1/{self.spec.epochs} starting")
+        message = "; ".join(parts)
+        if fold is not None:
+            message = f"fold {fold}/{self.spec.folds}, {message}"
         if status.state == "cancelling":
             message = "stopping… (the loop finishes the best checkpoint)"
         return dataclasses.replace(
-            status, epochs_done=done, history=tuple(current), eta_s=eta, message=message
+            status,
+            epochs_done=done,
+            history=tuple(current),
+            eta_s=eta,
+            message=message,
+            live=live,
+            fold=fold,
         )
 
     def _next_stage(self, status: JobStatus) -> JobStatus:
@@ -545,6 +625,7 @@ class RetrainJob:
                 stage="evaluate",
                 epochs_done=self.spec.epochs_total,
                 eta_s=0.0,
+                live=None,
                 cv_summary=cv_summary,
                 message=f"evaluating {self._deploy_run.name} on its test subjects…",
                 log_path=log_path,

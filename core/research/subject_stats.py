@@ -43,10 +43,17 @@ from painmon.core.util.validate import check_probability_rows
 
 logger = logging.getLogger(__name__)
 
-METRICS = ("accuracy", "macro_f1", "within_one", "ece")
+# What `summarise` reports; the first four are every test-set table's (accuracy, macro-F1,
+# the project's κ, which is quadratic-weighted, and ECE).
+TEST_SET_METRICS = ("accuracy", "macro_f1", "quadratic_kappa", "ece")
+METRICS = ("accuracy", "macro_f1", "quadratic_kappa", "ece", "within_one")
+BOOTSTRAP_METRICS = (*METRICS, "cohen_kappa", "balanced_accuracy")
 METRIC_NAMES = {
     "accuracy": "accuracy",
     "macro_f1": "macro-F1",
+    "quadratic_kappa": "quadratic-weighted κ",
+    "cohen_kappa": "Cohen's κ",
+    "balanced_accuracy": "balanced accuracy",
     "within_one": "within-one accuracy",
     "ece": f"ECE ({ECE_BINS} bins)",
 }
@@ -86,10 +93,20 @@ def _check_inputs(
 
 
 def _metrics_from_confusion(confusion: np.ndarray, metric: str) -> np.ndarray:
-    """``metric`` of each pooled confusion matrix in ``confusion`` (..., C, C), rows true."""
+    """``metric`` of each pooled confusion matrix in ``confusion`` (..., C, C), rows true.
+
+    Kappas are NaN where undefined (chance agreement is total: one and the same class).
+    """
     n = confusion.sum(axis=(-2, -1)).astype(np.float64)
     if metric == "accuracy":
         return np.trace(confusion, axis1=-2, axis2=-1) / n
+    if metric == "balanced_accuracy":
+        # Recall averaged over the classes present in the labels (classification_metrics).
+        support = confusion.sum(axis=-1).astype(np.float64)
+        tp = np.diagonal(confusion, axis1=-2, axis2=-1).astype(np.float64)
+        recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+        present = support > 0
+        return (recall * present).sum(axis=-1) / present.sum(axis=-1)
     if metric == "within_one":
         classes = np.arange(confusion.shape[-1])
         near = np.abs(classes[:, None] - classes[None, :]) <= 1
@@ -104,18 +121,34 @@ def _metrics_from_confusion(confusion: np.ndarray, metric: str) -> np.ndarray:
         f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
         seen = denominator > 0
         return (f1 * seen).sum(axis=-1) / seen.sum(axis=-1)
+    if metric in ("quadratic_kappa", "cohen_kappa"):
+        # metrics._kappa over the full class grid, for a stack of confusion matrices.
+        cm = confusion.astype(np.float64)
+        rows, cols = cm.sum(axis=-1), cm.sum(axis=-2)
+        expected = rows[..., :, None] * cols[..., None, :] / n[..., None, None]
+        idx = np.arange(cm.shape[-1], dtype=np.float64)
+        if metric == "quadratic_kappa":
+            w = (idx[:, None] - idx[None, :]) ** 2
+        else:
+            w = 1.0 - np.eye(cm.shape[-1])
+        denominator = (w * expected).sum(axis=(-2, -1))
+        observed = (w * cm).sum(axis=(-2, -1))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(denominator > 0, 1.0 - observed / denominator, np.nan)
     raise AssertionError(metric)  # callers check the name
 
 
-def _point_estimate(y: np.ndarray, p: np.ndarray, metric: str, probs: np.ndarray | None) -> float:
+def _point_estimate(
+    y: np.ndarray, p: np.ndarray, metric: str, probs: np.ndarray | None
+) -> float | None:
     if metric == "accuracy":
         return float(np.mean(p == y))
     if metric == "within_one":
         return float(np.mean(np.abs(p - y) <= 1))
-    if metric == "macro_f1":
+    if metric in ("macro_f1", "quadratic_kappa", "cohen_kappa", "balanced_accuracy"):
         # classification_metrics predicts argmax(probs): one-hot rows make that ``preds``.
-        one_hot = np.eye(NUM_CLASSES)[p]
-        return float(classification_metrics(y, one_hot)["macro_f1"])
+        value = classification_metrics(y, np.eye(NUM_CLASSES)[p])[metric]
+        return None if value is None else float(value)
     assert probs is not None
     return float(calibration_errors(y, probs, ECE_BINS)[0])
 
@@ -145,6 +178,105 @@ def _subject_ece_sums(
     return counts, hits, confidence
 
 
+@dataclasses.dataclass(frozen=True)
+class _ModelStack:
+    """Checked inputs of a bootstrap: labels, subjects, and M models' predictions on them."""
+
+    y: np.ndarray  # (N,)
+    subjects: np.ndarray  # (N,) str
+    preds: np.ndarray  # (M, N)
+    probs: np.ndarray | None  # (M, N, C)
+
+
+def _model_stack(labels: Any, preds: Any, subjects: Any, probs: Any, metric: str) -> _ModelStack:
+    if metric not in BOOTSTRAP_METRICS:
+        raise InvalidInputError(
+            f"unknown metric {metric!r}; choose one of {', '.join(BOOTSTRAP_METRICS)}"
+        )
+    stacked = np.asarray(preds)
+    if stacked.ndim == 1:
+        stacked = stacked[None]
+    if stacked.ndim != 2 or stacked.shape[0] < 1:
+        raise InvalidInputError(
+            f"preds must be (N,) or (models, N) class indices, got shape {stacked.shape}"
+        )
+    rows = [_check_inputs(labels, row, subjects) for row in stacked]
+    y, _, s = rows[0]
+    p = np.stack([r[1] for r in rows])
+    if metric == "ece" and probs is None:
+        raise InvalidInputError("the ECE needs the class probabilities: pass probs (N, C)")
+    probs_arr = None
+    if probs is not None:
+        probs_arr = np.asarray(probs, dtype=np.float64)
+        if probs_arr.ndim == 2:
+            probs_arr = probs_arr[None]
+        if probs_arr.shape != (p.shape[0], y.size, NUM_CLASSES):
+            raise InvalidInputError(
+                f"probs must have shape ({y.size}, {NUM_CLASSES}) per model for {p.shape[0]} "
+                f"model(s), got {np.asarray(probs).shape}"
+            )
+    return _ModelStack(y, s, p, probs_arr)
+
+
+def _estimate(stack: _ModelStack, metric: str) -> float | None:
+    """Mean over the models of each model's metric (None where every one is undefined)."""
+    values = []
+    for m in range(stack.preds.shape[0]):
+        probs = None if stack.probs is None else stack.probs[m]
+        try:
+            value = _point_estimate(stack.y, stack.preds[m], metric, probs)
+        except ValueError as exc:  # metrics.py speaks plain ValueError about bad probabilities
+            if isinstance(exc, InvalidInputError):
+                raise
+            raise InvalidInputError(str(exc)) from exc
+        if value is not None:
+            values.append(value)
+    return float(np.mean(values)) if values else None
+
+
+def _draws(n_subjects: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_subjects): how many times each replicate drew each subject."""
+    if int(n_boot) != n_boot or n_boot < 1:
+        raise InvalidInputError(f"n_boot must be a positive integer, got {n_boot!r}")
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(n_subjects, np.full(n_subjects, 1.0 / n_subjects), size=int(n_boot))
+    return draws.astype(np.float64)
+
+
+def _replicates(
+    stack: _ModelStack, metric: str, index: np.ndarray, draws: np.ndarray
+) -> np.ndarray:
+    """Mean over the models of each replicate's metric, (n_boot,); NaN where undefined."""
+    n_subjects = draws.shape[1]
+    per_model = []
+    for m in range(stack.preds.shape[0]):
+        if metric == "ece":
+            assert stack.probs is not None
+            counts, hits, confidence = _subject_ece_sums(stack.y, stack.probs[m], index, n_subjects)
+            gap = np.abs(draws @ hits - draws @ confidence).sum(axis=1)
+            per_model.append(gap / (draws @ counts).sum(axis=1))
+        else:
+            confusion = _subject_confusions(stack.y, stack.preds[m], index, n_subjects)
+            pooled = (draws @ confusion.reshape(n_subjects, -1)).reshape(
+                -1, NUM_CLASSES, NUM_CLASSES
+            )
+            per_model.append(_metrics_from_confusion(pooled, metric))
+    values = np.stack(per_model)  # (M, n_boot)
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(values)
+        total = np.where(finite, values, 0.0).sum(axis=0)
+        count = finite.sum(axis=0)
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _percentile_interval(replicates: np.ndarray) -> tuple[float | None, float | None]:
+    finite = replicates[np.isfinite(replicates)]
+    if finite.size == 0:
+        return None, None
+    low, high = np.percentile(finite, CI_PERCENTILES)
+    return float(low), float(high)
+
+
 def subject_bootstrap_ci(
     labels: Sequence[int] | np.ndarray,
     preds: Sequence[int] | np.ndarray,
@@ -156,56 +288,78 @@ def subject_bootstrap_ci(
 ) -> dict[str, Any]:
     """Point estimate and subject-bootstrap 95 % percentile interval of one metric.
 
-    ``metric`` is ``accuracy``, ``macro_f1``, ``within_one`` (|pred - label| <= 1) or
-    ``ece`` (top-label, 15 equal-width bins of ``probs`` (N, C); needs ``probs``). Each of
-    the ``n_boot`` replicates draws as many subjects as there are, with replacement, and
-    pools all their samples. Returns metric, estimate, ci_low, ci_high, n_subjects,
-    n_samples, n_boot and seed. With one subject the interval says nothing (it collapses).
+    ``metric`` is ``accuracy``, ``macro_f1``, ``quadratic_kappa`` (the project's κ),
+    ``cohen_kappa``, ``within_one`` (|pred - label| <= 1) or ``ece`` (top-label, 15
+    equal-width bins of ``probs`` (N, C); needs ``probs``). Each of the ``n_boot``
+    replicates draws as many subjects as there are, with replacement, and pools all their
+    samples. ``preds`` (M, N) with ``probs`` (M, N, C) scores M models on the same samples:
+    the estimate is the mean of their metrics and every replicate averages the M models on
+    the same drawn subjects. Returns metric, estimate, ci_low, ci_high, n_subjects,
+    n_samples, n_models, n_boot and seed (estimate and interval None where κ is undefined).
+    With one subject the interval says nothing (it collapses).
     """
-    if metric not in METRICS:
-        raise InvalidInputError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    if int(n_boot) != n_boot or n_boot < 1:
-        raise InvalidInputError(f"n_boot must be a positive integer, got {n_boot!r}")
-    y, p, s = _check_inputs(labels, preds, subjects)
-    if metric == "ece" and probs is None:
-        raise InvalidInputError("the ECE needs the class probabilities: pass probs (N, C)")
-    probs_arr = None
-    if probs is not None:
-        probs_arr = np.asarray(probs, dtype=np.float64)
-        if probs_arr.shape != (y.size, NUM_CLASSES):
-            raise InvalidInputError(
-                f"probs must have shape ({y.size}, {NUM_CLASSES}), got {probs_arr.shape}"
-            )
-    try:
-        estimate = _point_estimate(y, p, metric, probs_arr)
-    except InvalidInputError:
-        raise
-    except ValueError as exc:  # metrics.py speaks plain ValueError about bad probabilities
-        raise InvalidInputError(str(exc)) from exc
-
-    names, index = np.unique(s, return_inverse=True)
-    n_subjects = int(names.size)
-    rng = np.random.default_rng(seed)
-    # Row b: how many times replicate b drew each subject.
-    draws = rng.multinomial(n_subjects, np.full(n_subjects, 1.0 / n_subjects), size=int(n_boot))
-    draws = draws.astype(np.float64)
-    if metric == "ece":
-        assert probs_arr is not None
-        counts, hits, confidence = _subject_ece_sums(y, probs_arr, index, n_subjects)
-        gap = np.abs(draws @ hits - draws @ confidence).sum(axis=1)
-        replicates = gap / (draws @ counts).sum(axis=1)
-    else:
-        confusion = _subject_confusions(y, p, index, n_subjects).reshape(n_subjects, -1)
-        pooled = (draws @ confusion).reshape(-1, NUM_CLASSES, NUM_CLASSES)
-        replicates = _metrics_from_confusion(pooled, metric)
-    low, high = np.percentile(replicates, CI_PERCENTILES)
+    stack = _model_stack(labels, preds, subjects, probs, metric)
+    estimate = _estimate(stack, metric)
+    names, index = np.unique(stack.subjects, return_inverse=True)
+    draws = _draws(int(names.size), n_boot, seed)
+    low, high = _percentile_interval(_replicates(stack, metric, index, draws))
+    if estimate is None:
+        low = high = None
     return {
         "metric": metric,
         "estimate": estimate,
-        "ci_low": float(low),
-        "ci_high": float(high),
-        "n_subjects": n_subjects,
-        "n_samples": int(y.size),
+        "ci_low": low,
+        "ci_high": high,
+        "n_subjects": int(names.size),
+        "n_samples": int(stack.y.size),
+        "n_models": int(stack.preds.shape[0]),
+        "n_boot": int(n_boot),
+        "seed": int(seed),
+    }
+
+
+def paired_subject_bootstrap(
+    labels: Sequence[int] | np.ndarray,
+    subjects: Sequence[str] | np.ndarray,
+    preds_a: np.ndarray,
+    preds_b: np.ndarray,
+    metric: str = "accuracy",
+    probs_a: np.ndarray | None = None,
+    probs_b: np.ndarray | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Model A minus model B on the same test samples, with a paired subject bootstrap.
+
+    Every replicate draws subjects with replacement once and scores *both* models on the
+    same drawn subjects, so the interval is on the per-subject paired difference, not on
+    two independent intervals. ``preds_a``/``preds_b`` are (N,) or (M, N) (M fold models of
+    one configuration, averaged as in :func:`subject_bootstrap_ci`). Returns metric,
+    estimate_a, estimate_b, mean_diff, ci_low, ci_high, p (two-sided: twice the smaller
+    share of replicates on either side of 0, at most 1), n_subjects, n_samples, n_boot, seed.
+    """
+    a = _model_stack(labels, preds_a, subjects, probs_a, metric)
+    b = _model_stack(labels, preds_b, subjects, probs_b, metric)
+    est_a, est_b = _estimate(a, metric), _estimate(b, metric)
+    names, index = np.unique(a.subjects, return_inverse=True)
+    draws = _draws(int(names.size), n_boot, seed)
+    diff = _replicates(a, metric, index, draws) - _replicates(b, metric, index, draws)
+    low, high = _percentile_interval(diff)
+    finite = diff[np.isfinite(diff)]
+    p = None
+    if est_a is not None and est_b is not None and finite.size:
+        p = float(min(1.0, 2.0 * min(np.mean(finite <= 0), np.mean(finite >= 0))))
+    undefined = est_a is None or est_b is None
+    return {
+        "metric": metric,
+        "estimate_a": est_a,
+        "estimate_b": est_b,
+        "mean_diff": None if undefined else est_a - est_b,
+        "ci_low": None if undefined else low,
+        "ci_high": None if undefined else high,
+        "p": p,
+        "n_subjects": int(names.size),
+        "n_samples": int(a.y.size),
         "n_boot": int(n_boot),
         "seed": int(seed),
     }
@@ -420,11 +574,30 @@ def summarise(
     return result
 
 
-def _ci_text(low: float, high: float, n_subjects: int) -> str:
+def bootstrap_interval_text(n_boot: int, n_subjects: int, n_models: int = 1) -> str:
+    """What a subject-bootstrap interval means, for a table's header or footnote."""
+    models = (
+        f"; each replicate averages the {n_models} fold models on the same drawn subjects"
+        if n_models > 1
+        else ""
+    )
+    return (
+        f"95 % CI: subject bootstrap, percentile interval of {n_boot} replicates that resample "
+        f"the {n_subjects} subjects (not images) with replacement{models}"
+    )
+
+
+def _ci_text(low: float | None, high: float | None, n_subjects: int) -> str:
     # One subject resamples to itself: a zero-width interval would read as certainty.
     if n_subjects < 2:
         return "n/a (1 subject)"
+    if low is None or high is None:
+        return "n/a (undefined)"
     return f"{low:.3f} – {high:.3f}"
+
+
+def _estimate_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def to_markdown(summary: Mapping[str, Any]) -> str:
@@ -432,14 +605,16 @@ def to_markdown(summary: Mapping[str, Any]) -> str:
     first = summary["overall"][0]
     lines = [
         f"Subject-bootstrap 95 % CIs ({first['n_boot']} replicates over "
-        f"{first['n_subjects']} subjects, {first['n_samples']} samples)",
+        f"{first['n_subjects']} subjects, {first['n_samples']} samples). "
+        + bootstrap_interval_text(first["n_boot"], first["n_subjects"])
+        + ".",
         "",
         "| metric | estimate | 95 % CI |",
         "|---|---|---|",
     ]
     for row in summary["overall"]:
         lines.append(
-            f"| {METRIC_NAMES[row['metric']]} | {row['estimate']:.3f} | "
+            f"| {METRIC_NAMES[row['metric']]} | {_estimate_text(row['estimate'])} | "
             f"{_ci_text(row['ci_low'], row['ci_high'], row['n_subjects'])} |"
         )
     if summary.get("subgroups"):

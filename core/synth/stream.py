@@ -7,8 +7,9 @@ about, the light drifts, and while at rest the patient talks (the mouth opening 
 syllable rate) and smiles. None of that changes the pain ground truth, which stays the scripted
 episode plus blinks; the truth CSV also says what the face was doing (``NUISANCE_COLUMNS``).
 :class:`SyntheticPatientStream` renders frames live from :mod:`painmon.core.synth.render` (a pure
-function of seed and frame index that never sleeps: the consumer paces it), e.g. as the camera
-stand-in of ``core.live.capture``; :func:`write_video` writes one episode as an mp4 with its
+function of seed and frame index that never sleeps: the consumer paces it, and in real time
+jumps over frames it cannot render in time), e.g. as the camera stand-in of
+``core.live.capture``; :func:`write_video` writes one episode as an mp4 with its
 per-frame ground truth in ``<stem>.truth.csv`` (``TRUTH_COLUMNS``).
 """
 
@@ -142,7 +143,9 @@ class SyntheticPatientStream:
 
     ``seconds=None`` streams forever (the episode repeats every ``episode_s``).
     Frames are a pure function of (seed, frame index); iteration never sleeps —
-    the consumer paces it.
+    the consumer paces it. A real-time consumer reads by index (:meth:`frame`,
+    :meth:`index_at`) and jumps over the frames it cannot render in time, so the scripted
+    timeline follows the wall clock (see ``core.live.capture.SyntheticSource``).
     """
 
     _BLINK_BLOCK_S = 30.0
@@ -202,6 +205,12 @@ class SyntheticPatientStream:
     @property
     def n_frames(self) -> int | None:
         return None if self.seconds is None else round(self.seconds * self.fps)
+
+    def index_at(self, t_s: float) -> int:
+        """The first frame index whose time ``index / fps`` is at or after ``t_s``."""
+        if not math.isfinite(t_s):
+            raise ValueError(f"t_s must be finite, got {t_s!r}")
+        return max(0, math.ceil(t_s * self.fps - 1e-9))
 
     def _blink_starts(self, block: int) -> np.ndarray:
         if block not in self._blinks:

@@ -234,3 +234,135 @@ def format_app_bench(result: Mapping[str, Any]) -> str:
             "load average: " + (" ".join(f"{x:.2f}" for x in load) if load else "–"),
         ]
     )
+
+
+# --------------------------------------------------------------------------- playback mode
+#: Keys of ``painmon bench app --playback`` (see :func:`summarize_playback`).
+PLAYBACK_BENCH_KEYS: tuple[str, ...] = (
+    "source",
+    "mode",
+    "end_reason",
+    "wall_s",
+    "media_s",
+    "playback_rate",
+    "frames_due",
+    "frames_read",
+    "frames_passed_over",
+    "frames_dropped",
+    "frames_scored",
+    "drop_fraction",
+    "scored_fps",
+    "alarm_pending_to_raise_wall_s",
+    "alarm_pending_to_raise_media_s",
+    "status_text",
+    "load_average",
+)
+
+
+@dataclass(frozen=True)
+class PlaybackObservation:
+    """The newest scored frame as the window showed it: wall clock, media time, alarm."""
+
+    wall_s: float
+    media_s: float
+    pending_priority: str | None
+    pain_priority: str
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.wall_s) and math.isfinite(self.media_s)):
+            raise ValueError("playback observation times must be finite")
+
+
+def alarm_delay(
+    observations: list[PlaybackObservation],
+) -> tuple[float, float] | None:
+    """(wall s, media s) from the first frame with a pain alarm pending to the first frame
+    with it raised; None when no episode went from pending to raised in the run."""
+    pending: PlaybackObservation | None = None
+    for obs in observations:
+        if pending is None:
+            if obs.pending_priority is not None and obs.pain_priority == "none":
+                pending = obs
+        elif obs.pain_priority != "none":
+            return obs.wall_s - pending.wall_s, obs.media_s - pending.media_s
+        elif obs.pending_priority is None:
+            pending = None  # the level fell back before the delay ran out
+    return None
+
+
+def summarize_playback(
+    *,
+    source: str,
+    mode: str,
+    end_reason: str,
+    observations: list[PlaybackObservation],
+    start: Any,
+    end: Any,
+    frames_scored: int,
+    status_text: str,
+    load_average: tuple[float, float, float] | None,
+) -> dict[str, Any]:
+    """The result dict of one playback run (every key of :data:`PLAYBACK_BENCH_KEYS`).
+
+    ``start``/``end`` are :class:`~painmon.core.live.capture.CaptureStats` at the two ends
+    of the measured span; the rate is media time over wall time of the frames shown.
+    """
+    wall_s = media_s = 0.0
+    if len(observations) >= 2:
+        wall_s = observations[-1].wall_s - observations[0].wall_s
+        media_s = observations[-1].media_s - observations[0].media_s
+    read = passed = dropped = 0
+    if start is not None and end is not None:
+        read = end.frames_read - start.frames_read
+        passed = end.frames_passed_over - start.frames_passed_over
+        dropped = end.frames_dropped - start.frames_dropped
+    due = read + passed
+    delay = alarm_delay(observations)
+    return {
+        "source": source,
+        "mode": mode,
+        "end_reason": end_reason,
+        "wall_s": wall_s,
+        "media_s": media_s,
+        "playback_rate": media_s / wall_s if wall_s > 0 else None,
+        "frames_due": due,
+        "frames_read": read,
+        "frames_passed_over": passed,
+        "frames_dropped": dropped,
+        "frames_scored": int(frames_scored),
+        "drop_fraction": (passed + dropped) / due if due > 0 else None,
+        "scored_fps": frames_scored / wall_s if wall_s > 0 else 0.0,
+        "alarm_pending_to_raise_wall_s": delay[0] if delay is not None else None,
+        "alarm_pending_to_raise_media_s": delay[1] if delay is not None else None,
+        "status_text": status_text,
+        "load_average": list(load_average) if load_average is not None else None,
+    }
+
+
+def format_playback(result: Mapping[str, Any]) -> str:
+    """Plain-text lines of one playback run, for the CLI."""
+    rate, drop = result["playback_rate"], result["drop_fraction"]
+    wall_delay, media_delay = (
+        result["alarm_pending_to_raise_wall_s"],
+        result["alarm_pending_to_raise_media_s"],
+    )
+    load = result.get("load_average")
+    return "\n".join(
+        [
+            f"source {result['source']} ({result['mode']}), {result['wall_s']:.1f} s wall, "
+            f"{result['media_s']:.1f} s media: "
+            + (f"{rate:.2f} media s per wall s" if rate is not None else "rate unknown"),
+            f"frames: due {result['frames_due']}, read {result['frames_read']}, passed over "
+            f"{result['frames_passed_over']}, dropped {result['frames_dropped']}, scored "
+            f"{result['frames_scored']} ({result['scored_fps']:.1f} fps); "
+            + (f"{100 * drop:.0f} % not scored" if drop is not None else "drops unknown"),
+            "alarm delay (pending to raised): "
+            + (
+                f"{wall_delay:.1f} s wall for {media_delay:.1f} s media"
+                if wall_delay is not None
+                else "no alarm episode in the run"
+            ),
+            f"status bar: {result['status_text'] or '–'}",
+            "load average: " + (" ".join(f"{x:.2f}" for x in load) if load else "–"),
+        ]
+    )

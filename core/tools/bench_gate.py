@@ -83,7 +83,7 @@ def _monitor_file(path: Path, model: Path, group: str, face_model: str | None) -
         flagged=sum(r.out_of_domain for r in results),
         out_of_domain_condition=sum(r.technical_condition == "OUT_OF_DOMAIN" for r in results),
         scored_by_class=dict(sorted(by_class.items())),
-        pain_alarms=summary.pain_alarms_raised,
+        pain_alarms=summary.pain_alarm_episodes,
         scores=[float(s) for s in scores],
     )
 

@@ -14,6 +14,7 @@ These are commands that print numbers; the tests check shapes and sanity, never 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import platform
@@ -306,11 +307,16 @@ def bench_pipeline(
                 "quality), so "
                 "there is nothing to time the network on: use a clip with a visible face"
             )
-        comparison = ort_vs_torch(
-            run.model,
-            np.stack(crops),
-            torch_threads=ort_threads or os.cpu_count(),
-            checkpoint=_checkpoint_beside(run.model_path) if run.untrained else None,
+        # A bedside install (no `train` extra) has no torch: the comparison is left out.
+        comparison = (
+            ort_vs_torch(
+                run.model,
+                np.stack(crops),
+                torch_threads=ort_threads or os.cpu_count(),
+                checkpoint=_checkpoint_beside(run.model_path) if run.untrained else None,
+            )
+            if importlib.util.find_spec("torch") is not None
+            else None
         )
 
     fps = counts["frames"] / wall_s if wall_s > 0 else 0.0
@@ -336,8 +342,8 @@ def bench_pipeline(
             "computed inside the same ONNX Runtime call as dacnn, so 0 (fused); crop, dacnn "
             "and gradcam over scored frames only; total: everything per frame incl. decode"
         ),
-        "ort_vs_torch_latency_ratio": comparison["ratio"],
-        "ort_vs_torch": comparison,
+        "ort_vs_torch_latency_ratio": comparison["ratio"] if comparison else None,
+        "ort_vs_torch": comparison if comparison else "not measured: torch is not installed",
         "provider": run.model.providers[0],
         "providers": list(run.model.providers),
         "face_detector": run.face_detector,

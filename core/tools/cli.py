@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from painmon.core.tools.doctor import TRAIN_EXTRA_INSTALL, TRAIN_EXTRA_MODULES
 from painmon.core.util.errors import PainmonError
 from painmon.core.util.outputs import LOG_FILES, refuse_existing_output
 
@@ -78,6 +79,20 @@ class _Parser(argparse.ArgumentParser):
             parser.error(f"unrecognized arguments: {' '.join(extras)}")
         return parsed
 
+
+# The ``train`` extra (pyproject.toml) by import name, and what each command imports of it:
+# on a bedside install (`pip install .`) these commands say so in one line, before any work.
+_TRAINING = ("torch", "safetensors", "sklearn", "scipy")
+TRAIN_EXTRA_NEEDS: dict[str, tuple[str, ...]] = {
+    "split": ("sklearn",),
+    "crops": ("torch", "scipy"),
+    "train": _TRAINING,
+    "cv": _TRAINING,
+    "evaluate": _TRAINING,
+    "reproduce": _TRAINING,
+    "export": ("torch", "safetensors", "onnx", "sklearn", "scipy"),
+    "bench train": _TRAINING,
+}
 
 # The largest seed every library painmon seeds accepts (NumPy's legacy RandomState, sklearn).
 MAX_SEED = 2**32 - 1
@@ -276,7 +291,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = _train_config(args)
     _check_training_inputs(args, cfg)
     data = _prepare(args)
-    plan = resolve_plan(data, args.splits, seed=args.seed, folds=5)
+    plan = resolve_plan(data, args.splits, seed=args.split_seed, folds=5)
     result = train_on_plan(data, plan, cfg, args.out, resume=args.resume)
     print(
         f"{result.stopped}: best epoch {result.best_epoch} of {result.epochs_run}, "
@@ -296,7 +311,7 @@ def _cmd_cv(args: argparse.Namespace) -> int:
     cfg = _train_config(args)
     _check_training_inputs(args, cfg)
     data = _prepare(args)
-    plan = resolve_plan(data, args.splits, seed=args.seed, folds=args.folds)
+    plan = resolve_plan(data, args.splits, seed=args.split_seed, folds=args.folds)
     summary = cross_validate(data, plan, cfg, args.out, seeds=seeds, jobs=args.jobs)
     print(format_cv_summary(summary))
     print(f"per-fold table: {Path(args.out) / 'cv_folds.csv'}")
@@ -328,7 +343,7 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from painmon.core.research.experiment import evaluate_partition
+    from painmon.core.research.experiment import evaluate_partition, format_evaluation
 
     refuse_existing_output(args.json, args.force, "a metrics file", "--json")
     refuse_existing_output(args.predictions, args.force, "a predictions file", "--predictions")
@@ -340,18 +355,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     _check_run_folder(args.run)
     data = _prepare(args)
     result = evaluate_partition(
-        args.run, data, args.split, args.json, args.predictions, args.report
-    )
-    print(
-        f"{args.split} subjects of {args.run}: n={result['n']}, accuracy {result['accuracy']:.3f}, "
-        f"balanced accuracy {result['balanced_accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}, "
-        f"quadratic kappa {_fmt(result['quadratic_kappa'])}, ECE {result['ece']:.3f}"
-    )
-    reliability = result["details"]["reliability"]
-    print(
-        f"calibration: temperature {reliability['temperature']:.3f}; ECE "
-        f"{reliability['before']['ece']:.3f} at T = 1 -> {reliability['after']['ece']:.3f}"
-    )
+        args.run, data, args.split, args.json, args.predictions, args.report,
+        other_dataset=args.other_dataset,
+    )  # fmt: skip
+    print(format_evaluation(result))
     if args.report:
         print(f"report: {args.report}")
     return EXIT_OK
@@ -392,17 +399,25 @@ def _cmd_export(args: argparse.Namespace) -> int:
     refuse_existing_output(sidecar, args.force, "a model's checksum")
     from painmon.core.research.domain_gate import DEFAULT_QUANTILE
     from painmon.core.research.export import export_onnx
+    from painmon.core.research.export import log as export_log
 
-    result = export_onnx(
-        args.run,
-        args.out,
-        opset=args.opset,
-        intended_use=args.intended_use,
-        demo=args.demo,
-        gate_data=args.manifest,
-        domain_gate=not args.no_domain_gate,
-        gate_quantile=DEFAULT_QUANTILE if args.gate_quantile is None else args.gate_quantile,
-    )
+    # export_onnx logs a one-line summary for Python callers; the command prints its own,
+    # fuller one below, so the library's INFO line would say it twice (warnings still pass).
+    previous_level = export_log.level
+    export_log.setLevel(logging.WARNING)
+    try:
+        result = export_onnx(
+            args.run,
+            args.out,
+            opset=args.opset,
+            intended_use=args.intended_use,
+            demo=args.demo,
+            gate_data=args.manifest,
+            domain_gate=not args.no_domain_gate,
+            gate_quantile=DEFAULT_QUANTILE if args.gate_quantile is None else args.gate_quantile,
+        )
+    finally:
+        export_log.setLevel(previous_level)
     print(
         f"exported {result.architecture} to {result.onnx_path} (opset {result.opset})\n"
         f"  sha256 {result.sha256} (also in {result.sidecar_path.name})\n"
@@ -532,18 +547,44 @@ def _cmd_crops(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _prepare_window() -> None:
+    """Before any Qt import: undo cv2's Qt variables; no display -> one line, exit 2."""
+    from painmon.core.tools.doctor import prepare_window_environment
+
+    prepare_window_environment()
+
+
 def _cmd_app(args: argparse.Namespace) -> int:
+    _prepare_window()
     _check_live_inputs(args.source, args.model, args.face_model, load=True)
     from painmon.app.main import run_app
 
-    return run_app(source=args.source, model=args.model, face_model=args.face_model)
+    return run_app(
+        source=args.source,
+        model=args.model,
+        face_model=args.face_model,
+        every_frame=args.every_frame,
+    )
 
 
 def _cmd_bench_app(args: argparse.Namespace) -> int:
     refuse_existing_output(args.json, args.force, "a benchmark result", "--json")
     _check_live_inputs(args.source, args.model, args.face_model, load=True)
-    from painmon.app.bench import bench_app_cli
+    import os
 
+    from painmon.app.bench import bench_app_cli  # imports cv2, which sets Qt variables
+    from painmon.core.tools.doctor import cv2_package_dir, remove_cv2_qt_variables
+
+    # Offscreen without a display (bench_app decides), but never with cv2's Qt 5 plugins.
+    remove_cv2_qt_variables(os.environ, cv2_package_dir())
+    if args.playback:
+        from painmon.app.bench import bench_playback_cli
+
+        return bench_playback_cli(
+            args.source, args.seconds, args.face_model, args.model, args.json, args.every_frame
+        )
+    if args.every_frame:
+        raise CliError("--every-frame applies to --playback only")
     return bench_app_cli(args.source, args.seconds, args.face_model, args.model, args.json)
 
 
@@ -611,10 +652,17 @@ def _cmd_bench_gate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    _prepare_window()
     _check_live_inputs(args.source, args.model, args.face_model, load=True)
     from painmon.app.main import run_app
 
-    return run_app(source=args.source, model=args.model, demo=True, face_model=args.face_model)
+    return run_app(
+        source=args.source,
+        model=args.model,
+        demo=True,
+        face_model=args.face_model,
+        every_frame=args.every_frame,
+    )
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -650,6 +698,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         splits=args.splits,
         cache_dir=args.cache_dir,
         allow_outside_root=args.allow_outside_root,
+        split_seed=args.split_seed,
     )
     print(format_reproduce_summary(result))
     return EXIT_OK
@@ -670,7 +719,8 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
 
     refuse_existing_output(args.json, args.force, "a benchmark result", "--json")
     _check_live_inputs(args.source, args.model, args.face_model)
-    result = bench_pipeline(args.source, args.model, args.face_model, args.max_frames, None)
+    model = _model_or_shipped_demo(args.model)
+    result = bench_pipeline(args.source, model, args.face_model, args.max_frames, None)
     return _print_json(result, args.json)
 
 
@@ -679,8 +729,22 @@ def _cmd_bench_soak(args: argparse.Namespace) -> int:
 
     refuse_existing_output(args.json, args.force, "a benchmark result", "--json")
     _check_live_inputs(args.source, args.model, args.face_model)
-    result = bench_soak(args.seconds, args.source, args.model, args.face_model, None)
+    model = _model_or_shipped_demo(args.model)
+    result = bench_soak(args.seconds, args.source, model, args.face_model, None)
     return _print_json(result, args.json)
+
+
+def _model_or_shipped_demo(model: Path | None) -> Path:
+    """``--model``, else the synthetic-data demo model painmon ships (no torch needed)."""
+    if model is not None:
+        return model
+    from painmon.core.store.catalog import shipped_demo_model_path
+
+    demo = shipped_demo_model_path()
+    if not demo.is_file():
+        raise CliError("no --model given and this build ships no demo model: give --model")
+    log.info("no --model given: timing the shipped demo model %s", demo.name)
+    return demo
 
 
 def _cmd_bench_faults(args: argparse.Namespace) -> int:
@@ -742,7 +806,12 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
         "--patience", type=_positive_int, default=15,
         help="stop after this many epochs without a better validation macro-F1",
     )  # fmt: skip
-    p.add_argument("--seed", type=_seed, default=42)
+    p.add_argument("--seed", type=_seed, default=42, help="training seed (weights, batches)")
+    p.add_argument(
+        "--split-seed", type=_seed, default=42,
+        help="seed of the subject split when --splits is not given (independent of --seed; "
+        "another value than 42 gives other test subjects)",
+    )  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     p.add_argument("--augment", default="full", choices=("full", "color", "none"))
     p.add_argument("--compile", default="none", choices=("none", "default", "reduce-overhead"))
@@ -838,6 +907,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--predictions", type=Path, help="write preds.csv here")
     evaluate.add_argument("--report", type=Path, help="write a self-contained report.html here")
     evaluate.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
+    evaluate.add_argument(
+        "--other-dataset", action="store_true",
+        help="score a dataset other than the run's (its hash differs): all its crops, labelled "
+        "as a different dataset, since its subject IDs are not the run's test subjects",
+    )  # fmt: skip
     _add_allow_outside_root(evaluate)
     _add_force(evaluate, "--json, --predictions and --report")
     evaluate.set_defaults(func=_cmd_evaluate)
@@ -891,7 +965,9 @@ def build_parser() -> argparse.ArgumentParser:
         "pipeline", help="per-stage engine latency, fps, realtime factor, ORT vs torch"
     )
     bench_pipe.add_argument("--source", required=True, help="a video file (or synthetic)")
-    bench_pipe.add_argument("--model", type=Path, help="exported .onnx (default: untrained DA-CNN)")
+    bench_pipe.add_argument(
+        "--model", type=Path, help="exported .onnx (default: the shipped demo model)"
+    )
     bench_pipe.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
     bench_pipe.add_argument("--max-frames", type=_positive_int)
     bench_pipe.add_argument("--json", type=Path, help="also write the result here")
@@ -902,13 +978,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--seconds", type=_positive_seconds, default=600.0, help="wall-clock length"
     )
     bench_soak.add_argument("--source", default="synthetic")
-    bench_soak.add_argument("--model", type=Path)
+    bench_soak.add_argument(
+        "--model", type=Path, help="exported .onnx (default: the shipped demo model)"
+    )
     bench_soak.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
     bench_soak.add_argument("--json", type=Path, help="also write the result here")
     _add_force(bench_soak, "--json")
     bench_soak.set_defaults(func=_cmd_bench_soak)
-    bench_app = bench_sub.add_parser("app", help="camera-to-display latency and GUI stall")
-    bench_app.add_argument("--source", required=True, help="a video file, played at 30 fps")
+    bench_app = bench_sub.add_parser(
+        "app", help="camera-to-display latency and GUI stall; --playback: real-time playback"
+    )
+    bench_app.add_argument(
+        "--source",
+        required=True,
+        help="a video file, played at 30 fps (--playback: a file or synthetic, at its own rate)",
+    )
+    bench_app.add_argument(
+        "--playback",
+        action="store_true",
+        help="measure playback instead: media seconds per wall second, frames dropped, and the "
+        "alarm delay in wall seconds, in the real window (offscreen without a display)",
+    )
+    bench_app.add_argument(
+        "--every-frame",
+        action="store_true",
+        help="with --playback: score every frame in order (the analysis mode) instead",
+    )
     bench_app.add_argument("--seconds", type=_positive_seconds, default=20.0)
     bench_app.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
     bench_app.add_argument("--model", type=Path, help="default: the shipped demo model")
@@ -1011,6 +1106,13 @@ Every ending syncs and closes the session files and records why in session.json.
         )
         window.add_argument("--model", type=Path, help=f"model.onnx ({model_help})")
         window.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
+        window.add_argument(
+            "--every-frame",
+            action="store_true",
+            help="score every frame of a file in order, in slow motion if needed, for "
+            "analysis (default: play at the file's own rate and drop frames that cannot "
+            "be scored)",
+        )
         window.set_defaults(func=func)
 
     rep = sub.add_parser("reproduce", help="the founding paper's Tables 2-4 in one command")
@@ -1035,7 +1137,16 @@ Every ending syncs and closes the session files and records why in session.json.
     rep.add_argument(
         "--jobs", type=_positive_int, default=1, help="folds trained at once (processes)"
     )
-    rep.add_argument("--seeds", default="42", help="comma-separated, e.g. 42,123,999")
+    rep.add_argument(
+        "--seeds", default="42", help="training seeds, comma-separated, e.g. 42,123,999"
+    )
+    rep.add_argument(
+        "--split-seed",
+        type=_seed,
+        default=42,
+        help="seed of the subject split and folds, independent of --seeds (default 42; "
+        "another value gives other test subjects)",
+    )
     rep.add_argument("--folds", type=_int_option(2), default=5)
     rep.add_argument(
         "--resume",
@@ -1085,14 +1196,18 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
-        # ``painmon models`` / ``painmon bench`` without saying which one.
+        # ``painmon models`` / ``painmon bench`` without saying which one: that command's own
+        # help on stdout, then the usual one error line on stderr, exit 2 (argparse's way).
         action = next(a for a in parser._subparsers._group_actions if a.dest == "command")
         sub = action.choices[args.command]
+        sub.print_help()
         choices = next(a for a in sub._subparsers._group_actions).choices
         return _report_error(
-            args,
-            f"choose one of {', '.join(choices)} (see painmon {args.command} --help)",
+            args, f"choose one of {', '.join(choices)} (its help is printed above)"
         )
+    missing = missing_training_extra(_command_name(args))
+    if missing:
+        return _report_error(args, _training_extra_message(missing))
     # Only PainmonError (and the environment's OSError) is the user's to fix. Anything else
     # (ValueError, KeyError, TypeError, AssertionError ...) is a bug in painmon: it propagates,
     # Python prints the traceback and the process exits with status 1.
@@ -1101,13 +1216,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except PainmonError as exc:  # the user can act on it: one line, no traceback
         return _report_error(args, str(exc))
     except ModuleNotFoundError as exc:
-        if exc.name != "torch":
-            raise  # a missing module other than the optional torch is a broken install: a bug
-        return _report_error(
-            args,
-            "needs PyTorch, which this install leaves out; train on a workstation "
-            "(pip install 'painmon[train]') and load the exported .onnx here",
-        )
+        top = (exc.name or "").partition(".")[0]
+        if top not in TRAIN_EXTRA_MODULES:
+            raise  # a missing module outside the optional training extra: a broken install
+        return _report_error(args, _training_extra_message([top]))
     except OSError as exc:
         # The environment, not painmon: a missing file, permission denied, a full disk or a
         # dropped connection. The user fixes those, so one line naming the file, not a bug.
@@ -1117,11 +1229,33 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 130
 
 
+def _command_name(args: argparse.Namespace) -> str:
+    """``bench pipeline``, as argparse names it in its own errors (else ``train`` ...)."""
+    action = getattr(args, f"{args.command}_command", None)
+    return f"{args.command} {action}" if isinstance(action, str) else str(args.command)
+
+
+def missing_training_extra(
+    command: str, find_spec: Callable[[str], object] | None = None
+) -> list[str]:
+    """The ``train`` extra's modules ``command`` imports that this install lacks."""
+    if find_spec is None:
+        import importlib.util
+
+        find_spec = importlib.util.find_spec
+    return [m for m in TRAIN_EXTRA_NEEDS.get(command, ()) if find_spec(m) is None]
+
+
+def _training_extra_message(missing: Sequence[str]) -> str:
+    return (
+        f"needs the training extra: {TRAIN_EXTRA_INSTALL} (missing: {', '.join(missing)}); "
+        "the bedside commands (monitor, app, demo, doctor) run without it"
+    )
+
+
 def _report_error(args: argparse.Namespace, message: str) -> int:
     """Print ``painmon CMD: error: MESSAGE`` on stderr (plus the traceback with -v); exit 2."""
-    # "painmon bench pipeline", as argparse names it in its own errors.
-    action = getattr(args, f"{args.command}_command", None)
-    command = f"{args.command} {action}" if isinstance(action, str) else args.command
+    command = _command_name(args)
     if args.verbose:
         log.exception("painmon %s failed", command)
     print(f"painmon {command}: error: {message}", file=sys.stderr)

@@ -13,15 +13,17 @@ import importlib.util
 import logging
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from painmon.core.util.errors import PainmonError
 from painmon.core.util.paths import default_sessions_dir
 
 log = logging.getLogger(__name__)
@@ -122,8 +124,11 @@ _LIBRARIES: tuple[tuple[str, str, tuple[str, ...], str, str], ...] = (
         "warn",
         "face detection falls back to OpenCV's Haar cascade",
     ),
-    ("torch", "torch", ("torch",), "warn", "training and export are unavailable"),
 )
+# The ``train`` extra of pyproject.toml, by import name: training, evaluation, export and
+# reports. A bedside install (`pip install .`) leaves them out on purpose.
+TRAIN_EXTRA_MODULES: tuple[str, ...] = ("torch", "safetensors", "onnx", "sklearn", "scipy")
+TRAIN_EXTRA_INSTALL = "pip install 'painmon[train]'"
 
 
 def check_library(
@@ -151,6 +156,27 @@ def check_library(
     if module == "torch":
         detail += f", CUDA {'available' if imported.cuda.is_available() else 'not available'}"
     return DoctorCheck(name, "ok", detail)
+
+
+def check_torch() -> DoctorCheck:
+    """torch and the rest of the ``train`` extra: optional, so never a warning at the bedside."""
+    missing = [m for m in TRAIN_EXTRA_MODULES if importlib.util.find_spec(m) is None]
+    if "torch" in missing:
+        return DoctorCheck(
+            "torch",
+            "ok",
+            "not installed (a bedside install: monitoring needs no torch; training, "
+            f"evaluation and export need the training extra: {TRAIN_EXTRA_INSTALL})",
+        )
+    checked = check_library("torch", "torch", ("torch",), "warn", "")
+    if checked.status != "ok" or not missing:
+        return checked
+    return DoctorCheck(
+        "torch",
+        "warn",
+        f"{checked.detail}; the training extra is incomplete (missing: {', '.join(missing)})",
+        TRAIN_EXTRA_INSTALL,
+    )
 
 
 def check_painmon() -> DoctorCheck:
@@ -235,6 +261,301 @@ def check_opencv_distributions(installed: Mapping[str, str]) -> DoctorCheck:
     return DoctorCheck("opencv wheels", "ok", listed)
 
 
+# --- the window's Qt platform --------------------------------------------------------------
+
+# opencv-contrib-python's cv2/__init__ points Qt at its own (Qt 5) plugins and fonts at
+# import; PySide6 (Qt 6) then loads an incompatible xcb plugin and aborts with SIGABRT.
+CV2_QT_VARIABLES: tuple[str, ...] = ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_QPA_FONTDIR")
+# Platforms that draw on a display server, and the variable that names the server.
+DISPLAY_VARIABLES: dict[str, str] = {"xcb": "DISPLAY", "wayland": "WAYLAND_DISPLAY"}
+# The Qt integration library each display plugin loads (ldd on the plugin lists its needs
+# too, transitively; naming it keeps the report right if the plugin stops linking it).
+QT_INTEGRATION_LIBRARIES: dict[str, str] = {
+    "xcb": "libQt6XcbQpa.so.6",
+    "wayland": "libQt6WaylandClient.so.6",
+}
+NO_DISPLAY_MESSAGE = (
+    "no display (DISPLAY and WAYLAND_DISPLAY are unset): use `painmon monitor` for headless "
+    "monitoring, or set QT_QPA_PLATFORM=offscreen"
+)
+# Shared libraries Qt's display plugins need, by the Debian/Ubuntu package that ships them.
+DEBIAN_PACKAGES: dict[str, str] = {
+    "libxcb-cursor.so.0": "libxcb-cursor0",
+    "libxkbcommon-x11.so.0": "libxkbcommon-x11-0",
+    "libxkbcommon.so.0": "libxkbcommon0",
+    "libxcb-icccm.so.4": "libxcb-icccm4",
+    "libxcb-keysyms.so.1": "libxcb-keysyms1",
+    "libxcb-image.so.0": "libxcb-image0",
+    "libxcb-render-util.so.0": "libxcb-render-util0",
+    "libxcb-xinerama.so.0": "libxcb-xinerama0",
+    "libxcb-xkb.so.1": "libxcb-xkb1",
+    "libxcb-shape.so.0": "libxcb-shape0",
+    "libxcb-randr.so.0": "libxcb-randr0",
+    "libxcb-render.so.0": "libxcb-render0",
+    "libxcb-shm.so.0": "libxcb-shm0",
+    "libxcb-sync.so.1": "libxcb-sync1",
+    "libxcb-xfixes.so.0": "libxcb-xfixes0",
+    "libxcb-xinput.so.0": "libxcb-xinput0",
+    "libxcb-glx.so.0": "libxcb-glx0",
+    "libxcb-util.so.1": "libxcb-util1",
+    "libxcb.so.1": "libxcb1",
+    "libX11-xcb.so.1": "libx11-xcb1",
+    "libX11.so.6": "libx11-6",
+    "libSM.so.6": "libsm6",
+    "libICE.so.6": "libice6",
+    "libEGL.so.1": "libegl1",
+    "libGL.so.1": "libgl1",
+    "libOpenGL.so.0": "libopengl0",
+    "libGLX.so.0": "libglx0",
+    "libfontconfig.so.1": "libfontconfig1",
+    "libfreetype.so.6": "libfreetype6",
+    "libdbus-1.so.3": "libdbus-1-3",
+    "libglib-2.0.so.0": "libglib2.0-0",
+    "libwayland-client.so.0": "libwayland-client0",
+    "libwayland-cursor.so.0": "libwayland-cursor0",
+    "libwayland-egl.so.1": "libwayland-egl1",
+}
+_LDD_NOT_FOUND = re.compile(r"^\s*(\S+)\s+=>\s+not found\s*$")
+
+LddRunner = Callable[[Path], str]
+
+
+class DisplayUnavailableError(PainmonError):
+    """The window cannot open here: no display, or Qt's display plugin cannot load."""
+
+
+def cv2_package_dir() -> Path | None:
+    """cv2's package folder, found without importing cv2 (None when not installed)."""
+    try:
+        spec = importlib.util.find_spec("cv2")
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(spec.origin).parent if spec.origin else None
+
+
+def remove_cv2_qt_variables(env: MutableMapping[str, str], cv2_dir: str | Path | None) -> list[str]:
+    """Delete the Qt variables that point into ``cv2_dir`` from ``env``; the names removed.
+
+    Only cv2's own values go: a plugin path the user set elsewhere is theirs.
+    """
+    if cv2_dir is None:
+        return []
+    root = Path(os.path.realpath(cv2_dir))
+    removed = []
+    for name in CV2_QT_VARIABLES:
+        value = env.get(name)
+        if value and Path(os.path.realpath(value)).is_relative_to(root):
+            del env[name]
+            removed.append(name)
+    return removed
+
+
+def qt_platform_names(env: Mapping[str, str], system: str = sys.platform) -> tuple[str, ...]:
+    """The Qt platform plugins Qt will try, in order, as ``QT_QPA_PLATFORM`` and the session
+    pick them (``xcb:opt;wayland`` -> xcb, wayland); "" on Windows and macOS (no choice)."""
+    if not _is_unix_desktop(system):
+        return ()
+    chosen = env.get("QT_QPA_PLATFORM", "").strip()
+    if chosen:
+        return tuple(n.partition(":")[0].strip() for n in chosen.split(";") if n.strip())
+    if env.get("XDG_SESSION_TYPE", "").strip().lower() == "wayland":
+        return ("wayland", "xcb")
+    return ("xcb",)
+
+
+def _is_unix_desktop(system: str) -> bool:
+    return system.startswith(("linux", "freebsd", "openbsd", "netbsd", "dragonfly"))
+
+
+def _display_kind(platform_name: str) -> str | None:
+    """'xcb' or 'wayland' (wayland-egl, wayland-brcm ...) when the platform needs a server."""
+    if platform_name == "xcb":
+        return "xcb"
+    return "wayland" if platform_name.startswith("wayland") else None
+
+
+def usable_display_platforms(
+    env: Mapping[str, str], system: str = sys.platform
+) -> tuple[str, ...] | None:
+    """The display platforms Qt may use here (``xcb``/``wayland``); ``()`` when a platform
+    that needs no display (offscreen, eglfs, vnc ...) comes first, or on Windows/macOS;
+    ``None`` when every platform Qt would try needs a display server and none is named."""
+    usable: list[str] = []
+    for name in qt_platform_names(env, system):
+        kind = _display_kind(name)
+        if kind is None:
+            return tuple(usable)
+        if env.get(DISPLAY_VARIABLES[kind], "").strip():
+            usable.append(kind)
+    return tuple(usable) if usable or not _is_unix_desktop(system) else None
+
+
+def parse_ldd_missing(ldd_output: str) -> list[str]:
+    """The libraries ldd reports as ``not found``, each once, in order."""
+    found: dict[str, None] = {}
+    for line in ldd_output.splitlines():
+        match = _LDD_NOT_FOUND.match(line)
+        if match:
+            found[match.group(1)] = None
+    return list(found)
+
+
+def debian_packages(libraries: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(Debian/Ubuntu packages that ship ``libraries``, the libraries with no known package)."""
+    packages: dict[str, None] = {}
+    unknown = []
+    for library in libraries:
+        package = DEBIAN_PACKAGES.get(library)
+        if package is None:
+            unknown.append(library)
+        else:
+            packages[package] = None
+    return list(packages), unknown
+
+
+def describe_missing_libraries(platform_name: str, libraries: Sequence[str]) -> str:
+    """One line: what is missing for Qt's ``platform_name`` plugin and the apt-get line."""
+    packages, unknown = debian_packages(libraries)
+    text = f"Qt's {platform_name} platform plugin cannot load: missing {', '.join(libraries)}"
+    if packages:
+        text += f"; Debian/Ubuntu: sudo apt-get install -y {' '.join(packages)}"
+    if unknown:
+        text += f" (find the package of {', '.join(unknown)} with `apt-file search`)"
+    return text
+
+
+def pyside6_qt_dir() -> Path | None:
+    """PySide6's bundled Qt folder (plugins/, lib/), found without importing PySide6."""
+    try:
+        spec = importlib.util.find_spec("PySide6")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "Qt"
+
+
+def run_ldd(path: Path) -> str:
+    """``ldd path``'s output ("" when ldd is not there or fails to run)."""
+    ldd = shutil.which("ldd")
+    if ldd is None:
+        return ""
+    try:
+        result = subprocess.run(
+            [ldd, str(path)], capture_output=True, text=True, timeout=20, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return result.stdout
+
+
+def missing_plugin_libraries(
+    platform_name: str, qt_dir: Path | None = None, ldd: LddRunner = run_ldd
+) -> list[str] | None:
+    """Libraries Qt's ``xcb``/``wayland`` plugin (and its Qt integration library) lack;
+    None when the plugin is not found (no PySide6, or a layout this check does not know)."""
+    qt_dir = pyside6_qt_dir() if qt_dir is None else qt_dir
+    if qt_dir is None:
+        return None
+    plugin = qt_dir / "plugins" / "platforms" / f"libq{platform_name}.so"
+    if not plugin.is_file():
+        return None
+    paths = [plugin]
+    integration = qt_dir / "lib" / QT_INTEGRATION_LIBRARIES.get(platform_name, "")
+    if platform_name in QT_INTEGRATION_LIBRARIES and integration.is_file():
+        paths.append(integration)
+    missing: dict[str, None] = {}
+    for path in paths:
+        missing.update(dict.fromkeys(parse_ldd_missing(ldd(path))))
+    return list(missing)
+
+
+def window_start_problem(
+    env: Mapping[str, str] | None = None,
+    system: str = sys.platform,
+    qt_dir: Path | None = None,
+    ldd: LddRunner = run_ldd,
+) -> str | None:
+    """Why the bedside window cannot open here, in one line; None when it can (as far as can
+    be told before Qt starts, which aborts the process rather than raise)."""
+    env = os.environ if env is None else env
+    usable = usable_display_platforms(env, system)
+    if usable is None:
+        return NO_DISPLAY_MESSAGE
+    problems = []
+    for platform_name in usable:
+        missing = missing_plugin_libraries(platform_name, qt_dir, ldd)
+        if not missing:
+            return None  # this one loads (or cannot be checked: let Qt try)
+        problems.append(describe_missing_libraries(platform_name, missing))
+    return "; ".join(problems) or None
+
+
+def prepare_window_environment(env: MutableMapping[str, str] | None = None) -> None:
+    """Before Qt starts: undo cv2's Qt variables, then refuse (DisplayUnavailableError, one
+    line) when no display plugin can open a window, instead of Qt's SIGABRT."""
+    env = os.environ if env is None else env
+    removed = remove_cv2_qt_variables(env, cv2_package_dir())
+    if removed:
+        log.debug("removed cv2's %s before starting Qt", ", ".join(removed))
+    problem = window_start_problem(env)
+    if problem is not None:
+        raise DisplayUnavailableError(problem)
+
+
+def check_qt_platform(
+    env: Mapping[str, str] | None = None,
+    system: str = sys.platform,
+    qt_dir: Path | None = None,
+    ldd: LddRunner = run_ldd,
+) -> DoctorCheck:
+    """The platform plugin the window will really use (xcb, wayland), not only offscreen."""
+    env = os.environ if env is None else env
+    name = "Qt platform"
+    if not _is_unix_desktop(system):
+        plugin = {"win32": "qwindows.dll", "darwin": "libqcocoa.dylib"}.get(system)
+        qt_dir = pyside6_qt_dir() if qt_dir is None else qt_dir
+        if plugin is None or qt_dir is None:
+            return DoctorCheck(name, "ok", f"{system}: not checked")
+        found = (qt_dir / "plugins" / "platforms" / plugin).is_file()
+        status = "ok" if found else "warn"
+        fix = "" if found else "reinstall PySide6-Essentials"
+        return DoctorCheck(name, status, f"{plugin} {'found' if found else 'missing'}", fix)
+    usable = usable_display_platforms(env, system)
+    if usable == ():
+        chosen = env.get("QT_QPA_PLATFORM", "")
+        return DoctorCheck(name, "ok", f"QT_QPA_PLATFORM={chosen}: no display server needed")
+    # With no display the xcb plugin is still checked: a monitor plugged in later needs it.
+    platforms = usable or ("xcb",)
+    lines = []
+    for platform_name in platforms:
+        missing = missing_plugin_libraries(platform_name, qt_dir, ldd)
+        if missing is None:
+            lines.append((platform_name, "ok", f"{platform_name}: plugin not found, not checked"))
+        elif missing:
+            lines.append((platform_name, "bad", describe_missing_libraries(platform_name, missing)))
+        else:
+            lines.append((platform_name, "ok", f"{platform_name} plugin's libraries all present"))
+    detail = "; ".join(text for _, _, text in lines)
+    bad = [text for _, state, text in lines if state == "bad"]
+    if usable is None:
+        return DoctorCheck(
+            name,
+            "warn",
+            f"no display (DISPLAY and WAYLAND_DISPLAY unset): the window cannot open, "
+            f"`painmon monitor` works; {detail}",
+            "run the window in a desktop session (or set QT_QPA_PLATFORM=offscreen for tests)"
+            + (f"; {bad[0]}" if bad else ""),
+        )
+    if len(bad) == len(lines):
+        return DoctorCheck(name, "error", detail, bad[0].partition("; ")[2] or bad[0])
+    return DoctorCheck(name, "warn" if bad else "ok", detail, bad[0] if bad else "")
+
+
 def _tiny_onnx_model() -> bytes:
     from onnx import TensorProto, helper
 
@@ -271,6 +592,15 @@ def check_onnxruntime_providers() -> DoctorCheck:
     listed = ", ".join(available)
     if "CUDAExecutionProvider" not in available:
         return DoctorCheck("onnxruntime providers", "ok", f"{listed} (CPU inference)")
+    from painmon.core.live.scoring import cuda_driver_present
+
+    if not cuda_driver_present():
+        # onnxruntime-gpu is the default wheel on Linux/Windows x86-64: normal on a CPU machine.
+        return DoctorCheck(
+            "onnxruntime providers",
+            "ok",
+            f"{listed}; no NVIDIA driver on this machine, so inference runs on the CPU",
+        )
     if importlib.util.find_spec("onnx") is None:
         return DoctorCheck(
             "onnxruntime providers",
@@ -463,7 +793,9 @@ def run_doctor(
     """Run every check; the keyword arguments exist so tests can stand in for the machine."""
     checks = [check_python(), check_painmon()]
     checks += [check_library(*spec) for spec in _LIBRARIES]
+    checks.append(check_torch())
     checks.append(check_pyside6())
+    checks.append(check_qt_platform())
     installed = (
         installed_opencv_distributions() if opencv_distributions is None else opencv_distributions
     )

@@ -184,7 +184,8 @@ def test_no_source_offers_demo_and_no_model_shows_video_only(qtbot, make_window)
     window.start_source("/nonexistent/clip.mp4")
     qtbot.waitUntil(lambda: window.video_stack.currentIndex() == 1, timeout=WAIT_MS)
     assert "no file" in window.prompt_detail.text()
-    window.demo_button.click()
+    # (The prompt's demo button also loads the demo model: see test_window_settings.py.)
+    window.start_source("synthetic")
     qtbot.waitUntil(lambda: window.results_received >= 5, timeout=WAIT_MS)
     window.refresh()
     assert window.video_stack.currentIndex() == 0
@@ -247,8 +248,9 @@ def test_scripted_episode_raises_banner_and_exactly_one_popup(make_window):
     assert popups[:50] == [0] * 50 and popups[50] == 1
     assert "medium" in priorities and priorities[-1] == "high"
     assert window.popup_count == 1  # onset and escalation: one popup per episode
-    assert window._popup is not None and window._popup.isVisible()
-    assert window._popup.windowModality().name == "NonModal"
+    # In the window, not a window of its own: it cannot take focus or block anything.
+    assert window.popup.isVisibleTo(window) and not window.popup.isWindow()
+    assert window.popup.priority == "high"  # it followed the escalation
     assert window.alarm_state.latched
     assert "latched" in window.banner.text.text()
     assert window.banner.acknowledge_button.isEnabled()
@@ -279,10 +281,12 @@ def test_alarm_acknowledge_pause_session_and_export(
     assert window.banner.priority == "high" and window.popup_count == 1
     assert window.alarm_state.audio_active
 
+    assert window.popup.isVisibleTo(window)
     window.acknowledge()
     qtbot.waitUntil(lambda: window.alarm_state.acknowledged, timeout=WAIT_MS)
     window.refresh()
     assert "acknowledged" in window.banner.text.text()
+    assert not window.popup.isVisibleTo(window)  # acknowledged through the engine: the popup closed
     assert not window.banner.acknowledge_button.isEnabled()
     window.audio_pause()
     qtbot.waitUntil(

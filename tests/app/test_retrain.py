@@ -22,6 +22,7 @@ from painmon.core.research.retrain_job import (
     TRAIN_EXTRA_COMMAND,
     ChildProcess,
     EpochRow,
+    RetrainJob,
     RetrainSpec,
     best_fold_run,
     eta_seconds,
@@ -345,3 +346,159 @@ def test_dialog_cross_validation_offers_the_best_fold(qtbot, make_dialog, crops)
     assert "Cross-validation macro-F1" in dialog.metrics_label.text()
     assert registry.entry(status.model_id).run_dir == best["run"]
     assert dialog.activate_button.isEnabled()
+
+
+# --- live progress: never stale numbers -------------------------------------------------------
+
+_HISTORY_HEADER = (
+    "epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,val_macro_f1,val_ece,seconds\n"
+)
+
+
+def _history_rows(*rows: tuple[int, float, float]) -> str:
+    """history.csv text of (epoch, train_loss, val_accuracy) rows."""
+    return _HISTORY_HEADER + "".join(
+        f"{epoch},1e-4,{loss},0.5,{loss},{acc},0.3,0.01,2.0\n" for epoch, loss, acc in rows
+    )
+
+
+def _epoch_line(epoch: int, epochs: int, done: int, total: int, loss: float, acc: float) -> str:
+    """A progress line exactly as the training child writes it into its log."""
+    import io
+
+    from painmon.core.util.progress import LineProgress
+
+    clock = iter(range(1000))
+    stream = io.StringIO()
+    bar = LineProgress(
+        total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
+        stream=stream, interval_s=1.0, clock=lambda: float(next(clock)),
+    )  # fmt: skip
+    bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")
+    bar.update(done)
+    return stream.getvalue()
+
+
+def _points(curve) -> int:
+    xs = curve.getData()[0]
+    return 0 if xs is None else len(xs)
+
+
+@pytest.fixture
+def sleeping_python(tmp_path):
+    """A stand-in for the training child: it ignores its arguments and sleeps."""
+    if not POSIX:
+        pytest.skip("a shell script stands in for python")
+    script = tmp_path / "fake-python"
+    script.write_text("#!/bin/sh\nexec sleep 120\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_read_epoch_progress_reads_the_training_childs_lines(tmp_path):
+    log = tmp_path / "train.log"
+    assert retrain_job.read_epoch_progress(log) is None
+    log.write_text("$ python -m painmon train\n" + _epoch_line(4, 100, 20, 44, 0.8123, 0.55))
+    live = retrain_job.read_epoch_progress(log)
+    assert (live.epoch, live.epochs, live.batches_done, live.batches_total) == (4, 100, 20, 44)
+    assert (live.train_loss, live.train_accuracy) == (0.812, 0.55)
+    assert live.fraction == pytest.approx(20 / 44)
+    with log.open("a") as handle:
+        handle.write("unrelated output\n")
+    assert retrain_job.read_epoch_progress(log).epoch == 4  # the latest progress line
+
+
+def test_job_shows_the_epoch_under_way_not_the_last_finished_one(tmp_path, sleeping_python):
+    npz, splits = tmp_path / "crops.npz", tmp_path / "splits.json"
+    npz.write_bytes(b"")
+    splits.write_text("{}")
+    spec = RetrainSpec(npz, tmp_path / "run", splits=splits, epochs=3)
+    job = RetrainJob(spec, ModelRegistry(tmp_path / "r"), python=sleeping_python)
+    try:
+        status = job.start()
+        assert status.history == () and status.live is None
+        status = job.update()
+        assert status.message == "epoch 1/3 starting" and status.fold is None
+        train_log = spec.run_dir / "train.log"
+        with train_log.open("a") as handle:
+            handle.write(_epoch_line(1, 3, 5, 10, 1.234, 0.25))
+        status = job.update()
+        assert status.live is not None and status.live.epoch == 1
+        assert status.message == "epoch 1/3 running (50 %, loss 1.234, accuracy 0.250)"
+        assert status.epochs_done == 0 and status.history == ()
+
+        (spec.run_dir / "history.csv").write_text(_history_rows((1, 1.1, 0.4)))
+        status = job.update()
+        # The epoch-1 line is now old news: the finished epoch is shown, nothing running.
+        assert status.live is None and status.epochs_done == 1
+        assert status.message == "epoch 1/3: loss 1.100, val accuracy 0.400, val macro-F1 0.300"
+
+        with train_log.open("a") as handle:
+            handle.write(_epoch_line(2, 3, 2, 10, 0.9, 0.5))
+        status = job.update()
+        assert status.live.epoch == 2 and status.message.startswith(
+            "epoch 2/3 running (20 %, loss 0.900, accuracy 0.500); epoch 1/3: loss 1.100"
+        )
+    finally:
+        job.close(timeout_s=10)
+
+
+def test_a_new_fold_does_not_show_the_previous_folds_numbers(tmp_path, sleeping_python):
+    npz, plan = tmp_path / "crops.npz", tmp_path / "plan.json"
+    npz.write_bytes(b"")
+    plan.write_text('{"folds": [["a"], ["b"]]}')
+    spec = RetrainSpec(npz, tmp_path / "cv", splits=plan, folds=2, epochs=3, seed=7)
+    job = RetrainJob(spec, ModelRegistry(tmp_path / "r"), python=sleeping_python)
+    try:
+        job.start()
+        fold1, fold2 = (path.parent for path in spec.history_paths())
+        fold1.mkdir(parents=True)
+        (fold1 / "history.csv").write_text(_history_rows((1, 1.5, 0.2), (2, 1.4, 0.3)))
+        with (spec.run_dir / "train.log").open("a") as handle:
+            handle.write(_epoch_line(2, 3, 10, 10, 1.4, 0.3))
+        status = job.update()
+        assert status.fold == 1 and status.epochs_done == 2 and len(status.history) == 2
+        assert status.message.startswith("fold 1/2, epoch 2/3: loss 1.400")
+
+        fold2.mkdir(parents=True)  # fold 1 stopped early after 2 epochs; fold 2 starts
+        status = job.update()
+        assert status.fold == 2 and status.history == () and status.live is None
+        assert status.epochs_done == 3  # all of fold 1's epochs count as done
+        assert status.message == "fold 2/2, epoch 1/3 starting"
+        assert "1.400" not in status.message
+    finally:
+        job.close(timeout_s=10)
+
+
+def test_dialog_clears_the_curves_of_the_previous_job(
+    qtbot, tmp_path, monkeypatch, sleeping_python
+):
+    real_job = retrain_app.RetrainJob
+    monkeypatch.setattr(
+        retrain_app, "RetrainJob", lambda *a, **kw: real_job(*a, python=sleeping_python, **kw)
+    )
+    dataset = tmp_path / "manifest.csv"
+    dataset.write_text("path,label\n")
+    dialog = RetrainDialog(registry=ModelRegistry(tmp_path / "r"), runs_dir=tmp_path / "runs",
+                           poll_ms=50)  # fmt: skip
+    qtbot.addWidget(dialog)
+    dialog.dataset_edit.setText(str(dataset))
+    dialog.epochs_spin.setValue(3)
+    try:
+        assert dialog.start()
+        run_dir = dialog.job.spec.run_dir
+        (run_dir / "history.csv").write_text(_history_rows((1, 1.5, 0.2), (2, 1.4, 0.3)))
+        qtbot.waitUntil(lambda: _points(dialog.train_loss_curve) == 2, timeout=5000)
+        assert "epoch 2/3: loss 1.400" in dialog.stage_label.text()
+        dialog.cancel()
+        qtbot.waitUntil(lambda: dialog.status.finished, timeout=30_000)
+
+        assert dialog.start()  # a second job: nothing of the first may show as its progress
+        for curve in (dialog.train_loss_curve, dialog.val_loss_curve, dialog.val_accuracy_curve,
+                      dialog.val_f1_curve):  # fmt: skip
+            assert _points(curve) == 0
+        qtbot.wait(200)  # a few polls
+        assert "1.400" not in dialog.stage_label.text()
+        assert "epoch 1/3 starting" in dialog.stage_label.text()
+    finally:
+        dialog.shutdown(timeout_s=10)

@@ -13,6 +13,7 @@ from painmon.core.live.alarms import AlarmSettings
 from painmon.core.live.monitor import (
     MonitorSummary,
     StageLatency,
+    format_status,
     load_onnx_model,
     open_session,
 )
@@ -29,7 +30,8 @@ def _summary(**overrides) -> MonitorSummary:
         frames_with_face=8,
         frames_scored=6,
         technical_condition_frames={"NO_FACE": 2},
-        pain_alarms_raised=1,
+        pain_alarm_episodes=1,
+        pain_escalations=0,
         technical_alarms_raised=0,
         media_seconds=0.4,
         wall_seconds=2.0,
@@ -51,7 +53,7 @@ def test_summary_formats_every_line_and_is_read_only():
     assert text[2] == "frames: 10, with a face: 8, scored: 6, out of domain: 1"
     assert text[3] == "scored frames by pain class: 0: 4, 1: 2"
     assert text[4] == "technical conditions (frames): NO_FACE 2"
-    assert text[5] == "alarms raised: pain 1, technical 0"
+    assert text[5] == "pain alarm episodes: 1; technical alarms: 0"
     assert text[6] == "latency per frame: median 10.2 ms, p95 16.5 ms"
     assert "no domain gate" in _summary(domain_gate=False).format()
     with pytest.raises(TypeError):
@@ -77,6 +79,47 @@ def test_summary_refuses_counts_out_of_order():
         _summary(class_frames={0: 1})
     with pytest.raises(ValueError, match="exit_code"):
         _summary(exit_code=1)
+    with pytest.raises(ValueError, match="escalations"):
+        _summary(pain_alarm_episodes=0, pain_escalations=1)
+
+
+def test_summary_counts_an_escalation_apart_from_its_episode():
+    one = _summary(pain_alarm_episodes=1, pain_escalations=1, technical_alarms_raised=2)
+    assert "pain alarm episodes: 1 (1 escalation to HIGH); technical alarms: 2" in one.format()
+    two = _summary(pain_alarm_episodes=3, pain_escalations=2).format()
+    assert "pain alarm episodes: 3 (2 escalations to HIGH)" in two
+
+
+def test_status_line_gives_the_band_of_the_level_shown_and_the_arg_max_apart():
+    import time
+
+    import numpy as np
+
+    from painmon.core.live.alarms import AlarmManager
+    from painmon.core.live.capture import Frame
+    from painmon.core.live.engine import STAGES, EngineResult
+    from painmon.core.live.face import FaceObservation
+    from painmon.core.live.face_detect import FaceBox
+    from painmon.core.live.quality import QualityReport
+    from painmon.core.live.smoothing import SmoothedScore
+
+    probs = (0.3, 0.05, 0.05, 0.5, 0.1)  # expected level 1.46 (shown 1.5), arg-max 3
+    smoothed = SmoothedScore(2.0, probs, 3, 1.46, 0.5, False, "ok")
+    result = EngineResult(
+        frame=Frame(4, 2.0, np.zeros((8, 8, 3), np.uint8), time.monotonic(), "t"),
+        observation=FaceObservation(2.0, True, FaceBox(1.0, 1.0, 4.0, 4.0, 0.9), 1, "t"),
+        quality=QualityReport(True, 1.0, ()),
+        probs=np.array(probs),
+        gradcam=None,
+        pain_class=3,
+        pain_level=1.46,
+        smoothed=smoothed,
+        au_pspi=None,
+        alarm_state=AlarmManager().update(2.0, 1.46),
+        technical_condition=None,
+        timings_ms=dict.fromkeys(STAGES, 1.0),
+    )
+    assert "level 1.5 band 2 (most likely class 3 p 0.50)" in format_status(result)
 
 
 def test_a_faulted_summary_says_so_in_its_last_line():

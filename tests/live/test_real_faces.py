@@ -44,7 +44,7 @@ def test_demo_model_shows_no_pain_on_real_faces(name, shared_file, demo_model, t
     )
     faces = [r for r in results if r.observation.face_found]
     assert faces, f"no face found in {name}"
-    assert summary.pain_alarms_raised == 0
+    assert summary.pain_alarm_episodes == 0
     shown = [r.pain_class for r in results if r.pain_class is not None]
     assert all(c <= 1 for c in shown), f"pain classes shown on {name}: {sorted(set(shown))}"
     assert all(r.smoothed.unknown or r.smoothed.pain_class <= 1 for r in results), (

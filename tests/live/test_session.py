@@ -697,3 +697,86 @@ def test_recover_tells_a_session_being_recorded_from_an_ended_one(tmp_path: Path
     assert writer_alive(folder) is False
     assert recover_session(folder)["state"] == "ended"
     assert writer_alive(tmp_path / "nothing here") is None
+
+
+# -- session truth: alarms active when the session starts, episodes in session.json -------------
+
+
+class _NoFaceTracker:
+    name = "no-face stub"
+
+    def observe(self, rgb: np.ndarray, t_s: float):
+        from painmon.core.live.face import FaceObservation
+
+        return FaceObservation(t_s, False, None, 0, self.name)
+
+    def close(self) -> None:
+        pass
+
+
+class _UnusedModel:
+    input_size = (3, 64, 64)
+    metadata: dict = {}  # noqa: RUF012 - read only
+
+    def predict(self, crops_uint8: np.ndarray):
+        raise AssertionError("no face, so nothing to score")
+
+
+def _engine():
+    from painmon.core.live.engine import Engine
+
+    return Engine(_UnusedModel(), _NoFaceTracker(), AlarmSettings(model_sha256=SHA))
+
+
+def test_a_session_started_mid_alarm_logs_the_active_alarm_first(tmp_path: Path) -> None:
+    engine = _engine()
+    for i in range(21):  # 3.8 for 10 s: HIGH raised at t=10, no session yet
+        engine.alarms.update(i * 0.5, 3.8)
+    onset = engine.alarms.events[-1]
+    assert onset.kind == "onset" and onset.priority == "high"
+    writer = open_writer(tmp_path / "s")
+    engine.session_writer = writer
+    engine.session_writer = writer  # re-attaching the same writer logs nothing more
+    writer.close()
+    rows = read_session_csv(tmp_path / "s" / "alarms.csv")
+    assert [(r["kind"], r["priority"]) for r in rows] == [("active_at_session_start", "high")]
+    assert f"raised at {onset.utc_time} (t 10.00 s)" in rows[0]["message"]
+    meta = json.loads((tmp_path / "s" / "session.json").read_text())
+    assert meta["pain_alarm_episodes"] == 1 and meta["technical_alarms"] == 0
+
+
+def test_a_session_started_during_a_technical_alarm_logs_it(tmp_path: Path) -> None:
+    engine = _engine()
+    for i in range(14):  # no face for 6.5 s: NO_FACE raised after 5 s
+        engine.alarms.update(i * 0.5, None, "NO_FACE")
+    with open_writer(tmp_path / "s") as writer:
+        engine.session_writer = writer
+        engine.session_writer = None
+    rows = read_session_csv(tmp_path / "s" / "alarms.csv")
+    assert [(r["kind"], r["priority"]) for r in rows] == [("active_at_session_start", "technical")]
+    assert "NO_FACE" in rows[0]["message"]
+
+
+def test_a_session_without_active_alarms_starts_with_an_empty_log(tmp_path: Path) -> None:
+    engine = _engine()
+    engine.alarms.update(0.0, 1.0)
+    with open_writer(tmp_path / "s") as writer:
+        engine.session_writer = writer
+    assert read_session_csv(tmp_path / "s" / "alarms.csv") == []
+
+
+def test_session_json_counts_episodes_not_escalations(tmp_path: Path) -> None:
+    folder = tmp_path / "s"
+    with open_writer(folder) as writer:
+        writer.write_events([event(kind="onset", priority="medium")])
+        writer.write_events([event("HIGH escalation", kind="escalation", priority="high")])
+        writer.write_events([event("cleared", kind="clear", priority="high")])
+        writer.write_events([event("again", kind="onset", priority="medium")])
+        writer.write_events([event("no face", kind="technical_onset", priority="technical")])
+        running = json.loads((folder / "session.json").read_text())
+    meta = json.loads((folder / "session.json").read_text())
+    assert meta["alarm_events_written"] == 5
+    assert meta["pain_alarm_episodes"] == 2
+    assert meta["pain_alarm_escalations"] == 1
+    assert meta["technical_alarms"] == 1
+    assert running["status"] == "running"

@@ -16,6 +16,7 @@ from painmon.core.research.experiment import (
     cross_validate,
     evaluate_partition,
     format_cv_summary,
+    load_cv_test_predictions,
     prepare_data,
     resolve_plan,
     train_on_plan,
@@ -78,12 +79,28 @@ def test_cross_validation_reports_every_fold_with_ci(prepared, tmp_path):
         (123, 2),
     ]
     acc = summary["val"]["accuracy"]
-    assert acc["ci95"][0] <= acc["mean"] <= acc["ci95"][1] and acc["n"] == 4
-    assert "test" in summary and summary["test"]["accuracy"]["n"] == 4
+    # Seeds reuse the folds: the interval is over 2 seed-averaged folds, not 4 runs.
+    assert acc["ci95"][0] <= acc["mean"] <= acc["ci95"][1]
+    assert (acc["n"], acc["n_runs"]) == (2, 4)
+    fold_means = [
+        np.mean([f["val_accuracy"] for f in summary["folds"] if f["fold"] == k]) for k in (1, 2)
+    ]
+    assert acc["mean"] == pytest.approx(np.mean(fold_means))
+    # Held-out test: subject bootstrap over the test subjects, every fold model averaged.
+    test_acc = summary["test"]["accuracy"]
+    assert test_acc["n"] == len(plan.test) and test_acc["ci95"] is not None
+    assert test_acc["mean"] == pytest.approx(
+        np.mean([f["test_accuracy"] for f in summary["folds"]])
+    )
+    kept = load_cv_test_predictions(tmp_path)
+    assert kept is not None and kept.probs.shape[0] == 4
+    assert set(kept.subjects.tolist()) == set(plan.test)
     rows = list(csv.DictReader((tmp_path / "cv_folds.csv").open()))
     assert len(rows) == 4
     assert (tmp_path / "cv_folds.png").stat().st_size > 1000
-    assert "95% CI" in format_cv_summary(summary)
+    text = format_cv_summary(summary)
+    assert "each the mean of 2 seeds" in text and "Nadeau & Bengio 2003" in text
+    assert "subject bootstrap" in text and "not images" in text
 
 
 def test_crops_file_trains_without_images_or_detector(prepared, tmp_path):

@@ -147,6 +147,16 @@ def test_sections_without_data_are_left_out(run, tmp_path):
     assert _section_titles(empty) == [] and "<img" not in empty and "Contents" not in empty
 
 
+def test_cv_section_says_what_its_intervals_mean(tmp_path):
+    summary = _cv_summary()
+    text = write_report(tmp_path / "cv.html", cv_summary=summary).read_text()
+    assert "mean ± std over 3 folds (one seed)" in text
+    assert "corrected for training-set overlap (Nadeau &amp; Bengio 2003" in text
+    # These rows carry no per-crop test predictions: no test interval is invented.
+    assert summary["test"]["accuracy"]["ci95"] is None
+    assert "no interval: the per-crop test predictions were not kept" in text
+
+
 def test_reliability_shows_the_temperature_effect(run):
     _, predictions, _ = run
     summary = reliability_summary(predictions.logits, predictions.labels, 2.0)
@@ -185,3 +195,9 @@ def test_evaluate_partition_writes_the_report(run, tmp_path):
     text = (tmp_path / "r.html").read_text()
     assert "Calibration" in text and "Grad-CAM by true class" in text
     assert "test</strong> subjects" in text
+    # Test-set headline metrics carry subject-bootstrap intervals, and say so.
+    cis = result["subject_ci"]["metrics"]
+    assert set(cis) == {"accuracy", "macro_f1", "quadratic_kappa", "ece"}
+    assert all(ci["n_subjects"] == 3 for ci in cis.values())
+    assert f"[{cis['accuracy']['ci_low']:.3f}, {cis['accuracy']['ci_high']:.3f}]" in text
+    assert "subject bootstrap" in text and "3 subjects (not images)" in text

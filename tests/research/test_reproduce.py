@@ -7,9 +7,13 @@ import json
 import math
 import time
 
+import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from painmon.core.live.face import create_crop_detector
+from painmon.core.research.experiment import CVTestPredictions
+from painmon.core.research.metrics import corrected_resampled_ttest
 from painmon.core.research.reproduce import (
     BASELINE_MODELS,
     MODEL_LABELS,
@@ -19,6 +23,7 @@ from painmon.core.research.reproduce import (
     format_reproduce_summary,
     format_tables_markdown,
     paired_comparisons,
+    paired_test_comparisons,
     protocol_settings,
     run_reproduce,
 )
@@ -37,7 +42,7 @@ def _folds(acc, f1, test_acc=None):
     return rows
 
 
-def test_paired_comparisons_pair_folds_and_name_each_baseline():
+def test_paired_comparisons_pair_folds_and_use_the_corrected_t_test():
     ref = _folds([0.60, 0.70, 0.65], [0.50, 0.55, 0.60], test_acc=[0.6, 0.6, 0.7])
     base = {
         "simplecnn": _folds([0.50, 0.60, 0.60], [0.40, 0.50, 0.50], test_acc=[0.5, 0.6, 0.6]),
@@ -45,28 +50,87 @@ def test_paired_comparisons_pair_folds_and_name_each_baseline():
         "micropainnet": list(reversed(_folds([0.6, 0.7, 0.65], [0.5, 0.55, 0.6], [0.6, 0.6, 0.7]))),
     }
     rows = paired_comparisons(ref, base)
+    # Test rows are never three fold models on the same test subjects: CV only here.
     assert [(r["baseline"], r["partition"], r["metric"]) for r in rows] == [
-        (name, part, metric)
+        (name, "val", metric)
         for name in ("simplecnn", "micropainnet")
-        for part in ("val", "test")
         for metric in ("accuracy", "macro_f1")
     ]
     simple_acc = rows[0]
-    assert simple_acc["n"] == 3
+    assert simple_acc["n"] == 3 and simple_acc["test"] == "corrected resampled t-test"
     assert simple_acc["mean_diff"] == pytest.approx((0.10 + 0.10 + 0.05) / 3)
-    # scipy.stats.ttest_rel on the differences (0.10, 0.10, 0.05)
-    assert simple_acc["t"] == pytest.approx(5.0, rel=1e-6)
-    assert simple_acc["p"] == pytest.approx(0.0377, abs=1e-3)
+    # Differences (0.10, 0.10, 0.05): the plain paired t is 5.0 (p 0.0377). Without fold
+    # sizes in the rows, 3 equal folds train on 2 parts and validate on 1: the variance
+    # factor is 1/3 + 1/2 instead of 1/3, so t = 5 * sqrt((1/3) / (1/3 + 1/2)).
+    t = 5.0 * math.sqrt((1 / 3) / (1 / 3 + 1 / 2))
+    assert simple_acc["t"] == pytest.approx(t, rel=1e-9)
+    assert simple_acc["p"] == pytest.approx(2 * scipy_stats.t.sf(t, 2), rel=1e-9)
+    assert simple_acc["p"] > 0.0377
+    low, high = simple_acc["ci95"]
+    assert low < simple_acc["mean_diff"] < high
     same = [r for r in rows if r["baseline"] == "micropainnet"]
     assert all(r["mean_diff"] == 0 and r["p"] == 1.0 for r in same)
 
 
-def test_paired_comparisons_refuse_different_folds_and_skip_missing_test():
+def test_paired_comparisons_average_seeds_within_a_fold_first():
+    def rows(values_by_seed, n_train=None):
+        out = []
+        for seed, values in values_by_seed.items():
+            for i, v in enumerate(values):
+                row = {"seed": seed, "fold": i + 1, "val_accuracy": v, "val_macro_f1": v}
+                if n_train:
+                    row |= {"n_train_subjects": n_train, "n_val_subjects": 2}
+                out.append(row)
+        return out
+
+    ref = rows({42: [0.7, 0.8, 0.6], 123: [0.9, 0.6, 0.6]}, n_train=8)
+    base = rows({42: [0.6, 0.6, 0.6], 123: [0.6, 0.6, 0.5]})
+    acc = paired_comparisons(ref, {"simplecnn": base}, metrics=("accuracy",))[0]
+    assert acc["n"] == 3 and acc["n_runs"] == 6  # three folds, not six independent runs
+    diffs = [0.2, 0.1, 0.05]  # per fold: mean over the two seeds of each model, subtracted
+    assert acc["mean_diff"] == pytest.approx(np.mean(diffs))
+    expected = corrected_resampled_ttest(diffs, n_train=8, n_test=2)
+    assert acc["t"] == pytest.approx(expected.t) and acc["p"] == pytest.approx(expected.p)
+
+
+def test_paired_comparisons_refuse_different_folds():
     ref = _folds([0.6, 0.7], [0.5, 0.6])
     with pytest.raises(ValueError, match="same seeds and folds"):
         paired_comparisons(ref, {"simplecnn": _folds([0.6, 0.7, 0.8], [0.5, 0.6, 0.7])})
     rows = paired_comparisons(ref, {"simplecnn": _folds([0.5, 0.6], [0.4, 0.6])})
     assert {r["partition"] for r in rows} == {"val"}
+
+
+def _test_predictions(n_subjects, skill, seed, n_models=2):
+    rng = np.random.default_rng(seed)
+    subjects = np.repeat([f"s{i:02d}" for i in range(n_subjects)], 10)
+    labels = np.random.default_rng(0).integers(0, 5, subjects.size)
+    probs = []
+    for _ in range(n_models):
+        hit = rng.random(subjects.size) < skill
+        preds = np.where(hit, labels, (labels + 1) % 5)
+        probs.append(np.eye(5)[preds] * 0.8 + 0.04)
+    return CVTestPredictions(labels, subjects, np.stack(probs), np.array([42] * n_models),
+                             np.arange(1, n_models + 1))  # fmt: skip
+
+
+def test_test_set_comparisons_pair_by_subject():
+    good = _test_predictions(12, 0.9, seed=1)
+    poor = _test_predictions(12, 0.4, seed=2)
+    rows = paired_test_comparisons(good, {"simplecnn": poor, "twin": good}, n_boot=400)
+    by = {(r["baseline"], r["metric"]): r for r in rows}
+    acc = by[("simplecnn", "accuracy")]
+    assert acc["partition"] == "test" and acc["n"] == 12 and acc["t"] is None
+    assert acc["test"] == "paired subject bootstrap"
+    expected = good.preds == good.labels
+    worse = poor.preds == poor.labels
+    assert acc["mean_diff"] == pytest.approx(expected.mean() - worse.mean())
+    assert 0 < acc["ci95"][0] < acc["mean_diff"] < acc["ci95"][1] and acc["p"] < 0.01
+    twin = by[("twin", "accuracy")]
+    assert twin["mean_diff"] == 0 and twin["ci95"] == [0, 0] and twin["p"] == 1.0
+    table = format_tables_markdown(_fake_result(quick=False) | {"t_tests": rows})
+    assert "| DA-CNN vs SimpleCNN | test | Accuracy | 12 |" in table
+    assert "paired" in table and "resample" in table
 
 
 def _stats(mean):
@@ -122,7 +186,11 @@ def test_tables_markdown_has_every_row_and_states_the_protocol():
         assert f"| {label} |" in text, label
     assert "| 0.200 ± 0.010 [0.180, 0.220] |" in text  # a cell: mean ± std [CI]
     assert "| n/a |" in text  # undefined QWK is shown, not hidden
-    assert "| DA-CNN vs PainXception | CV | Accuracy | 2 | +0.050 | ∞ | 0.0000 |" in text
+    assert "| DA-CNN vs PainXception | CV | Accuracy | 2 | +0.050 | n/a | ∞ | 0.0000 |" in text
+    # Each table says what its interval means.
+    assert "corrected for training-set overlap (Nadeau & Bengio 2003" in text
+    assert "mean over 2 seeds" in text or "each the mean of 2 seeds" in text
+    assert "Corrected resampled t-test" in text or "corrected resampled t-test" in text
 
 
 def test_quick_tables_say_the_numbers_mean_nothing_and_what_was_skipped():
@@ -198,7 +266,14 @@ def test_quick_reproduce_writes_all_three_tables(quick_run):
     for name in ("SimpleCNN", "MicroPainNet", "PainXception"):
         assert f"| DA-CNN vs {name} | CV | Accuracy |" in text
         assert f"| DA-CNN vs {name} | CV | Macro-F1 |" in text
+        # Test comparisons pair the two models subject by subject.
+        assert (
+            f"| DA-CNN vs {name} | test | Accuracy | {result['protocol']['n_test_subjects']} |"
+            in text
+        )
+    assert "Nadeau & Bengio 2003" in text and "resample the" in text
     assert result["protocol"]["seeds"] == [7] and result["protocol"]["folds"] == 2
+    assert result["protocol"]["split_seed"] == 42  # the training seeds pick no subjects
     assert "QUICK" in format_reproduce_summary(result)
 
 

@@ -65,8 +65,8 @@ def _project_metric(metric, labels, preds, probs):
         return np.mean(preds == labels)
     if metric == "within_one":
         return np.mean(np.abs(preds - labels) <= 1)
-    if metric == "macro_f1":
-        return classification_metrics(labels, np.eye(5)[preds])["macro_f1"]
+    if metric in ("macro_f1", "quadratic_kappa"):
+        return classification_metrics(labels, np.eye(5)[preds])[metric]
     return calibration_errors(labels, probs)[0]
 
 

@@ -92,3 +92,13 @@ def test_bad_arguments_are_refused(tmp_path):
         write_video(tmp_path / "v.mp4", seconds=1, fps=0, seed=0)
     with pytest.raises(OSError, match="video writer"):
         write_video(tmp_path / "v.unknown-container", seconds=0.2, fps=10, seed=0, size=(320, 180))
+
+
+def test_index_at_is_the_first_frame_at_or_after_a_time():
+    stream = SyntheticPatientStream(seed=0, fps=30.0, seconds=2.0, size=(160, 120))
+    assert stream.index_at(0.0) == 0 and stream.index_at(-1.0) == 0
+    assert stream.index_at(1.0) == 30  # exactly on a frame
+    assert stream.index_at(1.001) == 31
+    assert stream.index_at(stream.frame(17).t_s) == 17  # round trip despite float error
+    with pytest.raises(ValueError, match="finite"):
+        stream.index_at(float("nan"))

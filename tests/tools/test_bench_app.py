@@ -9,14 +9,19 @@ import threading
 import numpy as np
 import pytest
 
-from painmon.core.live.capture import FrameSource, RawFrame
+from painmon.core.live.capture import CaptureStats, FrameSource, RawFrame
 from painmon.core.tools.bench_app import (
     APP_BENCH_KEYS,
+    PLAYBACK_BENCH_KEYS,
     DisplayRecorder,
+    PlaybackObservation,
     RetimedSource,
     StallMeter,
+    alarm_delay,
     format_app_bench,
+    format_playback,
     percentiles,
+    summarize_playback,
 )
 
 
@@ -112,4 +117,68 @@ def test_bench_app_on_a_short_clip_returns_every_key(qapp, shared_file, face_mod
     assert set(result["gui_ms"]) == {"refresh", "frame", "trend", "paint"}
     text = format_app_bench(result)
     assert "camera-to-display latency" in text and "event-loop stall" in text
+    assert not [t for t in threading.enumerate() if t.name.startswith("painmon-capture")]
+
+
+def _obs(wall_s, media_s, pending=None, priority="none"):
+    return PlaybackObservation(wall_s, media_s, pending, priority)
+
+
+def test_alarm_delay_runs_from_pending_to_raised():
+    run = [
+        _obs(0.0, 0.0),
+        _obs(1.0, 1.0, "medium"),  # pending
+        _obs(2.0, 2.0, None),  # fell back: that episode never raised
+        _obs(5.0, 3.0, "medium"),
+        _obs(20.0, 13.0, None, "medium"),  # raised 15 s of wall, 10 s of media later
+        _obs(21.0, 14.0, None, "high"),
+    ]
+    assert alarm_delay(run) == pytest.approx((15.0, 10.0))
+    assert alarm_delay(run[:4]) is None
+
+
+def test_summarize_playback_rate_drops_and_text():
+    start = CaptureStats(frames_read=100, frames_dropped=10, frames_passed_over=5)
+    end = CaptureStats(frames_read=300, frames_dropped=60, frames_passed_over=105)
+    observations = [_obs(10.0 + k, 10.0 + 0.5 * k) for k in range(11)]  # half speed
+    result = summarize_playback(
+        source="synthetic",
+        mode="realtime",
+        end_reason="measured",
+        observations=observations,
+        start=start,
+        end=end,
+        frames_scored=150,
+        status_text="playing at 0.5× real time, dropped 50 % of frames",
+        load_average=(1.0, 2.0, 3.0),
+    )
+    assert set(result) == set(PLAYBACK_BENCH_KEYS)
+    assert result["playback_rate"] == pytest.approx(0.5)
+    assert (result["frames_due"], result["frames_passed_over"], result["frames_dropped"]) == (
+        300,
+        100,
+        50,
+    )
+    assert result["drop_fraction"] == pytest.approx(0.5)
+    assert result["scored_fps"] == pytest.approx(15.0)
+    assert result["alarm_pending_to_raise_wall_s"] is None
+    text = format_playback(result)
+    assert "0.50 media s per wall s" in text and "50 % not scored" in text
+    assert "no alarm episode" in text
+    assert json.loads(json.dumps(result)) == result
+
+
+def test_bench_playback_of_the_demo_reports_rate_and_drops(qapp, face_model_path, tmp_path):
+    from painmon.app.bench import bench_playback
+
+    out = tmp_path / "playback.json"
+    result = bench_playback(
+        "synthetic", face_model=face_model_path, seconds=2.0, json_path=out, warmup_s=1.0
+    )
+    assert set(result) == set(PLAYBACK_BENCH_KEYS)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["mode"] == "realtime" and result["end_reason"] == "measured"
+    assert result["frames_scored"] > 0 and result["playback_rate"] is not None
+    assert result["frames_scored"] <= result["frames_due"]
+    assert result["status_text"].startswith(("real time", "playing at"))
     assert not [t for t in threading.enumerate() if t.name.startswith("painmon-capture")]

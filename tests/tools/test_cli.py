@@ -395,3 +395,71 @@ def test_one_face_under_two_subjects_is_refused_and_nothing_written(argv, tmp_pa
     for name in ("'s03'", "'s07'", "s03_1.png", "copy.png"):
         assert name in err
     assert _tree(tmp_path) == before
+
+
+# --- issue #13: commands that tell the truth -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "actions"),
+    [("models", ("list", "download")), ("bench", ("train", "pipeline", "soak", "faults"))],
+)
+def test_a_command_without_its_action_prints_its_own_help_and_exits_2(command, actions, capsys):
+    assert main([command]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"usage: painmon {command} ")
+    for action in actions:
+        assert action in captured.out
+    err = captured.err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"painmon {command}: error: choose one of")
+
+
+@pytest.mark.parametrize("command", ["app", "demo"])
+@pytest.mark.parametrize("every_frame", [False, True])
+def test_every_frame_reaches_the_window(command, every_frame, monkeypatch):
+    import painmon.app.main as app_main
+
+    seen = {}
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    monkeypatch.setattr(app_main, "run_app", lambda **kwargs: seen.update(kwargs) or 0)
+    argv = [command, "--source", "synthetic"] + (["--every-frame"] if every_frame else [])
+    assert main(argv) == 0
+    assert seen["every_frame"] is every_frame
+    assert seen.get("demo", False) is (command == "demo")
+
+
+def test_every_frame_is_in_the_window_commands_help(capsys):
+    for command in ("app", "demo"):
+        assert main([command, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "--every-frame" in out and "drop frames" in out
+
+
+def test_a_missing_camera_is_one_line_without_opencv_internals(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "painmon", "monitor", "--source", "camera:97", "--out",
+         str(tmp_path / "s"), "--face-model", "haar"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[-1].startswith("painmon monitor: error: camera 97 could not be opened")
+    # The only other line is the demo-model notice (no --model given).
+    assert lines[:-1] == ["no --model given: using the synthetic-data DEMO model — not for "
+                          "clinical use"]  # fmt: skip
+    assert "VIDEOIO" not in proc.stderr and "WARN" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_export_prints_its_summary_once(untrained_dacnn_onnx, tmp_path):
+    checkpoint = untrained_dacnn_onnx.parent / "best.safetensors"
+    proc = subprocess.run(
+        [sys.executable, "-m", "painmon", "export", "--run", str(checkpoint), "--out",
+         str(tmp_path / "m.onnx"), "--no-domain-gate"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    both = (proc.stdout + proc.stderr).splitlines()
+    assert sum(line.startswith("exported ") for line in both) == 1, both
+    assert sum("sha256" in line for line in both) == 1, both
+    assert (tmp_path / "m.onnx.sha256").is_file()

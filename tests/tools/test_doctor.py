@@ -159,6 +159,7 @@ def test_full_report_lists_every_check(tmp_path: Path):
         "mediapipe",
         "torch",
         "PySide6",
+        "Qt platform",
         "opencv wheels",
         "onnxruntime providers",
         "camera",
@@ -174,3 +175,26 @@ def test_full_report_lists_every_check(tmp_path: Path):
         assert check.name in text and check.detail in text
     assert "fix: pip uninstall -y opencv-python" in text
     assert f"{len(report.errors)} error(s)" in text
+
+
+def test_a_cuda_build_without_an_nvidia_driver_is_a_normal_cpu_machine(monkeypatch):
+    import onnxruntime as ort
+
+    from painmon.core.live import scoring
+    from painmon.core.tools.doctor import check_onnxruntime_providers
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [scoring.CUDA_PROVIDER,
+                                                                scoring.CPU_PROVIDER])  # fmt: skip
+    monkeypatch.setattr(scoring, "cuda_driver_present", lambda: False)
+    check = check_onnxruntime_providers()
+    assert check.status == "ok"
+    assert "no NVIDIA driver" in check.detail and "CPU" in check.detail
+
+
+def test_torch_line_never_advises_pip_install_torch(monkeypatch):
+    from painmon.core.tools.doctor import check_torch
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    text = format_doctor(DoctorReport((check_torch(),)))
+    assert "pip install torch" not in text
+    assert "pip install 'painmon[train]'" in text and text.startswith("ok")
