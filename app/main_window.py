@@ -148,7 +148,7 @@ class ElidingStatusBar(QStatusBar):
         self.message_label = ElidedLabel()
         self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.message_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.message_label.setMinimumWidth(220)
+        self.message_label.setMinimumWidth(160)
         self.addWidget(self.message_label, 1)
         self._clear_timer = QTimer(self)
         self._clear_timer.setSingleShot(True)
@@ -169,6 +169,10 @@ class ElidingStatusBar(QStatusBar):
 
     def stop(self) -> None:
         self._clear_timer.stop()
+
+
+#: below this window width the status bar folds its least important labels
+NARROW_STATUS_PX = 1700
 
 
 def keep_singletons_alive(floor: int = SINGLETON_REFS_FLOOR) -> int:
@@ -366,6 +370,16 @@ class MainWindow(QMainWindow):
             self.status_sound,
         ):
             status.addPermanentWidget(label)
+        # Elided, but never to a stub that says nothing ("n…n"): each keeps a readable width.
+        for label, width_px in (
+            (self.status_source, 180),
+            (self.status_face, 130),
+            (self.status_playback, 150),
+            (self.status_model, 170),
+            (self.status_session, 90),
+            (self.status_sound, 130),
+        ):
+            label.setMinimumWidth(width_px)
         self.setMinimumSize(*MIN_SIZE_PX)
         self.resize(*self._initial_size())
 
@@ -779,6 +793,12 @@ class MainWindow(QMainWindow):
         layout = self.state_panel.layout()
         if layout is not None:
             layout.setSpacing(2 if height < 800 else 6)
+        # A narrow window folds latency into the fps label and drops the provider label
+        # (the model's tooltip and `painmon doctor` still say it).
+        narrow = width < NARROW_STATUS_PX
+        self.status_latency.setVisible(not narrow)
+        self.status_provider.setVisible(not narrow)
+        self._narrow_status = narrow
         panel_width = _clamp(width * 0.26, 380, 640)
         if self.state_panel.width() != panel_width:
             self.state_panel.setFixedWidth(panel_width)
@@ -854,7 +874,12 @@ class MainWindow(QMainWindow):
         self._show_source_problem()
         self._fit_state_panel()
         self.sound.play(display.sound_priority)
-        self.status_fps.setText(display.fps_text)
+        narrow = getattr(self, "_narrow_status", False)
+        # Narrow: the face detector only when it warns (Haar: crops unlike training).
+        self.status_face.setVisible(not narrow or bool(self.status_face.toolTip()))
+        self.status_fps.setText(
+            f"{display.fps_text} · {display.latency_text}" if narrow else display.fps_text
+        )
         self.status_latency.setText(display.latency_text)
         self.status_playback.setText(self._worker.playback_text() if self._worker else "")
 

@@ -61,6 +61,14 @@ _TILE_BACKGROUND = "#1f242b"
 _BLINK_OFF = {ColourRole.HIGH: "#5d1a1a", ColourRole.MEDIUM: "#6b4a10"}
 
 
+def _font(point_size: int, *, bold: bool = False) -> QFont:
+    """The application's own font family at ``point_size`` (QFont("") picks a serif)."""
+    font = QFont()
+    font.setPointSize(point_size)
+    font.setBold(bold)
+    return font
+
+
 class Sparkline(QWidget):
     """The last ten minutes as a polyline on the 0..4 scale; gaps stay gaps."""
 
@@ -122,15 +130,15 @@ class BedTile(QFrame):
         layout.setContentsMargins(10, 6, 10, 8)
         layout.setSpacing(2)
         self.label = QLabel(bed)
-        self.label.setFont(QFont("", 13, QFont.Weight.Bold))
+        self.label.setFont(_font(13, bold=True))
         self.headline = QLabel("")
-        self.headline.setFont(QFont("", 30, QFont.Weight.Bold))
+        self.headline.setFont(_font(30, bold=True))
         self.detail = QLabel("")
         self.detail.setWordWrap(True)
         self.sparkline = Sparkline()
         self.alarm = QLabel("")
         self.alarm.setWordWrap(True)
-        self.alarm.setFont(QFont("", 10, QFont.Weight.Bold))
+        self.alarm.setFont(_font(10, bold=True))
         self.command = QLabel("")
         self.command.setWordWrap(True)
         self.acknowledge = QPushButton(ACKNOWLEDGE_TEXT)
@@ -247,7 +255,7 @@ class StationWindow(QMainWindow):
         layout.setContentsMargins(8, 8, 8, 8)
         self.banner = QLabel("")
         self.banner.setWordWrap(True)
-        self.banner.setFont(QFont("", 14, QFont.Weight.Bold))
+        self.banner.setFont(_font(14, bold=True))
         self.banner.setStyleSheet(
             f"background: {COLOUR_TECHNICAL}; color: #000; padding: 8px; border-radius: 4px;"
         )

@@ -234,7 +234,7 @@ class StatePanel(QFrame):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(16, 12, 16, 12)
         self.demo_badge = _label(22, bold=True, colour="#000000")
-        self.demo_badge.setText("DEMO MODEL — NOT FOR CLINICAL USE")
+        self.demo_badge.setText("DEMO — NOT FOR CLINICAL USE")
         self.demo_badge.setWordWrap(True)
         self.demo_badge.setStyleSheet("background: #ffb300; color: #000; border-radius: 6px;")
         self.demo_badge.hide()
@@ -315,9 +315,10 @@ class StatePanel(QFrame):
             self.level.setStyleSheet(f"color: {COLOUR_TEXT};")
             self.class_name.setText(unknown_headline)
             self.class_name.setStyleSheet(f"color: {COLOUR_TECHNICAL};")
-            # No model confidence exists for a face the model cannot score.
+            # No model confidence exists for a face the model cannot score: no row for it.
             self.confidence.setValue(0)
             self.confidence.setFormat("n/a")
+            self._show_confidence(False)
             self.au_check.setText(AU_BASELINE_PENDING if au_reading is None else "")
             self.reason.setText(unknown_reason)
             return
@@ -327,6 +328,7 @@ class StatePanel(QFrame):
             self.class_name.setText(unknown_headline)
             self.class_name.setStyleSheet(f"color: {COLOUR_UNKNOWN};")
             self.confidence.setValue(0)
+            self._show_confidence(False)
             self.au_check.setText("")
             self.reason.setText(unknown_reason or (smoothed.reason if smoothed else ""))
             return
@@ -335,6 +337,7 @@ class StatePanel(QFrame):
         self.level.setStyleSheet(f"color: {colour};")
         self.class_name.setText(reading.word)
         self.class_name.setStyleSheet(f"color: {colour};")
+        self._show_confidence(True)
         if reading.most_likely:
             self.confidence_caption.setText(f"Most likely class: {reading.most_likely}")
         self.confidence.setValue(reading.most_likely_pct or 0)
@@ -343,6 +346,12 @@ class StatePanel(QFrame):
         else:
             self.au_check.setText("AU cross-check: n/a (needs Face Landmarker)")
         self.reason.setText("")
+
+    def _show_confidence(self, visible: bool) -> None:
+        # Hidden while the output is unknown: an empty "n/a" bar only takes the room the
+        # explanation needs on a small screen.
+        self.confidence_caption.setVisible(visible)
+        self.confidence.setVisible(visible)
 
 
 class AlarmBanner(QFrame):
@@ -427,12 +436,20 @@ class AlarmBanner(QFrame):
             self.audio_pause_button.setText(f"Audio paused {minutes}:{seconds:02d}")
         else:
             self.audio_pause_button.setText("Audio pause (F3)")
-        technical = technical_alarm_text(() if state is None else state.technical_conditions)
+        technical = (
+            ""
+            if state is None
+            else technical_alarm_text(state.technical_conditions, state.system_conditions)
+        )
         if technical:
             self.technical_row.setText(technical)
             self.technical_row.show()
         else:
             self.technical_row.hide()
+
+
+#: below this height the trend shows the level alone (two plots would be too thin to read)
+COMPACT_TREND_PX = 240
 
 
 class TrendPlot(pg.GraphicsLayoutWidget):
@@ -473,6 +490,28 @@ class TrendPlot(pg.GraphicsLayoutWidget):
         #: the x axis runs from it to now (core.live.trend.visible_range)
         self.first_sample_s: float | None = None
         self.x_range: tuple[float, float] | None = None
+
+        self.compact: bool | None = None
+        self._set_compact(False)
+
+    def _set_compact(self, compact: bool) -> None:
+        """Below COMPACT_TREND_PX the confidence strip goes (the panel shows the most likely
+        class) and the level plot keeps the height; above, one time axis under both."""
+        if compact == self.compact:
+            return
+        was_compact, self.compact = self.compact, compact
+        if compact:
+            self.ci.removeItem(self.confidence_plot)
+        elif was_compact:
+            self.ci.addItem(self.confidence_plot, row=1, col=0)
+            self.ci.layout.setRowStretchFactor(1, 1)
+        self.confidence_plot.setVisible(not compact)
+        self.level_plot.showAxis("bottom", compact)
+
+    def resizeEvent(self, event: object) -> None:  # noqa: N802 - Qt override
+        if hasattr(self, "compact"):  # not during the base class's construction
+            self._set_compact(self.height() < COMPACT_TREND_PX)
+        super().resizeEvent(event)
 
     def set_thresholds(self, settings: AlarmSettings) -> None:
         self.medium_line.setValue(settings.medium_threshold)

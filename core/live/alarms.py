@@ -714,15 +714,18 @@ class AlarmManager:
         self._since_ack_s = None
         self._below_held_s = None
         threshold = self._threshold()
-        verb = "raised" if kind is AlarmEventKind.ONSET else "escalated to"
+        what = (
+            f"{priority.value.upper()} pain alarm raised"
+            if kind is AlarmEventKind.ONSET
+            else f"pain alarm escalated to {priority.value.upper()}"
+        )
         event = self._emit(
             t_s,
             kind,
             priority,
             level,
             threshold,
-            f"{priority.value.upper()} pain alarm {verb}: level {level:.2f} >= {threshold:g} "
-            f"for {self.settings.alarm_delay_s:g} s",
+            f"{what}: level {level:.2f} >= {threshold:g} for {self.settings.alarm_delay_s:g} s",
         )
         self._last_trigger_t_s = t_s
         self._last_trigger_utc = event.utc_time

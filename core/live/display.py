@@ -78,7 +78,7 @@ CONDITION_DETAIL: Mapping[str, str] = MappingProxyType(
     }
 )
 #: the state panel's reading while the model cannot score the face (the AU estimate)
-AU_READING_HEADLINE = "AU estimate — no trained model for this face"
+AU_READING_HEADLINE = "No pain score"
 AU_READING_CAPTION = "AU estimate (PSPI 0–16)"
 OUT_OF_DOMAIN_REASON = (
     "The pain model cannot score this face: it is unlike the model's training data. "
@@ -451,7 +451,12 @@ def display_state(
         worker_running=worker_running,
         source_problem=source_problem,
     )
-    stale = last_result_s is None or now_s - last_result_s > STALE_RESULT_S
+    # Once the source has ended or failed, the last reading is history, not the patient now.
+    stale = (
+        last_result_s is None
+        or now_s - last_result_s > STALE_RESULT_S
+        or source_problem is not None
+    )
     if not model_loaded:
         panel_result = None
         panel_headline = NO_MODEL_HEADLINE

@@ -494,6 +494,8 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     """``painmon monitor``; returns the run's exit status (see the monitor's --help epilog)."""
     from painmon.core.live.session import validate_pseudonym
 
+    # The ward bus options first: one line for a bad one before anything loads (not started).
+    publisher = _ward_publisher(args)
     _check_live_inputs(args.source, args.model, args.face_model)
     validate_pseudonym(args.pseudonym)
     if args.out.exists() and not args.out.is_dir():
@@ -516,16 +518,135 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     if is_checkpoint(model):
         # A research run folder scores through torch (the training extra); an .onnx never does.
         from painmon.core.research.torch_scoring import load_pain_model as load_model
-    return run_monitor_cli(
-        args.source,
-        model,
-        args.out,
-        args.max_seconds,
-        args.realtime,
-        args.face_model,
-        args.pseudonym,
-        load_model=load_model,
+    if publisher is None:
+        return run_monitor_cli(
+            args.source,
+            model,
+            args.out,
+            args.max_seconds,
+            args.realtime,
+            args.face_model,
+            args.pseudonym,
+            load_model=load_model,
+        )
+    from painmon.core.ward.bed import monitor_hooks
+
+    hooks = monitor_hooks(publisher)
+    # The bed is the primary alarm: an absent broker never stops the monitor (it retries).
+    publisher.start()
+    code = 3
+    try:
+        code = run_monitor_cli(
+            args.source,
+            model,
+            args.out,
+            args.max_seconds,
+            args.realtime,
+            args.face_model,
+            args.pseudonym,
+            load_model=load_model,
+            on_result=hooks.on_result,
+            on_poll=hooks.on_poll,
+            on_alarm_state=hooks.on_alarm_state,
+        )
+    finally:
+        publisher.stop(f"monitor ended (exit status {code})")
+    return code
+
+
+def _ward_publisher(args: argparse.Namespace):  # -> BedPublisher | None
+    """The ward bus publisher of ``painmon monitor --publish`` (None without --publish)."""
+    if args.publish is None:
+        ward_options = ("ward", "bed", "mqtt_user", "mqtt_password_file", "tls_ca", "tls_cert")
+        if args.remote_ack or any(getattr(args, name) for name in (*ward_options, "tls_key")):
+            raise CliError("--ward, --bed, --remote-ack, --mqtt-* and --tls-* need --publish URL")
+        return None
+    import importlib.util
+
+    # paho is imported by core.ward only (an import-linter contract): look, do not import.
+    missing = [name for name in ("paho", "jsonschema") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise CliError(
+            f"publishing to the ward bus needs the ward extra ({', '.join(missing)} missing): "
+            "pip install 'painmon[ward]'"
+        )
+    from painmon.core.ward.bed import bed_publisher_from_options
+
+    return bed_publisher_from_options(
+        args.publish,
+        args.ward,
+        args.bed,
+        obs_hz=args.obs_hz,
+        remote_ack=args.remote_ack,
+        # The bed's MQTT user is its bed label unless told otherwise (the ward's ACL says so).
+        username=args.mqtt_user or (args.bed if args.mqtt_password_file else None),
+        password_file=args.mqtt_password_file,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
+
+
+def _cmd_hl7_gateway(args: argparse.Namespace) -> int:
+    """``painmon hl7-gateway``: ward bus → HL7 v2.6 (IHE PCD-01/PCD-04) over MLLP."""
+    import importlib.util
+
+    missing = [m for m in ("paho", "hl7apy", "jsonschema") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CliError(
+            f"needs the ward extra: pip install 'painmon[ward]' (missing: {', '.join(missing)})"
+        )
+    from painmon.core.ward.client import read_secret
+    from painmon.core.ward.hl7_gateway import parse_host_port, run_gateway_cli
+    from painmon.core.ward.security import TlsFiles
+
+    parse_host_port(args.mllp)  # a bad HOST:PORT is one line before anything starts
+    if args.mqtt_password_file is not None and args.mqtt_user is None:
+        raise CliError("--mqtt-password-file needs --mqtt-user")
+    password = read_secret(args.mqtt_password_file) if args.mqtt_password_file else None
+    outbox = args.outbox
+    if outbox is None:
+        from painmon.core.util.paths import user_data_dir
+
+        outbox = user_data_dir() / "hl7-outbox"
+    return run_gateway_cli(
+        args.broker,
+        args.mllp,
+        outbox,
+        ward=args.ward,
+        every_s=args.every_s,
+        username=args.mqtt_user,
+        password=password,
+        tls=TlsFiles(ca=args.tls_ca) if args.tls_ca else None,
+    )
+
+
+def _cmd_station(args: argparse.Namespace) -> int:
+    """``painmon station``: the central station window on the ward bus."""
+    import importlib.util
+
+    # paho is imported by core.ward only (an import-linter contract): look, do not import.
+    missing = [m for m in ("paho", "jsonschema") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CliError(
+            f"needs the ward extra: pip install 'painmon[ward]' (missing: {', '.join(missing)})"
+        )
+    from painmon.core.ward.station import StationModel, station_client
+
+    client = station_client(  # bad options are one line before any window opens
+        args.broker,
+        ward=args.ward,
+        station_id=args.station_id,
+        username=args.mqtt_user,
+        password_file=args.mqtt_password_file,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
+    _prepare_window()
+    from painmon.app.station_window import run_station
+
+    return run_station(client, StationModel(args.station_id))
 
 
 def _cmd_crops(args: argparse.Namespace) -> int:
@@ -766,6 +887,25 @@ def _cmd_bench_faults(args: argparse.Namespace) -> int:
         f"{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped "
         f"in {record['wall_s']:.0f} s"
     )
+    if args.json:
+        write_record(record, args.json)
+    return EXIT_OK if record["passed"] else 1
+
+
+def _cmd_bench_ward(args: argparse.Namespace) -> int:
+    """``painmon bench ward``: beds against a real Mosquitto; exit 1 when a target is missed."""
+    from painmon.core.tools.bench_ward import bench_ward, format_record, write_record
+
+    refuse_existing_output(args.json, args.force, "a benchmark result", "--json")
+    print(
+        f"painmon bench ward: {args.beds} beds x {args.hz:g} Hz for {args.seconds:g} s "
+        "against a real Eclipse Mosquitto on 127.0.0.1",
+        flush=True,
+    )
+    record = bench_ward(
+        args.beds, args.hz, args.seconds, procs=args.procs, alarm_every_s=args.alarm_every_s
+    )
+    print(format_record(record))
     if args.json:
         write_record(record, args.json)
     return EXIT_OK if record["passed"] else 1
@@ -1060,6 +1200,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_force(bench_faults, "--json")
     bench_faults.set_defaults(func=_cmd_bench_faults)
 
+    bench_ward = bench_sub.add_parser(
+        "ward",
+        help="N simulated beds and one station over a real Mosquitto (issue #14): delivered %%, "
+        "latencies, alarm events lost; exit 1 if a target is missed",
+    )
+    bench_ward.add_argument("--beds", type=_int_option(1, 512), default=16)
+    bench_ward.add_argument("--hz", type=_float_option(1.0, 10.0), default=10.0, help="obs rate")
+    bench_ward.add_argument("--seconds", type=_positive_seconds, default=30.0)
+    bench_ward.add_argument(
+        "--procs", type=_positive_int, help="bed processes (default: one per bed)"
+    )
+    bench_ward.add_argument(
+        "--alarm-every-s", type=_positive_seconds, default=2.0, help="alarm events per bed"
+    )
+    bench_ward.add_argument("--json", type=Path, help="also write the record here")
+    _add_force(bench_ward, "--json")
+    bench_ward.set_defaults(func=_cmd_bench_ward)
+
     monitor = sub.add_parser(
         "monitor",
         help="headless monitoring into session files",
@@ -1092,6 +1250,27 @@ Every ending syncs and closes the session files and records why in session.json.
     monitor.add_argument("--realtime", action="store_true", help="play files at their own speed")
     monitor.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
     monitor.add_argument("--pseudonym", default="anonymous", help="patient pseudonym (no names)")
+    ward_bus = monitor.add_argument_group(
+        "ward bus (needs the ward extra: pip install 'painmon[ward]')"
+    )
+    ward_bus.add_argument(
+        "--publish", metavar="URL", help="also publish to the ward's MQTT broker: mqtt://HOST:PORT"
+    )
+    ward_bus.add_argument("--ward", help="ward label on the bus (with --publish)")
+    ward_bus.add_argument("--bed", help="bed label on the bus, also its MQTT user name")
+    ward_bus.add_argument(
+        "--obs-hz", type=float, default=2.0, help="observations per second, 1-10 (default 2)"
+    )
+    ward_bus.add_argument(
+        "--remote-ack",
+        action="store_true",
+        help="let the central station acknowledge alarms at this bed (off by default)",
+    )
+    ward_bus.add_argument("--mqtt-user", help="MQTT user name (default: none, or --bed's label)")
+    ward_bus.add_argument("--mqtt-password-file", type=Path, help="file holding the MQTT password")
+    ward_bus.add_argument("--tls-ca", type=Path, help="the ward CA's certificate (PEM)")
+    ward_bus.add_argument("--tls-cert", type=Path, help="this bed's client certificate (PEM)")
+    ward_bus.add_argument("--tls-key", type=Path, help="this bed's client key (PEM)")
     monitor.set_defaults(func=_cmd_monitor)
 
     for name, func, text, source_help, model_help in (
@@ -1114,6 +1293,54 @@ Every ending syncs and closes the session files and records why in session.json.
             "be scored)",
         )
         window.set_defaults(func=func)
+
+    hl7 = sub.add_parser(
+        "hl7-gateway",
+        help="send the ward's observations and alarms to the hospital record (HL7 v2 / MLLP)",
+        description="Subscribes to the ward broker (read-only: no receipts, no commands) and "
+        "sends one HL7 v2.6 ORU^R01 per bed per period (IHE PCD-01) and one ORU^R40 per "
+        "alarm event (IHE PCD-04) over MLLP, through a durable outbox on disk: a message is "
+        "deleted only after the receiver's MSA|AA; AE/AR answers are kept in OUTBOX/rejected.",
+    )
+    hl7.add_argument("--broker", required=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT")
+    hl7.add_argument("--mllp", required=True, help="the HL7 receiver, HOST:PORT")
+    hl7.add_argument("--ward", default="+", help="the ward label (default: every ward)")
+    hl7.add_argument(
+        "--every-s",
+        type=_float_option(1.0),
+        default=60.0,
+        help="one observation report per bed per this many seconds (default 60)",
+    )
+    hl7.add_argument(
+        "--outbox", type=Path, help="outbox folder (default: hl7-outbox in the user data folder)"
+    )
+    hl7.add_argument("--mqtt-user", help="MQTT user name of the gateway")
+    hl7.add_argument(
+        "--mqtt-password-file", type=Path, help="file whose first line is the MQTT password"
+    )
+    hl7.add_argument("--tls-ca", type=Path, help="CA certificate (PEM) of the ward broker")
+    hl7.set_defaults(func=_cmd_hl7_gateway)
+
+    station = sub.add_parser(
+        "station",
+        help="the central station window: every bed of the ward on one screen",
+        description="Subscribes to the ward broker, shows one tile per bed (level or why it is "
+        "unknown, 10-minute sparkline, alarms, OFFLINE / NO DATA), confirms every alarm event "
+        "with a receipt and sends acknowledge requests to beds that allow them.",
+    )
+    station.add_argument("--broker", required=True, help="mqtt://HOST:PORT or mqtts://HOST:PORT")
+    station.add_argument("--ward", default="+", help="the ward label (default: every ward)")
+    station.add_argument(
+        "--station-id", default="station", help="this station's name on the bus (default station)"
+    )
+    station.add_argument("--mqtt-user", help="the station's MQTT user name")
+    station.add_argument(
+        "--mqtt-password-file", type=Path, help="file whose first line is the MQTT password"
+    )
+    station.add_argument("--tls-ca", type=Path, help="CA certificate (PEM) of the ward broker")
+    station.add_argument("--tls-cert", type=Path, help="the station's client certificate (PEM)")
+    station.add_argument("--tls-key", type=Path, help="the station's client key (PEM)")
+    station.set_defaults(func=_cmd_station)
 
     rep = sub.add_parser("reproduce", help="the founding paper's Tables 2-4 in one command")
     rep.add_argument("--manifest", type=Path, required=True, help="manifest, UNBC or BioVid root")

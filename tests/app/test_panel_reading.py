@@ -115,3 +115,18 @@ def test_banner_shows_the_alarm_with_its_pending_escalation_and_flashes(qtbot):
     assert banner.colour != on_colour  # an unacknowledged alarm flashes; pending never does
     banner.show_state(None, blink_on=True)
     assert banner.text.text() == "No pain alarm" and not banner.pending
+
+
+def test_banner_shows_the_central_station_alarm_while_pain_stays_known(qtbot):
+    from painmon.core.live.alarms import SystemCondition
+
+    banner = AlarmBanner()
+    qtbot.addWidget(banner)
+    manager = AlarmManager(AlarmSettings())
+    manager.update(0.0, 1.0)
+    state = manager.set_system_condition(0.5, SystemCondition.CENTRAL_UNREACHABLE, True)
+    assert not state.output_unknown
+    banner.show_state(state, blink_on=True)
+    assert not banner.technical_row.isHidden()
+    assert "central station not reached" in banner.technical_row.text()
+    assert "pain output unknown" not in banner.technical_row.text()

@@ -177,3 +177,48 @@ def test_screenshots_script_skips_pending_without_the_field(
     monkeypatch.setattr(screenshots, "has_pending_fields", lambda: False)
     assert screenshots.render(tmp_path, (("pending", ("1366x768",)),)) == []
     assert "pending: skipped" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1366, 768)], ids=["1280x720", "1366x768"])
+def test_the_tallest_states_fit_a_small_screen(make_window, screenshots, qtbot, size):
+    """Out of domain (the longest panel texts) with its technical alarm row: the panel's
+    texts are not cut off and the level trend keeps a readable height."""
+    window = make_window()
+    window.resize(*size)
+    window.show()
+    qtbot.waitExposed(window)
+    screenshots.play(window, "out_of_domain", screenshots.patient_frame())
+    window.refresh()
+    assert window.banner.technical_row.isVisible()
+    assert window.state_panel.reason.isVisible() and window.state_panel.reason.text()
+    _check_layout(window, size)
+    panel = _rect(window.state_panel, window)
+    for label in window.state_panel.findChildren(QLabel):
+        if label.isVisible() and label.text():
+            assert panel.contains(_rect(label, window)), f"{label.text()!r} outside the panel"
+            assert label.height() >= min(label.sizeHint().height(), 12), label.text()
+    level_plot = window.trend_plot.level_plot.sceneBoundingRect()
+    assert level_plot.height() >= MIN_TREND_HEIGHT_PX * 0.8, level_plot
+    window.close()
+
+
+def test_a_short_trend_keeps_the_level_plot_and_drops_the_confidence_strip(qtbot):
+    from painmon.app.widgets import COMPACT_TREND_PX, TrendPlot
+
+    plot = TrendPlot()
+    qtbot.addWidget(plot)
+    plot.resize(900, COMPACT_TREND_PX - 60)
+    plot.show()
+    qtbot.waitExposed(plot)
+    QApplication.processEvents()
+    assert plot.compact and not plot.confidence_plot.isVisible()
+    assert plot.level_plot.sceneBoundingRect().height() >= COMPACT_TREND_PX - 80
+    plot.resize(900, COMPACT_TREND_PX + 200)
+    QApplication.processEvents()
+    assert not plot.compact and plot.confidence_plot.isVisible()
+    level = plot.level_plot.sceneBoundingRect()
+    confidence = plot.confidence_plot.sceneBoundingRect()
+    assert level.height() > 2 * confidence.height() > 0  # 3:1, the level first
+    plot.resize(900, COMPACT_TREND_PX - 60)  # and back
+    QApplication.processEvents()
+    assert plot.compact and not plot.confidence_plot.isVisible()

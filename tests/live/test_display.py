@@ -256,6 +256,15 @@ def test_stale_result_is_not_shown():
     assert not recent.result_stale and recent.panel_result is result
 
 
+def test_an_ended_source_shows_no_reading_at_once():
+    """VIDEO ENDED (or a failed camera): the last reading is history, not shown as now."""
+    result = _result()
+    ended = _show(result, source_problem=source_ended(END_OF_VIDEO), last_result_s=NOW_S)
+    assert ended.result_stale and ended.panel_result is None
+    assert ended.panel_reason == NO_VIDEO_REASON
+    assert _show(result, last_result_s=NOW_S).panel_result is result
+
+
 def test_model_class_names_are_used():
     names = ("a", "b", "c", "d", "e")
     assert _show(_result(), class_names=names).class_names == names

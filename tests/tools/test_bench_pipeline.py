@@ -125,3 +125,21 @@ def test_bench_soak_reports_memory(face_model_path, untrained_onnx, tmp_path):
 def test_bench_soak_rejects_non_positive_duration():
     with pytest.raises(ValueError, match="seconds_wall"):
         bench_soak(seconds_wall=0)
+
+
+def test_bench_pipeline_on_a_bedside_install_leaves_out_the_torch_comparison(
+    untrained_onnx, monkeypatch
+):
+    """No torch (no `train` extra): the engine is timed, the comparison is said to be absent."""
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "torch" else real_find_spec(name, *a),
+    )
+    report = bench_pipeline("synthetic", model_path=untrained_onnx, max_frames=12)
+    assert report["frames"] == 12 and report["fps"] > 0
+    assert report["ort_vs_torch_latency_ratio"] is None
+    assert report["ort_vs_torch"] == "not measured: torch is not installed"

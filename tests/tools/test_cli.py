@@ -463,3 +463,22 @@ def test_export_prints_its_summary_once(untrained_dacnn_onnx, tmp_path):
     assert sum(line.startswith("exported ") for line in both) == 1, both
     assert sum("sha256" in line for line in both) == 1, both
     assert (tmp_path / "m.onnx.sha256").is_file()
+
+
+def test_bench_app_every_frame_needs_playback_and_playback_reaches_the_benchmark(
+    monkeypatch, capsys
+):
+    import painmon.app.bench as app_bench
+
+    seen = {}
+
+    def fake_playback(source, seconds, face_model, model, json_path, every_frame):
+        seen.update(source=source, seconds=seconds, every_frame=every_frame)
+        return 0
+
+    monkeypatch.setattr(app_bench, "bench_playback_cli", fake_playback)
+    assert main(["bench", "app", "--source", "synthetic", "--every-frame"]) == 2
+    assert "--every-frame applies to --playback only" in capsys.readouterr().err
+    assert main(["bench", "app", "--source", "synthetic", "--playback", "--seconds", "3",
+                 "--every-frame"]) == 0  # fmt: skip
+    assert seen == {"source": "synthetic", "seconds": 3.0, "every_frame": True}

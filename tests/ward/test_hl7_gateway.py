@@ -1,0 +1,358 @@
+"""The HL7 gateway end to end: a real mosquitto, a raw paho "bed", an MLLP listener."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from painmon.core.util.errors import InvalidInputError
+from painmon.core.ward.client import BrokerAddress, close_client, connect_client, publish_message
+from painmon.core.ward.hl7_gateway import Hl7Gateway, ObsAggregator, parse_host_port
+from painmon.core.ward.messages import (
+    AlarmEventMessage,
+    ObsMessage,
+    StatusMessage,
+    new_uuid,
+    utc_iso,
+)
+from painmon.core.ward.mllp import MllpTestServer, message_control_id
+
+WARD = "W1"
+P = (0.1, 0.2, 0.4, 0.2, 0.1)
+
+
+def _obs(bed: str, seq: int, known: bool = True, level: float = 2.0) -> ObsMessage:
+    if known:
+        return ObsMessage(WARD, bed, utc_iso(), seq, True, level, P, 0.8, 2)
+    return ObsMessage(
+        WARD, bed, utc_iso(), seq, False, None, None, None, None, ("NO_FACE",), "no face in view"
+    )
+
+
+def _alarm(bed: str, seq: int = 1) -> AlarmEventMessage:
+    return AlarmEventMessage(
+        WARD, bed, utc_iso(), new_uuid(), seq, "pain", "PAIN", "high", "start", "Pain level high"
+    )
+
+
+def _segments(message: bytes) -> list[list[str]]:
+    return [s.split("|") for s in message.decode().split("\r") if s]
+
+
+def _obx_value(message: bytes, code: str) -> str | None:
+    for seg in _segments(message):
+        if seg[0] == "OBX" and seg[3].startswith(code + "^"):
+            return seg[5]
+    return None
+
+
+def _by_type(messages: list[bytes], message_type: str) -> list[bytes]:
+    return [m for m in messages if _segments(m)[0][8] == message_type]
+
+
+def _bed_of(message: bytes) -> str:
+    pv1 = next(s for s in _segments(message) if s[0] == "PV1")
+    return pv1[3].split("^")[2]
+
+
+def _wait(predicate, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def _bed_client(url: str):
+    return connect_client(BrokerAddress.parse(url), "test-bed-publisher")
+
+
+def _subscribed(gateway: Hl7Gateway, bed: str) -> bool:
+    # The retained status arrives on subscribe: once it is in, the subscriptions are live.
+    return (WARD, bed) in gateway.pseudonyms
+
+
+def _publish_obs(client, beds: list[str], seconds: float, hz: float = 10.0, start_seq=0):
+    sent = dict.fromkeys(beds, 0)
+    seq = start_seq
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for bed in beds:
+            known = seq % 5 != 0
+            publish_message(client, _obs(bed, seq, known, level=1.0 + (seq % 3)))
+            sent[bed] += 1
+        seq += 1
+        time.sleep(1.0 / hz)
+    return sent
+
+
+def test_parse_host_port_and_aggregator_refusals() -> None:
+    assert parse_host_port("127.0.0.1:2575") == ("127.0.0.1", 2575)
+    assert parse_host_port("[::1]:2575") == ("::1", 2575)
+    for bad in ("host", "host:0", "host:x", ":2575"):
+        with pytest.raises(InvalidInputError):
+            parse_host_port(bad)
+    with pytest.raises(InvalidInputError):
+        ObsAggregator(0)
+
+
+def test_aggregator_median_and_unknown_counts() -> None:
+    agg = ObsAggregator(60)
+    for i, level in enumerate([1.0, 3.0, 2.0]):
+        agg.add(_obs("b1", i, level=level), now_s=float(i))
+    agg.add(_obs("b1", 3, known=False), now_s=3.0)
+    agg.add(_obs("b2", 0, known=False), now_s=3.0)
+    assert agg.due(59.9) == []
+    (b1,) = agg.due(60.0)
+    assert (b1.bed, b1.n_obs, b1.n_unknown, b1.median_level) == ("b1", 4, 1, 2.0)
+    assert b1.unknown_reason is None
+    (b2,) = agg.flush({(WARD, "b2"): "P-9"})
+    assert (b2.median_level, b2.n_unknown, b2.unknown_reason, b2.pseudonym) == (
+        None,
+        1,
+        "no face in view",
+        "P-9",
+    )
+
+
+def test_gateway_sends_pcd01_per_bed_per_period_and_one_pcd04_per_alarm(
+    tmp_path: Path, broker
+) -> None:
+    beds = ["bed-1", "bed-2"]
+    bed = _bed_client(broker.url)
+    try:
+        publish_message(
+            bed, StatusMessage(WARD, "bed-1", utc_iso(), "online", "test", pseudonym="P-1")
+        ).wait_for_publish(5)
+        with MllpTestServer() as listener:
+            gateway = Hl7Gateway(
+                broker.url, "127.0.0.1", listener.port, tmp_path / "outbox", ward=WARD, every_s=1.0
+            )
+            gateway.start()
+            try:
+                assert _wait(lambda: _subscribed(gateway, "bed-1"))
+                sent = _publish_obs(bed, beds, seconds=2.5)
+                alarm = _alarm("bed-2")
+                publish_message(bed, alarm).wait_for_publish(5)
+                publish_message(bed, alarm).wait_for_publish(5)  # the bed's re-send
+                assert _wait(lambda: len(_by_type(listener.accepted, "ORU^R40^ORU_R40")) >= 1)
+            finally:
+                gateway.stop(drain_s=5)
+            accepted = list(listener.accepted)
+    finally:
+        close_client(bed)
+
+    reports = _by_type(accepted, "ORU^R01^ORU_R01")
+    for name in beds:
+        mine = [m for m in reports if _bed_of(m) == name]
+        assert len(mine) >= 2, f"{name}: one report per 1 s period over 2.5 s"
+        counted = sum(int(_obx_value(m, "PAINMON-OBS-COUNT")) for m in mine)
+        assert counted == sent[name]  # QoS 0 on loopback: every obs is in some period
+        unknown = sum(int(_obx_value(m, "PAINMON-UNKNOWN-COUNT")) for m in mine)
+        assert 0 < unknown < counted
+        pids = {next(s for s in _segments(m) if s[0] == "PID")[3] for m in mine}
+        assert pids == ({"P-1^^^PAINMON^ANON"} if name == "bed-1" else {""})
+    alarms = _by_type(accepted, "ORU^R40^ORU_R40")
+    assert len(alarms) == 1  # de-duplicated by uuid
+    obr = next(s for s in _segments(alarms[0]) if s[0] == "OBR")
+    assert obr[3] == f"{alarm.uuid}^PAINMON"
+    assert _bed_of(alarms[0]) == "bed-2"
+    assert gateway.outbox.pending() == []
+
+
+@pytest.mark.slow
+def test_gateway_restart_loses_no_message(tmp_path: Path, broker) -> None:
+    outbox = tmp_path / "outbox"
+    bed = _bed_client(broker.url)
+    alarms = []
+    try:
+        publish_message(
+            bed, StatusMessage(WARD, "bed-1", utc_iso(), "online", "test", pseudonym="P-1")
+        ).wait_for_publish(5)
+        with MllpTestServer(mode="drop") as listener:  # the record is down at first
+            first = Hl7Gateway(
+                broker.url,
+                "127.0.0.1",
+                listener.port,
+                outbox,
+                ward=WARD,
+                every_s=1.0,
+                backoff_s=0.05,
+                backoff_max_s=0.2,
+                mllp_timeout_s=0.5,
+            ).start()
+            assert _wait(lambda: _subscribed(first, "bed-1"))
+            _publish_obs(bed, ["bed-1"], seconds=1.5)
+            alarms.append(_alarm("bed-1", 1))
+            publish_message(bed, alarms[-1]).wait_for_publish(5)
+            assert _wait(lambda: len(first.produced) >= 2)
+            first.stop(drain_s=0)  # a restart mid-run, messages still waiting
+            left = len(first.outbox.pending())
+            assert left >= 2
+
+            listener.mode = "AA"  # the record is back; a new gateway on the same outbox
+            second = Hl7Gateway(
+                broker.url,
+                "127.0.0.1",
+                listener.port,
+                outbox,
+                ward=WARD,
+                every_s=1.0,
+                backoff_s=0.05,
+                backoff_max_s=0.2,
+            ).start()
+            try:
+                assert _wait(lambda: _subscribed(second, "bed-1"))
+                _publish_obs(bed, ["bed-1"], seconds=1.5, start_seq=1000)
+                alarms.append(_alarm("bed-1", 2))
+                publish_message(bed, alarms[-1]).wait_for_publish(5)
+                assert _wait(lambda: len(_by_type(listener.accepted, "ORU^R40^ORU_R40")) >= 2)
+            finally:
+                second.stop(drain_s=5)
+            accepted = list(listener.accepted)
+    finally:
+        close_client(bed)
+
+    produced = first.produced + second.produced
+    got = {message_control_id(m) for m in accepted}
+    assert set(produced) <= got, "every message made by either gateway reached the record"
+    assert second.outbox.pending() == []
+    alarm_ids = {
+        next(s for s in _segments(m) if s[0] == "OBR")[3].split("^")[0]
+        for m in _by_type(accepted, "ORU^R40^ORU_R40")
+    }
+    assert alarm_ids == {a.uuid for a in alarms}
+    # Duplicates are allowed (a message answered just before a stop) but carry the same id.
+    assert len(accepted) >= len(produced)
+
+
+def test_cli_bad_input_is_one_line(capsys) -> None:
+    from painmon.core.tools.cli import main
+
+    assert main(["hl7-gateway", "--broker", "mqtt://127.0.0.1:1", "--mllp", "nohost"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "HOST:PORT" in err[0] and "Traceback" not in err[0]
+    code = main(["hl7-gateway", "--broker", "mqtt://u:s3cret@127.0.0.1:1", "--mllp", "h:1"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "s3cret" not in err
+
+
+def test_cli_names_the_ward_extra_when_missing(capsys, monkeypatch) -> None:
+    import importlib.util
+
+    from painmon.core.tools.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "hl7apy" else real(name, *a)
+    )
+    assert main(["hl7-gateway", "--broker", "mqtt://127.0.0.1:1", "--mllp", "h:1"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'painmon[ward]'" in err and "hl7apy" in err
+
+
+@pytest.mark.slow
+def test_cli_runs_until_interrupted(tmp_path: Path, broker) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    with MllpTestServer() as listener:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys; from painmon.core.tools.cli import main; sys.exit(main())",
+                "hl7-gateway",
+                "--broker",
+                broker.url,
+                "--mllp",
+                listener.address,
+                "--ward",
+                WARD,
+                "--every-s",
+                "1",
+                "--outbox",
+                str(tmp_path / "outbox"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        bed = _bed_client(broker.url)
+        try:
+            deadline = time.monotonic() + 20
+            while not listener.accepted and time.monotonic() < deadline:
+                _publish_obs(bed, ["bed-9"], seconds=0.5)
+        finally:
+            close_client(bed)
+            proc.send_signal(signal.SIGINT)
+            _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert listener.accepted and _bed_of(listener.accepted[0]) == "bed-9"
+
+
+def test_gateway_runs_as_a_read_only_user(tmp_path: Path, mosquitto_binary) -> None:
+    from painmon.core.ward.broker import MosquittoBroker
+    from painmon.core.ward.security import write_acl, write_password_file
+
+    secrets = {"bed-1": "bed-pw", "station": "st-pw", "hl7gw": "gw-pw"}
+    pw = write_password_file(tmp_path / "passwd", secrets)
+    acl = write_acl(tmp_path / "acl", WARD, ["bed-1"], "station", readers=["hl7gw"])
+    with (
+        MosquittoBroker(tmp_path / "broker", password_file=pw, acl_file=acl) as broker,
+        MllpTestServer() as listener,
+    ):
+        bed = connect_client(
+            BrokerAddress.parse(broker.url), "bed-1", username="bed-1", password="bed-pw"
+        )
+        gateway = Hl7Gateway(
+            broker.url,
+            "127.0.0.1",
+            listener.port,
+            tmp_path / "outbox",
+            ward=WARD,
+            every_s=1.0,
+            username="hl7gw",
+            password="gw-pw",
+        ).start()
+        try:
+            publish_message(
+                bed, StatusMessage(WARD, "bed-1", utc_iso(), "online", "test", pseudonym="P-1")
+            ).wait_for_publish(5)
+            assert _wait(lambda: _subscribed(gateway, "bed-1"))
+            alarm = _alarm("bed-1")
+            publish_message(bed, alarm).wait_for_publish(5)
+            assert _wait(lambda: len(listener.accepted) >= 1)
+        finally:
+            gateway.stop(drain_s=5)
+            close_client(bed)
+    (report,) = listener.accepted
+    assert f"{alarm.uuid}^PAINMON" in report.decode()
+    log_text = "".join(
+        p.read_text(errors="replace") for p in (tmp_path / "outbox").rglob("*") if p.is_file()
+    )
+    assert "gw-pw" not in log_text
+
+
+def test_gateway_resubscribes_after_a_broker_restart(tmp_path: Path, broker) -> None:
+    with MllpTestServer() as listener:
+        gateway = Hl7Gateway(
+            broker.url, "127.0.0.1", listener.port, tmp_path / "outbox", ward=WARD, every_s=60
+        ).start()
+        try:
+            broker.restart()  # SIGTERM + start: the gateway reconnects on its own
+            bed = _bed_client(broker.url)
+            try:
+                deadline = time.monotonic() + 15
+                while not listener.accepted and time.monotonic() < deadline:
+                    publish_message(bed, _alarm("bed-7")).wait_for_publish(5)
+                    time.sleep(0.5)
+            finally:
+                close_client(bed)
+        finally:
+            gateway.stop(drain_s=5)
+    assert listener.accepted, "alarm events reached the record after the broker came back"
