@@ -57,6 +57,7 @@ from painmon.app.settings_dialog import (
     TREND_WINDOWS_MIN,
     AppSettings,
     SettingsDialog,
+    bed_publisher,
     load_settings,
     save_settings,
 )
@@ -352,6 +353,13 @@ class MainWindow(QMainWindow):
         self.status_provider = QLabel("")
         self.status_session = ElidedLabel("no session")
         self.status_sound = ElidedLabel("sound: on")
+        # The ward link (issue 14): hidden unless this bed publishes or tried to.
+        self.status_ward = ElidedLabel("")
+        self.status_ward.setVisible(False)
+        self._bed_publisher: Any = None  # core.ward.bed.BedPublisher while publishing
+        self._ward_problem = ""  # why publishing was asked for and did not start
+        self._ward_configured_here = False  # the demo publishes only when set in this session
+        self._ward_shown: tuple[bool, str, str, str] | None = None  # the label's last content
         if not self.sound.available:
             # The short verdict in the bar; the technical cause in its tooltip.
             verdict, _, cause = self.sound.reason.partition(" (")
@@ -368,6 +376,7 @@ class MainWindow(QMainWindow):
             self.status_provider,
             self.status_session,
             self.status_sound,
+            self.status_ward,
         ):
             status.addPermanentWidget(label)
         # Elided, but never to a stub that says nothing ("n…n"): each keeps a readable width.
@@ -594,7 +603,15 @@ class MainWindow(QMainWindow):
         if isinstance(source, str) and source != self.app_settings.source:
             self.app_settings = dataclasses.replace(self.app_settings, source=source)
             self._persist()
-        worker = InferenceWorker(source, self._engine_factory(), every_frame=self.every_frame)
+        hooks = self._start_bed_publisher()
+        worker = InferenceWorker(
+            source,
+            self._engine_factory(),
+            every_frame=self.every_frame,
+            on_result=hooks.on_result if hooks is not None else None,
+            on_alarm_state=hooks.on_alarm_state if hooks is not None else None,
+            on_poll=hooks.on_poll if hooks is not None else None,
+        )
         thread = QThread(self)
         thread.setObjectName("painmon-inference")
         worker.moveToThread(thread)
@@ -637,6 +654,66 @@ class MainWindow(QMainWindow):
         # Kept alive until the next stop so that signals it queued before stopping can still
         # be recognised as stale (sender() of a deleted object is None).
         self._retired_worker = worker
+        publisher, self._bed_publisher = self._bed_publisher, None
+        if publisher is not None:
+            publisher.stop("monitoring stopped")  # the retained offline status
+        self._show_ward_link()
+
+    @property
+    def bed_publisher(self) -> Any:
+        """The running source's ward publisher (core.ward.bed.BedPublisher), else None."""
+        return self._bed_publisher
+
+    def _start_bed_publisher(self) -> Any:
+        """Start publishing to the ward when configured; the hooks for the worker, or None.
+
+        The demo publishes only when the ward was configured in this session (it never
+        reads the nurse's ward as a reason to put a synthetic patient on the bus).
+        """
+        self._ward_problem = ""
+        ward = self.app_settings.ward
+        if not ward.publish or (self.demo and not self._ward_configured_here):
+            self._show_ward_link()
+            return None
+        try:
+            publisher = bed_publisher(ward)
+            from painmon.core.ward.bed import monitor_hooks
+
+            publisher.start()
+        except PainmonError as exc:
+            self._ward_problem = str(exc)
+            log.warning("not publishing to the ward: %s", exc)
+            self.statusBar().showMessage(f"not publishing to the ward: {exc}", 15000)
+            self._show_ward_link()
+            return None
+        self._bed_publisher = publisher
+        self._show_ward_link()
+        return monitor_hooks(publisher)
+
+    def _show_ward_link(self) -> None:
+        """The status bar's ward label: connected, broker not reached, or why not published."""
+        publisher = self._bed_publisher
+        warn = f"color: {COLOUR_MEDIUM};"
+        if publisher is None:
+            problem = self._ward_problem
+            shown = (bool(problem), "ward: not published" if problem else "", problem, warn)
+        else:
+            where = f"{publisher.ward}/{publisher.bed}"
+            tip = f"{where} on {publisher.address.url}"
+            if publisher.connected:
+                shown = (True, f"ward: {where} connected", tip, "")
+            else:
+                shown = (True, "ward: broker not reached", tip, warn)
+        # Called on every refresh: touch the label (and its style) only when it changes.
+        if shown == self._ward_shown:
+            return
+        self._ward_shown = shown
+        visible, text, tip, style = shown
+        label = self.status_ward
+        label.setVisible(visible)
+        label.setText(text)
+        label.setToolTip(tip)
+        label.setStyleSheet(style)
 
     def timed_slots(self) -> list[tuple[QTimer, str, Any]]:
         """(timer, name, slot) of the GUI thread's periodic work, for the app benchmark."""
@@ -882,6 +959,7 @@ class MainWindow(QMainWindow):
         )
         self.status_latency.setText(display.latency_text)
         self.status_playback.setText(self._worker.playback_text() if self._worker else "")
+        self._show_ward_link()
 
     def _show_source_problem(self) -> None:
         """No video (no camera, video ended…): a technical state, never "No pain alarm"."""
@@ -954,6 +1032,16 @@ class MainWindow(QMainWindow):
         self._persist()
         self._apply_display_settings()
         self.trend_plot.set_thresholds(new.alarm)
+        if new.ward != old.ward:
+            self._ward_configured_here = True
+            same_source = (old.source, old.model_path, old.face_model) == (
+                new.source,
+                new.model_path,
+                new.face_model,
+            )
+            if same_source and self._worker is not None and self.source_spec is not None:
+                # Otherwise the caller restarts for the new source or model anyway.
+                self.start_source(self.source_spec)
         if (
             old.alarm == new.alarm
             and old.smoothing_time_constant_s == new.smoothing_time_constant_s

@@ -369,14 +369,21 @@ class RetrainDialog(QDialog):
 
     def _show(self, status: JobStatus) -> None:
         self.cancel_button.setEnabled(status.state == "running")
+        # The final run after cross-validation counts its own epochs.
+        if self.progress.maximum() != status.epochs_total:
+            self.progress.setRange(0, status.epochs_total)
         self.progress.setValue(status.epochs_done)
-        stage = {"train": "Training", "evaluate": "Evaluating", "export": "Exporting"}.get(
-            status.stage, "Finished"
-        )
+        stage = {
+            "train": "Training",
+            "final": "Training the model to deploy",
+            "evaluate": "Evaluating",
+            "export": "Exporting",
+        }.get(status.stage, "Finished")
         self.stage_label.setText(f"{stage}: {status.message}")
         self.stage_label.setStyleSheet(_ERROR_STYLE if status.state == "failed" else "")
         self.eta_label.setText(
-            _format_duration(status.eta_s) if status.state == "running" and status.stage == "train"
+            _format_duration(status.eta_s)
+            if status.state == "running" and status.stage in ("train", "final")
             else ""
         )  # fmt: skip
         self._show_history(status.history)
@@ -388,7 +395,9 @@ class RetrainDialog(QDialog):
                 low, high = f1["ci95"]
                 text += (
                     f"\nCross-validation macro-F1 {f1['mean']:.3f} (95% CI {low:.3f}–{high:.3f}, "
-                    f"{f1['n']} folds); the fold with the best validation macro-F1 is offered"
+                    f"{f1['n']} folds, for this estimate only); the model offered was trained "
+                    "on the fixed split's train and validation subjects and scored once on the "
+                    "test subjects above"
                 )
             self.metrics_label.setText(text)
         has_report = status.report_path is not None and status.report_path.is_file()

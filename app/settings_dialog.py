@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import (
@@ -23,6 +26,11 @@ from PySide6.QtWidgets import (
 
 from painmon.app.widgets import ElidedLabel
 from painmon.core.live.alarms import MAX_AUDIO_PAUSE_S, AlarmSettings
+from painmon.core.util.errors import InvalidInputError
+from painmon.core.ward.topics import check_label
+
+if TYPE_CHECKING:  # paho comes with the ward extra, imported only when a bed publishes
+    from painmon.core.ward.bed import BedPublisher
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,123 @@ _AU_ALARMS = "au_alarms_out_of_domain"
 _ALARM_FIELDS = tuple(
     f.name for f in dataclasses.fields(AlarmSettings) if f.name not in ("model_sha256", _AU_ALARMS)
 )
+
+
+WARD_EXTRA_HINT = "publishing to the ward needs the ward extra: pip install 'painmon[ward]'"
+MIN_OBS_HZ, MAX_OBS_HZ = 1.0, 10.0  # as core.ward.bed (imported only with the ward extra)
+
+
+def ward_available() -> bool:
+    """True when the ``ward`` extra (paho-mqtt, jsonschema) is installed."""
+    return all(importlib.util.find_spec(name) is not None for name in ("paho", "jsonschema"))
+
+
+@dataclass(frozen=True)
+class WardSettings:
+    """Publishing this bed to the ward's MQTT broker (issue 14); off by default.
+
+    Only the password FILE's path is kept, never the password: a broker URL carrying one
+    is refused. Labels and the URL are checked whenever given, everything needed to
+    publish only when publishing is on.
+    """
+
+    publish: bool = False
+    broker_url: str = ""
+    ward: str = ""
+    bed: str = ""
+    obs_hz: float = 2.0
+    remote_ack: bool = False
+    mqtt_user: str = ""
+    password_file: str = ""
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    def __post_init__(self) -> None:
+        hz = self.obs_hz
+        if not (isinstance(hz, int | float) and math.isfinite(hz)):
+            raise InvalidInputError(f"ward obs rate must be a number of Hz, got {hz!r}")
+        if not MIN_OBS_HZ <= hz <= MAX_OBS_HZ:
+            raise InvalidInputError(
+                f"ward obs rate must lie in {MIN_OBS_HZ:g}..{MAX_OBS_HZ:g} Hz, got {hz!r}"
+            )
+        if self.ward:
+            check_label(self.ward, "ward")
+        if self.bed:
+            check_label(self.bed, "bed")
+        if (self.tls_cert or self.tls_key) and not self.tls_ca:
+            raise InvalidInputError("the TLS certificate and key need the ward's CA file")
+        if self.password_file and not self.mqtt_user:
+            raise InvalidInputError("the MQTT password file needs an MQTT user")
+        if self.broker_url and ward_available():
+            address = _broker_address(self.broker_url)
+            if address.password is not None:
+                raise InvalidInputError(
+                    "the broker URL must not carry a password: give the MQTT user and a "
+                    "password file instead"
+                )
+            if address.tls and not self.tls_ca:
+                raise InvalidInputError(f"{address.url} is TLS: give the ward's CA file")
+        if not self.publish:
+            return
+        if not ward_available():
+            raise InvalidInputError(WARD_EXTRA_HINT)
+        missing = [
+            what
+            for what, value in (
+                ("the broker URL", self.broker_url),
+                ("the ward", self.ward),
+                ("the bed", self.bed),
+            )
+            if not value
+        ]
+        if missing:
+            raise InvalidInputError(f"publishing to the ward needs {', '.join(missing)}")
+
+    @property
+    def label(self) -> str:
+        """``ward/bed`` as the status bar names this bed."""
+        return f"{self.ward}/{self.bed}"
+
+    def check_files(self) -> None:
+        """InvalidInputError when a password or TLS file named here is not a readable file."""
+        for what, path in (
+            ("password file", self.password_file),
+            ("TLS CA file", self.tls_ca),
+            ("TLS certificate", self.tls_cert),
+            ("TLS key", self.tls_key),
+        ):
+            if path and not Path(path).is_file():
+                raise InvalidInputError(f"{what} {path}: no such file")
+
+
+def _broker_address(url: str):  # -> BrokerAddress (paho is imported with it)
+    from painmon.core.ward.client import BrokerAddress
+
+    return BrokerAddress.parse(url)
+
+
+def bed_publisher(ward: WardSettings) -> BedPublisher:
+    """A (not started) publisher for ``ward``; InvalidInputError (one line) when it cannot be."""
+    if not ward_available():
+        raise InvalidInputError(WARD_EXTRA_HINT)
+    from painmon.core.ward.bed import bed_publisher_from_options
+
+    def path(text: str) -> Path | None:
+        return Path(text) if text else None
+
+    return bed_publisher_from_options(
+        ward.broker_url,
+        ward.ward,
+        ward.bed,
+        obs_hz=ward.obs_hz,
+        remote_ack=ward.remote_ack,
+        username=ward.mqtt_user or None,
+        password_file=path(ward.password_file),
+        tls_ca=path(ward.tls_ca),
+        tls_cert=path(ward.tls_cert),
+        tls_key=path(ward.tls_key),
+    )
 
 
 @dataclass(frozen=True)
@@ -50,6 +175,7 @@ class AppSettings:
     show_landmarks: bool = False
     trend_window_min: int = 15
     session_root: str = ""  # empty: ~/painmon-sessions
+    ward: WardSettings = field(default_factory=WardSettings)
 
     def __post_init__(self) -> None:
         if self.alarm.model_sha256:
@@ -74,6 +200,51 @@ def _as_bool(value: object) -> bool:
     return bool(value)
 
 
+_WARD_TEXT = (
+    "broker_url",
+    "ward",
+    "bed",
+    "mqtt_user",
+    "password_file",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+)
+
+
+def load_ward_settings(store: QSettings) -> WardSettings:
+    """The stored ward settings; broken ones (or publishing without the extra) mean off, logged."""
+    defaults = WardSettings()
+    try:
+        values: dict[str, object] = {
+            name: str(store.value(f"ward/{name}", getattr(defaults, name))) for name in _WARD_TEXT
+        }
+        values["obs_hz"] = float(store.value("ward/obs_hz", defaults.obs_hz))
+        values["remote_ack"] = _as_bool(store.value("ward/remote_ack", defaults.remote_ack))
+        values["publish"] = _as_bool(store.value("ward/publish", defaults.publish))
+    except (TypeError, ValueError) as exc:
+        log.warning("stored ward settings are unreadable (%s); not publishing to the ward", exc)
+        return defaults
+    try:
+        return WardSettings(**values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        log.warning("stored ward settings are invalid (%s); not publishing to the ward", exc)
+    try:
+        # Keep what the nurse typed, only switched off.
+        return WardSettings(**{**values, "publish": False})  # type: ignore[arg-type]
+    except ValueError:
+        return defaults
+
+
+def save_ward_settings(store: QSettings, ward: WardSettings) -> None:
+    """Write ``ward`` (the password file's path, never a password)."""
+    for name in _WARD_TEXT:
+        store.setValue(f"ward/{name}", getattr(ward, name))
+    store.setValue("ward/obs_hz", float(ward.obs_hz))
+    store.setValue("ward/remote_ack", bool(ward.remote_ack))
+    store.setValue("ward/publish", bool(ward.publish))
+
+
 def load_settings(store: QSettings) -> AppSettings:
     """Read :class:`AppSettings` from ``store``; a missing or broken value falls back (logged)."""
     defaults = AppSettings()
@@ -84,6 +255,7 @@ def load_settings(store: QSettings) -> AppSettings:
             alarm_values[name] = float(raw)
         except (TypeError, ValueError):
             log.warning("ignoring stored alarm/%s=%r (not a number)", name, raw)
+    ward = load_ward_settings(store)
     alarm_values[_AU_ALARMS] = _as_bool(
         store.value(f"alarm/{_AU_ALARMS}", getattr(defaults.alarm, _AU_ALARMS))
     )
@@ -106,10 +278,11 @@ def load_settings(store: QSettings) -> AppSettings:
             show_landmarks=_as_bool(store.value("overlay/show_landmarks", defaults.show_landmarks)),
             trend_window_min=int(store.value("trend_window_min", defaults.trend_window_min)),
             session_root=str(store.value("session_root", defaults.session_root)),
+            ward=ward,
         )
     except (TypeError, ValueError) as exc:
         log.warning("stored display settings are invalid (%s); using the defaults", exc)
-        return dataclasses.replace(defaults, alarm=alarm)
+        return dataclasses.replace(defaults, alarm=alarm, ward=ward)
 
 
 def save_settings(store: QSettings, settings: AppSettings) -> None:
@@ -126,6 +299,7 @@ def save_settings(store: QSettings, settings: AppSettings) -> None:
     store.setValue("overlay/show_landmarks", settings.show_landmarks)
     store.setValue("trend_window_min", settings.trend_window_min)
     store.setValue("session_root", settings.session_root)
+    save_ward_settings(store, settings.ward)
     store.sync()
 
 
@@ -219,6 +393,7 @@ class SettingsDialog(QDialog):
         form.addRow("Grad-CAM opacity", self._opacity)
         form.addRow(self._landmarks)
         layout.addWidget(overlay)
+        layout.addWidget(self._build_ward_group(current.ward))
 
         self._error = QLabel()
         self._error.setStyleSheet("color: #c0392b; font-weight: bold;")
@@ -230,6 +405,76 @@ class SettingsDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
+
+    def _build_ward_group(self, ward: WardSettings) -> QGroupBox:
+        """The "Ward (MQTT)" group: publish this bed to the nursing station's broker."""
+        group = QGroupBox("Ward (MQTT)")
+        group.setObjectName("ward_group")
+        form = QFormLayout(group)
+        self.ward_available = ward_available()
+        self._ward_publish = QCheckBox("Publish this bed to the ward (used at the next start)")
+        self._ward_publish.setChecked(ward.publish and self.ward_available)
+        self._ward_url = QLineEdit(ward.broker_url)
+        self._ward_url.setPlaceholderText("mqtt://broker:1883 or mqtts://broker:8883")
+        self._ward_name = QLineEdit(ward.ward)
+        self._ward_name.setPlaceholderText("ward label, e.g. icu")
+        self._ward_bed = QLineEdit(ward.bed)
+        self._ward_bed.setPlaceholderText("bed label, e.g. bed-12 (no patient names)")
+        self._ward_hz = QDoubleSpinBox()
+        self._ward_hz.setRange(MIN_OBS_HZ, MAX_OBS_HZ)
+        self._ward_hz.setDecimals(1)
+        self._ward_hz.setSuffix(" Hz")
+        self._ward_hz.setValue(ward.obs_hz)
+        self._ward_remote_ack = QCheckBox("Allow acknowledgement from the central station")
+        self._ward_remote_ack.setToolTip(
+            "Off by default: the bed stays the primary alarm. When on, an acknowledge sent "
+            "from the nursing station is applied at this bed."
+        )
+        self._ward_remote_ack.setChecked(ward.remote_ack)
+        self._ward_user = QLineEdit(ward.mqtt_user)
+        self._ward_password_file = QLineEdit(ward.password_file)
+        self._ward_password_file.setPlaceholderText("file holding the password (never stored)")
+        self._ward_ca = QLineEdit(ward.tls_ca)
+        self._ward_cert = QLineEdit(ward.tls_cert)
+        self._ward_key = QLineEdit(ward.tls_key)
+        for edit in (self._ward_ca, self._ward_cert, self._ward_key):
+            edit.setPlaceholderText("PEM file (TLS only)")
+        form.addRow(self._ward_publish)
+        form.addRow("Broker", self._ward_url)
+        form.addRow("Ward", self._ward_name)
+        form.addRow("Bed", self._ward_bed)
+        form.addRow("Observations", self._ward_hz)
+        form.addRow(self._ward_remote_ack)
+        form.addRow("MQTT user", self._ward_user)
+        form.addRow("Password file", self._ward_password_file)
+        form.addRow("TLS CA", self._ward_ca)
+        form.addRow("TLS certificate", self._ward_cert)
+        form.addRow("TLS key", self._ward_key)
+        self.ward_hint = QLabel("" if self.ward_available else WARD_EXTRA_HINT)
+        self.ward_hint.setWordWrap(True)
+        self.ward_hint.setVisible(not self.ward_available)
+        form.addRow(self.ward_hint)
+        if not self.ward_available:
+            self._ward_publish.setEnabled(False)
+        return group
+
+    def _ward_settings(self) -> WardSettings:
+        ward = WardSettings(
+            publish=self._ward_publish.isChecked(),
+            broker_url=self._ward_url.text().strip(),
+            ward=self._ward_name.text().strip(),
+            bed=self._ward_bed.text().strip(),
+            obs_hz=self._ward_hz.value(),
+            remote_ack=self._ward_remote_ack.isChecked(),
+            mqtt_user=self._ward_user.text().strip(),
+            password_file=self._ward_password_file.text().strip(),
+            tls_ca=self._ward_ca.text().strip(),
+            tls_cert=self._ward_cert.text().strip(),
+            tls_key=self._ward_key.text().strip(),
+        )
+        if ward.publish:
+            ward.check_files()
+        return ward
 
     def _show_path(self, edit: QLineEdit, text: str) -> None:
         edit.setToolTip(text)
@@ -255,6 +500,7 @@ class SettingsDialog(QDialog):
             show_gradcam=self._gradcam.isChecked(),
             gradcam_opacity=self._opacity.value(),
             show_landmarks=self._landmarks.isChecked(),
+            ward=self._ward_settings(),
         )
 
     def accept(self) -> None:

@@ -10,6 +10,12 @@ are made in the GUI thread only). Operator commands (acknowledge, audio pause,
 settings, calibration, session start/stop) are queued with :meth:`submit` and run
 on this thread between frames, because the engine and its session writer are
 single-threaded.
+
+Optional hooks mirror :func:`painmon.core.live.monitor.run_monitor` (the ward bus uses
+them): ``on_result(result)`` after every scored frame, ``on_alarm_state(state)`` for the
+alarm states that come without a result (ticks, commands) and ``on_poll(engine, t_s)``
+on every loop, whose returned alarm states are emitted. They run on this thread; one that
+raises is logged and never stops the monitor (the bed stays the primary alarm).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal, Slot
@@ -44,6 +50,9 @@ _POLL_S = 0.05
 _TICK_AFTER_S = 0.25
 
 Command = Callable[[MonitorEngine, float], AlarmState | None]
+ResultHook = Callable[[Any], None]
+AlarmStateHook = Callable[[AlarmState], None]
+PollHook = Callable[[Any, float], Iterable[AlarmState]]
 
 
 def frame_to_qimage(rgb: Any) -> QImage:
@@ -80,8 +89,16 @@ class InferenceWorker(QObject):
         *,
         clock: Callable[[], float] = time.monotonic,
         every_frame: bool = False,
+        on_result: ResultHook | None = None,
+        on_alarm_state: AlarmStateHook | None = None,
+        on_poll: PollHook | None = None,
     ) -> None:
         super().__init__()
+        self.on_result = on_result
+        self.on_alarm_state = on_alarm_state
+        self.on_poll = on_poll
+        #: hook calls that raised (each logged; the monitor went on)
+        self.hook_failures = 0
         self._source_spec = source
         #: play files and the demo frame by frame (pull mode) instead of in real time
         self.every_frame = bool(every_frame)
@@ -148,6 +165,7 @@ class InferenceWorker(QObject):
         ended = False
         while not self._stop.is_set():
             self._drain_commands()
+            self._poll(engine)
             wait_start_s = self._clock()
             frame = self.capture.get_latest(timeout_s=_POLL_S)
             now_s = self._clock()
@@ -168,7 +186,9 @@ class InferenceWorker(QObject):
                 if silent and self._t_s is not None and now_s - last_frame_s >= _TICK_AFTER_S:
                     self._t_s = max(self._t_s, self._t_s + (now_s - last_frame_s))
                     last_frame_s = now_s
-                    self.alarm_state.emit(engine.tick(self._t_s))
+                    tick_state = engine.tick(self._t_s)
+                    self.alarm_state.emit(tick_state)
+                    self._hook(self.on_alarm_state, tick_state)
                 elif ended and not silent:
                     self._stop.wait(_POLL_S)
                 continue
@@ -180,6 +200,28 @@ class InferenceWorker(QObject):
             self._t_s = frame.t_s
             last_frame_s = now_s
             self.result_ready.emit(result, frame_to_qimage(frame.rgb))
+            self._hook(self.on_result, result)
+
+    def _hook(self, hook: Callable[..., Any] | None, *args: Any) -> Any:
+        if hook is None:
+            return None
+        try:
+            return hook(*args)
+        except Exception as exc:
+            self.hook_failures += 1
+            # The first failure with its traceback, then one line per hundred.
+            if self.hook_failures == 1:
+                log.exception("a monitor hook failed; monitoring goes on")
+            elif self.hook_failures % 100 == 0:
+                log.warning("monitor hooks failed %d times (last: %s)", self.hook_failures, exc)
+            return None
+
+    def _poll(self, engine: MonitorEngine) -> None:
+        if self.on_poll is None:
+            return
+        t_s = self._t_s if self._t_s is not None else 0.0
+        for state in self._hook(self.on_poll, engine, t_s) or ():
+            self.alarm_state.emit(state)
 
     def _drain_commands(self) -> None:
         engine = self._engine
@@ -198,6 +240,7 @@ class InferenceWorker(QObject):
                 continue
             if isinstance(value, AlarmState):
                 self.alarm_state.emit(value)
+                self._hook(self.on_alarm_state, value)
             if on_done is not None:
                 on_done(value)
 

@@ -150,6 +150,26 @@ class EngineResult:
         return self.output_known or self.out_of_domain
 
 
+@dataclass(frozen=True)
+class FaceStage:
+    """One frame after the face half of the engine (:meth:`Engine.observe`): what the
+    scoring half (:meth:`Engine.finish`) needs. ``face_ms`` is the tracker and quality
+    gates' time, ``observe_ms`` the whole half's (watchdog included)."""
+
+    frame: Frame
+    observation: FaceObservation
+    quality: QualityReport
+    condition: TechnicalCondition | None
+    face_ms: float
+    observe_ms: float
+
+    def __post_init__(self) -> None:
+        if self.condition is None and not self.observation.face_found:
+            raise ValueError("a frame without a face must carry a technical condition")
+        if not (self.face_ms >= 0 and self.observe_ms >= 0):
+            raise ValueError("stage times must be non-negative")
+
+
 @runtime_checkable
 class MonitorEngine(Protocol):
     """What the bedside window and its worker call on an engine, with or without a model.
@@ -268,16 +288,37 @@ class Engine:
 
     def process(self, frame: Frame, decode_ms: float = 0.0) -> EngineResult:
         """Run every stage on ``frame``; ``decode_ms`` is the wait for it (see module doc)."""
+        return self.finish(self.observe(frame), decode_ms)
+
+    def observe(self, frame: Frame) -> FaceStage:
+        """The face half of :meth:`process`: signal watchdog, face tracker, quality gates.
+
+        It touches only the watchdog and the face tracker, which :meth:`finish` never
+        does, so a pipelined caller may run it for the next frame on another thread
+        while :meth:`finish` scores this one (:mod:`painmon.core.live.pipelined`). Frames
+        must be observed, and then finished, in order.
+        """
         if self._closed:
             raise RuntimeError("the engine was closed; start a new one")
         start = time.perf_counter()
-        timings = dict.fromkeys(STAGES, 0.0)
-        timings["decode"] = float(decode_ms)
-        self._media_now_s = frame.t_s
-
-        observation, quality, condition, timings["face"] = observe_frame(
+        observation, quality, condition, face_ms = observe_frame(
             self.watchdog, self.face_tracker, frame
         )
+        return FaceStage(frame, observation, quality, condition, face_ms, ms_since(start))
+
+    def finish(self, stage: FaceStage, decode_ms: float = 0.0) -> EngineResult:
+        """The scoring half of :meth:`process` for an observed frame: crop, DA-CNN, AU,
+        smoothing, alarms and the session row. ``timings_ms["total"]`` adds the face
+        half's own time and ``decode_ms``, not any wait between the halves."""
+        if self._closed:
+            raise RuntimeError("the engine was closed; start a new one")
+        start = time.perf_counter()
+        frame, observation, quality = stage.frame, stage.observation, stage.quality
+        condition = stage.condition
+        timings = dict.fromkeys(STAGES, 0.0)
+        timings["decode"] = float(decode_ms)
+        timings["face"] = stage.face_ms
+        self._media_now_s = frame.t_s
 
         probs = gradcam = None
         domain_score: float | None = None
@@ -333,7 +374,7 @@ class Engine:
             # manager's delay is its smoothing.
             alarm_level = None if au_pspi is None else float(pspi_to_class(au_pspi))
         alarm_state = self.alarms.update(frame.t_s, alarm_level, condition)
-        timings["total"] = ms_since(start) + timings["decode"]
+        timings["total"] = ms_since(start) + stage.observe_ms + timings["decode"]
 
         result = EngineResult(
             frame=frame,
@@ -365,6 +406,11 @@ class Engine:
         try:
             prediction = self.model.predict(crop[np.newaxis])
             probs = np.asarray(prediction.probs[0], dtype=np.float64)
+            # The model's probabilities sit at its training sampler's priors; the ward's
+            # prevalence (default: the training data's) is what the nurse should see.
+            correction = getattr(self.model, "prevalence", None)
+            if correction is not None:
+                probs = correction.apply(probs)
             gradcam = np.asarray(prediction.gradcam[0], dtype=np.float32)
             check_probability_rows(probs)
             domain_score = (

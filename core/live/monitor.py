@@ -65,6 +65,7 @@ from painmon.core.live.engine import (
     one_line,
 )
 from painmon.core.live.face import FaceTracker, create_face_tracker
+from painmon.core.live.pipelined import PipelinedEngine
 from painmon.core.live.scoring import ModelLoadError, OnnxPainModel, PainScorer, is_checkpoint
 from painmon.core.live.session import SessionWriteError, SessionWriter, make_session_folder
 from painmon.core.util import timeline
@@ -393,6 +394,7 @@ def run_monitor(
     load_model: Callable[[str | Path], Any] = load_onnx_model,
     open_source_fn: Callable[[str], FrameSource] | None = None,
     make_face_tracker: Callable[[str | Path | None], FaceTracker] | None = None,
+    pipelined: bool = False,
 ) -> MonitorSummary:
     """Monitor ``source_spec`` headless into a new session folder under ``out_dir``.
 
@@ -409,6 +411,9 @@ def run_monitor(
     their events are counted here (it must publish or show them itself).
     ``on_alarm_state`` receives the alarm states that come without a result (a silent
     live source's ticks), so a listener of ``on_result`` misses no alarm event.
+    With ``pipelined`` the face stage of the next frame runs on a worker thread while
+    this one is scored (:class:`PipelinedEngine`: the same results, in order); a frame is
+    finished at once when no next frame is waiting, so an idle source adds no latency.
     """
     if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
         raise InvalidInputError(
@@ -443,6 +448,7 @@ def run_monitor(
         source.close()
         raise
 
+    pipeline = PipelinedEngine(engine) if pipelined else None
     tally = FrameTally()
     conditions: collections.Counter[str] = collections.Counter()
     alarms = AlarmTally()
@@ -466,13 +472,42 @@ def run_monitor(
         last_frame_mono_s = time.monotonic()
         last_status_s = -math.inf
         wait_start: float | None = None
+
+        def handle(result: EngineResult | None) -> None:
+            nonlocal last_t_s, last_status_s
+            if result is None:
+                return
+            last_t_s = result.frame.t_s
+            count_events(result.alarm_state)
+            tally.add(result)
+            if result.technical_condition is not None:
+                conditions[result.technical_condition] += 1
+            if on_result is not None:
+                on_result(result)
+            poll()
+            now_s = time.monotonic()
+            if progress and on_status is not None and now_s - last_status_s >= _STATUS_INTERVAL_S:
+                last_status_s = now_s
+                on_status(format_status(result, source.total_frames))
+
+        def finished(reason: str) -> str:
+            if pipeline is not None:
+                handle(pipeline.flush())  # its face stage ran: the frame gets its result
+            return reason
+
         while True:
             if stop.request is not None:
                 log.info("%s: closing the session files", stop.request.reason)
-                return "stop"
+                return finished("stop")
             if wait_start is None:
                 wait_start = time.perf_counter()
-            frame = capture.get_latest(timeout_s=_POLL_S)
+            in_flight = pipeline is not None and pipeline.pending
+            frame = capture.get_latest(timeout_s=0.0 if in_flight else _POLL_S)
+            if frame is None and pipeline is not None and pipeline.pending:
+                # No next frame waiting: finish this one now rather than wait for overlap.
+                handle(pipeline.flush())
+                wait_start = None
+                continue
             if frame is None:
                 poll()
                 if capture.exhausted:
@@ -488,21 +523,13 @@ def run_monitor(
             if first_t_s is None:
                 first_t_s = frame.t_s
             if max_seconds is not None and frame.t_s - first_t_s >= max_seconds:
-                return "max_seconds"
-            result = engine.process(frame, decode_ms=ms_since(wait_start))
+                return finished("max_seconds")
+            decode_ms = ms_since(wait_start)
             wait_start = None
-            last_t_s = frame.t_s
-            count_events(result.alarm_state)
-            tally.add(result)
-            if result.technical_condition is not None:
-                conditions[result.technical_condition] += 1
-            if on_result is not None:
-                on_result(result)
-            poll()
-            now_s = time.monotonic()
-            if progress and on_status is not None and now_s - last_status_s >= _STATUS_INTERVAL_S:
-                last_status_s = now_s
-                on_status(format_status(result, source.total_frames))
+            if pipeline is not None:
+                handle(pipeline.submit(frame, decode_ms=decode_ms))
+            else:
+                handle(engine.process(frame, decode_ms=decode_ms))
 
     wall_start = time.perf_counter()
     ending: tuple[str, int] | None = None
@@ -518,7 +545,7 @@ def run_monitor(
                 face_detector=getattr(tracker, "name", type(tracker).__name__),
             )
         except BaseException:
-            engine.close()
+            (pipeline or engine).close()
             source.close()
             raise
         engine.session_writer = writer
@@ -541,7 +568,7 @@ def run_monitor(
                 capture.stop()
             finally:
                 try:
-                    engine.close()
+                    (pipeline or engine).close()
                 finally:
                     if ending is None:
                         ending = _how_it_ended(loop_end, stop, capture, source, max_seconds)
@@ -618,6 +645,7 @@ def run_monitor_cli(
     on_result: Callable[[EngineResult], None] | None = None,
     on_poll: Callable[[Engine, float], Iterable[AlarmState]] | None = None,
     on_alarm_state: Callable[[AlarmState], None] | None = None,
+    pipelined: bool = False,
 ) -> int:
     """``painmon monitor``: live status line on stdout, then the summary; returns the exit
     status of the run (:data:`MONITOR_EXIT_CODES`: 0 clean, 3 fault, 129/130/143 signals).
@@ -668,6 +696,7 @@ def run_monitor_cli(
         on_poll=on_poll,
         on_alarm_state=on_alarm_state,
         load_model=load_model,
+        pipelined=pipelined,
     )
     write(("\n" if terminal else "") + summary.format() + "\n")
     return summary.exit_code

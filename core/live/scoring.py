@@ -35,6 +35,7 @@ import math
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -42,7 +43,7 @@ import numpy as np
 
 from painmon.core.live.domain import DomainGateSpec
 from painmon.core.util.errors import InvalidInputError, PainmonError
-from painmon.core.util.model_cfg import PainModelCfg, is_number, show
+from painmon.core.util.model_cfg import PainModelCfg, check_distribution, is_number, show
 from painmon.core.util.validate import is_sha256_hex
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ CUDA_PROVIDER = "CUDAExecutionProvider"
 TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 PROVIDER_ENV = "PAINMON_ORT_PROVIDER"
 PROVIDER_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "tensorrt")
+# The ward's class prevalence, e.g. "0.56,0.2,0.12,0.08,0.04" (one share per class, summing to
+# 1): the bedside corrects the model's probabilities to it. Unset: the training data's own.
+PREVALENCE_ENV = "PAINMON_PREVALENCE"
 
 # The contract between export and runtime; export.py imports these.
 INPUT_NAME = "image"
@@ -75,6 +79,7 @@ JSON_METADATA_KEYS: frozenset[str] = frozenset(
         "opset",
         "source_checkpoint",
         "domain_gate",
+        "class_prevalence",
     }
 )
 REQUIRED_METADATA_KEYS: tuple[str, ...] = (
@@ -96,6 +101,88 @@ class ModelLoadError(PainmonError, RuntimeError):
 
 class ModelIntegrityError(ModelLoadError):
     """The model file's SHA-256 cannot be verified or does not match."""
+
+
+def parse_prevalence(text: str, num_classes: int) -> tuple[float, ...]:
+    """``"0.56,0.2,0.12,0.08,0.04"`` -> one share per class (must sum to 1 within 1e-6)."""
+    parts = [part.strip() for part in str(text).split(",")]
+    try:
+        values = [float(part) for part in parts]
+    except ValueError:
+        raise InvalidInputError(
+            f"prevalence must be {num_classes} comma-separated shares summing to 1 "
+            f"(e.g. 0.56,0.2,0.12,0.08,0.04), got {show(text)}"
+        ) from None
+    return check_distribution("prevalence", values, num_classes)
+
+
+def prior_shift(probs: np.ndarray, target: Sequence[float], trained: Sequence[float]) -> np.ndarray:
+    """Probabilities moved from the priors a model was fitted under to a target prevalence.
+
+    Saerens, Latinne & Decaestecker (2002): p'(c|x) = p(c|x) * w(c) / sum_k p(k|x) * w(k)
+    with w = target / trained. A class the target gives 0 gets 0; a row that would be all
+    zeros (the model puts all its mass on classes the target excludes) is left as it was.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    pi_target = np.asarray(target, dtype=np.float64)
+    pi_trained = np.asarray(trained, dtype=np.float64)
+    if p.shape[-1:] != pi_target.shape or pi_target.shape != pi_trained.shape:
+        raise ValueError(
+            f"probs {p.shape}, target {pi_target.shape} and trained {pi_trained.shape} must "
+            "agree on the number of classes"
+        )
+    if np.any((pi_trained == 0) & (pi_target > 0)):
+        raise InvalidInputError(
+            "the target prevalence gives weight to a class the model was never trained on "
+            f"(trained priors {show(pi_trained.tolist())}); give that class 0"
+        )
+    weights = np.divide(pi_target, pi_trained, out=np.zeros_like(pi_target), where=pi_trained > 0)
+    shifted = p * weights
+    total = shifted.sum(axis=-1, keepdims=True)
+    return np.where(total > 0, shifted / np.where(total > 0, total, 1.0), p)
+
+
+@dataclass(frozen=True)
+class PrevalenceCorrection:
+    """Prior shift for one model at one ward: the priors the model was fitted under and the
+    prevalence its probabilities are moved to (the engine applies it to every crop scored;
+    ``predict`` itself returns the graph's probabilities, as the torch backend does)."""
+
+    trained_prior: tuple[float, ...]
+    target: tuple[float, ...]
+    source: str  # "training data" or where the ward's prevalence was set
+
+    def apply(self, probs: np.ndarray) -> np.ndarray:
+        """``probs`` (..., C) at the trained priors -> at the target prevalence."""
+        if self.is_identity:
+            return np.asarray(probs, dtype=np.float64)
+        return prior_shift(probs, self.target, self.trained_prior)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.target == self.trained_prior
+
+
+def prevalence_correction(
+    cfg: PainModelCfg, prevalence: Sequence[float] | str | None, source: str
+) -> PrevalenceCorrection | None:
+    """The correction a model needs at a ward: to ``prevalence`` when given, else to the
+    training data's own class frequencies; None when the model records neither (older
+    exports), which only a stated ``prevalence`` turns into an error."""
+    if cfg.class_prevalence is None or cfg.trained_prior is None:
+        if prevalence is not None:
+            raise InvalidInputError(
+                f"a ward prevalence was given ({source}) but the model records no training "
+                "priors to correct from; re-export it with this painmon"
+            )
+        return None
+    if prevalence is None:
+        return PrevalenceCorrection(cfg.trained_prior, cfg.class_prevalence, "training data")
+    if isinstance(prevalence, str):
+        target = parse_prevalence(prevalence, cfg.num_classes)
+    else:
+        target = check_distribution("prevalence", prevalence, cfg.num_classes)
+    return PrevalenceCorrection(cfg.trained_prior, target, source)
 
 
 class OnnxPrediction(NamedTuple):
@@ -419,6 +506,7 @@ class OnnxPainModel:
         allow_unverified: bool = False,
         intra_op_num_threads: int | None = None,
         env: Mapping[str, str] | None = None,
+        prevalence: Sequence[float] | str | None = None,
     ) -> None:
         import onnxruntime as ort
 
@@ -513,6 +601,20 @@ class OnnxPainModel:
             )
         self._check_graph_agrees(inputs[0], self.session.get_outputs()[0])
         self._check_crop()
+        source = "prevalence argument"
+        if prevalence is None and env.get(PREVALENCE_ENV, "").strip():
+            prevalence, source = env[PREVALENCE_ENV], f"${PREVALENCE_ENV}"
+        try:
+            self.prevalence = prevalence_correction(self.cfg, prevalence, source)
+        except InvalidInputError as exc:
+            raise ModelLoadError(f"{self.path}: {exc}") from exc
+        if self.prevalence is None:
+            log.debug("%s records no training priors: probabilities are not prevalence-corrected",
+                      self.path.name)  # fmt: skip
+        else:
+            log.info("%s: probabilities corrected from the trained priors %s to the prevalence "
+                     "%s (%s)", self.path.name, _shares(self.prevalence.trained_prior),
+                     _shares(self.prevalence.target), self.prevalence.source)  # fmt: skip
         self.domain_gate: DomainGateSpec | None = self._domain_gate(outputs)
         # Logged only once the model is known to be usable: a refused model gives its one
         # error line, not provider chatter first.
@@ -637,6 +739,10 @@ class OnnxPainModel:
             )
         outputs = self.session.run(self._output_names, {INPUT_NAME: np.ascontiguousarray(crops)})
         return OnnxPrediction(*outputs)
+
+
+def _shares(values: Sequence[float]) -> str:
+    return "/".join(f"{v:.2f}" for v in values)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -9,15 +9,18 @@ thresholds and the displayed confidence rely on. T is stored with the model
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import optimize
 from scipy.special import logsumexp
 
-from painmon.core.research.metrics import calibration_errors
+from painmon.core.research.metrics import ECE_BINS, calibration_errors
+from painmon.core.util.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
 
@@ -176,3 +179,113 @@ def calibrate(logits: Any, labels: Any) -> CalibrationResult:
         result.n,
     )
     return result
+
+
+def prevalence_weights(labels: Any, prevalence: Any) -> np.ndarray:
+    """Per-sample weights that make ``labels`` look drawn at ``prevalence``: pi'(y) / share(y).
+
+    A class the evaluation set lacks cannot be reweighted; its share of ``prevalence`` is
+    dropped and the rest renormalised (logged).
+    """
+    y = np.asarray(labels).astype(np.int64)
+    target = np.asarray(prevalence, dtype=np.float64)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError("labels must be a non-empty 1-D array of class indices")
+    if np.any((y < 0) | (y >= target.size)):
+        raise ValueError(f"labels must lie in 0..{target.size - 1}")
+    share = np.bincount(y, minlength=target.size) / y.size
+    missing = (share == 0) & (target > 0)
+    if np.any(missing):
+        logger.warning(
+            "classes %s are absent from the evaluation set; ECE at prevalence ignores them",
+            np.flatnonzero(missing).tolist(),
+        )
+        target = np.where(missing, 0.0, target)
+    if target.sum() <= 0:
+        raise ValueError("the prevalence gives no weight to any class present in the labels")
+    target = target / target.sum()
+    return np.divide(target, share, out=np.zeros_like(target), where=share > 0)[y]
+
+
+def weighted_ece(labels: Any, probs: Any, weights: Any, n_bins: int = ECE_BINS) -> float:
+    """Top-label ECE with sample weights, the same equal-width bins as ``reliability_bins``."""
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels).astype(np.int64)
+    w = np.asarray(weights, dtype=np.float64)
+    if p.ndim != 2 or y.shape != (p.shape[0],) or w.shape != y.shape:
+        raise ValueError(f"probs (N, C), labels (N,) and weights (N,) disagree: {p.shape}, "
+                         f"{y.shape}, {w.shape}")  # fmt: skip
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError("weights must be finite, >= 0 and not all 0")
+    confidence = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    index = np.clip(np.searchsorted(edges[1:-1], confidence, side="left"), 0, n_bins - 1)
+    gap = np.bincount(index, weights=w * (correct - confidence), minlength=n_bins)
+    return float(np.abs(gap).sum() / w.sum())
+
+
+def ece_at_prevalence(labels: Any, probs: Any, prevalence: Any, n_bins: int = ECE_BINS) -> float:
+    """ECE of ``probs`` as if the evaluation set's classes occurred at ``prevalence``
+    (importance-weighted by class): what a ward at that prevalence would see."""
+    return weighted_ece(labels, probs, prevalence_weights(labels, prevalence), n_bins)
+
+
+def training_priors(
+    labels: Any, num_classes: int, class_weighted_sampling: bool
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(natural class frequencies, priors the model was fitted under) of training labels.
+
+    The class-balanced sampler (``train.sample_epoch_indices``) draws each crop with weight
+    1 / (its class's count): every class present is drawn equally often, an absent one never.
+    Without it the model is fitted under the natural frequencies.
+    """
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError("no training labels: the class frequencies cannot be counted")
+    if y.min() < 0 or y.max() >= num_classes:
+        raise ValueError(f"training labels must lie in 0..{num_classes - 1}")
+    counts = np.bincount(y.astype(np.int64), minlength=num_classes).astype(np.float64)
+    natural = counts / counts.sum()
+    if not class_weighted_sampling:
+        return tuple(natural.tolist()), tuple(natural.tolist())
+    present = (counts > 0).astype(np.float64)
+    return tuple(natural.tolist()), tuple((present / present.sum()).tolist())
+
+
+def run_class_weighted_sampling(run_dir: str | Path) -> bool:
+    """Whether a run drew class-balanced batches (its ``config.json``; the default if absent)."""
+    from painmon.core.research.train import TrainConfig
+
+    config = Path(run_dir) / "config.json"
+    default = bool(TrainConfig.class_weighted_sampling)
+    try:
+        recorded = json.loads(config.read_text())
+    except (OSError, ValueError):
+        logger.warning("%s is missing or unreadable: assuming the default sampling", config)
+        return default
+    value = recorded.get("class_weighted_sampling", default) if isinstance(recorded, dict) else None
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"{config}: class_weighted_sampling must be true or false")
+    return value
+
+
+def prevalence_report(
+    labels: Any, probs: Any, prevalence: Any, trained_prior: Any
+) -> dict[str, Any]:
+    """ECE at ``prevalence`` of the model's probabilities as they are (fitted under
+    ``trained_prior``) and after the bedside's prior-shift correction to ``prevalence``."""
+    from painmon.core.live.scoring import prior_shift
+
+    corrected = prior_shift(np.asarray(probs, dtype=np.float64), prevalence, trained_prior)
+    return {
+        "prevalence": [float(v) for v in prevalence],
+        "trained_prior": [float(v) for v in trained_prior],
+        "ece_uncorrected": ece_at_prevalence(labels, probs, prevalence),
+        "ece_corrected": ece_at_prevalence(labels, corrected, prevalence),
+    }
+
+
+def format_prevalence(prevalence: Any) -> str:
+    """``0.56/0.20/0.12/0.08/0.04``: a prevalence in one token."""
+    return "/".join(f"{float(v):.2f}" for v in prevalence)

@@ -179,6 +179,7 @@ def load_unbc(root: str | Path) -> list[Sample]:
                     ) from None
                 samples.append(Sample(image, subject_dir.name, label, pspi, "unbc"))
     _require_nonempty(samples, f"UNBC folder {root}", UNBC_LAYOUT)
+    check_no_shared_images(samples, f"UNBC folder {root}")
     log.info(
         "UNBC: %d frames from %d subjects in %s",
         len(samples),
@@ -260,6 +261,7 @@ def load_biovid(
                     )
                 )
     _require_nonempty(samples, f"BioVid folder {root}", BIOVID_LAYOUT)
+    check_no_shared_images(samples, f"BioVid folder {root}")
     log.info(
         "BioVid: %d frames (%d per clip) from %d subjects in %s. %s",
         len(samples),

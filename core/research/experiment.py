@@ -357,7 +357,10 @@ def evaluate_partition(
     metrics = classification_metrics(labels, probs)
     details = {k: v for k, v in metrics.items() if k not in EVAL_JSON_KEYS}
     details["reliability"] = reliability_summary(logits, labels, temperature)
+    # Another dataset's subject IDs name other people: its "training crops" are not the run's.
+    prevalence = None if other else _prevalence_evaluation(run, data, meta, labels, probs)
     result = {k: metrics[k] for k in EVAL_JSON_KEYS} | {
+        "prevalence": prevalence,
         "partition": partition_label,
         "scored_on": scored_on,
         "other_dataset": other,
@@ -396,6 +399,28 @@ def evaluate_partition(
     return result
 
 
+def _prevalence_evaluation(
+    run: Path, data: PreparedData, meta: Mapping[str, Any], labels: np.ndarray, probs: np.ndarray
+) -> dict[str, Any] | None:
+    """ECE at the training data's natural prevalence, before and after the bedside's prior
+    shift (the model's own probabilities sit at the balanced sampler's priors); None when
+    the run's training crops are not in ``data``."""
+    from painmon.core.research.calibration import (
+        prevalence_report,
+        run_class_weighted_sampling,
+        training_priors,
+    )
+
+    train_subjects = [str(s) for s in meta.get("train_subjects") or ()]
+    _images, train_labels, _subjects = data.partition(train_subjects)
+    if len(train_labels) == 0:
+        log.warning("%s: its training crops are not in %s; no ECE at prevalence", run, data.source)
+        return None
+    balanced = run_class_weighted_sampling(run)
+    natural, trained = training_priors(train_labels, probs.shape[1], balanced)
+    return dict(prevalence_report(labels, probs, natural, trained), source="training data")
+
+
 def format_evaluation(result: dict[str, Any]) -> str:
     """What ``painmon evaluate`` prints: what was scored, the metrics, their subject CIs."""
 
@@ -412,6 +437,16 @@ def format_evaluation(result: dict[str, Any]) -> str:
         f"calibration: temperature {reliability['temperature']:.3f}; ECE "
         f"{reliability['before']['ece']:.3f} at T = 1 -> {reliability['after']['ece']:.3f}",
     ]
+    prevalence = result.get("prevalence")
+    if prevalence:
+        from painmon.core.research.calibration import format_prevalence
+
+        lines.append(
+            f"ECE at prevalence {format_prevalence(prevalence['prevalence'])} "
+            f"({prevalence['source']}): {prevalence['ece_uncorrected']:.3f} as trained "
+            f"(priors {format_prevalence(prevalence['trained_prior'])}) -> "
+            f"{prevalence['ece_corrected']:.3f} prior-shift corrected (what the bedside shows)"
+        )
     return "\n".join(lines)
 
 

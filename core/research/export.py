@@ -30,6 +30,7 @@ big for one protobuf (2 GB) is refused rather than split.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -54,6 +55,7 @@ from painmon.core.live.scoring import (
     ModelLoadError,
     external_data_locations,
 )
+from painmon.core.research.calibration import run_class_weighted_sampling, training_priors
 from painmon.core.research.domain_gate import (
     DEFAULT_QUANTILE,
     DomainGateFit,
@@ -257,6 +259,7 @@ def _build_metadata(
         "attention": attention,
         "temperature": owned["temperature"],
         "domain_gate": domain_gate,
+        **_prevalence_metadata(owned, meta),
         "training_data_sha256": str(meta.get("data_sha256") or "unknown"),
         "metrics": dict(meta.get("metrics") or {}),
         "intended_use": intended_use,
@@ -270,6 +273,50 @@ def _build_metadata(
         key: json.dumps(value, default=_json_default) if key in JSON_METADATA_KEYS else value
         for key, value in values.items()
     }
+
+
+def _prevalence_metadata(owned: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``class_prevalence`` entry (absent when unknown): the training crops' class
+    frequencies, the priors the model was fitted under, and how they were counted."""
+    entry = owned.get("class_prevalence")
+    if entry is None:
+        return {}
+    recorded = meta.get("class_prevalence") or {}
+    return {
+        "class_prevalence": dict(
+            entry,
+            sampling=recorded.get("sampling", "unknown"),
+            train_crops=recorded.get("train_crops"),
+            meaning="natural: class frequencies of the training crops; trained_prior: the "
+            "class priors the model was fitted under; the bedside moves probabilities from "
+            "trained_prior to the ward's prevalence (default: natural) by prior shift",
+        )
+    }
+
+
+def _with_prevalence(
+    cfg: PainModelCfg, meta: dict[str, Any], checkpoint: Path, labels: Any | None
+) -> PainModelCfg:
+    """``cfg`` with the training priors counted from ``labels`` (the run's training crops);
+    unchanged, with a warning, when neither they nor the checkpoint know them."""
+    if labels is None:
+        if cfg.class_prevalence is None:
+            log.warning(
+                "%s: the training class frequencies are unknown (no training crops given): "
+                "the bedside cannot correct this model to a ward's prevalence",
+                checkpoint,
+            )
+        return cfg
+    weighted = run_class_weighted_sampling(checkpoint.parent)
+    try:
+        natural, trained = training_priors(labels, cfg.num_classes, weighted)
+    except ValueError as exc:
+        raise ExportError(f"{checkpoint}: {exc}") from exc
+    meta["class_prevalence"] = {
+        "sampling": "class_balanced" if weighted else "natural",
+        "train_crops": int(np.asarray(labels).size),
+    }
+    return dataclasses.replace(cfg, class_prevalence=natural, trained_prior=trained)
 
 
 def _json_default(value: Any) -> Any:
@@ -532,12 +579,18 @@ def export_onnx(
     _channels, height, width = cfg.input_size
     wrapper = PainExportWrapper(model, cfg.mean, cfg.std, cfg.temperature)
     gate: DomainGateFit | None = None
+    train_labels = None
     if domain_gate:
         data = _resolve_gate_data(gate_data, meta, checkpoint)
+        train_labels = data.train_labels
         gate = fit_gate_for_model(wrapper.normalise, model, data, gate_quantile)
         wrapper = PainExportWrapper(model, cfg.mean, cfg.std, cfg.temperature, gate)
     else:
         log.warning("exporting %s without a domain gate (research only)", checkpoint)
+        if isinstance(gate_data, GateData):
+            train_labels = gate_data.train_labels
+    meta = dict(meta)
+    cfg = _with_prevalence(cfg, meta, checkpoint, train_labels)
 
     probe = torch.zeros(2, height, width, 3, dtype=torch.uint8)
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Offline retraining as child processes: train (or cv), evaluate, export, register.
+"""Offline retraining as child processes: train (or cv, then train), evaluate, export, register.
 
 The bedside window must stay live while a model trains, so nothing heavy runs in its
 process: :class:`RetrainJob` starts ``python -m painmon train|cv|evaluate|export`` one
@@ -12,6 +12,13 @@ writes to its log every 30 s (``epoch 4/100: 20/44 batch (45 %), …, loss=0.812
 acc=0.550``, see :class:`painmon.core.util.progress.LineProgress`), and in cross-validation
 the fold under way is the last fold folder that exists, so that a new fold never shows
 the numbers of the fold before it.
+
+Which model is deployed (:func:`deployed_run`): with one split, the run trained on its train
+subjects (validation subjects for early stopping and the temperature), evaluated once on its
+test subjects. With cross-validation the same: after the K folds (the report's numbers), a
+final run on the fixed split's train and validation subjects (``final/``) is trained,
+evaluated once on the test subjects and deployed. The fold with the best validation score
+is never deployed: picking the best of K noisy validation scores selects on noise.
 
 Cancel sends SIGINT to the child's process group (CTRL_BREAK on Windows), so
 :func:`painmon.core.research.train.fit` stops cleanly and keeps its best checkpoint; a child still
@@ -49,6 +56,8 @@ TRAIN_LOG = "train.log"
 EVALUATE_LOG = "evaluate.log"
 EXPORT_LOG = "export.log"
 METRICS_JSON = "test_metrics.json"
+# The run deployed after cross-validation: trained on the fixed split's train/val subjects.
+FINAL_RUN = "final"
 REPORT_HTML = "report.html"
 PREDICTIONS_CSV = "test_predictions.csv"
 _TAIL_BYTES = 64 * 1024
@@ -163,6 +172,28 @@ class RetrainSpec:
             args += ["--cache-dir", str(self.cache_dir)]
         if self.cross_validation:
             args += ["--folds", str(self.folds), "--seeds", str(self.seed)]
+        return args
+
+    def split_plan(self) -> Path:
+        """The split plan the training child used: the one given, or the one ``painmon cv``
+        made and copied into every fold run (the same subjects in each)."""
+        if self.splits is not None:
+            return self.splits
+        return self.run_dir / f"seed{self.seed}" / "fold1" / "splits.json"
+
+    def final_train_args(self) -> list[str]:
+        """Arguments for the run deployed after cross-validation: ``painmon train`` on the
+        fixed split of the CV's own plan (train subjects; validation subjects for early
+        stopping and the temperature), into ``run_dir/final``."""
+        args = self.train_args()
+        args[0] = "train"
+        args[args.index("--out") + 1] = str(self.run_dir / FINAL_RUN)
+        if "--folds" in args:
+            del args[args.index("--folds") : args.index("--folds") + 4]  # --folds K --seeds S
+        if "--splits" in args:
+            args[args.index("--splits") + 1] = str(self.split_plan())
+        else:
+            args += ["--splits", str(self.split_plan())]
         return args
 
     def evaluate_args(self, run: Path) -> list[str]:
@@ -402,7 +433,8 @@ class ChildProcess:
         return last_error_line(self.log_path)
 
 
-STAGES = ("train", "evaluate", "export", "done")
+# "final": after cross-validation, training the run that is deployed (see deployed_run).
+STAGES = ("train", "final", "evaluate", "export", "done")
 STATES = ("idle", "running", "cancelling", "cancelled", "failed", "succeeded")
 
 
@@ -446,7 +478,8 @@ class JobStatus:
 
 
 class RetrainJob:
-    """Train → evaluate on the test subjects → export with parity check → register (inactive).
+    """Train (cv: folds, then the final run) → evaluate the deployed run once on the test
+    subjects → export with parity check → register (inactive).
 
     Activation is left to the caller (:meth:`ModelRegistry.activate`), once a person saw
     the metrics.
@@ -514,7 +547,7 @@ class RetrainJob:
         if status.state not in ("running", "cancelling") or self.child is None:
             return status
         code = self.child.poll()
-        if status.stage == "train":
+        if status.stage in ("train", "final"):
             status = self._with_progress(status)
         if code is None:
             self._status = status
@@ -565,6 +598,8 @@ class RetrainJob:
         return self._deploy_run or self.spec.run_dir
 
     def _with_progress(self, status: JobStatus) -> JobStatus:
+        if status.stage == "final":
+            return self._with_final_progress(status)
         paths = self.spec.history_paths()
         # The fold under way is the last one whose folder exists (made when it starts): a
         # fold that has not finished its first epoch shows nothing rather than the last one.
@@ -610,24 +645,73 @@ class RetrainJob:
             fold=fold,
         )
 
+    def _with_final_progress(self, status: JobStatus) -> JobStatus:
+        final = deployed_run(self.spec)
+        rows = read_history(final / "history.csv")
+        done = min(len(rows), self.spec.epochs)
+        live = read_epoch_progress(final / TRAIN_LOG)
+        if live is not None and live.epoch != len(rows) + 1:
+            live = None
+        parts = []
+        if live is not None:
+            parts.append(
+                f"epoch {live.epoch}/{self.spec.epochs} running ({100 * live.fraction:.0f} %)"
+            )
+        if rows:
+            last = rows[-1]
+            parts.append(
+                f"epoch {last.epoch}/{self.spec.epochs}: loss {last.train_loss:.3f}, "
+                f"val accuracy {last.val_accuracy:.3f}, val macro-F1 {last.val_macro_f1:.3f}"
+            )
+        message = (
+            FINAL_MESSAGE + ": " + ("; ".join(parts) or f"epoch 1/{self.spec.epochs} starting")
+        )
+        if status.state == "cancelling":
+            message = "stopping… (the loop finishes the best checkpoint)"
+        return dataclasses.replace(
+            status,
+            epochs_done=done,
+            history=tuple(rows),
+            eta_s=eta_seconds(rows, self.spec.epochs - done),
+            message=message,
+            live=live,
+            fold=None,
+        )
+
     def _next_stage(self, status: JobStatus) -> JobStatus:
-        if status.stage == "train":
-            cv_summary: dict[str, Any] = {}
-            if self.spec.cross_validation:
-                cv_summary = json.loads((self.spec.run_dir / "cv_summary.json").read_text())
-                self._deploy_run = best_fold_run(cv_summary)
-            else:
-                self._deploy_run = self.spec.run_dir
+        if status.stage == "train" and self.spec.cross_validation:
+            # The folds are the report; the model deployed is trained next, on the fixed split.
+            cv_summary = json.loads((self.spec.run_dir / "cv_summary.json").read_text())
+            plan = self.spec.split_plan()
+            if not plan.is_file():
+                raise FileNotFoundError(f"{plan} is missing: the cross-validation's split plan")
+            self._deploy_run = deployed_run(self.spec)
+            log_path = self._deploy_run / TRAIN_LOG
+            self._launch(self.spec.final_train_args(), log_path)
+            return dataclasses.replace(
+                status,
+                stage="final",
+                epochs_done=0,
+                epochs_total=self.spec.epochs,
+                eta_s=None,
+                live=None,
+                history=(),
+                fold=None,
+                cv_summary=cv_summary,
+                message=f"{FINAL_MESSAGE}: epoch 1/{self.spec.epochs} starting",
+                log_path=log_path,
+            )
+        if status.stage in ("train", "final"):
+            self._deploy_run = deployed_run(self.spec)
             log_path = self._deploy_run / EVALUATE_LOG
             self._launch(self.spec.evaluate_args(self._deploy_run), log_path)
             return dataclasses.replace(
                 status,
                 stage="evaluate",
-                epochs_done=self.spec.epochs_total,
+                epochs_done=status.epochs_total,
                 eta_s=0.0,
                 live=None,
-                cv_summary=cv_summary,
-                message=f"evaluating {self._deploy_run.name} on its test subjects…",
+                message=f"evaluating {self._deploy_run.name} once on its test subjects…",
                 log_path=log_path,
             )
         run = self._run()
@@ -669,8 +753,21 @@ class RetrainJob:
             folder.rmdir()
 
 
+FINAL_MESSAGE = "training the model to deploy on the fixed split (cross-validation is the report)"
+
+
+def deployed_run(spec: RetrainSpec) -> Path:
+    """The run a retraining job evaluates once on the test subjects, exports and registers.
+
+    One split: the run itself. Cross-validation: the final run on the fixed split's train
+    and validation subjects (``run_dir/final``), never a fold picked by its validation score.
+    """
+    return spec.run_dir / FINAL_RUN if spec.cross_validation else spec.run_dir
+
+
 def best_fold_run(cv_summary: Mapping[str, Any]) -> Path:
-    """The fold run with the highest validation macro-F1 (the one offered for deployment)."""
+    """The fold run with the highest validation macro-F1: for reading the report only. It is
+    not deployed (:func:`deployed_run`): the best of K noisy scores is selected on noise."""
     folds = [f for f in cv_summary.get("folds", []) if f.get("val_macro_f1") is not None]
     if not folds:
         raise ValueError("the cross-validation summary lists no finished fold")

@@ -32,6 +32,7 @@ import numpy as np
 from painmon.core.live.capture import CaptureThread, Frame, open_source
 from painmon.core.live.engine import ENGINE_ORT_THREADS, Engine, EngineResult
 from painmon.core.live.monitor import FrameTally
+from painmon.core.live.pipelined import PipelinedEngine
 from painmon.core.live.scoring import OnnxPainModel
 from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.fileio import atomic_write_json
@@ -275,13 +276,17 @@ def bench_pipeline(
     json_path: str | Path | None = None,
     *,
     ort_threads: int | None = ENGINE_ORT_THREADS,
+    pipelined_rounds: int = 1,
 ) -> dict[str, Any]:
     """Per-stage latency, fps and real-time factor of the engine on every frame of ``source``.
 
     Without ``model_path`` an untrained DA-CNN is exported to a temp folder (timing is
     independent of the weights; the JSON says "untrained"). ``ort_threads`` are ONNX
     Runtime's intra-op threads (None: its default, one per core); torch gets as many in
-    the comparison. Writes ``json_path`` if given.
+    the comparison. With ``pipelined_rounds`` > 0 the same frames are also run face stage
+    only, serial and through :class:`PipelinedEngine` that many times (see
+    :func:`pipeline_vs_face_only`). Writes
+    ``json_path`` if given.
     """
     if max_frames is not None and max_frames < 1:
         raise InvalidInputError(f"max_frames must be >= 1, got {max_frames}")
@@ -319,6 +324,20 @@ def bench_pipeline(
             else None
         )
 
+        overlap = (
+            pipeline_vs_face_only(
+                source,
+                run.model_path,
+                face_model,
+                Path(tmp),
+                ort_threads,
+                max_frames,
+                pipelined_rounds,
+            )
+            if pipelined_rounds
+            else None
+        )
+
     fps = counts["frames"] / wall_s if wall_s > 0 else 0.0
     report: dict[str, Any] = {
         "benchmark": "pipeline",
@@ -342,6 +361,7 @@ def bench_pipeline(
             "computed inside the same ONNX Runtime call as dacnn, so 0 (fused); crop, dacnn "
             "and gradcam over scored frames only; total: everything per frame incl. decode"
         ),
+        **(overlap or {}),
         "ort_vs_torch_latency_ratio": comparison["ratio"] if comparison else None,
         "ort_vs_torch": comparison if comparison else "not measured: torch is not installed",
         "provider": run.model.providers[0],
@@ -356,6 +376,136 @@ def bench_pipeline(
     if json_path is not None:
         atomic_write_json(Path(json_path), report)
     return report
+
+
+def _throughput_pass(
+    mode: str,
+    source: str | Path,
+    model_path: Path,
+    face_model: str | Path | None,
+    workdir: Path,
+    ort_threads: int | None,
+    max_frames: int | None,
+) -> dict[str, Any]:
+    """One pass over ``source`` with a fresh tracker: ``face`` (the face stage alone),
+    ``serial`` (:meth:`Engine.process`) or ``pipelined`` (:class:`PipelinedEngine`).
+
+    Latency is per frame from the moment the frame is handed to the engine to the moment
+    its result comes back (for ``pipelined`` that includes the wait in the pipeline).
+    """
+    run = _EngineRun(source, model_path, face_model, workdir, ort_threads, realtime=False)
+    handed_at: dict[int, float] = {}
+    latencies: list[float] = []
+    frames = 0
+
+    def done(result: EngineResult | None) -> None:
+        if result is not None:
+            latencies.append((time.perf_counter() - handed_at.pop(result.frame.index)) * 1000.0)
+
+    pipeline = PipelinedEngine(run.engine) if mode == "pipelined" else None
+    with run:
+        try:
+            for frame, _decode_ms in run.frames():
+                if max_frames is not None and frames >= max_frames:
+                    break
+                frames += 1
+                handed_at[frame.index] = time.perf_counter()
+                if mode == "face":
+                    run.engine.observe(frame)
+                    latencies.append((time.perf_counter() - handed_at.pop(frame.index)) * 1000.0)
+                elif pipeline is not None:
+                    done(pipeline.submit(frame))
+                else:
+                    done(run.engine.process(frame))
+            if pipeline is not None:
+                done(pipeline.flush())
+        finally:
+            if pipeline is not None:
+                pipeline.close()
+    wall_s = run.wall_s
+    return {
+        "frames": frames,
+        "wall_seconds": wall_s,
+        "fps": frames / wall_s if wall_s > 0 else 0.0,
+        "latency_ms": _stage_stats(latencies),
+    }
+
+
+def pipeline_vs_face_only(
+    source: str | Path,
+    model_path: Path,
+    face_model: str | Path | None,
+    workdir: Path,
+    ort_threads: int | None = ENGINE_ORT_THREADS,
+    max_frames: int | None = None,
+    rounds: int = 1,
+) -> dict[str, Any]:
+    """Face-stage-only, serial and pipelined throughput on the same frames, one run.
+
+    Each round runs the three passes back to back (each with its own face tracker and
+    capture thread, decoding included), so a load burst from other processes hits them
+    alike; the fps and latencies reported are medians over ``rounds``.
+    ``pipeline_vs_face_only`` is the median of the rounds' ``pipeline_fps /
+    face_only_fps`` (the pipeline's goal: >= 0.9); ``pipeline_added_latency_ms`` is the
+    pipelined median latency minus the serial one, to compare with
+    ``pipeline_frame_interval_ms`` (1000 / pipeline_fps).
+    """
+    if rounds < 1:
+        raise InvalidInputError(f"rounds must be >= 1, got {rounds}")
+    modes = ("face", "serial", "pipelined")
+    per_round = []
+    for _ in range(rounds):
+        per_round.append(
+            {
+                mode: _throughput_pass(
+                    mode, source, model_path, face_model, workdir, ort_threads, max_frames
+                )
+                for mode in modes
+            }
+        )
+
+    def median_of(mode: str, key: str, sub: str | None = None) -> float | None:
+        values = [p[mode][key] if sub is None else p[mode][key][sub] for p in per_round]
+        return None if None in values else statistics.median(values)
+
+    passes = {
+        mode: {
+            "frames": per_round[-1][mode]["frames"],
+            "fps": median_of(mode, "fps"),
+            "fps_per_round": [p[mode]["fps"] for p in per_round],
+            "latency_ms": {
+                "p50": median_of(mode, "latency_ms", "p50"),
+                "p95": median_of(mode, "latency_ms", "p95"),
+                "n": per_round[-1][mode]["latency_ms"]["n"],
+            },
+        }
+        for mode in modes
+    }
+    ratios = [p["pipelined"]["fps"] / p["face"]["fps"] for p in per_round if p["face"]["fps"] > 0]
+    face_fps, pipe_fps = passes["face"]["fps"] or 0.0, passes["pipelined"]["fps"] or 0.0
+    serial_p50 = passes["serial"]["latency_ms"]["p50"]
+    pipe_p50 = passes["pipelined"]["latency_ms"]["p50"]
+    return {
+        "face_only_fps": face_fps,
+        "pipeline_fps": pipe_fps,
+        "pipeline_vs_face_only": statistics.median(ratios) if ratios else None,
+        "pipeline_rounds": rounds,
+        "pipeline_vs_face_only_per_round": ratios,
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "serial_fps": passes["serial"]["fps"],
+        "pipeline_frame_interval_ms": 1000.0 / pipe_fps if pipe_fps > 0 else None,
+        "pipeline_added_latency_ms": (
+            pipe_p50 - serial_p50 if pipe_p50 is not None and serial_p50 is not None else None
+        ),
+        "pipeline_passes": passes,
+        "pipeline_notes": (
+            "three passes over the same frames, back to back, each with a fresh face tracker "
+            "and its capture thread decoding: face = Engine.observe only (landmarker, patient "
+            "selection, quality gates); serial = Engine.process; pipelined = PipelinedEngine "
+            "(face stage of frame n+1 on a worker thread while frame n is scored). Latency: "
+            "frame handed to the engine -> its result back."
+        ),
+    }
 
 
 class _EngineRun:

@@ -528,6 +528,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
             args.face_model,
             args.pseudonym,
             load_model=load_model,
+            pipelined=args.pipelined,
         )
     from painmon.core.ward.bed import monitor_hooks
 
@@ -545,6 +546,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
             args.face_model,
             args.pseudonym,
             load_model=load_model,
+            pipelined=args.pipelined,
             on_result=hooks.on_result,
             on_poll=hooks.on_poll,
             on_alarm_state=hooks.on_alarm_state,
@@ -841,7 +843,15 @@ def _cmd_bench_pipeline(args: argparse.Namespace) -> int:
     refuse_existing_output(args.json, args.force, "a benchmark result", "--json")
     _check_live_inputs(args.source, args.model, args.face_model)
     model = _model_or_shipped_demo(args.model)
-    result = bench_pipeline(args.source, model, args.face_model, args.max_frames, None)
+    result = bench_pipeline(
+        args.source,
+        model,
+        args.face_model,
+        args.max_frames,
+        None,
+        ort_threads=args.ort_threads,
+        pipelined_rounds=args.rounds,
+    )
     return _print_json(result, args.json)
 
 
@@ -902,8 +912,16 @@ def _cmd_bench_ward(args: argparse.Namespace) -> int:
         "against a real Eclipse Mosquitto on 127.0.0.1",
         flush=True,
     )
+    from painmon.core.tools.bench_ward import FAULTS
+
+    faults = list(FAULTS) if args.faults else args.fault or []
     record = bench_ward(
-        args.beds, args.hz, args.seconds, procs=args.procs, alarm_every_s=args.alarm_every_s
+        args.beds,
+        args.hz,
+        args.seconds,
+        procs=args.procs,
+        alarm_every_s=args.alarm_every_s,
+        faults=faults,
     )
     print(format_record(record))
     if args.json:
@@ -1110,6 +1128,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench_pipe.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
     bench_pipe.add_argument("--max-frames", type=_positive_int)
+    bench_pipe.add_argument(
+        "--ort-threads",
+        type=_positive_int,
+        default=1,
+        help="ONNX Runtime intra-op threads of the DA-CNN (default 1: the engine's setting)",
+    )
+    bench_pipe.add_argument(
+        "--rounds",
+        type=_int_option(0),
+        default=1,
+        help="rounds of face-only / serial / pipelined passes, medians reported (0: none)",
+    )
     bench_pipe.add_argument("--json", type=Path, help="also write the result here")
     _add_force(bench_pipe, "--json")
     bench_pipe.set_defaults(func=_cmd_bench_pipeline)
@@ -1214,6 +1244,26 @@ def build_parser() -> argparse.ArgumentParser:
     bench_ward.add_argument(
         "--alarm-every-s", type=_positive_seconds, default=2.0, help="alarm events per bed"
     )
+    bench_ward.add_argument(
+        "--faults",
+        action="store_true",
+        help="after the normal run: broker SIGTERM/SIGKILL + restart, station restart, "
+        "bed SIGKILL/SIGSTOP, acknowledge round trips",
+    )
+    bench_ward.add_argument(
+        "--fault",
+        action="append",
+        choices=[
+            "broker-sigterm",
+            "broker-sigkill",
+            "station-restart",
+            "bed-sigkill",
+            "bed-sigstop",
+        ],
+        metavar="NAME",
+        help="one fault run (repeatable): broker-sigterm, broker-sigkill, station-restart, "
+        "bed-sigkill, bed-sigstop",
+    )
     bench_ward.add_argument("--json", type=Path, help="also write the record here")
     _add_force(bench_ward, "--json")
     bench_ward.set_defaults(func=_cmd_bench_ward)
@@ -1250,6 +1300,13 @@ Every ending syncs and closes the session files and records why in session.json.
     monitor.add_argument("--realtime", action="store_true", help="play files at their own speed")
     monitor.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)
     monitor.add_argument("--pseudonym", default="anonymous", help="patient pseudonym (no names)")
+    monitor.add_argument(
+        "--pipelined",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="find the next frame's face while this one is scored: same results, more frames "
+        "per second when frames queue up (default; --no-pipelined: one thread)",
+    )
     ward_bus = monitor.add_argument_group(
         "ward bus (needs the ward extra: pip install 'painmon[ward]')"
     )

@@ -172,6 +172,67 @@ def check_crop(crop: Any) -> Mapping[str, Any]:
     return crop
 
 
+# A class distribution may sum to 1 within this (float rounding in JSON round trips).
+DISTRIBUTION_TOLERANCE = 1e-6
+
+
+def check_distribution(name: str, values: Any, num_classes: int) -> tuple[float, ...]:
+    """One probability per class, finite, >= 0, summing to 1 (renormalised within 1e-6)."""
+    items = _items(values)
+    if items is None or not all(is_number(v) for v in items):
+        raise InvalidInputError(
+            f"{name} must be a list of {num_classes} numbers (one per class), got {show(values)}"
+        )
+    result = tuple(float(v) for v in items)
+    if len(result) != num_classes:
+        raise InvalidInputError(
+            f"{name} must have one value per class ({num_classes}), got {len(result)}: "
+            f"{show(values)}"
+        )
+    if not all(math.isfinite(v) and v >= 0 for v in result):
+        raise InvalidInputError(f"{name} must hold finite numbers >= 0, got {show(values)}")
+    total = math.fsum(result)
+    if abs(total - 1.0) > DISTRIBUTION_TOLERANCE:
+        raise InvalidInputError(f"{name} must sum to 1, got {total:.6g} from {show(values)}")
+    return tuple(v / total for v in result)
+
+
+def _prevalence_pair(
+    natural: Any, trained: Any, num_classes: int
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """The training data's class frequencies and the priors the model was fitted under:
+    both or neither (one without the other cannot correct a probability)."""
+    if natural is None and trained is None:
+        return None, None
+    if natural is None or trained is None:
+        raise InvalidInputError(
+            "class_prevalence and trained_prior come together: the training data's class "
+            "frequencies and the class priors the model was fitted under"
+        )
+    natural = check_distribution("class_prevalence", natural, num_classes)
+    trained = check_distribution("trained_prior", trained, num_classes)
+    unseen = [i for i, (n, t) in enumerate(zip(natural, trained, strict=True)) if n > 0 and t == 0]
+    if unseen:
+        raise InvalidInputError(
+            f"trained_prior is 0 for class(es) {unseen} that occur in the training data "
+            f"(class_prevalence {show(list(natural))}): the model was fitted under them"
+        )
+    return natural, trained
+
+
+def _optional_prevalence(source: str, value: Any) -> tuple[Any, Any]:
+    """``class_prevalence`` entry of a checkpoint or model: absent (old models) or a mapping
+    with ``natural`` and ``trained_prior``."""
+    if value is None:
+        return None, None
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(
+            f"{source} 'class_prevalence' must be a JSON object with 'natural' and "
+            f"'trained_prior', got {show(value)}"
+        )
+    return value.get("natural"), value.get("trained_prior")
+
+
 def _optional_mapping(source: str, key: str, value: Any) -> Mapping[str, Any]:
     """An optional entry that must be a mapping when present (``null`` counts as absent)."""
     if value is None:
@@ -196,6 +257,12 @@ class PainModelCfg:
     pspi_mapping: str | None = None  # PSPI -> class table, None when the classes are not PSPI's
     temperature: float = 1.0  # calibrated softmax(logits / temperature)
     crop: Mapping[str, Any] = field(default_factory=dict)  # how the training crops were framed
+    # The training crops' class frequencies (before any balanced sampling) and the class
+    # priors the model was fitted under (the balanced sampler's: uniform over the classes
+    # present). The bedside corrects probabilities to a ward's prevalence with them
+    # (prior shift); None in models exported before they were recorded.
+    class_prevalence: tuple[float, ...] | None = None
+    trained_prior: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.architecture, str) or not self.architecture.strip():
@@ -245,6 +312,9 @@ class PainModelCfg:
                 f"temperature must be a finite number > 0, got {show(self.temperature)}"
             )
         object.__setattr__(self, "temperature", temperature)
+        natural, trained = _prevalence_pair(self.class_prevalence, self.trained_prior, len(names))
+        object.__setattr__(self, "class_prevalence", natural)
+        object.__setattr__(self, "trained_prior", trained)
 
     def __hash__(self) -> int:
         # The read-only mappings are not hashable; equal configs still hash equal.
@@ -274,7 +344,13 @@ class PainModelCfg:
         }
         if self.crop:
             meta["preprocessing"] = thaw(self.crop)
+        if self.class_prevalence is not None:
+            meta["class_prevalence"] = self._prevalence_entry()
         return meta
+
+    def _prevalence_entry(self) -> dict[str, list[float]]:
+        assert self.class_prevalence is not None and self.trained_prior is not None
+        return {"natural": list(self.class_prevalence), "trained_prior": list(self.trained_prior)}
 
     @classmethod
     def from_checkpoint_meta(cls, meta: Mapping[str, Any]) -> PainModelCfg:
@@ -300,6 +376,7 @@ class PainModelCfg:
             pspi_mapping=meta.get("pspi_mapping"),
             temperature=meta.get("temperature", 1.0),
             crop=_optional_mapping(source, "preprocessing", meta.get("preprocessing")),
+            **_prevalence_kwargs(source, meta.get("class_prevalence")),
         )
 
     # --- ONNX metadata_props ---------------------------------------------------------------
@@ -310,7 +387,7 @@ class PainModelCfg:
         ``"preprocessing"`` holds only ``input_size``, ``mean`` and ``std``; the exporter adds
         the graph's input contract (dtype, layout...) around them.
         """
-        return {
+        owned: dict[str, Any] = {
             "architecture": self.architecture,
             "model_kwargs": thaw(self.model_kwargs),
             "class_names": list(self.class_names),
@@ -323,6 +400,9 @@ class PainModelCfg:
             "crop": thaw(self.crop),
             "temperature": self.temperature,
         }
+        if self.class_prevalence is not None:
+            owned["class_prevalence"] = self._prevalence_entry()
+        return owned
 
     @classmethod
     def from_onnx_metadata(cls, parsed: Mapping[str, Any]) -> PainModelCfg:
@@ -352,4 +432,10 @@ class PainModelCfg:
             pspi_mapping=parsed.get("pspi_mapping"),
             temperature=parsed["temperature"],
             crop=_optional_mapping(source, "crop", parsed.get("crop")),
+            **_prevalence_kwargs(source, parsed.get("class_prevalence")),
         )
+
+
+def _prevalence_kwargs(source: str, value: Any) -> dict[str, Any]:
+    natural, trained = _optional_prevalence(source, value)
+    return {"class_prevalence": natural, "trained_prior": trained}

@@ -113,14 +113,22 @@ def connect_client(
     on_message: Callable[..., Any] | None = None,
     keepalive_s: int = DEFAULT_KEEPALIVE_S,
     wait_s: float | None = 5.0,
+    session_expiry_s: int = 0,
 ) -> mqtt.Client:
-    """A started paho client (MQTT 5, clean start, automatic reconnect, network thread).
+    """A started paho client (MQTT 5, automatic reconnect, network thread).
 
     Callbacks use paho's VERSION2 signatures and are set before the first CONNECT, so none
     is missed. With ``wait_s`` the first connection is made here and must be accepted within
     ``wait_s`` (else :class:`BrokerConnectError`, saying why); with ``wait_s=None`` the client
     keeps trying in the background (a bed starting before its broker).
+
+    ``session_expiry_s`` > 0 asks for a persistent session (``clean_start=False`` and the
+    CONNECT property Session Expiry Interval): the broker keeps the subscriptions and queues
+    QoS 1 messages for this ``client_id`` while it is away that long, so the id must be fixed
+    (a station or gateway restarting gets what was published meanwhile). 0: clean start.
     """
+    if session_expiry_s < 0:
+        raise InvalidInputError(f"session_expiry_s must be >= 0, got {session_expiry_s}")
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     user = username if username is not None else address.username
     secret = password if password is not None else address.password
@@ -138,6 +146,12 @@ def connect_client(
         will_topic, will_payload, will_qos, will_retain = will
         client.will_set(will_topic, will_payload, will_qos, will_retain)
     client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+    clean_start = session_expiry_s == 0
+    connect_properties = None
+    if session_expiry_s > 0:
+        # paho keeps these properties and clean_start for its automatic reconnects too.
+        connect_properties = Properties(PacketTypes.CONNECT)
+        connect_properties.SessionExpiryInterval = int(session_expiry_s)
 
     accepted = threading.Event()
     first_reason: list[Any] = []
@@ -164,12 +178,24 @@ def connect_client(
     client.on_message = on_message
 
     if wait_s is None:
-        client.connect_async(address.host, address.port, keepalive=keepalive_s, clean_start=True)
+        client.connect_async(
+            address.host,
+            address.port,
+            keepalive=keepalive_s,
+            clean_start=clean_start,
+            properties=connect_properties,
+        )
         client.loop_start()
         return client
 
     try:
-        client.connect(address.host, address.port, keepalive=keepalive_s, clean_start=True)
+        client.connect(
+            address.host,
+            address.port,
+            keepalive=keepalive_s,
+            clean_start=clean_start,
+            properties=connect_properties,
+        )
     except ssl.SSLCertVerificationError as exc:
         raise BrokerConnectError(
             f"TLS verification of {address.url} failed ({exc.verify_message}): "

@@ -35,7 +35,6 @@ import queue
 import re
 import threading
 import time
-import uuid as uuidlib
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -69,6 +68,8 @@ COMMAND_TIMEOUT_S = 5.0
 MAX_SEEN_UUIDS = 100_000
 #: alarm events kept per bed for the trend dialog's list
 RECENT_EVENTS = 50
+#: the broker keeps a stopped station's session (subscriptions, QoS 1 messages) this long
+STATION_SESSION_EXPIRY_S = 300
 #: receipts and commands published from one drain at most (the rest wait for the next)
 DRAIN_LIMIT = 5000
 
@@ -685,8 +686,10 @@ class StationClient:
     """The station's MQTT connection: paho's thread queues, :meth:`drain` feeds the model.
 
     ``start()`` connects (automatic reconnects) and subscribes to the station topics of
-    ``ward`` ("+": every ward); subscriptions are renewed on every reconnect, since the
-    session starts clean. By default ``start`` does not wait for the broker: a station
+    ``ward`` ("+": every ward); subscriptions are renewed on every reconnect (the broker
+    keeps the session ``session_expiry_s``, but a crashed broker may have lost it). The
+    client id is fixed, ``painmon-station-<station_id>``: two stations need two ids.
+    By default ``start`` does not wait for the broker: a station
     started before its broker shows the broker loss until it connects.
     """
 
@@ -700,8 +703,10 @@ class StationClient:
         password: str | None = None,
         tls: TlsFiles | None = None,
         clock: Callable[[], float] = time.monotonic,
+        session_expiry_s: int = STATION_SESSION_EXPIRY_S,
     ) -> None:
         self.address = address
+        self.session_expiry_s = session_expiry_s
         self.ward = ward
         self.subscriptions = topics.station_subscriptions(ward)
         self.station_id = topics.check_label(station_id, "station id")
@@ -721,7 +726,9 @@ class StationClient:
         self._stopping = False
         self._client = connect_client(
             self.address,
-            f"painmon-station-{self.station_id}-{uuidlib.uuid4().hex[:8]}",
+            # A fixed id and a persistent session: QoS 1 alarm events published while the
+            # station restarts wait at the broker (the beds' re-sends cover a broker crash).
+            f"painmon-station-{self.station_id}",
             username=self._username,
             password=self._password,
             tls=self._tls,
@@ -729,6 +736,7 @@ class StationClient:
             on_disconnect=self._on_disconnect,
             on_message=self._on_message,
             wait_s=wait_s,
+            session_expiry_s=self.session_expiry_s,
         )
         return self
 

@@ -26,10 +26,12 @@ TINY = np.full((8, 8, 3), 128, dtype=np.uint8)
 
 def make_unbc(root: Path, frames: dict[tuple[str, str, str], float]) -> Path:
     """UNBC-style tree; PSPI files written the way the archive writes them."""
-    for (subject, sequence, frame), pspi in frames.items():
+    for number, ((subject, sequence, frame), pspi) in enumerate(frames.items()):
         image = root / "Images" / subject / sequence / f"{frame}.png"
         image.parent.mkdir(parents=True, exist_ok=True)
-        assert cv2.imwrite(str(image), TINY)
+        picture = TINY.copy()
+        picture[0, 0] = number % 256  # every frame its own content, as in the archive
+        assert cv2.imwrite(str(image), picture)
         label = root / "Frame_Labels" / "PSPI" / subject / sequence / f"{frame}_facs.txt"
         label.parent.mkdir(parents=True, exist_ok=True)
         label.write_text(f"   {pspi:.7e}\n")
@@ -48,7 +50,7 @@ def make_biovid(root: Path, clips: list[tuple[str, str, int]]) -> Path:
     for subject, level, index in clips:
         clip = root / "video" / subject / f"{subject}-{level}-{index:03d}.mp4"
         clip.parent.mkdir(parents=True, exist_ok=True)
-        clip.write_bytes(b"not decoded by the loader")
+        clip.write_bytes(b"not decoded by the loader: " + clip.name.encode())
     return root
 
 
@@ -344,3 +346,23 @@ def test_the_same_image_bytes_under_two_subjects_are_refused(tmp_path, monkeypat
     (tmp_path / "carol" / "big.png").write_bytes(b"x" * 5000)
     manifest.write_text("path,subject,label\nalice/0001.png,alice,0\ncarol/big.png,carol,1\n")
     assert len(load_manifest(manifest)) == 2 and hashed == []
+
+
+def test_load_unbc_refuses_one_image_under_two_subjects(tmp_path):
+    root = make_unbc(tmp_path / "unbc", UNBC_FRAMES)
+    copy = root / "Images" / "043-jh043" / "jh043t1aiaff" / "jh043t1aiaff002.png"
+    copy.write_bytes((root / "Images" / "042-ll042" / "ll042t1aaaff" / "ll042t1aaaff001.png")
+                     .read_bytes())  # fmt: skip
+    label = root / "Frame_Labels" / "PSPI" / "043-jh043" / "jh043t1aiaff"
+    (label / "jh043t1aiaff002_facs.txt").write_text("   0.0000000e+00\n")
+    with pytest.raises(DatasetLayoutError, match=r"042-ll042.*same image"):
+        load_unbc(root)
+
+
+def test_load_biovid_refuses_one_clip_under_two_subjects(tmp_path):
+    root = make_biovid(tmp_path / "biovid", [("071309_w_21", "BL1", 1), ("080209_w_26", "PA1", 2)])
+    first = root / "video" / "071309_w_21" / "071309_w_21-BL1-001.mp4"
+    second = root / "video" / "080209_w_26" / "080209_w_26-PA1-002.mp4"
+    second.write_bytes(first.read_bytes())
+    with pytest.raises(DatasetLayoutError, match="same image"):
+        load_biovid(root)

@@ -209,7 +209,10 @@ def test_metadata_props_present_and_parse(exported):
     assert pre["mean"] == pytest.approx(cfg.mean) and pre["std"] == pytest.approx(cfg.std)
     assert runtime.input_size == cfg.input_size == (3, 64, 64)
     # The runtime reads the same config back, with the checkpoint's temperature.
-    assert runtime.cfg == dataclasses.replace(cfg, temperature=TEMPERATURE)
+    # (Plus the class priors the export records; tests/research/test_prevalence.py.)
+    assert dataclasses.replace(
+        runtime.cfg, class_prevalence=None, trained_prior=None
+    ) == dataclasses.replace(cfg, temperature=TEMPERATURE)
     assert meta["source_checkpoint"]["file"] == checkpoint.name
     datetime.strptime(meta["created_utc"], "%Y-%m-%dT%H:%M:%SZ")
     if result.architecture == "dacnn":

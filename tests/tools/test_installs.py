@@ -190,7 +190,7 @@ def test_bench_without_model_times_the_shipped_demo_model(what, monkeypatch, cap
 
     seen = {}
 
-    def fake(*args):
+    def fake(*args, **_options):
         seen["args"] = args
         return {"benchmark": what}
 

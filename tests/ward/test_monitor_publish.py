@@ -173,7 +173,10 @@ def test_the_monitor_hooks_publish_obs_and_a_pain_alarm_that_the_station_receipt
     assert (event.kind, event.condition, event.phase) == ("pain", "PAIN", "start")
     assert event.priority == "high" and event.alert_condition_priority == "Hi"
     assert station.of(topics.ALARM_STATE)[-1].alarms[0].priority == "high"
-    assert [s.state for s in station.of(topics.STATUS)] == ["online", "offline"]
+    # The offline status is published at stop: the station receives it a moment later.
+    assert wait_until(
+        lambda: [s.state for s in station.of(topics.STATUS)] == ["online", "offline"], 3
+    ), [s.state for s in station.of(topics.STATUS)]
     assert not publisher.unreachable
     # Alarms.csv has the event the bus carried; nothing about the bus made pain unknown.
     alarms_csv = (summary.session_folder / "alarms.csv").read_text(encoding="utf-8")
