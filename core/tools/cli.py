@@ -518,7 +518,8 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     if is_checkpoint(model):
         # A research run folder scores through torch (the training extra); an .onnx never does.
         from painmon.core.research.torch_scoring import load_pain_model as load_model
-    if publisher is None:
+
+    def monitor(**hooks: Any) -> int:
         return run_monitor_cli(
             args.source,
             model,
@@ -529,7 +530,11 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
             args.pseudonym,
             load_model=load_model,
             pipelined=args.pipelined,
+            **hooks,
         )
+
+    if publisher is None:
+        return monitor()
     from painmon.core.ward.bed import monitor_hooks
 
     hooks = monitor_hooks(publisher)
@@ -537,16 +542,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     publisher.start()
     code = 3
     try:
-        code = run_monitor_cli(
-            args.source,
-            model,
-            args.out,
-            args.max_seconds,
-            args.realtime,
-            args.face_model,
-            args.pseudonym,
-            load_model=load_model,
-            pipelined=args.pipelined,
+        code = monitor(
             on_result=hooks.on_result,
             on_poll=hooks.on_poll,
             on_alarm_state=hooks.on_alarm_state,
