@@ -54,6 +54,7 @@ from painmon.app.alarm_popup import (
 from painmon.app.settings_dialog import (
     APPLICATION,
     ORGANISATION,
+    PASSWORD_NOT_STORED_TEXT,
     TREND_WINDOWS_MIN,
     AppSettings,
     SettingsDialog,
@@ -102,7 +103,7 @@ from painmon.core.live.scoring import ModelLoadError, OnnxPainModel, ProviderErr
 from painmon.core.live.session import SESSION_CSV, SessionWriteError, SessionWriter
 from painmon.core.live.trend import TrendBuffer
 from painmon.core.util.errors import PainmonError
-from painmon.core.util.redact import redact_source
+from painmon.core.util.redact import redact_source, url_lacks_password
 from painmon.core.util.timeline import utc_now
 
 log = logging.getLogger(__name__)
@@ -278,6 +279,7 @@ class MainWindow(QMainWindow):
         self._apply_display_settings()
         self._update_model_labels()
         self.refresh()
+        self._warn_password_not_stored(self.app_settings.source)
 
     # ------------------------------------------------------------------ construction
     def _build_ui(self) -> None:
@@ -598,6 +600,8 @@ class MainWindow(QMainWindow):
         self.video.clear()
         self.video_stack.setCurrentIndex(0)
         self.status_source.setText(f"source: {self.source_name} (opening…)")
+        if isinstance(source, str):
+            self._warn_password_not_stored(source)
         self._popup_tracker.update(None)
         self.popup.show_view(None)
         if isinstance(source, str) and source != self.app_settings.source:
@@ -627,6 +631,12 @@ class MainWindow(QMainWindow):
         worker.error.connect(self._on_worker_error)
         self._worker, self._thread = worker, thread
         thread.start()
+
+    def _warn_password_not_stored(self, source: str) -> None:
+        # Saved settings never hold a stream password: after a restart the URL names the
+        # user only, and the nurse must type the password again.
+        if url_lacks_password(source):
+            self.statusBar().showMessage(PASSWORD_NOT_STORED_TEXT)
 
     def stop_source(self) -> None:
         """Stop the worker and capture threads and wait for them (the session closes too)."""
@@ -760,6 +770,9 @@ class MainWindow(QMainWindow):
         self.status_source.setText(f"source: {self.source_name} (failed)")
         self._source_problem = source_failed(self.source_name, message)
         self.prompt_title.setText(self._source_problem.headline)
+        spec = self.source_spec
+        if isinstance(spec, str) and url_lacks_password(spec):
+            message = f"{message}\n\n{PASSWORD_NOT_STORED_TEXT}."
         self.prompt_detail.setText(
             f"{message}\n\nRun the demo patient, open a video file, or connect a camera."
         )

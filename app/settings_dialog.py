@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 from painmon.app.widgets import ElidedLabel
 from painmon.core.live.alarms import MAX_AUDIO_PAUSE_S, AlarmSettings
 from painmon.core.util.errors import InvalidInputError
+from painmon.core.util.redact import strip_url_password, url_lacks_password
 from painmon.core.ward.topics import check_label
 
 if TYPE_CHECKING:  # paho comes with the ward extra, imported only when a bed publishes
@@ -46,6 +47,9 @@ _ALARM_FIELDS = tuple(
 
 WARD_EXTRA_HINT = "publishing to the ward needs the ward extra: pip install 'painmon[ward]'"
 MIN_OBS_HZ, MAX_OBS_HZ = 1.0, 10.0  # as core.ward.bed (imported only with the ward extra)
+#: shown when the stored stream URL names a user but its password was not stored
+PASSWORD_NOT_STORED_TEXT = "Stream password is not stored: enter it in Settings → Source"
+SOURCE_PASSWORD_HINT = "Password not stored: type it again (rtsp://user:password@host/…)"
 
 
 def ward_available() -> bool:
@@ -286,12 +290,16 @@ def load_settings(store: QSettings) -> AppSettings:
 
 
 def save_settings(store: QSettings, settings: AppSettings) -> None:
-    """Write ``settings`` to ``store`` and sync it to disk."""
+    """Write ``settings`` to ``store`` and sync it to disk; a stream password never is.
+
+    The source URL is stored without its password (the settings file is plain text);
+    the running window keeps the full URL in memory until it closes.
+    """
     for name in _ALARM_FIELDS:
         store.setValue(f"alarm/{name}", float(getattr(settings.alarm, name)))
     store.setValue(f"alarm/{_AU_ALARMS}", bool(getattr(settings.alarm, _AU_ALARMS)))
     store.setValue("smoothing_time_constant_s", settings.smoothing_time_constant_s)
-    store.setValue("source", settings.source)
+    store.setValue("source", strip_url_password(settings.source))
     store.setValue("model_path", settings.model_path)
     store.setValue("face_model", settings.face_model)
     store.setValue("overlay/show_gradcam", settings.show_gradcam)
@@ -374,6 +382,13 @@ class SettingsDialog(QDialog):
             edit.textChanged.connect(lambda text, edit=edit: self._show_path(edit, text))
             self._show_path(edit, edit.text())
         form.addRow("Source", self._source)
+        self.source_password_hint = QLabel(SOURCE_PASSWORD_HINT)
+        self.source_password_hint.setStyleSheet("color: #c0392b;")
+        self.source_password_hint.setVisible(url_lacks_password(current.source))
+        self._source.textChanged.connect(
+            lambda text: self.source_password_hint.setVisible(url_lacks_password(text))
+        )
+        form.addRow("", self.source_password_hint)
         form.addRow("Model", self._model)
         form.addRow("", self.model_path_label)
         form.addRow("Face model", self._face_model)

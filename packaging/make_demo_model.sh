@@ -14,7 +14,8 @@ work=${1:-demo-model-work}
 mkdir -p "$work"
 cd "$work"
 painmon synth --out synth80 --subjects 80 --images-per-subject 100 --seed 0
-painmon crops --manifest synth80/manifest.csv --out crops80.npz | tee crops.log
+painmon crops --manifest synth80/manifest.csv --out crops80.npz --framing stable-landmarks \
+    | tee crops.log
 if ! grep -q "mediapipe-landmarker detector" crops.log; then
     echo "the crops were not made with the Face Landmarker: run \`painmon models download\`" \
         "(or set PAINMON_FACE_MODEL) and start again" >&2

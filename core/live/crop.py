@@ -7,6 +7,13 @@ rises and the crop's border alone predicts the class. *Stable-landmark* framing 
 size and rotation from points that expression does not move (eye corners), so a grimace
 changes the face inside the crop, not the crop. A model's crop metadata (``"framing"``) says
 which one it was trained on; :func:`crop_for_model` frames exactly that way.
+
+Stable framing has two versions. Version 1 (``"stable-landmarks"``, the models of early
+issue #11) centres the square on the temples' midpoint. The face mesh slides that point down
+as pain rises (+0.027 face widths from class 0 to 4, subject-paired, 8,000 synthetic faces),
+so an outer-ring probe still read the class from the border (0.263, chance 0.20). Version 2
+(``"stable-landmarks-2"``, new crop sets) centres it on the inner eye corners, which move 4x
+less (+0.006); the probe on the same faces reads 0.212. Both take size from the temples.
 """
 
 from __future__ import annotations
@@ -29,8 +36,10 @@ DEFAULT_MARGIN = 0.25
 Point = tuple[float, float]
 
 FRAMING_BOX = "box"
-FRAMING_STABLE = "stable-landmarks"
-FRAMINGS = (FRAMING_BOX, FRAMING_STABLE)
+FRAMING_STABLE = "stable-landmarks"  # version 1: centred on the temples
+FRAMING_STABLE_2 = "stable-landmarks-2"  # version 2: centred on the inner eye corners
+STABLE_FRAMINGS = (FRAMING_STABLE, FRAMING_STABLE_2)
+FRAMINGS = (FRAMING_BOX, *STABLE_FRAMINGS)
 
 # MediaPipe face-mesh points that expression barely moves. Eye corners (subject's right eye:
 # 33 outer, 133 inner; left eye: 362 inner, 263 outer) level the frame; the temples (127
@@ -41,6 +50,7 @@ FRAMINGS = (FRAMING_BOX, FRAMING_STABLE)
 STABLE_RIGHT_EYE = (33, 133)
 STABLE_LEFT_EYE = (362, 263)
 STABLE_TEMPLES = (127, 356)
+STABLE_INNER_EYE_CORNERS = (133, 362)
 MIN_MESH_LANDMARKS = 468  # the face mesh without the 10 iris points
 
 # A neutral face framed as loosely as by its landmark box plus DEFAULT_MARGIN: the crop's
@@ -50,6 +60,10 @@ MIN_MESH_LANDMARKS = 468  # the face mesh without the 10 iris points
 # 1.67 and 0.18; the side is set between them, nearer the real faces.
 STABLE_CENTER_DOWN = 0.19
 STABLE_SIDE_SCALE = 1.80
+# Version 2 centres the square STABLE_2_CENTER_DOWN temple distances below the inner eye
+# corners' midpoint: the same square as version 1 on a neutral face (median over the class-0
+# faces of the measurement above: 0.1807), side unchanged.
+STABLE_2_CENTER_DOWN = 0.18
 
 
 @dataclass(frozen=True)
@@ -112,14 +126,20 @@ def stable_frame(
     landmarks: np.ndarray,
     center_down: float = STABLE_CENTER_DOWN,
     side_scale: float = STABLE_SIDE_SCALE,
+    framing: str = FRAMING_STABLE,
 ) -> CropFrame:
     """The stable-landmark framing of a face from its MediaPipe face-mesh landmarks (pixels).
 
-    With ``d`` the distance between the temples and ``m`` their midpoint, the square is
-    centred ``center_down * d`` below ``m`` along the face's vertical axis, has side
+    With ``d`` the distance between the temples and ``m`` the midpoint of the temples
+    (``framing`` version 1) or of the inner eye corners (version 2), the square is centred
+    ``center_down * d`` below ``m`` along the face's vertical axis, has side
     ``side_scale * d``, and is rotated so the eye-corner line (subject's right eye to left
     eye) is level; a face upside down comes out upright.
     """
+    if framing not in STABLE_FRAMINGS:
+        raise ValueError(
+            f"stable framing must be one of {', '.join(STABLE_FRAMINGS)}, got {framing!r}"
+        )
     if not has_stable_landmarks(landmarks):
         raise ValueError(
             f"stable framing needs >= {MIN_MESH_LANDMARKS} finite face-mesh landmarks "
@@ -138,7 +158,9 @@ def stable_frame(
     dx, dy = left_eye - right_eye
     angle_rad = math.atan2(dy, dx)
     down = np.array([-math.sin(angle_rad), math.cos(angle_rad)])
-    center = (right_temple + left_temple) / 2.0 + center_down * temple_distance_px * down
+    anchors = STABLE_TEMPLES if framing == FRAMING_STABLE else STABLE_INNER_EYE_CORNERS
+    middle = points[list(anchors)].mean(axis=0)
+    center = middle + center_down * temple_distance_px * down
     side_px = side_scale * temple_distance_px
     return CropFrame((float(center[0]), float(center[1])), side_px, angle_rad)
 
@@ -214,19 +236,38 @@ def crop_face(
 
 
 def stable_framing_meta(
-    center_down: float = STABLE_CENTER_DOWN, side_scale: float = STABLE_SIDE_SCALE
+    center_down: float | None = None,
+    side_scale: float = STABLE_SIDE_SCALE,
+    framing: str = FRAMING_STABLE_2,
 ) -> dict[str, Any]:
-    """The crop-metadata entries that record the stable-landmark framing and its parameters."""
+    """The crop-metadata entries that record a stable-landmark framing and its parameters.
+
+    New crop sets are framed by version 2; ``center_down`` defaults to that version's value.
+    """
+    if framing not in STABLE_FRAMINGS:
+        raise ValueError(
+            f"stable framing must be one of {', '.join(STABLE_FRAMINGS)}, got {framing!r}"
+        )
+    if center_down is None:
+        center_down = STABLE_CENTER_DOWN if framing == FRAMING_STABLE else STABLE_2_CENTER_DOWN
+    if framing == FRAMING_STABLE:
+        anchors = {"center_and_scale": list(STABLE_TEMPLES)}
+    else:
+        anchors = {"center": list(STABLE_INNER_EYE_CORNERS), "scale": list(STABLE_TEMPLES)}
     return {
-        "framing": FRAMING_STABLE,
+        "framing": framing,
         "framing_params": {
             "landmarks": "mediapipe-face-mesh",
             "level": [*STABLE_RIGHT_EYE, *STABLE_LEFT_EYE],
-            "center_and_scale": list(STABLE_TEMPLES),
+            **anchors,
             "center_down": float(center_down),
             "side_scale": float(side_scale),
         },
     }
+
+
+def _default_center_down(framing: str) -> float:
+    return STABLE_2_CENTER_DOWN if framing == FRAMING_STABLE_2 else STABLE_CENTER_DOWN
 
 
 @dataclass(frozen=True)
@@ -271,7 +312,7 @@ class CropSpec:
                 framing=framing,
                 margin=float(meta.get("margin", DEFAULT_MARGIN)),
                 eye_alignment=bool(meta.get("eye_alignment", False)),
-                center_down=float(params.get("center_down", STABLE_CENTER_DOWN)),
+                center_down=float(params.get("center_down", _default_center_down(framing))),
                 side_scale=float(params.get("side_scale", STABLE_SIDE_SCALE)),
             )
         except (TypeError, AttributeError) as exc:
@@ -308,12 +349,12 @@ def crop_for_model(
     there is nothing to frame by or the crop lies outside the image.
     """
     spec = crop_meta if isinstance(crop_meta, CropSpec) else CropSpec.from_meta(crop_meta)
-    if spec.framing == FRAMING_STABLE and has_stable_landmarks(landmarks):
-        frame = stable_frame(landmarks, spec.center_down, spec.side_scale)  # type: ignore[arg-type]
-        return ModelCrop(crop_frame(rgb, frame, size_px), FRAMING_STABLE)
+    if spec.framing in STABLE_FRAMINGS and has_stable_landmarks(landmarks):
+        frame = stable_frame(landmarks, spec.center_down, spec.side_scale, spec.framing)  # type: ignore[arg-type]
+        return ModelCrop(crop_frame(rgb, frame, size_px), spec.framing)
     if box is None:
         raise ValueError("no face box (and no face landmarks) to crop")
     # A stable-framing model's training crops were levelled by the eyes: keep that much.
-    levelled = spec.eye_alignment or spec.framing == FRAMING_STABLE
+    levelled = spec.eye_alignment or spec.framing in STABLE_FRAMINGS
     image = crop_face(rgb, box, size_px, spec.margin, eye_line if levelled else None)
     return ModelCrop(image, FRAMING_BOX, fell_back=spec.framing != FRAMING_BOX)

@@ -27,8 +27,9 @@ from painmon.core.live.crop import (
     DEFAULT_MARGIN,
     DEFAULT_SIZE_PX,
     FRAMING_BOX,
-    FRAMING_STABLE,
+    FRAMING_STABLE_2,
     FRAMINGS,
+    STABLE_FRAMINGS,
     CropSpec,
     crop_for_model,
     stable_framing_meta,
@@ -418,7 +419,7 @@ def build_crop_set(
     size_px: int = DEFAULT_SIZE_PX,
     margin: float = DEFAULT_MARGIN,
     progress: bool = True,
-    framing: str = FRAMING_STABLE,
+    framing: str = FRAMING_STABLE_2,
 ) -> tuple[CropSet, CropReport]:
     """Detect, crop and cache every sample's face once; later runs read the cache only.
 
@@ -455,8 +456,8 @@ def build_crop_set(
         "crop_version": CROP_ALGORITHM_VERSION,
     }
     # The framing is part of the cache key (preprocessing JSON): old crops never match.
-    if framing == FRAMING_STABLE and hasattr(active, "detect_with_landmarks"):
-        preprocessing.update(stable_framing_meta())
+    if framing in STABLE_FRAMINGS and hasattr(active, "detect_with_landmarks"):
+        preprocessing.update(stable_framing_meta(framing=framing))
     else:
         preprocessing["framing"] = FRAMING_BOX
     spec = CropSpec.from_meta(preprocessing)

@@ -54,6 +54,8 @@ from painmon.core.util.paths import user_cache_dir
 log = logging.getLogger(__name__)
 
 CV_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "quadratic_kappa", "ece")
+# How cross_validate trains its fold models: one process each, or all stacked in one.
+CV_ENGINES = ("processes", "stacked")
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,11 @@ def prepare_data(
     detector: Any = None,
     progress: bool = True,
     allow_outside_root: bool = False,
+    framing: str | None = None,
 ) -> PreparedData:
     """Load a dataset (UNBC root, BioVid root or manifest) and its face crops (cached).
+
+    ``framing`` picks the crop framing of new crops (default: the current stable framing).
 
     A ``.npz`` written by ``painmon crops`` is used as it is: no images, no detector.
     ``allow_outside_root`` lets a manifest list images outside its own folder.
@@ -105,7 +110,10 @@ def prepare_data(
         return PreparedData(source, (), crops, report, dataset_hash)
     samples = load_dataset(source, allow_outside_root=allow_outside_root)
     cache = Path(cache_dir) if cache_dir is not None else user_cache_dir() / "crops"
-    crops, report = build_crop_set(samples, cache, detector=detector, progress=progress)
+    framing_kw = {} if framing is None else {"framing": framing}
+    crops, report = build_crop_set(
+        samples, cache, detector=detector, progress=progress, **framing_kw
+    )
     if report.skipped_count:
         log.warning("%s", report.to_text())
     return PreparedData(source, tuple(samples), crops, report, dataset_sha256(source, samples))
@@ -510,6 +518,14 @@ def load_cv_test_predictions(cv_dir: str | Path) -> CVTestPredictions | None:
 def _cv_job(args: tuple) -> dict[str, Any]:
     data, plan, cfg, out, fold, progress = args
     result = train_on_plan(data, plan, cfg, out, fold=fold, progress=progress)
+    return _cv_row(data, plan, cfg, out, fold, result)
+
+
+def _cv_row(
+    data: PreparedData, plan: SplitPlan, cfg: TrainConfig, out: Path, fold: int,
+    result: TrainResult,
+) -> dict[str, Any]:  # fmt: skip
+    """One fold model's CV row: its run, validation metrics and test predictions."""
     x_va, y_va, _ = data.partition(plan.subjects("val", fold))
     x_te, y_te, s_te = data.partition(plan.test)
     row = {
@@ -542,6 +558,7 @@ def cross_validate(
     seeds: Sequence[int] = (42,),
     jobs: int = 1,
     progress: bool = True,
+    engine: str = "processes",
 ) -> dict[str, Any]:
     """K-fold CV over the plan's folds for each seed; per-fold metrics, means and 95 % CIs.
 
@@ -550,13 +567,26 @@ def cross_validate(
     metrics score the same model on the held-out test subjects no fold ever saw (their
     per-crop probabilities are kept in ``cv_test_predictions.npz``). See
     :func:`summarise_cv` for what the intervals are.
+
+    ``engine`` ``"processes"`` trains each (seed, fold) model with ``fit()``, ``jobs`` at a
+    time; ``"stacked"`` trains all of them together in this process
+    (:func:`~painmon.core.research.stacked.fit_stacked`, the fast path on one GPU).
     """
+    if engine not in CV_ENGINES:
+        raise InvalidInputError(f"engine must be one of {', '.join(CV_ENGINES)}, got {engine!r}")
     if not plan.folds:
         raise SplitError("the split plan has no folds; make one with `painmon split --folds K`")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise InvalidInputError(f"jobs is how many folds train at once: 1 or more, got {jobs!r}")
+    if engine == "stacked" and jobs > 1:
+        raise InvalidInputError(
+            f"the stacked engine trains every fold in one process: use jobs 1 with it (got {jobs})"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if engine == "stacked":
+        rows = _cv_stacked(data, plan, cfg, out, seeds, progress)
+        return _finish_cv(out, rows)
     jobs_args = [
         (data, plan, dataclasses.replace(cfg, seed=seed), out / f"seed{seed}" / f"fold{k + 1}", k,
          progress and jobs == 1)
@@ -568,6 +598,50 @@ def cross_validate(
     else:
         with mp.get_context("spawn").Pool(jobs) as pool:
             rows = pool.map(_cv_job, jobs_args)
+    return _finish_cv(out, rows)
+
+
+def _cv_stacked(
+    data: PreparedData,
+    plan: SplitPlan,
+    cfg: TrainConfig,
+    out: Path,
+    seeds: Sequence[int],
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Every (seed, fold) model trained together by ``fit_stacked``; their CV rows."""
+    from painmon.core.research.stacked import StackedMember, fit_stacked
+
+    check_subject_disjoint(plan)
+    keys = [(seed, k) for seed in seeds for k in range(len(plan.folds))]
+    members = []
+    for seed, k in keys:
+        run = out / f"seed{seed}" / f"fold{k + 1}"
+        run.mkdir(parents=True, exist_ok=True)
+        plan.to_json(run / "splits.json")
+        x_tr, y_tr, s_tr = data.partition(plan.subjects("train", k))
+        x_va, y_va, s_va = data.partition(plan.subjects("val", k))
+        members.append(
+            StackedMember(
+                seed=seed,
+                train_images=x_tr,
+                train_labels=y_tr,
+                val_images=x_va,
+                val_labels=y_va,
+                out_dir=run,
+                provenance=_provenance(data, plan, s_tr, s_va, k, seed),
+                train_subjects=s_tr,
+                val_subjects=s_va,
+            )
+        )
+    results = fit_stacked(cfg, members, progress=progress)
+    return [
+        _cv_row(data, plan, dataclasses.replace(cfg, seed=seed), m.out_dir, k, result)
+        for (seed, k), m, result in zip(keys, members, results, strict=True)
+    ]
+
+
+def _finish_cv(out: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:
     summary = summarise_cv(rows)
     predictions = _test_predictions(rows)
     if predictions is not None:

@@ -29,6 +29,7 @@ import numpy as np
 
 from painmon.core.research.crops import CropSet
 from painmon.core.research.experiment import (
+    CV_ENGINES,
     CVTestPredictions,
     PreparedData,
     cross_validate,
@@ -591,6 +592,7 @@ def _cross_validate_once(
     seeds: Sequence[int],
     jobs: int,
     progress: bool,
+    engine: str = "processes",
 ) -> dict[str, Any]:
     """Cross-validate, or reuse a finished CV of the very same setup in ``cv_dir`` (resume)."""
     identity = _run_identity(cfg, plan, data, seeds)
@@ -602,7 +604,9 @@ def _cross_validate_once(
             return json.loads(summary_path.read_text())
         log.info("%s holds a different setup; training it again", cv_dir)
     marker.unlink(missing_ok=True)
-    summary = cross_validate(data, plan, cfg, cv_dir, seeds=seeds, jobs=jobs, progress=progress)
+    summary = cross_validate(
+        data, plan, cfg, cv_dir, seeds=seeds, jobs=jobs, progress=progress, engine=engine
+    )
     atomic_write_json(marker, identity)
     return summary
 
@@ -642,6 +646,7 @@ def run_reproduce(
     quick: bool = False,
     device: str = "auto",
     jobs: int = 1,
+    engine: str = "processes",
     seeds: Sequence[int] = (42,),
     folds: int = 5,
     epochs: int = 100,
@@ -662,9 +667,17 @@ def run_reproduce(
     Each distinct configuration is cross-validated once under ``out_dir/cv/<key>``
     (rows that train the same networks share a folder); a rerun reuses finished ones.
     ``allow_outside_root`` lets a manifest list images outside its own folder.
+    ``engine`` is :func:`~painmon.core.research.experiment.cross_validate`'s: ``"stacked"``
+    trains each CV's fold models together in this process (the fast path on one GPU).
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise InvalidInputError(f"jobs is how many folds train at once: 1 or more, got {jobs!r}")
+    if engine not in CV_ENGINES:
+        raise InvalidInputError(f"engine must be one of {', '.join(CV_ENGINES)}, got {engine!r}")
+    if engine == "stacked" and jobs > 1:
+        raise InvalidInputError(
+            f"the stacked engine trains every fold in one process: use jobs 1 with it (got {jobs})"
+        )
     t0 = time.perf_counter()
     settings = protocol_settings(quick, folds, seeds, epochs, batch_size, lr)
     out = Path(out_dir)
@@ -714,7 +727,7 @@ def run_reproduce(
         log.info("[%d/%d] cross-validating %s: %s", i, len(to_train), exp.key, exp.label)
         t_exp = time.perf_counter()
         summary = _cross_validate_once(
-            data, plan, exp.cfg, out / "cv" / exp.key, settings.seeds, jobs, progress
+            data, plan, exp.cfg, out / "cv" / exp.key, settings.seeds, jobs, progress, engine
         )
         results[exp.key] = {
             "label": exp.label,

@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from painmon.core.research.augment import AugmentConfig, augment_batch
-from painmon.core.research.calibration import calibrate, softmax
+from painmon.core.research.calibration import CalibrationResult, calibrate, softmax
 from painmon.core.research.metrics import classification_metrics
 from painmon.core.research.seeding import check_device_name
 from painmon.core.research.splits import check_partitions_disjoint
@@ -601,18 +601,7 @@ def fit(
             "training stopped before the first epoch finished: no checkpoint written"
         )
 
-    # Temperature scaling on the validation subjects, with the best weights.
-    best_model, meta = load_checkpoint(out / "best.safetensors", device)
-    val_logits = predict_logits(best_model, val.images, cfg.eval_batch_size)
-    calib = calibrate(val_logits, val.labels.cpu().numpy())
-    meta.update(
-        checkpoint_meta(best_model, temperature=calib.temperature),
-        calibration=dataclasses.asdict(calib),
-    )
-    meta.pop("weights_file", None)
-    meta.pop("weights_sha256", None)
-    save_checkpoint(best_model, out / "best.safetensors", meta)
-    _write_card(out, cfg, meta, calib, stopped, len(train), len(val))
+    calib = finish_run(out, cfg, val, stopped, len(train), device)
     return TrainResult(
         out_dir=out,
         best_epoch=int(best["epoch"]),
@@ -624,6 +613,27 @@ def fit(
         stopped=stopped,
         seconds=time.perf_counter() - t_start,
     )
+
+
+def finish_run(
+    out: Path, cfg: TrainConfig, val: DeviceData, stopped: str, n_train: int, device: torch.device
+) -> CalibrationResult:
+    """Temperature-scale ``out/best.safetensors`` on the validation crops and write ``card.md``.
+
+    Shared by :func:`fit` and the stacked engine, so both leave the same run folder.
+    """
+    best_model, meta = load_checkpoint(out / "best.safetensors", device)
+    val_logits = predict_logits(best_model, val.images, cfg.eval_batch_size)
+    calib = calibrate(val_logits, val.labels.cpu().numpy())
+    meta.update(
+        checkpoint_meta(best_model, temperature=calib.temperature),
+        calibration=dataclasses.asdict(calib),
+    )
+    meta.pop("weights_file", None)
+    meta.pop("weights_sha256", None)
+    save_checkpoint(best_model, out / "best.safetensors", meta)
+    _write_card(out, cfg, meta, calib, stopped, n_train, len(val))
+    return calib
 
 
 def _maybe_compile(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:

@@ -59,6 +59,23 @@ def _check_jobs(jobs: int) -> int:
     return jobs
 
 
+def _check_engine(engine: str, jobs: int) -> None:
+    """``--engine stacked`` trains every fold in one process: ``--jobs`` must stay 1."""
+    if engine == "stacked" and jobs > 1:
+        raise CliError(
+            f"--engine stacked trains every fold in one process: drop --jobs {jobs} (or use "
+            "--engine processes)"
+        )
+
+
+ENGINE_HELP = (
+    "how the fold models train: 'processes' (default) runs each with its own training loop, "
+    "--jobs at a time; 'stacked' trains every (seed, fold) model at once in one process "
+    "(stacked weights, one vmapped step, captured as a CUDA graph on a GPU): the fast path "
+    "on one GPU; no --jobs, no resume of a half-finished fold"
+)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its errors on one line (``painmon CMD: error: ...``), exit 2, no usage dump."""
 
@@ -274,7 +291,10 @@ def _prepare(args: argparse.Namespace) -> Any:
         raise CliError(f"--cache-dir {args.cache_dir} is not a folder: give a folder for crops")
 
     return prepare_data(
-        args.manifest, cache_dir=args.cache_dir, allow_outside_root=args.allow_outside_root
+        args.manifest,
+        cache_dir=args.cache_dir,
+        allow_outside_root=args.allow_outside_root,
+        framing=getattr(args, "framing", None),
     )
 
 
@@ -307,12 +327,15 @@ def _cmd_cv(args: argparse.Namespace) -> int:
 
     seeds = _parse_seeds(args.seeds)
     _check_jobs(args.jobs)
+    _check_engine(args.engine, args.jobs)
     refuse_existing_output(args.out, args.force, "a cross-validation folder", ignore=LOG_FILES)
     cfg = _train_config(args)
     _check_training_inputs(args, cfg)
     data = _prepare(args)
     plan = resolve_plan(data, args.splits, seed=args.split_seed, folds=args.folds)
-    summary = cross_validate(data, plan, cfg, args.out, seeds=seeds, jobs=args.jobs)
+    summary = cross_validate(
+        data, plan, cfg, args.out, seeds=seeds, jobs=args.jobs, engine=args.engine
+    )
     print(format_cv_summary(summary))
     print(f"per-fold table: {Path(args.out) / 'cv_folds.csv'}")
     return EXIT_OK
@@ -789,6 +812,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
     seeds = _parse_seeds(args.seeds)
     _check_jobs(args.jobs)
+    _check_engine(args.engine, args.jobs)
     refuse_existing_output(
         args.out,
         args.force or args.resume,
@@ -809,6 +833,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         quick=args.quick,
         device=args.device,
         jobs=args.jobs,
+        engine=args.engine,
         seeds=seeds,
         folds=args.folds,
         epochs=args.epochs,
@@ -1031,6 +1056,14 @@ def build_parser() -> argparse.ArgumentParser:
     crops.add_argument("--manifest", type=Path, required=True, help="manifest, UNBC or BioVid")
     crops.add_argument("--out", type=Path, required=True, help="crops.npz to write")
     crops.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
+    crops.add_argument(
+        "--framing",
+        choices=("stable-landmarks-2", "stable-landmarks", "box"),
+        default="stable-landmarks-2",
+        help="how crops are framed: 'stable-landmarks-2' (default; inner eye corners centre "
+        "the crop), 'stable-landmarks' (temples centre it: the shipped demo model's crops), "
+        "'box' (the landmark box plus a margin: models before issue #11)",
+    )
     _add_allow_outside_root(crops)
     _add_force(crops, "--out")
     crops.set_defaults(func=_cmd_crops)
@@ -1050,6 +1083,8 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument(
         "--jobs", type=_positive_int, default=1, help="folds trained at once (processes)"
     )
+    cv.add_argument("--engine", choices=("processes", "stacked"), default="processes",
+                    help=ENGINE_HELP)  # fmt: skip
     _add_force(cv, "--out")
     cv.set_defaults(func=_cmd_cv)
 
@@ -1417,6 +1452,8 @@ Every ending syncs and closes the session files and records why in session.json.
     rep.add_argument(
         "--jobs", type=_positive_int, default=1, help="folds trained at once (processes)"
     )
+    rep.add_argument("--engine", choices=("processes", "stacked"), default="processes",
+                     help=ENGINE_HELP)  # fmt: skip
     rep.add_argument(
         "--seeds", default="42", help="training seeds, comma-separated, e.g. 42,123,999"
     )

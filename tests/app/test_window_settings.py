@@ -3,8 +3,6 @@ elide with a tooltip; "Open session folder" without a file manager says where it
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 pytest.importorskip("pytestqt")
@@ -14,41 +12,14 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QApplication
 
 from painmon.app import main_window as main_window_module
-from painmon.app.main_window import DEMO_SOURCE, MainWindow
-from painmon.app.settings_dialog import AppSettings, SettingsDialog, load_settings, save_settings
+from painmon.app.main_window import DEMO_SOURCE
+from painmon.app.settings_dialog import AppSettings, SettingsDialog, load_settings
 from painmon.app.widgets import ElidedLabel
 from painmon.core.live.display import NO_CAMERA_HEADLINE, NO_PAIN_ALARM_TEXT
 from painmon.core.store.catalog import shipped_demo_model_path
 
 WAIT_MS = 20000
 LONG_PATH = "/srv/painmon/" + "/".join(f"ward-{i}-subfolder" for i in range(12)) + "/model.onnx"
-
-
-@pytest.fixture
-def store_path(tmp_path):
-    path = tmp_path / "painmon.ini"
-    store = QSettings(str(path), QSettings.Format.IniFormat)
-    save_settings(store, AppSettings(source="camera:0", session_root=str(tmp_path / "sessions")))
-    store.sync()
-    return path
-
-
-@pytest.fixture
-def make_window(qtbot, store_path, face_model_path):
-    windows = []
-
-    def make(**kwargs) -> MainWindow:
-        store = QSettings(str(store_path), QSettings.Format.IniFormat)
-        window = MainWindow(store, face_model=face_model_path, **kwargs)
-        qtbot.addWidget(window)
-        windows.append(window)
-        return window
-
-    yield make
-    for window in windows:
-        window.close()
-        assert window.threads_finished() and not window.timers_active()
-    assert not [t for t in threading.enumerate() if t.name.startswith("painmon-capture")]
 
 
 def _saved(store_path) -> AppSettings:

@@ -11,7 +11,11 @@ import pytest
 from painmon.core.live.crop import (
     FRAMING_BOX,
     FRAMING_STABLE,
+    FRAMING_STABLE_2,
+    STABLE_2_CENTER_DOWN,
+    STABLE_INNER_EYE_CORNERS,
     STABLE_SIDE_SCALE,
+    STABLE_TEMPLES,
     CropSpec,
     box_frame,
     crop_face,
@@ -126,14 +130,24 @@ def test_crop_for_model_frames_new_metadata_by_stable_landmarks_or_flags_the_fal
     points = _mesh()
     box = _box_from_points(points, 400, 400, 0.9)
     eye_line = eye_line_from_landmarks(points)
-    meta = {"margin": 0.25, "eye_alignment": True, **stable_framing_meta()}
-    result = crop_for_model(rgb, box, points, eye_line, meta, 64)
+    # Version 1 metadata (the temples centre the square): framed exactly as it was trained.
+    old = {"margin": 0.25, "eye_alignment": True, **stable_framing_meta(framing=FRAMING_STABLE)}
+    result = crop_for_model(rgb, box, points, eye_line, old, 64)
     np.testing.assert_array_equal(result.image, crop_frame(rgb, stable_frame(points), 64))
     assert result.framing == FRAMING_STABLE and not result.fell_back
+    # New crop sets record version 2 (the inner eye corners centre it).
+    meta = {"margin": 0.25, "eye_alignment": True, **stable_framing_meta()}
+    assert meta["framing"] == FRAMING_STABLE_2
+    assert meta["framing_params"]["center"] == [133, 362]
+    result = crop_for_model(rgb, box, points, eye_line, meta, 64)
+    expected = stable_frame(points, STABLE_2_CENTER_DOWN, framing=FRAMING_STABLE_2)
+    np.testing.assert_array_equal(result.image, crop_frame(rgb, expected, 64))
+    assert result.framing == FRAMING_STABLE_2 and not result.fell_back
     # Parameters come from the metadata, not the code's constants.
     looser = dict(meta, framing_params={"center_down": 0.19, "side_scale": 2.5})
     wide = crop_for_model(rgb, box, points, eye_line, looser, 64).image
-    np.testing.assert_array_equal(wide, crop_frame(rgb, stable_frame(points, 0.19, 2.5), 64))
+    loose = stable_frame(points, 0.19, 2.5, framing=FRAMING_STABLE_2)
+    np.testing.assert_array_equal(wide, crop_frame(rgb, loose, 64))
 
     for landmarks in (None, points[:5]):  # Haar (no landmarks) or not a face mesh
         fallback = crop_for_model(rgb, box, landmarks, eye_line, meta, 64)
@@ -186,3 +200,27 @@ def test_stable_frame_on_a_real_face_covers_brows_to_chin(shared_file, face_mode
     assert np.abs(u).max() < 0.47 * frame.side_px
     crop = crop_for_model(rgb, box, landmarks, eye_line, stable_framing_meta(), 64)
     assert crop.image.shape == (64, 64, 3) and not crop.fell_back
+
+
+def test_version_2_is_centred_on_the_inner_eye_corners_so_a_sliding_face_oval_moves_nothing():
+    """The mesh slides its temple points down as pain rises; version 2 does not follow them."""
+    points = _mesh().astype(np.float64)
+    slid = points.copy()
+    slid[list(STABLE_TEMPLES), 1] += 6.0  # both temples 6 px lower, distance unchanged
+    v1 = stable_frame(points), stable_frame(slid)
+    v2 = (stable_frame(points, STABLE_2_CENTER_DOWN, framing=FRAMING_STABLE_2),
+          stable_frame(slid, STABLE_2_CENTER_DOWN, framing=FRAMING_STABLE_2))  # fmt: skip
+    assert v1[1].center[1] - v1[0].center[1] == pytest.approx(6.0)
+    assert v2[1].center == pytest.approx(v2[0].center)
+    assert v2[0].side_px == pytest.approx(v1[0].side_px)
+    # The centre: the inner corners' midpoint, center_down temple distances down the face.
+    inner = points[list(STABLE_INNER_EYE_CORNERS)].mean(axis=0)
+    temple_distance = np.hypot(*(points[356] - points[127]))
+    frame = stable_frame(points, 0.5, framing=FRAMING_STABLE_2)
+    assert np.hypot(*(np.array(frame.center) - inner)) == pytest.approx(0.5 * temple_distance)
+    with pytest.raises(ValueError, match="stable framing must be one of"):
+        stable_frame(points, framing="box")
+    # Metadata without center_down takes its version's value.
+    spec = CropSpec.from_meta({"framing": FRAMING_STABLE_2, "framing_params": {}})
+    assert spec.center_down == STABLE_2_CENTER_DOWN
+    assert CropSpec.from_meta({"framing": FRAMING_STABLE}).center_down == 0.19

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from painmon.core.live.crop import FRAMING_BOX, FRAMING_STABLE
+from painmon.core.live.crop import FRAMING_BOX, FRAMING_STABLE, FRAMING_STABLE_2
 from painmon.core.live.face_detect import FaceBox
 from painmon.core.research.crops import build_crop_set
 from painmon.core.research.datasets import Sample
@@ -75,16 +75,25 @@ def _entries(cache: Path) -> set[str]:
 def test_cache_uses_stable_framing_with_landmarks_and_keys_it_apart(tmp_path, samples):
     cache = tmp_path / "cache"
     stable, _ = build_crop_set(samples, cache, detector=MeshDetector(), progress=False)
-    assert stable.preprocessing["framing"] == FRAMING_STABLE
+    assert stable.preprocessing["framing"] == FRAMING_STABLE_2  # new crop sets: version 2
     assert stable.preprocessing["framing_params"]["side_scale"] > 0
     after_stable = _entries(cache)
+
+    # Version 1 (temple-centred) crops are keyed apart from version 2's and differ.
+    version1, _ = build_crop_set(
+        samples, cache, detector=MeshDetector(), progress=False, framing=FRAMING_STABLE
+    )
+    assert version1.preprocessing["framing"] == FRAMING_STABLE
+    assert len(_entries(cache)) == 2 * len(after_stable)
+    assert not np.array_equal(version1.images, stable.images)
+    before_box = len(_entries(cache))
 
     boxed, _ = build_crop_set(
         samples, cache, detector=MeshDetector(), progress=False, framing=FRAMING_BOX
     )
     assert boxed.preprocessing["framing"] == FRAMING_BOX
     assert "framing_params" not in boxed.preprocessing
-    assert len(_entries(cache)) == 2 * len(after_stable)  # new keys: no stale crops reused
+    assert len(_entries(cache)) == before_box + len(samples)  # new keys: no stale crops reused
     assert not np.array_equal(boxed.images, stable.images)
 
     rerun = MeshDetector()
@@ -101,3 +110,23 @@ def test_cache_without_landmarks_keeps_box_framing(tmp_path, samples):
     assert crops.preprocessing["eye_alignment"] is False
     with pytest.raises(ValueError, match="framing"):
         build_crop_set(samples, tmp_path / "c2", detector=MeshDetector(), framing="zoom")
+
+
+def test_painmon_crops_frames_by_version_2_unless_told(tmp_path, face_model_path, monkeypatch):
+    """`painmon crops --framing stable-landmarks` rebuilds the shipped demo model's crops."""
+    from painmon.core.research.crops import CropSet
+    from painmon.core.synth.dataset import write_dataset
+    from painmon.core.tools.cli import main as cli_main
+
+    monkeypatch.setenv("PAINMON_FACE_MODEL", str(face_model_path))
+    manifest = write_dataset(tmp_path / "ds", 2, 2, seed=5, image_size_px=160)
+    made = {}
+    for framing in (None, FRAMING_STABLE):
+        out = tmp_path / f"crops-{framing}.npz"
+        args = ["crops", "--manifest", str(manifest), "--out", str(out),
+                "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+        assert cli_main(args + ([] if framing is None else ["--framing", framing])) == 0
+        made[framing], _ = CropSet.load_npz(out)
+    assert made[None].preprocessing["framing"] == FRAMING_STABLE_2
+    assert made[FRAMING_STABLE].preprocessing["framing"] == FRAMING_STABLE
+    assert not np.array_equal(made[None].images, made[FRAMING_STABLE].images)

@@ -72,7 +72,7 @@ def test_cv_folds_come_from_the_split_seed(datasets, tmp_path, monkeypatch, capl
     _, own, _ = datasets
     plans = []
 
-    def fake_cross_validate(data, plan, cfg, out, seeds, jobs):
+    def fake_cross_validate(data, plan, cfg, out, seeds, jobs, engine="processes"):
         plans.append((plan, tuple(seeds)))
         return summarise_cv([])
 

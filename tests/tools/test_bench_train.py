@@ -21,6 +21,22 @@ def test_bench_train_reports_epoch_times_and_the_projection():
     # Five folds one after another, 100 epochs each.
     assert result["projected_5x100_s"] == pytest.approx(500 * epoch_s)
     assert result["wall_s"] >= result["warmup_s"] > 0
+    # The whole command's wall time (process start-up included) is at least the timed part.
+    assert result["command_wall_s"] >= result["wall_s"]
+    assert "projection" in result["projection_note"]
+
+
+def test_command_wall_time_counts_from_process_start(monkeypatch):
+    import time
+
+    from painmon.core.tools import bench_train as module
+
+    first = module.command_wall_s()
+    time.sleep(0.05)
+    assert module.command_wall_s() >= first + 0.04
+    # Without /proc the time since the module was imported stands in.
+    monkeypatch.setattr(module, "Path", lambda *_: (_ for _ in ()).throw(OSError("no /proc")))
+    assert 0 < module.command_wall_s() <= time.perf_counter() - module._IMPORTED_AT + 1e-3
 
 
 @pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"jobs": 0}, {"n_crops": 16, "batch_size": 32}])
