@@ -122,6 +122,17 @@ def has_stable_landmarks(landmarks: np.ndarray | None) -> bool:
     return bool(eye_gap >= 1.0 and np.hypot(*(left_temple - right_temple)) >= 1.0)
 
 
+def _check_stable_framing(framing: str) -> None:
+    if framing not in STABLE_FRAMINGS:
+        raise ValueError(
+            f"stable framing must be one of {', '.join(STABLE_FRAMINGS)}, got {framing!r}"
+        )
+
+
+def _default_center_down(framing: str) -> float:
+    return STABLE_2_CENTER_DOWN if framing == FRAMING_STABLE_2 else STABLE_CENTER_DOWN
+
+
 def stable_frame(
     landmarks: np.ndarray,
     center_down: float = STABLE_CENTER_DOWN,
@@ -136,10 +147,7 @@ def stable_frame(
     ``side_scale * d``, and is rotated so the eye-corner line (subject's right eye to left
     eye) is level; a face upside down comes out upright.
     """
-    if framing not in STABLE_FRAMINGS:
-        raise ValueError(
-            f"stable framing must be one of {', '.join(STABLE_FRAMINGS)}, got {framing!r}"
-        )
+    _check_stable_framing(framing)
     if not has_stable_landmarks(landmarks):
         raise ValueError(
             f"stable framing needs >= {MIN_MESH_LANDMARKS} finite face-mesh landmarks "
@@ -244,12 +252,9 @@ def stable_framing_meta(
 
     New crop sets are framed by version 2; ``center_down`` defaults to that version's value.
     """
-    if framing not in STABLE_FRAMINGS:
-        raise ValueError(
-            f"stable framing must be one of {', '.join(STABLE_FRAMINGS)}, got {framing!r}"
-        )
+    _check_stable_framing(framing)
     if center_down is None:
-        center_down = STABLE_CENTER_DOWN if framing == FRAMING_STABLE else STABLE_2_CENTER_DOWN
+        center_down = _default_center_down(framing)
     if framing == FRAMING_STABLE:
         anchors = {"center_and_scale": list(STABLE_TEMPLES)}
     else:
@@ -264,10 +269,6 @@ def stable_framing_meta(
             "side_scale": float(side_scale),
         },
     }
-
-
-def _default_center_down(framing: str) -> float:
-    return STABLE_2_CENTER_DOWN if framing == FRAMING_STABLE_2 else STABLE_CENTER_DOWN
 
 
 @dataclass(frozen=True)
