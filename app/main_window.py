@@ -9,6 +9,7 @@ banner at 10 Hz, trend at 1 Hz).
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import dataclasses
 import logging
@@ -107,6 +108,19 @@ from painmon.core.util.redact import redact_source, url_lacks_password
 from painmon.core.util.timeline import utc_now
 
 log = logging.getLogger(__name__)
+
+
+def _import_face_backend_here() -> None:
+    """Import MediaPipe (and the matplotlib it pulls in) on the GUI thread, once.
+
+    Its first import otherwise happens inside the inference thread, where it deadlocked
+    against the GUI thread's garbage collection (seen in a CI run: the worker inside
+    mediapipe's import, the GUI thread "Garbage-collecting" in a wait). Haar-only installs
+    have no MediaPipe: nothing to import then.
+    """
+    with contextlib.suppress(ImportError):
+        import mediapipe  # noqa: F401
+
 
 VIDEO_REFRESH_MS = 100
 # New frames reach the screen at up to 30 fps on their own timer: waiting for the 10 Hz panel
@@ -219,6 +233,7 @@ class MainWindow(QMainWindow):
         every_frame: bool = False,
     ) -> None:
         super().__init__(parent)
+        _import_face_backend_here()
         #: ``--every-frame``: files and the demo frame by frame, for analysis (not real time)
         self.every_frame = every_frame
         #: playing the demo: nothing is written to the app's settings (``painmon app``
