@@ -40,6 +40,7 @@ from painmon.core.tools.bench_app import (
 )
 from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.fileio import atomic_write_json
+from painmon.core.util.redact import redact_source
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,8 @@ def bench_app(
     if inner.is_live:
         inner.close()
         raise InvalidInputError(
-            f"{source} is live: the app benchmark plays a video file in real time"
+            f"{redact_source(str(source))} is live: "
+            "the app benchmark plays a video file in real time"
         )
     retimed = RetimedSource(inner, input_fps, loop=True)
 

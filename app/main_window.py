@@ -55,12 +55,14 @@ from painmon.app.alarm_popup import (
 from painmon.app.settings_dialog import (
     APPLICATION,
     ORGANISATION,
-    PASSWORD_NOT_STORED_TEXT,
+    SOURCE_MIGRATED_TEXT,
     TREND_WINDOWS_MIN,
     AppSettings,
     SettingsDialog,
     bed_publisher,
+    credentials_not_stored_text,
     load_settings,
+    migrate_stored_source,
     save_settings,
 )
 from painmon.app.sound import AlarmSound
@@ -104,7 +106,7 @@ from painmon.core.live.scoring import ModelLoadError, OnnxPainModel, ProviderErr
 from painmon.core.live.session import SESSION_CSV, SessionWriteError, SessionWriter
 from painmon.core.live.trend import TrendBuffer
 from painmon.core.util.errors import PainmonError
-from painmon.core.util.redact import redact_source, url_lacks_password
+from painmon.core.util.redact import redact_source
 from painmon.core.util.timeline import utc_now
 
 log = logging.getLogger(__name__)
@@ -244,6 +246,9 @@ class MainWindow(QMainWindow):
             settings_store if settings_store is not None else QSettings(ORGANISATION, APPLICATION)
         )
         self.app_settings = load_settings(self.store)
+        # Settings saved by an older painmon may hold a stream password: out of the file
+        # now, the full URL kept in memory for this session only (#12).
+        source_migrated = migrate_stored_source(self.store)
         if face_model is not None:
             self.app_settings = dataclasses.replace(self.app_settings, face_model=str(face_model))
         self.model: OnnxPainModel | None = None
@@ -295,6 +300,8 @@ class MainWindow(QMainWindow):
         self._update_model_labels()
         self.refresh()
         self._warn_password_not_stored(self.app_settings.source)
+        if source_migrated:
+            self.statusBar().showMessage(SOURCE_MIGRATED_TEXT)
 
     # ------------------------------------------------------------------ construction
     def _build_ui(self) -> None:
@@ -650,8 +657,9 @@ class MainWindow(QMainWindow):
     def _warn_password_not_stored(self, source: str) -> None:
         # Saved settings never hold a stream password: after a restart the URL names the
         # user only, and the nurse must type the password again.
-        if url_lacks_password(source):
-            self.statusBar().showMessage(PASSWORD_NOT_STORED_TEXT)
+        text = credentials_not_stored_text(source)
+        if text:
+            self.statusBar().showMessage(text)
 
     def stop_source(self) -> None:
         """Stop the worker and capture threads and wait for them (the session closes too)."""
@@ -786,8 +794,9 @@ class MainWindow(QMainWindow):
         self._source_problem = source_failed(self.source_name, message)
         self.prompt_title.setText(self._source_problem.headline)
         spec = self.source_spec
-        if isinstance(spec, str) and url_lacks_password(spec):
-            message = f"{message}\n\n{PASSWORD_NOT_STORED_TEXT}."
+        missing = credentials_not_stored_text(spec) if isinstance(spec, str) else ""
+        if missing:
+            message = f"{message}\n\n{missing}."
         self.prompt_detail.setText(
             f"{message}\n\nRun the demo patient, open a video file, or connect a camera."
         )
@@ -797,18 +806,20 @@ class MainWindow(QMainWindow):
     def _on_source_ended(self, reason: str) -> None:
         if not self._from_current_worker():
             return
+        reason = redact_source(reason)  # a capture error may quote the stream's URL
         self._source_problem = source_ended(reason)
         self.source_ended_reason = reason
         self.status_source.setText(f"source: {self.source_name} ({reason})")
 
     @Slot(str)
     def _on_command_failed(self, message: str) -> None:
-        self.statusBar().showMessage(message, 15000)
+        self.statusBar().showMessage(redact_source(message), 15000)
 
     @Slot(str)
     def _on_worker_error(self, message: str) -> None:
         if not self._from_current_worker():
             return
+        message = redact_source(message)
         self._source_problem = monitor_stopped(message)
         self.statusBar().showMessage(message)
 

@@ -27,7 +27,12 @@ from PySide6.QtWidgets import (
 from painmon.app.widgets import ElidedLabel
 from painmon.core.live.alarms import MAX_AUDIO_PAUSE_S, AlarmSettings
 from painmon.core.util.errors import InvalidInputError
-from painmon.core.util.redact import strip_url_password, url_lacks_password
+from painmon.core.util.redact import (
+    redact_source,
+    strip_url_password,
+    url_lacks_password,
+    url_lacks_user,
+)
 from painmon.core.ward.topics import check_label
 
 if TYPE_CHECKING:  # paho comes with the ward extra, imported only when a bed publishes
@@ -50,6 +55,37 @@ MIN_OBS_HZ, MAX_OBS_HZ = 1.0, 10.0  # as core.ward.bed (imported only with the w
 #: shown when the stored stream URL names a user but its password was not stored
 PASSWORD_NOT_STORED_TEXT = "Stream password is not stored: enter it in Settings → Source"
 SOURCE_PASSWORD_HINT = "Password not stored: type it again (rtsp://user:password@host/…)"
+#: as above, when the stored URL's user name was a token and went with the password
+CREDENTIALS_NOT_STORED_TEXT = (
+    "Stream user name and password (or token) are not stored: enter them in Settings → Source"
+)
+SOURCE_CREDENTIALS_HINT = (
+    "User name and password (or token) not stored: type them again "
+    "(rtsp://user:password@host/… or https://token@host/…)"
+)
+#: shown once when settings saved by an older painmon still held a stream credential
+SOURCE_MIGRATED_TEXT = (
+    "An old stream password was removed from the settings file; "
+    "enter it in Settings → Source after a restart"
+)
+
+
+def credentials_not_stored_text(source: str) -> str:
+    """What the window says when ``source`` lacks its stored credentials; "" when it does not."""
+    if url_lacks_user(source):
+        return CREDENTIALS_NOT_STORED_TEXT
+    if url_lacks_password(source):
+        return PASSWORD_NOT_STORED_TEXT
+    return ""
+
+
+def source_hint_text(source: str) -> str:
+    """The Settings dialog's hint under Source for ``source``; "" when nothing is missing."""
+    if url_lacks_user(source):
+        return SOURCE_CREDENTIALS_HINT
+    if url_lacks_password(source):
+        return SOURCE_PASSWORD_HINT
+    return ""
 
 
 def ward_available() -> bool:
@@ -289,6 +325,36 @@ def load_settings(store: QSettings) -> AppSettings:
         return dataclasses.replace(defaults, alarm=alarm, ward=ward)
 
 
+def migrate_stored_source(store: QSettings) -> bool:
+    """Rewrite a stored source that still holds a credential without it; True when it did.
+
+    Settings saved before stream passwords were kept out of them (#12) may still hold
+    one (or a token user name, or a secret query value). The file is rewritten at once;
+    the caller keeps the full URL from :func:`load_settings` for its running session only.
+    """
+    stored = store.value("source")
+    if not isinstance(stored, str):
+        return False
+    stripped = strip_url_password(stored)
+    if stripped == stored:
+        return False
+    store.setValue("source", stripped)
+    store.sync()
+    if store.status() != QSettings.Status.NoError:
+        log.error(
+            "the settings file %s still holds a stream password: it could not be rewritten (%s)",
+            store.fileName(),
+            store.status().name,
+        )
+        return False
+    log.warning(
+        "removed a stream password from the settings file %s (source now %s)",
+        store.fileName(),
+        redact_source(stripped),
+    )
+    return True
+
+
 def save_settings(store: QSettings, settings: AppSettings) -> None:
     """Write ``settings`` to ``store`` and sync it to disk; a stream password never is.
 
@@ -384,10 +450,8 @@ class SettingsDialog(QDialog):
         form.addRow("Source", self._source)
         self.source_password_hint = QLabel(SOURCE_PASSWORD_HINT)
         self.source_password_hint.setStyleSheet("color: #c0392b;")
-        self.source_password_hint.setVisible(url_lacks_password(current.source))
-        self._source.textChanged.connect(
-            lambda text: self.source_password_hint.setVisible(url_lacks_password(text))
-        )
+        self._show_source_hint(current.source)
+        self._source.textChanged.connect(self._show_source_hint)
         form.addRow("", self.source_password_hint)
         form.addRow("Model", self._model)
         form.addRow("", self.model_path_label)
@@ -491,8 +555,15 @@ class SettingsDialog(QDialog):
             ward.check_files()
         return ward
 
+    def _show_source_hint(self, text: str) -> None:
+        hint = source_hint_text(text)
+        if hint:
+            self.source_password_hint.setText(hint)
+        self.source_password_hint.setVisible(bool(hint))
+
     def _show_path(self, edit: QLineEdit, text: str) -> None:
-        edit.setToolTip(text)
+        # A tooltip is shown on hover, to anyone near the screen: no stream password in it.
+        edit.setToolTip(redact_source(text) if edit is self._source else text)
         if edit is self._model:
             self.model_path_label.setText(text)
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from painmon.core.live.capture import FrameSource, RawFrame
+from painmon.core.util.redact import redact_source
 
 DEFAULT_INPUT_FPS = 30.0
 LATENCY_TARGET_P95_MS = 150.0
@@ -182,7 +183,7 @@ def summarize_app_bench(
     stall_ms = percentiles(stall.lateness_ms, (50, 99))
     displayed = len(recorder.samples)
     result = {
-        "source": source,
+        "source": redact_source(source),
         "end_reason": end_reason,
         "input_fps": float(input_fps),
         "seconds_measured": float(seconds_measured),
@@ -319,7 +320,7 @@ def summarize_playback(
     due = read + passed
     delay = alarm_delay(observations)
     return {
-        "source": source,
+        "source": redact_source(source),
         "mode": mode,
         "end_reason": end_reason,
         "wall_s": wall_s,

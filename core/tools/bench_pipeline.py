@@ -36,6 +36,7 @@ from painmon.core.live.pipelined import PipelinedEngine
 from painmon.core.live.scoring import OnnxPainModel
 from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.fileio import atomic_write_json
+from painmon.core.util.redact import redact_source
 
 log = logging.getLogger(__name__)
 
@@ -305,11 +306,11 @@ def bench_pipeline(
                     crops.append(run.engine.crop(frame, result.observation))
         counts, wall_s = run.tally.counts, run.wall_s
         if counts["frames"] == 0:
-            raise RuntimeError(f"{source} delivered no frames to benchmark")
+            raise RuntimeError(f"{redact_source(str(source))} delivered no frames to benchmark")
         if not crops:
             raise RuntimeError(
-                f"the network ran on no frame of {source} (no face found or all failed "
-                "quality), so "
+                f"the network ran on no frame of {redact_source(str(source))} (no face found "
+                "or all failed quality), so "
                 "there is nothing to time the network on: use a clip with a visible face"
             )
         # A bedside install (no `train` extra) has no torch: the comparison is left out.
@@ -341,7 +342,7 @@ def bench_pipeline(
     fps = counts["frames"] / wall_s if wall_s > 0 else 0.0
     report: dict[str, Any] = {
         "benchmark": "pipeline",
-        "source": str(source),
+        "source": redact_source(str(source)),
         "source_fps": run.source_fps,
         "media_seconds": (last_t_s or 0.0) - (first_t_s or 0.0),
         "model": (
@@ -565,7 +566,9 @@ class _EngineRun:
         finally:
             self.engine.close()
         if exc_type is None and self.capture.error is not None:
-            raise RuntimeError(f"capture from {self.source} failed: {self.capture.error}")
+            raise RuntimeError(
+                f"capture from {redact_source(self.source)} failed: {self.capture.error}"
+            )
 
     def elapsed_s(self) -> float:
         return time.perf_counter() - self._wall_start
@@ -631,7 +634,7 @@ def bench_soak(
         rss_start_mib = samples[0][1] if samples else rss_before_mib
     report: dict[str, Any] = {
         "benchmark": "soak",
-        "source": str(source),
+        "source": redact_source(str(source)),
         "realtime": realtime,
         "seconds_wall_requested": float(seconds_wall),
         "wall_seconds": wall_s,

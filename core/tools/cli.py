@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 from painmon.core.tools.doctor import TRAIN_EXTRA_INSTALL, TRAIN_EXTRA_MODULES
 from painmon.core.util.errors import PainmonError
 from painmon.core.util.outputs import LOG_FILES, refuse_existing_output
+from painmon.core.util.redact import redact_source
 
 log = logging.getLogger("painmon")
 
@@ -1477,12 +1478,16 @@ Every ending syncs and closes the session files and records why in session.json.
 
 
 class _CliLogFormatter(logging.Formatter):
-    """Progress (INFO) as the bare message; warnings and errors with level and source."""
+    """Progress (INFO) as the bare message; warnings and errors with level and source.
+
+    Every line goes through :func:`redact_source`: a library's message or a traceback
+    may quote a stream URL with its password or token.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         if record.levelno == logging.INFO:
-            return record.getMessage()
-        return f"{record.levelname} {record.name}: {super().format(record)}"
+            return redact_source(record.getMessage())
+        return redact_source(f"{record.levelname} {record.name}: {super().format(record)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

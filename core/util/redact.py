@@ -6,11 +6,30 @@ them goes through :func:`redact_source` first. What is saved to disk to be opene
 (the app's settings) goes through :func:`strip_url_password`: the password is dropped, not
 masked, so the saved URL names the user and the window can ask for the password again
 (:func:`url_lacks_password`).
+
+A user name can be the secret itself (``https://ghp_…@host``, ``rtsp://eyJhbGciOi…@host``,
+``http://API_KEY:@host``). :func:`is_token_user` decides, by one rule, that a user name is
+a token rather than a person's or a device's login. Percent-decoded, it is a token when
+
+* it starts with a known token prefix (:data:`TOKEN_PREFIXES`: GitHub ``ghp_``/
+  ``github_pat_``, GitLab ``glpat-``, Slack ``xoxb-``, ``sk-``/``sk_live_``, AWS ``AKIA``,
+  Google ``AIza``/``ya29.``, Hugging Face ``hf_``, a JWT's ``eyJ``…) and is at least
+  8 characters long; or
+* it is 20 characters or longer and has both letters and digits; or
+* it is 16 characters or longer and has lower-case letters, upper-case letters and digits.
+
+Ordinary logins (``nurse``, ``admin``, ``camera1``, ``john.doe``, ``icu_bed_12``) are
+none of these. A token user name is hidden whole by :func:`redact_source` and dropped by
+:func:`strip_url_password` (``https://TOKEN@host`` is saved as ``https://@host``: the
+credentials must be given again). Any user name standing alone (``scheme://user@host``,
+the form tokens travel in) is hidden by :func:`redact_source` too, since the rule cannot
+know every token; what is saved keeps an ordinary one, as the login needs it.
 """
 
 from __future__ import annotations
 
 import re
+import urllib.parse
 
 REDACTED = "***"
 
@@ -31,10 +50,41 @@ _SECRET_QUERY_RE = re.compile(
 # path) and "://" (pathlib's one-slash form is a file path, never a spec opened as a URL).
 _URL_SPEC_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 
+#: User names starting with one of these are access tokens (case matters: ``AKIA``, ``eyJ``).
+TOKEN_PREFIXES: tuple[str, ...] = (
+    "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_",  # GitHub
+    "glpat-", "gldt-", "glrt-",  # GitLab
+    "xoxa-", "xoxb-", "xoxe-", "xoxp-", "xoxr-", "xoxs-",  # Slack
+    "sk-", "sk_live_", "sk_test_", "rk_live_", "rk_test_", "pk_live_", "pk_test_",  # OpenAI, Stripe
+    "AKIA", "ASIA",  # AWS access key ids
+    "AIza", "ya29.",  # Google API key, OAuth access token
+    "hf_", "npm_", "pypi-",  # Hugging Face, npm, PyPI
+    "dop_v1_", "shpat_", "SG.",  # DigitalOcean, Shopify, SendGrid
+    "eyJ",  # a JWT: base64 of '{"'
+)  # fmt: skip
+_TOKEN_PREFIX_MIN_CHARS = 8
+_TOKEN_MIN_CHARS = 20  # letters and digits
+_MIXED_CASE_TOKEN_MIN_CHARS = 16  # lower, upper and digits
+
+
+def is_token_user(user: str) -> bool:
+    """True when the URL user name ``user`` is an access token, not a login (module rule)."""
+    name = urllib.parse.unquote(str(user))
+    if not name:
+        return False
+    if len(name) >= _TOKEN_PREFIX_MIN_CHARS and name.startswith(TOKEN_PREFIXES):
+        return True
+    has_digit = any(c.isdigit() for c in name)
+    has_lower = any(c.islower() for c in name)
+    has_upper = any(c.isupper() for c in name)
+    if len(name) >= _TOKEN_MIN_CHARS and has_digit and (has_lower or has_upper):
+        return True
+    return len(name) >= _MIXED_CASE_TOKEN_MIN_CHARS and has_digit and has_lower and has_upper
+
 
 def _mask_userinfo(match: re.Match[str]) -> str:
     user, colon, _password = match.group("userinfo").partition(":")
-    if not colon:
+    if not colon or is_token_user(user):
         # A user name alone may itself be a token (https://TOKEN@host): hide it too.
         return f"{match.group('scheme')}{REDACTED}@"
     return f"{match.group('scheme')}{user}:{REDACTED}@"
@@ -56,7 +106,9 @@ def redact_source(text: str) -> str:
 
 def _drop_password(match: re.Match[str]) -> str:
     user, colon, _password = match.group("userinfo").partition(":")
-    if not colon:
+    if is_token_user(user):
+        user = ""
+    elif not colon:
         return match.group(0)
     # An empty user keeps its '@' ("rtsp://@host"): the URL still says credentials go there.
     return f"{match.group('scheme')}{user}@"
@@ -67,7 +119,9 @@ def strip_url_password(text: str) -> str:
 
     For what is written to disk to be opened again: ``rtsp://nurse:s3cret@10.0.0.5/live``
     becomes ``rtsp://nurse@10.0.0.5/live``, ``?user=a&password=zz`` becomes
-    ``?user=a&password=``. Text without credentials comes back unchanged.
+    ``?user=a&password=``. A token user name (:func:`is_token_user`) goes with its
+    password: ``https://ghp_…@host/x`` becomes ``https://@host/x``. Text without
+    credentials comes back unchanged.
     """
     text = str(text)
     if ":/" not in text:
@@ -80,13 +134,29 @@ def url_lacks_password(text: str) -> bool:
     """True when the source spec ``text`` is a URL that names a user but gives no password.
 
     That is what :func:`strip_url_password` leaves of a URL that had one (also an empty
-    secret query value such as ``?password=``), so the window can ask for it again. A URL
-    whose user name is itself the token (``https://TOKEN@host``) reads the same.
+    secret query value such as ``?password=``), so the window can ask for it again; also
+    ``https://@host``, what is left of a URL whose user name was a token. A URL that still
+    holds its token user name (``https://TOKEN@host``) lacks nothing.
     """
     text = str(text).strip()
     if not _URL_SPEC_RE.match(text):
         return False
     userinfo = _USERINFO_RE.match(text)
-    if userinfo is not None and ":" not in userinfo.group("userinfo"):
-        return True
+    if userinfo is not None:
+        user, colon, _password = userinfo.group("userinfo").partition(":")
+        if not colon and not is_token_user(user):
+            return True
     return any(not m.group("value") for m in _SECRET_QUERY_RE.finditer(text))
+
+
+def url_lacks_user(text: str) -> bool:
+    """True when the source spec ``text`` is a URL whose credentials have an empty user name.
+
+    ``rtsp://@host/live`` is what :func:`strip_url_password` leaves of a URL whose user name
+    was a token: the window asks for the whole credentials, not only a password.
+    """
+    text = str(text).strip()
+    if not _URL_SPEC_RE.match(text):
+        return False
+    userinfo = _USERINFO_RE.match(text)
+    return userinfo is not None and not userinfo.group("userinfo").partition(":")[0]
