@@ -185,6 +185,36 @@ def prevalence_correction(
     return PrevalenceCorrection(cfg.trained_prior, target, source)
 
 
+def model_prevalence_correction(
+    cfg: PainModelCfg,
+    path: Path,
+    prevalence: Sequence[float] | str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> PrevalenceCorrection | None:
+    """The correction a loaded model applies at this ward, whatever runs it (ONNX Runtime or
+    torch): ``prevalence`` when given, else ``$PAINMON_PREVALENCE``, else the training data's.
+
+    A bad prevalence is a :class:`ModelLoadError` naming the model: refused at load, not on
+    the first face.
+    """
+    env = os.environ if env is None else env
+    source = "prevalence argument"
+    if prevalence is None and env.get(PREVALENCE_ENV, "").strip():
+        prevalence, source = env[PREVALENCE_ENV], f"${PREVALENCE_ENV}"
+    try:
+        correction = prevalence_correction(cfg, prevalence, source)
+    except InvalidInputError as exc:
+        raise ModelLoadError(f"{path}: {exc}") from exc
+    if correction is None:
+        log.debug("%s records no training priors: probabilities are not prevalence-corrected",
+                  path.name)  # fmt: skip
+    else:
+        log.info("%s: probabilities corrected from the trained priors %s to the prevalence "
+                 "%s (%s)", path.name, _shares(correction.trained_prior),
+                 _shares(correction.target), correction.source)  # fmt: skip
+    return correction
+
+
 class OnnxPrediction(NamedTuple):
     """One batch of outputs: ``probs, gradcam, attention, domain_score``."""
 
@@ -601,20 +631,7 @@ class OnnxPainModel:
             )
         self._check_graph_agrees(inputs[0], self.session.get_outputs()[0])
         self._check_crop()
-        source = "prevalence argument"
-        if prevalence is None and env.get(PREVALENCE_ENV, "").strip():
-            prevalence, source = env[PREVALENCE_ENV], f"${PREVALENCE_ENV}"
-        try:
-            self.prevalence = prevalence_correction(self.cfg, prevalence, source)
-        except InvalidInputError as exc:
-            raise ModelLoadError(f"{self.path}: {exc}") from exc
-        if self.prevalence is None:
-            log.debug("%s records no training priors: probabilities are not prevalence-corrected",
-                      self.path.name)  # fmt: skip
-        else:
-            log.info("%s: probabilities corrected from the trained priors %s to the prevalence "
-                     "%s (%s)", self.path.name, _shares(self.prevalence.trained_prior),
-                     _shares(self.prevalence.target), self.prevalence.source)  # fmt: skip
+        self.prevalence = model_prevalence_correction(self.cfg, self.path, prevalence, env)
         self.domain_gate: DomainGateSpec | None = self._domain_gate(outputs)
         # Logged only once the model is known to be usable: a refused model gives its one
         # error line, not provider chatter first.

@@ -297,8 +297,30 @@ def _prevalence_metadata(owned: Mapping[str, Any], meta: Mapping[str, Any]) -> d
 def _with_prevalence(
     cfg: PainModelCfg, meta: dict[str, Any], checkpoint: Path, labels: Any | None
 ) -> PainModelCfg:
-    """``cfg`` with the training priors counted from ``labels`` (the run's training crops);
-    unchanged, with a warning, when neither they nor the checkpoint know them."""
+    """``cfg`` with the training priors: as the training run recorded them in the
+    checkpoint (the torch backend reads the same), else counted from ``labels`` (the run's
+    training crops); unchanged, with a warning, when neither knows them."""
+    if cfg.class_prevalence is not None and cfg.trained_prior is not None:
+        weighted = run_class_weighted_sampling(checkpoint.parent)
+        same = False
+        if labels is not None:
+            try:
+                counted = training_priors(labels, cfg.num_classes, weighted)
+            except ValueError:
+                counted = None
+            recorded = (cfg.class_prevalence, cfg.trained_prior)
+            same = counted is not None and bool(np.allclose(counted, recorded, atol=1e-9))
+            if not same:
+                log.warning(
+                    "%s: the gate's training crops hold other class frequencies than the "
+                    "run recorded for its own; the export keeps the run's",
+                    checkpoint,
+                )
+        meta["class_prevalence"] = {
+            "sampling": "class_balanced" if weighted else "natural",
+            "train_crops": int(np.asarray(labels).size) if same else None,
+        }
+        return cfg
     if labels is None:
         if cfg.class_prevalence is None:
             log.warning(

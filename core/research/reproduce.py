@@ -460,7 +460,8 @@ def format_tables_markdown(result: Mapping[str, Any]) -> str:
         f"Dataset `{p['dataset']}` (SHA-256 `{p['dataset_sha256']}`), {p['n_subjects']} subjects "
         f"({p['n_test_subjects']} held out for test), {p['n_crops']} face crops; "
         f"{p['folds']} folds, seeds {seeds}, {p['epochs']} epoch(s) (batch {p['batch_size']}, "
-        f"lr {p.get('lr', 1e-4):g}, device {p['device']}, split seed "
+        f"lr {p.get('lr', 1e-4):g}, device {p['device']}, engine {p.get('engine', 'processes')}, "
+        f"split seed "
         f"{p.get('split_seed', DEFAULT_SEED)}); {HONESTY_NOTE}, reported exactly as they came "
         "out, whichever model comes first. Cells: mean ± std [95% CI]; each table says what "
         "its interval means.",
@@ -575,13 +576,59 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _run_identity(cfg: TrainConfig, plan: SplitPlan, data: PreparedData, seeds) -> dict[str, Any]:
+def _run_identity(
+    cfg: TrainConfig, plan: SplitPlan, data: PreparedData, seeds, engine: str
+) -> dict[str, Any]:
+    """What a finished cross-validation must share with a rerun to be reused.
+
+    The engine is part of it: the stacked engine's runs are the same recipe but not the same
+    numbers (shared step count per epoch, global-generator augmentation), so a table says
+    which engine made it and a change of engine trains again.
+    """
     return {
         "config": json.loads(config_identity(cfg)),
         "seeds": list(seeds),
         "plan": plan.to_dict(),
         "crops_sha256": data.crops.data_sha256,
+        "engine": engine,
     }
+
+
+def _engine_of_runs(cv_dir: Path) -> str:
+    """The engine that trained ``cv_dir``'s fold runs, from their ``config.json`` (the stacked
+    engine writes ``engine: stacked``; ``fit()`` writes no engine); "unknown" when the runs
+    are missing, unreadable or disagree."""
+    engines = set()
+    configs = sorted(cv_dir.glob("seed*/fold*/config.json"))
+    for config in configs:
+        try:
+            recorded = json.loads(config.read_text())
+        except (OSError, ValueError):
+            return "unknown"
+        engines.add(recorded.get("engine", "processes") if isinstance(recorded, dict) else None)
+    if len(engines) != 1 or None in engines:
+        return "unknown"
+    return str(engines.pop())
+
+
+def identity_differences(recorded: Any, wanted: Mapping[str, Any]) -> list[str]:
+    """What differs between a finished cross-validation's identity and a rerun's, in words
+    (``engine processes -> stacked``); a field absent from an older marker counts as differing."""
+    if not isinstance(recorded, Mapping):
+        return ["the reuse marker is unreadable"]
+    changes = []
+    for key, value in wanted.items():
+        old = recorded.get(key, "(not recorded)")
+        if old == value:
+            continue
+        if key == "config" and isinstance(old, Mapping):
+            fields = sorted(k for k in set(old) | set(value) if old.get(k) != value.get(k))
+            changes.append(f"config {', '.join(fields)}")
+        elif isinstance(value, str | int | float) or value is None:
+            changes.append(f"{key} {old} -> {value}")
+        else:
+            changes.append(key)
+    return changes
 
 
 def _cross_validate_once(
@@ -595,14 +642,25 @@ def _cross_validate_once(
     engine: str = "processes",
 ) -> dict[str, Any]:
     """Cross-validate, or reuse a finished CV of the very same setup in ``cv_dir`` (resume)."""
-    identity = _run_identity(cfg, plan, data, seeds)
+    identity = json.loads(json.dumps(_run_identity(cfg, plan, data, seeds, engine)))
     marker = cv_dir / "reproduce_identity.json"
     summary_path = cv_dir / "cv_summary.json"
     if marker.is_file() and summary_path.is_file():
-        if json.loads(marker.read_text()) == json.loads(json.dumps(identity)):
-            log.info("reusing the finished cross-validation in %s", cv_dir)
+        try:
+            recorded = json.loads(marker.read_text())
+        except ValueError:
+            recorded = None
+        if isinstance(recorded, dict) and "engine" not in recorded:
+            # Markers written before the engine was recorded: the runs' own config.json say.
+            recorded["engine"] = _engine_of_runs(cv_dir)
+        if recorded == identity:
+            log.info("reusing the finished cross-validation in %s (engine %s)", cv_dir, engine)
             return json.loads(summary_path.read_text())
-        log.info("%s holds a different setup; training it again", cv_dir)
+        log.warning(
+            "%s was made with a different setup (%s); training it again",
+            cv_dir,
+            "; ".join(identity_differences(recorded, identity)),
+        )
     marker.unlink(missing_ok=True)
     summary = cross_validate(
         data, plan, cfg, cv_dir, seeds=seeds, jobs=jobs, progress=progress, engine=engine
@@ -761,6 +819,7 @@ def run_reproduce(
             "crops_per_subject": settings.crops_per_subject,
             "split_seed": plan.seed,
             "device": device,
+            "engine": engine,
             "quick": settings.quick,
             "note": HONESTY_NOTE,
         },

@@ -50,6 +50,7 @@ from painmon.core.research.train import (
     checkpoint_meta,
     finish_run,
     lr_factor,
+    record_training_priors,
     sample_epoch_indices,
     save_checkpoint,
 )
@@ -489,6 +490,9 @@ def fit_stacked(
                 else:
                     since_best[i] += 1
                 histories[i].append(row)
+                # As fit() does: every scored epoch is on disk at once, so a crash or a kill
+                # mid-run leaves each member's epochs so far (rewritten whole, atomically).
+                _write_history(members[i].out_dir / "history.csv", histories[i])
                 if since_best[i] >= cfg.patience:
                     active[i] = False
                     stopped[i] = "early_stopping"
@@ -518,11 +522,11 @@ def fit_stacked(
                 f"{m.out_dir}: training stopped before the first epoch finished: "
                 "no checkpoint written"
             )
-        _write_history(m.out_dir / "history.csv", histories[i])
         model = create_model(cfg.model, **cfg.model_kwargs).to(device)
         wanted = model.state_dict()
         state = {**trainer.member_state(i, best_params), **trainer.member_state(i, best_buffers)}
         model.load_state_dict({k: v for k, v in state.items() if k in wanted})
+        record_training_priors(model, m.train_labels, cfg.class_weighted_sampling)
         meta = checkpoint_meta(model, **dict(m.provenance or {}))
         save_checkpoint(
             model,

@@ -11,22 +11,43 @@ is exported from, so the inference head exists once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from painmon.core.live.engine import ENGINE_ORT_THREADS
-from painmon.core.live.scoring import OnnxPainModel, OnnxPrediction, is_checkpoint
+from painmon.core.live.scoring import (
+    ModelLoadError,
+    OnnxPainModel,
+    OnnxPrediction,
+    PrevalenceCorrection,
+    is_checkpoint,
+    model_prevalence_correction,
+)
 from painmon.core.util.model_cfg import PainModelCfg, thaw
 
 log = logging.getLogger(__name__)
 
 
 class TorchPainModel:
-    """A trained checkpoint behind the same ``predict`` interface as an exported model."""
+    """A trained checkpoint behind the same ``predict`` interface as an exported model.
 
-    def __init__(self, run_or_checkpoint: str | Path, device: str = "auto") -> None:
+    Like :class:`~painmon.core.live.scoring.OnnxPainModel` it carries the ward's
+    ``prevalence`` correction (``prevalence``, else ``$PAINMON_PREVALENCE``, else the
+    training data's class frequencies) for the engine to apply; ``predict`` returns the
+    network's own probabilities, as the exported graph does.
+    """
+
+    def __init__(
+        self,
+        run_or_checkpoint: str | Path,
+        device: str = "auto",
+        *,
+        prevalence: Sequence[float] | str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         from painmon.core.research.export import PainExportWrapper
         from painmon.core.research.seeding import resolve_device
         from painmon.core.research.train import load_checkpoint
@@ -58,11 +79,36 @@ class TorchPainModel:
             "metrics": meta.get("metrics", {}),
             "intended_use": meta.get("intended_use", "research checkpoint; not a medical device"),
         }
+        self.prevalence = self._prevalence(prevalence, env)
         # uint8 NHWC crops -> (probs, gradcam, attention), exactly as the exported graph.
         self._head = PainExportWrapper(
             self.model, self.cfg.mean, self.cfg.std, self.temperature
         ).to(self.device)
         log.info("torch backend: %s on %s", self.cfg.architecture, self.device)
+
+    def _prevalence(
+        self, prevalence: Sequence[float] | str | None, env: Mapping[str, str] | None
+    ) -> PrevalenceCorrection | None:
+        """The same correction the run's ONNX export gets (one function for both backends)."""
+        if self.cfg.class_prevalence is not None:
+            return model_prevalence_correction(self.cfg, self.path, prevalence, env)
+        # Runs trained before checkpoints recorded their class frequencies: their export
+        # counts them from the training crops, so the two backends would disagree.
+        try:
+            correction = model_prevalence_correction(self.cfg, self.path, prevalence, env)
+        except ModelLoadError:
+            raise ModelLoadError(
+                f"{self.path}: a ward prevalence was given but this run records no training "
+                "class frequencies to correct from (trained before painmon recorded them); "
+                "retrain it, or export it (the export counts them from the training crops)"
+            ) from None
+        log.warning(
+            "%s records no training class frequencies (trained before painmon recorded them): "
+            "its probabilities are not prevalence-corrected, its ONNX export's are; retrain "
+            "it, or monitor with the export",
+            self.path,
+        )
+        return correction
 
     def predict(self, crops_uint8: np.ndarray) -> OnnxPrediction:
         """uint8 RGB crops (B, H, W, 3) -> calibrated probs, Grad-CAM, attention (numpy)."""

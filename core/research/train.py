@@ -283,6 +283,20 @@ def _state_for_save(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in base.state_dict().items()}
 
 
+def record_training_priors(model: nn.Module, labels: Any, class_weighted_sampling: bool) -> None:
+    """Put the training crops' class frequencies and the priors the model is fitted under
+    on ``model``'s config, so its checkpoint records them (the torch backend and the ONNX
+    export correct probabilities to a ward's prevalence from them)."""
+    from painmon.core.research.calibration import training_priors
+
+    base = getattr(model, "_orig_mod", model)
+    natural, trained = training_priors(labels, base.pretrained_cfg.num_classes,
+                                       class_weighted_sampling)  # fmt: skip
+    base.pretrained_cfg = dataclasses.replace(
+        base.pretrained_cfg, class_prevalence=natural, trained_prior=trained
+    )
+
+
 def checkpoint_meta(model: nn.Module, **extra: Any) -> dict[str, Any]:
     """What a checkpoint's JSON sidecar needs to rebuild ``model`` and preprocess its input.
 
@@ -525,6 +539,7 @@ def fit(
     elif resume:
         raise FileNotFoundError(f"nothing to resume in {out}: {RESUME_STATE} is missing")
 
+    record_training_priors(model, train_labels, cfg.class_weighted_sampling)
     meta_base = checkpoint_meta(model, **provenance)
     stopped = "completed"
     t_start = time.perf_counter()
