@@ -49,6 +49,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from fractions import Fraction
 from pathlib import Path
 from types import FrameType, MappingProxyType
 from typing import IO, Any
@@ -107,7 +108,7 @@ _STOP_SCENARIOS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("sighup", ("SIGHUP",), "hangup"),
     ("sigint-twice", ("SIGINT", "SIGINT"), "interrupted"),
 )
-# (scenario, fourcc, container suffix); H.264 only where this OpenCV build can encode it.
+# (scenario, fourcc, container suffix); H.264 where this OpenCV build or PyAV can encode it.
 STILL_CODECS: tuple[tuple[str, str, str], ...] = (
     ("frozen-mp4v", "mp4v", ".mp4"),
     ("frozen-mjpg", "MJPG", ".avi"),
@@ -678,7 +679,9 @@ class Workspace:
             )
         try:
             if not writer.isOpened():
-                return None
+                writer.release()
+                # OpenCV's wheels carry no H.264 encoder: PyAV's (libx264), where installed.
+                return _encode_still_pyav(path, bgr) if fourcc == "avc1" else None
             for _ in range(round(STILL_SECONDS * PATIENT_FPS)):
                 writer.write(bgr)
         finally:
@@ -689,6 +692,39 @@ class Workspace:
         return MonitorRun(
             self.folder(name), str(source), self.model, self.face_model, realtime, **kw
         )
+
+
+#: libx264's default quality, as a phone or a screen recorder would write a still.
+_STILL_H264_CRF = 23
+
+
+def _encode_still_pyav(path: Path, bgr: Any) -> Path | None:
+    """``bgr`` held for STILL_SECONDS as H.264 (libx264, yuv420p) through PyAV; None when
+    PyAV or its libx264 is not installed (``pip install av``)."""
+    try:
+        import av
+    except ImportError:
+        return None
+    if "libx264" not in av.codecs_available:
+        return None
+    height, width = bgr.shape[:2]
+    path.unlink(missing_ok=True)
+    with av.open(str(path), mode="w") as container:
+        rate = Fraction(PATIENT_FPS).limit_denominator(1001)
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = width - width % 2, height - height % 2
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(_STILL_H264_CRF)}
+        frame = av.VideoFrame.from_ndarray(
+            bgr[: stream.height, : stream.width].copy(), format="bgr24"
+        )
+        for index in range(round(STILL_SECONDS * PATIENT_FPS)):
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path if path.is_file() and path.stat().st_size > 0 else None
 
 
 def shared_media_dir() -> Path:
@@ -910,7 +946,12 @@ def scenario_frozen(ws: Workspace, name: str) -> ScenarioResult:
     video = ws.still_video(fourcc, suffix)
     if video is None:
         return ScenarioResult(
-            name, "", skipped=f"this OpenCV build has no {fourcc} encoder for {suffix}"
+            name,
+            "",
+            skipped=(
+                f"this OpenCV build has no {fourcc} encoder for {suffix}"
+                + (" and PyAV is not installed (pip install av)" if fourcc == "avc1" else "")
+            ),
         )
     code, rows, alarm_rows, _stdout = _run_file(ws, name, video)
     frozen_s = media_time_to_condition_s(rows, "FROZEN")

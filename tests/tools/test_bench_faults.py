@@ -259,3 +259,29 @@ def test_sigterm_and_frozen_mp4v_pass_against_real_monitor_processes(tmp_path, c
     assert sigterm["details"]["rows_lost_s"] <= bf.STOP_ROWS_LOST_MAX_S
     frozen = record["scenarios"][1]
     assert frozen["details"]["frozen_media_s"] <= bf.FROZEN_MAX_MEDIA_S
+
+
+def test_h264_still_is_encoded_through_pyav_where_opencv_cannot(tmp_path):
+    """OpenCV's wheels have no H.264 encoder; the bench's frozen-h264 still then comes from
+    PyAV's libx264 (a dev dependency): a real H.264 file, every frame the same picture."""
+    import cv2
+    import numpy as np
+
+    ws = bf.Workspace(tmp_path, tmp_path / "unused.onnx", None)
+    video = ws.still_video("avc1", ".mp4")
+    assert video is not None and video.suffix == ".mp4"
+    capture = cv2.VideoCapture(str(video))
+    try:
+        fourcc = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
+        frames = []
+        while True:
+            ok, image = capture.read()
+            if not ok:
+                break
+            frames.append(image.astype(np.int16))
+    finally:
+        capture.release()
+    assert fourcc.lower() in ("avc1", "h264")
+    assert len(frames) == round(bf.STILL_SECONDS * bf.PATIENT_FPS)
+    # One still through a lossy codec: every decoded frame within a few grey levels.
+    assert max(int(np.abs(f - frames[0]).max()) for f in frames) <= 8
