@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from painmon.core.live.capture import (
-    DAMAGE_MIN_MISSING_FRACTION,
     DAMAGE_MIN_MISSING_FRAMES,
     SourceError,
     VideoFileSource,
@@ -123,60 +122,6 @@ def test_no_face_mp4_losing_its_three_preroll_frames_is_not_damage(shared_file):
     assert (count, source.total_frames) == (95, 98)
     assert source.damage is None
     assert DAMAGE_MIN_MISSING_FRAMES == 98 - 95 + 1
-
-
-class _StatedCapture:
-    """cv2.VideoCapture stand-in whose container states ``stated`` frames but gives ``frames``."""
-
-    def __init__(self, frames: int, stated: int) -> None:
-        self.frames, self.stated, self.position = frames, stated, 0
-
-    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
-        return True
-
-    def read(self):
-        if self.position >= self.frames:
-            return False, None
-        self.position += 1
-        return True, np.zeros((4, 6, 3), np.uint8)
-
-    def get(self, prop: int) -> float:
-        return {
-            cv2.CAP_PROP_FPS: float(FPS),
-            cv2.CAP_PROP_FRAME_COUNT: float(self.stated),
-            cv2.CAP_PROP_POS_MSEC: self.position * 1000.0 / FPS,
-        }.get(prop, 0.0)
-
-    def release(self) -> None:
-        pass
-
-
-@pytest.mark.parametrize(
-    ("frames", "stated", "damaged"),
-    [
-        (98, 98, False),
-        (95, 98, False),  # no_face.mp4: 3 pre-roll frames
-        (94, 98, True),  # 4 missing
-        (69, 72, False),
-        (68, 72, True),
-        (297, 300, False),
-        (296, 300, True),
-        (1981, 2000, False),  # 19 missing: under 1 % of a long file (a duration x fps estimate)
-        (1980, 2000, True),
-        (5, 0, False),  # the container does not know its length
-    ],
-)
-def test_damage_margin(tmp_path, frames, stated, damaged):
-    assert (DAMAGE_MIN_MISSING_FRAMES, DAMAGE_MIN_MISSING_FRACTION) == (4, 0.01)
-    path = tmp_path / "clip.mp4"
-    path.write_bytes(b"faked")
-    source = VideoFileSource(path, video_capture=lambda _p: _StatedCapture(frames, stated))
-    source.open()
-    count = 0
-    while source.read() is not None:
-        count += 1
-    assert count == frames
-    assert (source.damage is not None) == damaged
 
 
 def test_garbage_an_mjpeg_decoder_conceals_is_invisible_to_opencv(shared_file, tmp_path):

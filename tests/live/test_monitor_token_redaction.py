@@ -7,12 +7,9 @@ source's name is written: session.json, session.csv, the log, the monitor's summ
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
-import threading
 
-import cv2
 import numpy as np
 import pytest
 
@@ -25,54 +22,6 @@ from painmon.core.live.scoring import OnnxPrediction
 
 TOKEN = "ghp_abcdEFGH1234567890xyz"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYW0ifQ.c2lnbmF0dXJlX2hlcmU"
-_JPEG = cv2.imencode(".jpg", np.full((160, 160, 3), 128, np.uint8))[1].tobytes()
-
-
-class _MjpegServer:
-    """An endless HTTP MJPEG stream on 127.0.0.1 at about 30 fps."""
-
-    def __init__(self) -> None:
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(4)
-        self.port = self._listener.getsockname()[1]
-        self._stop = threading.Event()
-        self._connections: list[socket.socket] = []
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection, _ = self._listener.accept()
-            except OSError:
-                return
-            self._connections.append(connection)
-            thread = threading.Thread(target=self._serve, args=(connection,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def _serve(self, connection: socket.socket) -> None:
-        try:
-            connection.recv(65536)
-            connection.sendall(
-                b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=frame\r\n\r\n"
-            )
-            while not self._stop.is_set():
-                part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                connection.sendall(part % len(_JPEG) + _JPEG + b"\r\n")
-                self._stop.wait(1 / 30)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        self._stop.set()
-        for sock in [self._listener, *self._connections]:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-        for thread in self._threads:
-            thread.join(2.0)
 
 
 class _FaceEverywhere:
@@ -103,10 +52,9 @@ class _Model:
 
 
 @pytest.fixture
-def mjpeg_server():
-    server = _MjpegServer()
-    yield server
-    server.close()
+def mjpeg_server(server_factory):
+    """An endless HTTP MJPEG stream of 160x160 frames (tests/live/conftest.py)."""
+    return server_factory("mjpeg", size=(160, 160))
 
 
 @pytest.mark.parametrize(
