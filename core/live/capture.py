@@ -401,7 +401,10 @@ def open_video_capture(
         cv2.CAP_PROP_READ_TIMEOUT_MSEC,
         round(read_timeout_s * 1000),
     ]
-    return cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+    # A stream that does not answer makes OpenCV warn twice on stderr ("Stream timeout
+    # triggered", "can't be used to capture by name"); painmon says it in one line.
+    with _opencv_log_level("LOG_LEVEL_ERROR"):
+        return cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
 
 
 class VideoFileSource(FrameSource):

@@ -12,6 +12,7 @@ sighup             SIGHUP: exit 129, "hangup"                                   
 sigint-twice       two Ctrl-C: exit 130, "interrupted"                                 <= 0.1 s lost
 server-death       the MJPEG server on 127.0.0.1 is killed, restarted on the same port  2.5 s / 5 s
 half-open          the server stops sending (socket open); a fresh one takes the port  2.5 s / 5 s
+silent-start       the stream's address accepts TCP and never answers: refused (exit 2)  <= 10 s
 frozen-<codec>     a still picture encoded as video (mp4v, MJPG, H.264 if encodable)   <= 2.5 s
 real-not-frozen    the shared real videos                                              no FROZEN
 disk-full          the session folder on a tmpfs that fills up (else injected ENOSPC)  exit 3
@@ -74,6 +75,7 @@ STOP_ROWS_LOST_MAX_S = 0.1
 SIGNAL_LOST_MAX_S = 2.5
 RECOVERY_MAX_S = 5.0
 FROZEN_MAX_MEDIA_S = 2.5
+SILENT_START_REFUSED_MAX_S = 10.0
 
 # -- how the scenarios are run ------------------------------------------------------------------
 
@@ -119,6 +121,7 @@ SCENARIOS: tuple[str, ...] = (
     *(name for name, _, _ in _STOP_SCENARIOS),
     "server-death",
     "half-open",
+    "silent-start",
     *(name for name, _, _ in STILL_CODECS),
     "real-not-frozen",
     "disk-full",
@@ -941,6 +944,44 @@ def _run_file(
         return code, run.rows(), run.alarm_rows(), run.stdout()
 
 
+def scenario_silent_start(ws: Workspace) -> ScenarioResult:
+    """The stream's address takes the TCP connection (the kernel's backlog) and never says a
+    word: ``painmon monitor`` must refuse it in one line, exit 2, within 10 s of starting."""
+    name = "silent-start"
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # never accepted: connections complete and hang in the backlog
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/video"
+        started = time.monotonic()
+        with ws.monitor(name, url) as run:
+            code = run.wait(SILENT_START_REFUSED_MAX_S + _EXIT_TIMEOUT_S)
+            refused_s = time.monotonic() - started if code is not None else None
+            if code is None:
+                code = run.stop()
+            stderr = [
+                line
+                for line in run.stderr_tail(50).split(" | ")
+                if line.startswith("painmon monitor: error:")
+            ]
+            session = run.session_folder
+    finally:
+        listener.close()
+    checks = (
+        _at_most("refused after", refused_s, SILENT_START_REFUSED_MAX_S),
+        _equal("exit", code, 2),
+        Check("error line", len(stderr), "one 'painmon monitor: error:' line", len(stderr) == 1),
+        Check("session folder", session is not None, "none written", session is None),
+    )
+    summary = (
+        f"no answer from {url}: refused after {_fmt_s(refused_s)} "
+        f"(<= {SILENT_START_REFUSED_MAX_S:g} s, process start included), exit {code}"
+        + (f": {stderr[0]}" if stderr else "")
+    )
+    details = {"refused_s": refused_s, "exit": code, "error": stderr[0] if stderr else None}
+    return ScenarioResult(name, summary, checks, details)
+
+
 def scenario_frozen(ws: Workspace, name: str) -> ScenarioResult:
     fourcc, suffix = next((f, s) for n, f, s in STILL_CODECS if n == name)
     video = ws.still_video(fourcc, suffix)
@@ -1113,6 +1154,8 @@ def _run_scenario(ws: Workspace, name: str) -> ScenarioResult:
         return scenario_stop_signal(ws, name)
     if name in ("server-death", "half-open"):
         return scenario_stream_fault(ws, name)
+    if name == "silent-start":
+        return scenario_silent_start(ws)
     if name.startswith("frozen-"):
         return scenario_frozen(ws, name)
     if name == "real-not-frozen":

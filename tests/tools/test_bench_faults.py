@@ -243,21 +243,24 @@ def test_cli_refuses_to_overwrite_a_json_and_unknown_names_before_any_run(tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
-def test_sigterm_and_frozen_mp4v_pass_against_real_monitor_processes(tmp_path, capsys):
+def test_sigterm_silent_start_and_frozen_mp4v_pass_against_real_monitor_processes(tmp_path, capsys):
     out = tmp_path / "faults.json"
-    code = main(["bench", "faults", "--only", "sigterm", "frozen-mp4v", "--json", str(out)])
+    names = ["sigterm", "silent-start", "frozen-mp4v"]
+    code = main(["bench", "faults", "--only", *names, "--json", str(out)])
     printed = capsys.readouterr().out
     assert code == 0, printed
     lines = [line for line in printed.splitlines() if line[:4] in ("PASS", "FAIL", "SKIP")]
-    assert [line.split()[:2] for line in lines] == [["PASS", "sigterm"], ["PASS", "frozen-mp4v"]]
+    assert [line.split()[:2] for line in lines] == [["PASS", name] for name in names]
     import json
 
     record = json.loads(out.read_text())
-    assert record["passed"] and record["counts"] == {"PASS": 2, "FAIL": 0, "SKIP": 0}
-    sigterm = record["scenarios"][0]
+    assert record["passed"] and record["counts"] == {"PASS": 3, "FAIL": 0, "SKIP": 0}
+    sigterm, silent, frozen = record["scenarios"]
     assert sigterm["details"]["exit"] == 143
     assert sigterm["details"]["rows_lost_s"] <= bf.STOP_ROWS_LOST_MAX_S
-    frozen = record["scenarios"][1]
+    assert silent["details"]["exit"] == 2
+    assert silent["details"]["refused_s"] <= bf.SILENT_START_REFUSED_MAX_S
+    assert "could not be opened" in silent["details"]["error"]
     assert frozen["details"]["frozen_media_s"] <= bf.FROZEN_MAX_MEDIA_S
 
 
