@@ -3,6 +3,10 @@
 The paper's recipe: horizontal flip p=0.5, rotation ±15°, colour jitter
 (brightness, contrast, saturation 0.2; hue 0.1). ``color`` keeps only the
 jitter (the paper's best "colour-only" variant); ``none`` does nothing.
+``periphery`` is ``full`` plus a swap of the crop's outer ring between people
+(see :func:`swap_periphery`): hair, pillow and collar stop telling the model
+who it sees, so a rare look (long dark hair framing light skin) is not a new
+domain.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch.nn.functional as F
 
 from painmon.core.util.errors import InvalidInputError
 
-AUGMENT_MODES = ("full", "color", "none")
+AUGMENT_MODES = ("full", "color", "none", "periphery")
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,10 @@ class AugmentConfig:
     contrast: float = 0.2
     saturation: float = 0.2
     hue: float = 0.1
+    # ``periphery`` mode: share of images given another image's ring, and the ring's width
+    # as a fraction of the crop side (left, right and top edges; the bottom holds the mouth).
+    periphery_p: float = 0.5
+    periphery_frac: tuple[float, float] = (0.06, 0.2)
 
     def __post_init__(self) -> None:
         if self.mode not in AUGMENT_MODES:
@@ -37,6 +45,11 @@ class AugmentConfig:
             raise ValueError("flip_p must lie in 0..1")
         if self.hue < 0 or self.hue > 0.5:
             raise ValueError("hue jitter must lie in 0..0.5")
+        if not 0.0 <= self.periphery_p <= 1.0:
+            raise ValueError("periphery_p must lie in 0..1")
+        low, high = self.periphery_frac
+        if not 0.0 <= low <= high <= 0.5:
+            raise ValueError("periphery_frac must be (low, high) with 0 <= low <= high <= 0.5")
 
 
 def _uniform(n: int, low: float, high: float, gen: torch.Generator | None, device) -> torch.Tensor:
@@ -125,12 +138,40 @@ def flip_and_rotate(
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+def swap_periphery(
+    x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator | None = None
+) -> torch.Tensor:
+    """Give a share of the images the outer ring (left, right, top) of another image in the batch.
+
+    Pain shows in the face's centre; hair, pillow and clothes fill the ring. Swapping the ring
+    between the people of a batch decouples them from the label and from identity. The bottom
+    edge is kept: at the crop's framing it holds the lower lip and chin. Every choice is drawn
+    on the batch's device with no host sync, so the step still captures in a CUDA graph.
+    """
+    n, _, h, w = x.shape
+    if n < 2 or cfg.periphery_p <= 0:
+        return x
+    device = x.device
+    shift = torch.randint(1, n, (1,), generator=gen, device=device)
+    donor = (torch.arange(n, device=device) + shift) % n
+    low, high = cfg.periphery_frac
+    width = _uniform(n, low, high, gen, device).view(n, 1, 1) * min(h, w)
+    chosen = (torch.rand(n, generator=gen, device=device) < cfg.periphery_p).view(n, 1, 1)
+    rows = torch.arange(h, device=device).view(1, h, 1)
+    cols = torch.arange(w, device=device).view(1, 1, w)
+    edge = torch.minimum(rows, torch.minimum(cols, w - 1 - cols))
+    ring = (edge < width) & chosen
+    return torch.where(ring.unsqueeze(1), x[donor], x)
+
+
 def augment_batch(
     x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator | None = None
 ) -> torch.Tensor:
     """Augment a float RGB batch in 0..1, shape (B,3,H,W), on its own device."""
     if cfg.mode == "none":
         return x
-    if cfg.mode == "full":
+    if cfg.mode == "periphery":
+        x = swap_periphery(x, cfg, gen)
+    if cfg.mode in ("full", "periphery"):
         x = flip_and_rotate(x, cfg, gen)
     return color_jitter(x, cfg, gen)

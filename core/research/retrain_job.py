@@ -50,7 +50,8 @@ from painmon.core.util.errors import InvalidInputError
 log = logging.getLogger(__name__)
 
 TRAIN_EXTRA_COMMAND = "pip install 'painmon[train]'"
-AUGMENT_MODES = ("full", "color", "none")
+# The same modes as core.research.augment (that module imports torch; this one must not).
+AUGMENT_MODES = ("full", "color", "none", "periphery")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TRAIN_LOG = "train.log"
 EVALUATE_LOG = "evaluate.log"

@@ -993,7 +993,7 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
         "another value than 42 gives other test subjects)",
     )  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
-    p.add_argument("--augment", default="full", choices=("full", "color", "none"))
+    p.add_argument("--augment", default="full", choices=("full", "color", "none", "periphery"))
     p.add_argument("--compile", default="none", choices=("none", "default", "reduce-overhead"))
     p.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
     _add_allow_outside_root(p)
@@ -1143,7 +1143,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs", type=_positive_int, default=3, help="timed epochs after warm-up"
     )
     bench_train.add_argument("--batch-size", type=_int_option(2), default=32)
-    bench_train.add_argument("--augment", default="full", choices=("full", "color", "none"))
+    bench_train.add_argument(
+        "--augment", default="full", choices=("full", "color", "none", "periphery")
+    )
     bench_train.add_argument(
         "--compile", default="none", choices=("none", "default", "reduce-overhead")
     )
