@@ -263,6 +263,7 @@ def bench_playback(
     *,
     every_frame: bool = False,
     warmup_s: float = WARMUP_S,
+    serial: bool = False,
 ) -> dict[str, Any]:
     """Run MainWindow on ``source`` at its own rate (or ``every_frame``) for ``warmup_s +
     seconds``; returns :func:`~painmon.core.tools.bench_app.summarize_playback`'s dict."""
@@ -285,7 +286,9 @@ def bench_playback(
     with tempfile.TemporaryDirectory(prefix="painmon-bench-playback-") as tmp:
         store = QSettings(str(Path(tmp) / "painmon.ini"), QSettings.Format.IniFormat)
         save_settings(store, AppSettings(session_root=str(Path(tmp) / "sessions")))
-        window = MainWindow(store, face_model=face_model, every_frame=every_frame)
+        window = MainWindow(
+            store, face_model=face_model, every_frame=every_frame, pipelined=not serial
+        )
         if not window.load_model(model_path):
             window.close()
             raise InvalidInputError(f"model {model_path} could not be loaded: {window.model_error}")
@@ -352,6 +355,7 @@ def bench_playback(
         frames_scored=state.get("scored", 0),
         status_text=state.get("status_text", ""),
         load_average=load,
+        pipelined=not serial,
     )
     if json_path is not None:
         atomic_write_json(Path(json_path), result)
@@ -365,9 +369,12 @@ def bench_playback_cli(
     model: str | Path | None = None,
     json_path: str | Path | None = None,
     every_frame: bool = False,
+    serial: bool = False,
 ) -> int:
     """``painmon bench app --playback``: print the playback summary and the JSON; returns 0."""
-    result = bench_playback(source, model, face_model, seconds, json_path, every_frame=every_frame)
+    result = bench_playback(
+        source, model, face_model, seconds, json_path, every_frame=every_frame, serial=serial
+    )
     sys.stdout.write(format_playback(result) + "\n" + json.dumps(result, indent=2) + "\n")
     sys.stdout.flush()
     return 0

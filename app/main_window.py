@@ -233,11 +233,15 @@ class MainWindow(QMainWindow):
         *,
         demo: bool = False,
         every_frame: bool = False,
+        pipelined: bool = True,
     ) -> None:
         super().__init__(parent)
         _import_face_backend_here()
         #: ``--every-frame``: files and the demo frame by frame, for analysis (not real time)
         self.every_frame = every_frame
+        #: the worker overlaps the next frame's face stage with this frame's scoring
+        #: (False: serial, for comparison in ``painmon bench app --playback --serial``)
+        self.pipelined = pipelined
         #: playing the demo: nothing is written to the app's settings (``painmon app``
         #: must open what the nurse last used, not the demo)
         self.demo = demo
@@ -634,6 +638,7 @@ class MainWindow(QMainWindow):
             source,
             self._engine_factory(),
             every_frame=self.every_frame,
+            pipelined=self.pipelined,
             on_result=hooks.on_result if hooks is not None else None,
             on_alarm_state=hooks.on_alarm_state if hooks is not None else None,
             on_poll=hooks.on_poll if hooks is not None else None,

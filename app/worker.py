@@ -4,9 +4,13 @@ The worker opens the source itself (a camera can take seconds to open or fail,
 which must never freeze the window), starts a :class:`CaptureThread` in real time
 (files and the demo at their own rate, frames it cannot score dropped; with
 ``every_frame`` every frame in order, as fast as scoring goes, for analysis)
-and calls ``engine.process`` once per frame, emitting the frozen
+and scores every frame it takes, emitting the frozen
 :class:`~painmon.core.live.engine.EngineResult` with a QImage of the frame (QPixmaps
-are made in the GUI thread only). Operator commands (acknowledge, audio pause,
+are made in the GUI thread only). A model engine is pipelined as in ``painmon monitor``
+(:class:`~painmon.core.live.pipelined.PipelinedEngine`): when the next frame is already
+waiting, its face stage runs on a second thread while this one scores the frame before
+it; when none is waiting the frame is finished at once, so a camera that the engine
+keeps up with sees no added latency. Operator commands (acknowledge, audio pause,
 settings, calibration, session start/stop) are queued with :meth:`submit` and run
 on this thread between frames, because the engine and its session writer are
 single-threaded.
@@ -39,7 +43,8 @@ from painmon.core.live.capture import (
     open_source,
 )
 from painmon.core.live.display import END_OF_VIDEO
-from painmon.core.live.engine import MonitorEngine
+from painmon.core.live.engine import Engine, EngineResult, MonitorEngine
+from painmon.core.live.pipelined import PipelinedEngine
 from painmon.core.live.playback import playback_text
 
 log = logging.getLogger(__name__)
@@ -92,8 +97,12 @@ class InferenceWorker(QObject):
         on_result: ResultHook | None = None,
         on_alarm_state: AlarmStateHook | None = None,
         on_poll: PollHook | None = None,
+        pipelined: bool = True,
     ) -> None:
         super().__init__()
+        #: overlap the face stage of the next frame with the scoring of this one (model
+        #: engines only; a face-only preview engine has nothing to overlap)
+        self.pipelined = bool(pipelined)
         self.on_result = on_result
         self.on_alarm_state = on_alarm_state
         self.on_poll = on_poll
@@ -151,10 +160,14 @@ class InferenceWorker(QObject):
             self.source_failed.emit(str(exc))
             return
         try:
-            engine = self._engine = self._engine_factory()
+            engine: MonitorEngine = self._engine_factory()
+            if self.pipelined and isinstance(engine, Engine):
+                engine = PipelinedEngine(engine)
+            self._engine = engine
         except BaseException:
             source.close()
             raise
+        pipeline = engine if isinstance(engine, PipelinedEngine) else None
         self.capture = CaptureThread(source, realtime=not self.every_frame)
         tracker = engine.face_tracker
         self.source_opened.emit(
@@ -167,8 +180,13 @@ class InferenceWorker(QObject):
             self._drain_commands()
             self._poll(engine)
             wait_start_s = self._clock()
-            frame = self.capture.get_latest(timeout_s=_POLL_S)
+            in_flight = pipeline is not None and pipeline.pending
+            frame = self.capture.get_latest(timeout_s=0.0 if in_flight else _POLL_S)
             now_s = self._clock()
+            if frame is None and pipeline is not None and pipeline.pending:
+                # No next frame waiting: finish this one now rather than wait for overlap.
+                self._emit_result(pipeline.flush())
+                continue
             if frame is None:
                 if self.capture.exhausted and not ended:
                     ended = True
@@ -196,11 +214,19 @@ class InferenceWorker(QObject):
                 # Captured just before a tick advanced the clock past it: time must not run back.
                 log.debug("dropping frame %d stamped before the last tick", frame.index)
                 continue
-            result = engine.process(frame, decode_ms=(now_s - wait_start_s) * 1000.0)
+            decode_ms = (now_s - wait_start_s) * 1000.0
             self._t_s = frame.t_s
             last_frame_s = now_s
-            self.result_ready.emit(result, frame_to_qimage(frame.rgb))
-            self._hook(self.on_result, result)
+            if pipeline is not None:
+                self._emit_result(pipeline.submit(frame, decode_ms=decode_ms))
+            else:
+                self._emit_result(engine.process(frame, decode_ms=decode_ms))
+
+    def _emit_result(self, result: EngineResult | None) -> None:
+        if result is None:
+            return
+        self.result_ready.emit(result, frame_to_qimage(result.frame.rgb))
+        self._hook(self.on_result, result)
 
     def _hook(self, hook: Callable[..., Any] | None, *args: Any) -> Any:
         if hook is None:
@@ -250,6 +276,12 @@ class InferenceWorker(QObject):
             self.capture.stop(timeout_s=STREAM_READ_TIMEOUT_S + 1.0)
         # Commands queued before stop (e.g. "stop session") still run: they close files.
         engine = self._engine
+        if isinstance(engine, PipelinedEngine) and engine.pending:
+            try:
+                # Its face stage ran: the frame gets its result and its session row.
+                self._emit_result(engine.flush())
+            except Exception as exc:
+                log.warning("the last frame could not be scored: %s", exc)
         if engine is not None:
             self._drain_commands()
             writer = engine.session_writer

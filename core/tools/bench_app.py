@@ -242,6 +242,7 @@ def format_app_bench(result: Mapping[str, Any]) -> str:
 PLAYBACK_BENCH_KEYS: tuple[str, ...] = (
     "source",
     "mode",
+    "pipelined",
     "end_reason",
     "wall_s",
     "media_s",
@@ -302,6 +303,7 @@ def summarize_playback(
     frames_scored: int,
     status_text: str,
     load_average: tuple[float, float, float] | None,
+    pipelined: bool = True,
 ) -> dict[str, Any]:
     """The result dict of one playback run (every key of :data:`PLAYBACK_BENCH_KEYS`).
 
@@ -322,6 +324,7 @@ def summarize_playback(
     return {
         "source": redact_source(source),
         "mode": mode,
+        "pipelined": bool(pipelined),
         "end_reason": end_reason,
         "wall_s": wall_s,
         "media_s": media_s,
@@ -350,7 +353,9 @@ def format_playback(result: Mapping[str, Any]) -> str:
     load = result.get("load_average")
     return "\n".join(
         [
-            f"source {result['source']} ({result['mode']}), {result['wall_s']:.1f} s wall, "
+            f"source {result['source']} ({result['mode']}, "
+            f"{'pipelined' if result.get('pipelined', True) else 'serial'}), "
+            f"{result['wall_s']:.1f} s wall, "
             f"{result['media_s']:.1f} s media: "
             + (f"{rate:.2f} media s per wall s" if rate is not None else "rate unknown"),
             f"frames: due {result['frames_due']}, read {result['frames_read']}, passed over "

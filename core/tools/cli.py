@@ -724,10 +724,18 @@ def _cmd_bench_app(args: argparse.Namespace) -> int:
         from painmon.app.bench import bench_playback_cli
 
         return bench_playback_cli(
-            args.source, args.seconds, args.face_model, args.model, args.json, args.every_frame
+            args.source,
+            args.seconds,
+            args.face_model,
+            args.model,
+            args.json,
+            args.every_frame,
+            serial=args.serial,
         )
     if args.every_frame:
         raise CliError("--every-frame applies to --playback only")
+    if args.serial:
+        raise CliError("--serial applies to --playback only")
     return bench_app_cli(args.source, args.seconds, args.face_model, args.model, args.json)
 
 
@@ -1207,6 +1215,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--every-frame",
         action="store_true",
         help="with --playback: score every frame in order (the analysis mode) instead",
+    )
+    bench_app.add_argument(
+        "--serial",
+        action="store_true",
+        help="with --playback: score frame by frame without overlapping the next frame's face "
+        "stage (the window pipelines by default), to compare the two",
     )
     bench_app.add_argument("--seconds", type=_positive_seconds, default=20.0)
     bench_app.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)

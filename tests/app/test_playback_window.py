@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 
 pytest.importorskip("pytestqt")
@@ -96,3 +97,53 @@ def test_trend_plot_fills_from_the_left_then_scrolls(qtbot):
     now_s = start_s + 1200.0
     plot.show_series(buffer.series(now_s - plot.window_s), now_s)
     assert plot.x_range == (now_s - plot.window_s, now_s)
+
+
+def _worker_results(clip, face_model_path, *, pipelined: bool):
+    """Every result an every-frame worker emits for ``clip``, run on a plain thread."""
+    import time
+
+    from painmon.app.worker import InferenceWorker
+    from painmon.core.live.engine import Engine
+    from painmon.core.live.face import create_face_tracker
+    from painmon.core.live.scoring import OnnxPainModel
+    from painmon.core.store.catalog import shipped_demo_model_path
+
+    def make_engine():
+        model = OnnxPainModel(shipped_demo_model_path(), intra_op_num_threads=1)
+        return Engine(model, create_face_tracker(str(face_model_path)))
+
+    results = []
+    worker = InferenceWorker(
+        str(clip), make_engine, every_frame=True, on_result=results.append, pipelined=pipelined
+    )
+    thread = threading.Thread(target=worker.run, name="test-inference")
+    thread.start()
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while len(results) < CLIP_FRAMES and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.02)
+    worker.stop()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    return results, isinstance(worker._engine, Engine)
+
+
+def test_the_window_worker_pipelines_with_the_serial_engines_results(clip, face_model_path):
+    """The face stage of the next frame overlaps the scoring of this one; nothing else changes:
+    every frame, in order, with the serial engine's classes and probabilities."""
+    serial, serial_plain = _worker_results(clip, face_model_path, pipelined=False)
+    piped, piped_plain = _worker_results(clip, face_model_path, pipelined=True)
+    assert serial_plain and not piped_plain  # the pipelined worker wrapped its engine
+    assert [r.frame.index for r in piped] == list(range(CLIP_FRAMES))
+    assert [r.frame.index for r in serial] == list(range(CLIP_FRAMES))
+    assert [r.pain_class for r in piped] == [r.pain_class for r in serial]
+    assert [r.technical_condition for r in piped] == [r.technical_condition for r in serial]
+    assert sum(r.domain_score is not None for r in piped) >= CLIP_FRAMES // 2  # faces scored
+    for a, b in zip(piped, serial, strict=True):
+        assert (a.probs is None) == (b.probs is None)
+        assert (a.domain_score is None) == (b.domain_score is None)
+        if a.probs is not None:
+            assert np.allclose(a.probs, b.probs, atol=1e-5)
+        if a.domain_score is not None:
+            assert a.domain_score == pytest.approx(b.domain_score, rel=1e-5)
+    assert not [t for t in threading.enumerate() if t.name.startswith("painmon-face-stage")]

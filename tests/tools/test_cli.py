@@ -472,13 +472,17 @@ def test_bench_app_every_frame_needs_playback_and_playback_reaches_the_benchmark
 
     seen = {}
 
-    def fake_playback(source, seconds, face_model, model, json_path, every_frame):
-        seen.update(source=source, seconds=seconds, every_frame=every_frame)
+    def fake_playback(source, seconds, face_model, model, json_path, every_frame, serial=False):
+        seen.update(source=source, seconds=seconds, every_frame=every_frame, serial=serial)
         return 0
 
     monkeypatch.setattr(app_bench, "bench_playback_cli", fake_playback)
     assert main(["bench", "app", "--source", "synthetic", "--every-frame"]) == 2
     assert "--every-frame applies to --playback only" in capsys.readouterr().err
+    assert main(["bench", "app", "--source", "synthetic", "--serial"]) == 2
+    assert "--serial applies to --playback only" in capsys.readouterr().err
     assert main(["bench", "app", "--source", "synthetic", "--playback", "--seconds", "3",
                  "--every-frame"]) == 0  # fmt: skip
-    assert seen == {"source": "synthetic", "seconds": 3.0, "every_frame": True}
+    assert seen == {"source": "synthetic", "seconds": 3.0, "every_frame": True, "serial": False}
+    assert main(["bench", "app", "--source", "synthetic", "--playback", "--serial"]) == 0
+    assert seen["serial"] is True and seen["every_frame"] is False
