@@ -566,6 +566,11 @@ case(
     [*EXPORT_BASE, "--no-domain-gate", "--gate-quantile", "0.9"],
     "--no-domain-gate",
 )
+case(
+    "export-no-gate-with-ring-swap",
+    [*EXPORT_BASE, "--no-domain-gate", "--gate-ring-swap"],
+    "--gate-ring-swap",
+)
 for name in ("nonexistent", "garbage", "label-7"):
     path, words = BAD_MANIFESTS[name]
     case(f"export-manifest-{name}", [*EXPORT_BASE, "--manifest", path], words)

@@ -141,6 +141,9 @@ class DomainGateFit:
     val_crops: int
     val_subjects: int
     val_scores_median: float
+    #: the training crops were fitted twice: as they are and with their outer ring taken
+    #: from another person (``--augment periphery``'s swap), i.e. as that model saw them
+    ring_swap: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.threshold) and self.threshold > 0):
@@ -179,6 +182,7 @@ class DomainGateFit:
             "shrinkage": float(self.shrinkage),
             "fit": {
                 "train_crops": self.train_crops,
+                "train_ring_swap": bool(self.ring_swap),
                 "train_subjects": self.train_subjects,
                 "val_crops": self.val_crops,
                 "val_subjects": self.val_subjects,
@@ -207,6 +211,20 @@ def extract_gate_features(
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
+def ring_swapped(images_u8: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Copies of uint8 NHWC crops, each with its left/right/top ring from another crop.
+
+    The swap of ``--augment periphery`` (:func:`~painmon.core.research.augment.swap_periphery`)
+    applied to every crop once, with a seeded generator: the crops as such a model saw them.
+    """
+    from painmon.core.research.augment import AugmentConfig, swap_periphery
+
+    x = torch.from_numpy(np.ascontiguousarray(images_u8)).permute(0, 3, 1, 2)
+    gen = torch.Generator().manual_seed(int(seed))
+    out = swap_periphery(x, AugmentConfig(mode="periphery", periphery_p=1.0), gen)
+    return out.permute(0, 2, 3, 1).contiguous().numpy()
+
+
 def fit_domain_gate(
     train_feats: np.ndarray,
     train_labels: np.ndarray,
@@ -215,8 +233,11 @@ def fit_domain_gate(
     quantile: float = DEFAULT_QUANTILE,
     train_subjects: int = 0,
     val_subjects: int = 0,
+    ring_swap: bool = False,
 ) -> DomainGateFit:
-    """Fit class means and a shrunk shared covariance; threshold from the validation scores."""
+    """Fit class means and a shrunk shared covariance; threshold from the validation scores.
+
+    ``ring_swap`` only records that ``train_feats`` include ring-swapped copies."""
     from sklearn.covariance import ledoit_wolf
 
     train_feats = np.asarray(train_feats, np.float64)
@@ -254,6 +275,7 @@ def fit_domain_gate(
         val_crops=len(val_feats),
         val_subjects=int(val_subjects),
         val_scores_median=0.0,
+        ring_swap=bool(ring_swap),
     )
     val_scores = fit.score(val_feats)
     threshold = float(np.quantile(val_scores, quantile))

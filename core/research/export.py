@@ -63,6 +63,7 @@ from painmon.core.research.domain_gate import (
     extract_gate_features,
     fit_domain_gate,
     gate_features,
+    ring_swapped,
 )
 from painmon.core.util.errors import InvalidInputError, PainmonError
 from painmon.core.util.fileio import atomic_path, atomic_write_bytes, sha256_file
@@ -543,18 +544,32 @@ def _resolve_gate_data(
 
 
 def fit_gate_for_model(
-    wrapper_normalise: Any, model: nn.Module, data: GateData, quantile: float
+    wrapper_normalise: Any,
+    model: nn.Module,
+    data: GateData,
+    quantile: float,
+    ring_swap: bool = False,
 ) -> DomainGateFit:
-    """Gate features of ``data`` through ``model``, then :func:`fit_domain_gate`."""
+    """Gate features of ``data`` through ``model``, then :func:`fit_domain_gate`.
+
+    ``ring_swap``: fit on the training crops and on a ring-swapped copy of each (the crops
+    as ``--augment periphery`` showed them); the threshold still comes from the validation
+    subjects' crops as they are."""
     train = extract_gate_features(model, wrapper_normalise, data.train_images)
+    labels = np.asarray(data.train_labels)
+    if ring_swap:
+        swapped = extract_gate_features(model, wrapper_normalise, ring_swapped(data.train_images))
+        train = np.concatenate([train, swapped])
+        labels = np.concatenate([labels, labels])
     val = extract_gate_features(model, wrapper_normalise, data.val_images)
     return fit_domain_gate(
         train,
-        data.train_labels,
+        labels,
         val,
         quantile=quantile,
         train_subjects=data.train_subjects,
         val_subjects=data.val_subjects,
+        ring_swap=ring_swap,
     )
 
 
@@ -569,6 +584,7 @@ def export_onnx(
     gate_data: GateData | str | Path | None = None,
     domain_gate: bool = True,
     gate_quantile: float = DEFAULT_QUANTILE,
+    gate_ring_swap: bool = False,
 ) -> ExportResult:
     """Export a checkpoint (run folder or ``.safetensors``) to ONNX at ``out_path``.
 
@@ -605,7 +621,9 @@ def export_onnx(
     if domain_gate:
         data = _resolve_gate_data(gate_data, meta, checkpoint)
         train_labels = data.train_labels
-        gate = fit_gate_for_model(wrapper.normalise, model, data, gate_quantile)
+        gate = fit_gate_for_model(
+            wrapper.normalise, model, data, gate_quantile, ring_swap=gate_ring_swap
+        )
         wrapper = PainExportWrapper(model, cfg.mean, cfg.std, cfg.temperature, gate)
     else:
         log.warning("exporting %s without a domain gate (research only)", checkpoint)

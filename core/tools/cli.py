@@ -411,6 +411,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         for option, value in (
             ("--manifest", args.manifest),
             ("--gate-quantile", args.gate_quantile),
+            ("--gate-ring-swap", args.gate_ring_swap or None),
         ):
             if value is not None:
                 raise CliError(f"{option} sets up the domain gate; drop it or --no-domain-gate")
@@ -439,6 +440,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             gate_data=args.manifest,
             domain_gate=not args.no_domain_gate,
             gate_quantile=DEFAULT_QUANTILE if args.gate_quantile is None else args.gate_quantile,
+            gate_ring_swap=args.gate_ring_swap,
         )
     finally:
         export_log.setLevel(previous_level)
@@ -456,7 +458,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     else:
         print(
             f"  domain gate: Mahalanobis on {gate.feature_dims} features, fitted on "
-            f"{gate.train_crops} crops of {gate.train_subjects} training subjects; threshold "
+            f"{gate.train_crops} crops of {gate.train_subjects} training subjects"
+            + (" (half of them ring-swapped copies)" if gate.ring_swap else "")
+            + "; threshold "
             f"{gate.threshold:.1f} = the {gate.quantile:g} quantile of {gate.val_crops} crops of "
             f"{gate.val_subjects} validation subjects (their median {gate.val_scores_median:.1f})"
         )
@@ -1132,6 +1136,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_float_option(0.5, 1.0, below=True),
         help="domain gate threshold: this quantile (0.5 to under 1) of the validation "
         "subjects' scores (default 0.99)",
+    )
+    export.add_argument(
+        "--gate-ring-swap",
+        action="store_true",
+        help="fit the domain gate also on each training crop with its outer ring taken from "
+        "another person, as --augment periphery trained on them (the threshold still comes "
+        "from the validation subjects' crops as they are)",
     )
     export.add_argument(
         "--no-domain-gate",

@@ -369,6 +369,7 @@ def test_domain_gate_is_in_the_graph_and_the_metadata(dacnn_exported):
     assert entry["method"] == "mahalanobis-tied" and entry["quantile"] == 0.99
     assert entry["fit"] == {
         "train_crops": 80,
+        "train_ring_swap": False,
         "train_subjects": 8,
         "val_crops": 40,
         "val_subjects": 4,
@@ -392,6 +393,33 @@ def test_domain_gate_is_in_the_graph_and_the_metadata(dacnn_exported):
         runtime.predict(_gate_data().val_images).domain_score <= gate.threshold * 1.0001
     ).mean() >= 0.97
     assert (got[4:] > gate.threshold).all()
+
+
+def test_ring_swapped_crops_keep_their_centre_and_take_anothers_ring():
+    from painmon.core.research.domain_gate import ring_swapped
+
+    # crop i is flat grey 10*i: a pixel's value names the crop it came from
+    crops = np.stack([np.full((64, 64, 3), 10 * i, np.uint8) for i in range(12)])
+    out = ring_swapped(crops, seed=3)
+    assert out.dtype == np.uint8 and out.shape == crops.shape
+    assert np.array_equal(out, ring_swapped(crops, seed=3))  # seeded
+    np.testing.assert_array_equal(out[:, 13:, 13:51], crops[:, 13:, 13:51])  # centre, chin
+    assert (out[:, 0, 0] != crops[:, 0, 0]).all()  # every corner is another crop's
+    assert (out[:, 32, 0] != crops[:, 32, 0]).all() and (out[:, 32, 63] != crops[:, 32, 63]).all()
+
+
+def test_gate_fitted_with_ring_swapped_copies_says_so(dacnn_exported, tmp_path):
+    _model, plain, checkpoint = dacnn_exported
+    out = tmp_path / "swap.onnx"
+    result = export_onnx(
+        checkpoint, out, parity_samples=2, gate_data=_gate_data(), gate_ring_swap=True
+    )
+    gate = result.domain_gate
+    assert gate is not None and gate.ring_swap and not plain.domain_gate.ring_swap
+    assert gate.train_crops == 160 and gate.val_crops == 40  # the threshold's crops unchanged
+    fit = OnnxPainModel(out, prefer="cpu").metadata["domain_gate"]["fit"]
+    assert fit["train_ring_swap"] is True and fit["train_crops"] == 160
+    assert not np.allclose(gate.whiten, plain.domain_gate.whiten)  # the copies entered the fit
 
 
 def test_export_without_gate_data_says_what_to_give(dacnn_exported, tmp_path):
