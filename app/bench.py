@@ -76,6 +76,7 @@ def bench_app(
     *,
     input_fps: float = DEFAULT_INPUT_FPS,
     warmup_s: float = WARMUP_S,
+    serial: bool = False,
 ) -> dict[str, Any]:
     """Run MainWindow on ``source`` (a video file, re-timed to ``input_fps`` and looped) for
     ``warmup_s + seconds`` of real time with the Grad-CAM overlay on; returns the summary dict.
@@ -118,7 +119,7 @@ def bench_app(
     with tempfile.TemporaryDirectory(prefix="painmon-bench-app-") as tmp:
         store = QSettings(str(Path(tmp) / "painmon.ini"), QSettings.Format.IniFormat)
         save_settings(store, AppSettings(session_root=str(Path(tmp) / "sessions")))
-        window = MainWindow(store, face_model=face_model)
+        window = MainWindow(store, face_model=face_model, pipelined=not serial)
         window.apply_settings(dataclasses.replace(window.app_settings, show_gradcam=True))
         if not window.load_model(model_path):
             window.close()
@@ -234,6 +235,7 @@ def bench_app(
         face_tracker=tracker_name,
         model=str(model_path),
         load_average=load,
+        pipelined=not serial,
     )
     if json_path is not None:
         atomic_write_json(Path(json_path), result)
@@ -246,9 +248,10 @@ def bench_app_cli(
     face_model: str | Path | None = None,
     model: str | Path | None = None,
     json_path: str | Path | None = None,
+    serial: bool = False,
 ) -> int:
     """``painmon bench app``: run the benchmark, print the summary and the JSON; returns 0."""
-    result = bench_app(source, model, face_model, seconds, json_path)
+    result = bench_app(source, model, face_model, seconds, json_path, serial=serial)
     sys.stdout.write(format_app_bench(result) + "\n" + json.dumps(result, indent=2) + "\n")
     sys.stdout.flush()
     return 0

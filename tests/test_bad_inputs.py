@@ -809,9 +809,6 @@ for name in ("nonexistent", "garbage-video", "camera-letters"):
     case(f"bench-app-source-{name}", [*BAPP, "--source", source], words)
 case("bench-app-source-camera-absent", [*BAPP, "--source", "camera:63"], "camera 63")
 case(
-    "bench-app-serial-without-playback", [*BAPP, "--source", "{z}/clip.mp4", "--serial"], "--serial"
-)
-case(
     "bench-app-model-nonexistent",
     "bench app --source {z}/clip.mp4 --model {z}/nope/m.onnx",
     "not found",

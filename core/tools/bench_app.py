@@ -54,6 +54,7 @@ APP_BENCH_KEYS: tuple[str, ...] = (
     "gradcam_overlay",
     "face_tracker",
     "model",
+    "pipelined",
     "load_average",
 )
 
@@ -177,6 +178,7 @@ def summarize_app_bench(
     face_tracker: str,
     model: str,
     load_average: tuple[float, float, float] | None,
+    pipelined: bool = True,
 ) -> dict[str, Any]:
     """The result dict of one run (every key of :data:`APP_BENCH_KEYS`)."""
     latency = percentiles(recorder.latencies_ms())
@@ -205,6 +207,7 @@ def summarize_app_bench(
         "gradcam_overlay": bool(gradcam_overlay),
         "face_tracker": face_tracker,
         "model": model,
+        "pipelined": bool(pipelined),
         "load_average": list(load_average) if load_average is not None else None,
     }
     return result
@@ -222,7 +225,8 @@ def format_app_bench(result: Mapping[str, Any]) -> str:
         [
             f"source {result['source']} at {result['input_fps']:g} fps input, "
             f"{result['seconds_measured']:.1f} s measured, tracker {result['face_tracker']}, "
-            f"Grad-CAM overlay {'on' if result['gradcam_overlay'] else 'off'}",
+            f"Grad-CAM overlay {'on' if result['gradcam_overlay'] else 'off'}, "
+            f"{'pipelined' if result.get('pipelined', True) else 'serial'} worker",
             f"frames: read {result['frames_read']}, processed {result['frames_processed']}, "
             f"displayed {result['frames_displayed']} ({result['displayed_fps']:.1f} fps), "
             f"dropped {result['frames_dropped']}",

@@ -738,9 +738,9 @@ def _cmd_bench_app(args: argparse.Namespace) -> int:
         )
     if args.every_frame:
         raise CliError("--every-frame applies to --playback only")
-    if args.serial:
-        raise CliError("--serial applies to --playback only")
-    return bench_app_cli(args.source, args.seconds, args.face_model, args.model, args.json)
+    return bench_app_cli(
+        args.source, args.seconds, args.face_model, args.model, args.json, serial=args.serial
+    )
 
 
 def _cmd_bench_au(args: argparse.Namespace) -> int:
@@ -1230,8 +1230,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_app.add_argument(
         "--serial",
         action="store_true",
-        help="with --playback: score frame by frame without overlapping the next frame's face "
-        "stage (the window pipelines by default), to compare the two",
+        help="score frame by frame without overlapping the next frame's face stage (the "
+        "window pipelines by default), to compare the two",
     )
     bench_app.add_argument("--seconds", type=_positive_seconds, default=20.0)
     bench_app.add_argument("--face-model", type=Path, help=FACE_MODEL_HELP)

@@ -479,10 +479,16 @@ def test_bench_app_every_frame_needs_playback_and_playback_reaches_the_benchmark
     monkeypatch.setattr(app_bench, "bench_playback_cli", fake_playback)
     assert main(["bench", "app", "--source", "synthetic", "--every-frame"]) == 2
     assert "--every-frame applies to --playback only" in capsys.readouterr().err
-    assert main(["bench", "app", "--source", "synthetic", "--serial"]) == 2
-    assert "--serial applies to --playback only" in capsys.readouterr().err
     assert main(["bench", "app", "--source", "synthetic", "--playback", "--seconds", "3",
                  "--every-frame"]) == 0  # fmt: skip
     assert seen == {"source": "synthetic", "seconds": 3.0, "every_frame": True, "serial": False}
     assert main(["bench", "app", "--source", "synthetic", "--playback", "--serial"]) == 0
     assert seen["serial"] is True and seen["every_frame"] is False
+
+    def fake_latency(source, seconds, face_model, model, json_path, serial=False):
+        seen.update(latency_serial=serial)
+        return 0
+
+    monkeypatch.setattr(app_bench, "bench_app_cli", fake_latency)
+    assert main(["bench", "app", "--source", "synthetic", "--serial"]) == 0
+    assert seen["latency_serial"] is True
