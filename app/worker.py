@@ -44,7 +44,7 @@ from painmon.core.live.capture import (
 )
 from painmon.core.live.display import END_OF_VIDEO
 from painmon.core.live.engine import Engine, EngineResult, MonitorEngine
-from painmon.core.live.pipelined import PipelinedEngine
+from painmon.core.live.pipelined import PipelinedEngine, take_frame
 from painmon.core.live.playback import playback_text
 
 log = logging.getLogger(__name__)
@@ -180,12 +180,10 @@ class InferenceWorker(QObject):
             self._drain_commands()
             self._poll(engine)
             wait_start_s = self._clock()
-            in_flight = pipeline is not None and pipeline.pending
-            frame = self.capture.get_latest(timeout_s=0.0 if in_flight else _POLL_S)
+            frame, done = take_frame(self.capture, pipeline, _POLL_S)
             now_s = self._clock()
-            if frame is None and pipeline is not None and pipeline.pending:
-                # No next frame waiting: finish this one now rather than wait for overlap.
-                self._emit_result(pipeline.flush())
+            if done is not None:  # no next frame was waiting: the pending one is done
+                self._emit_result(done)
                 continue
             if frame is None:
                 if self.capture.exhausted and not ended:

@@ -65,7 +65,7 @@ from painmon.core.live.engine import (
     one_line,
 )
 from painmon.core.live.face import FaceTracker, create_face_tracker
-from painmon.core.live.pipelined import PipelinedEngine
+from painmon.core.live.pipelined import PipelinedEngine, take_frame
 from painmon.core.live.scoring import ModelLoadError, OnnxPainModel, PainScorer, is_checkpoint
 from painmon.core.live.session import SessionWriteError, SessionWriter, make_session_folder
 from painmon.core.util import timeline
@@ -501,11 +501,9 @@ def run_monitor(
                 return finished("stop")
             if wait_start is None:
                 wait_start = time.perf_counter()
-            in_flight = pipeline is not None and pipeline.pending
-            frame = capture.get_latest(timeout_s=0.0 if in_flight else _POLL_S)
-            if frame is None and pipeline is not None and pipeline.pending:
-                # No next frame waiting: finish this one now rather than wait for overlap.
-                handle(pipeline.flush())
+            frame, done = take_frame(capture, pipeline, _POLL_S)
+            if done is not None:  # no next frame was waiting: the pending one is done
+                handle(done)
                 wait_start = None
                 continue
             if frame is None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 from painmon.core.live.alarms import AlarmSettings, AlarmState, SystemCondition
 from painmon.core.live.capture import Frame
@@ -37,6 +38,29 @@ log = logging.getLogger(__name__)
 # The worker's join on close: the face stage of one frame takes milliseconds; a tracker
 # that hangs longer than this is logged rather than waited for forever.
 _CLOSE_JOIN_S = 10.0
+
+
+class FrameSource(Protocol):
+    def get_latest(self, timeout_s: float | None = 0.0) -> Frame | None: ...
+
+
+def take_frame(
+    capture: FrameSource, pipeline: PipelinedEngine | None, wait_s: float
+) -> tuple[Frame | None, EngineResult | None]:
+    """One step of a frame loop: the next frame, or the pending frame's result.
+
+    With a frame pending in ``pipeline`` the loop must not wait: if a next frame is already
+    there it is returned (to be submitted, so the two overlap), otherwise the pending frame
+    is finished now and its result returned, so an idle source adds no latency. With
+    nothing pending (or no pipeline) it waits up to ``wait_s`` for a frame. Returns
+    ``(frame, None)``, ``(None, result)``, or ``(None, None)`` when no frame came.
+    """
+    if pipeline is None or not pipeline.pending:
+        return capture.get_latest(timeout_s=wait_s), None
+    frame = capture.get_latest(timeout_s=0.0)
+    if frame is None:
+        return None, pipeline.flush()
+    return frame, None
 
 
 @dataclass(frozen=True)

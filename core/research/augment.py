@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from painmon.core.research.options import AUGMENT_MODES
 from painmon.core.util.errors import InvalidInputError
-
-AUGMENT_MODES = ("full", "color", "none", "periphery")
 
 
 @dataclass(frozen=True)

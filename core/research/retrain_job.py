@@ -44,14 +44,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from painmon.core.research.options import AUGMENT_MODES
 from painmon.core.store.registry import ModelRegistry, RegistryError
 from painmon.core.util.errors import InvalidInputError
 
 log = logging.getLogger(__name__)
 
 TRAIN_EXTRA_COMMAND = "pip install 'painmon[train]'"
-# The same modes as core.research.augment (that module imports torch; this one must not).
-AUGMENT_MODES = ("full", "color", "none", "periphery")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TRAIN_LOG = "train.log"
 EVALUATE_LOG = "evaluate.log"

@@ -13,7 +13,7 @@ from painmon.core.live.alarms import AlarmSettings, TechnicalCondition
 from painmon.core.live.capture import Frame
 from painmon.core.live.engine import Engine, EngineResult, ModelRunError
 from painmon.core.live.face import FaceObservation, create_face_tracker
-from painmon.core.live.pipelined import PipelinedEngine
+from painmon.core.live.pipelined import PipelinedEngine, take_frame
 from painmon.core.live.scoring import OnnxPainModel
 from painmon.core.live.session import SessionWriter
 from painmon.core.store.catalog import shipped_demo_model_path
@@ -204,6 +204,40 @@ def test_face_stage_runs_on_one_worker_and_close_joins_it():
     with pytest.raises(RuntimeError, match="closed"):
         pipeline.submit(_blank(5))
     pipeline.close()  # twice is fine
+
+
+class _Capture:
+    """Frames handed out in order; records how long each call was allowed to wait."""
+
+    def __init__(self, frames: list[Frame]) -> None:
+        self.frames = list(frames)
+        self.waits: list[float | None] = []
+
+    def get_latest(self, timeout_s: float | None = 0.0) -> Frame | None:
+        self.waits.append(timeout_s)
+        return self.frames.pop(0) if self.frames else None
+
+
+def test_take_frame_overlaps_a_waiting_frame_and_finishes_a_pending_one_at_once():
+    capture = _Capture([_blank(0), _blank(1)])
+    with PipelinedEngine(Engine(_FailingModel(), _ScriptedTracker())) as pipeline:
+        frame, done = take_frame(capture, pipeline, 0.5)  # nothing pending: it may wait
+        assert frame is not None and frame.index == 0 and done is None
+        assert capture.waits == [0.5]
+        assert pipeline.submit(frame) is None
+        frame, done = take_frame(capture, pipeline, 0.5)  # pending, and a frame is there
+        assert frame is not None and frame.index == 1 and done is None
+        assert capture.waits[-1] == 0.0
+        result = pipeline.submit(frame)
+        assert result is not None and result.frame.index == 0
+        frame, done = take_frame(capture, pipeline, 0.5)  # pending, none there: finish it
+        assert frame is None and done is not None and done.frame.index == 1
+        assert capture.waits[-1] == 0.0 and not pipeline.pending
+        assert take_frame(capture, pipeline, 0.5) == (None, None)
+        assert capture.waits[-1] == 0.5
+    serial = _Capture([_blank(7)])
+    frame, done = take_frame(serial, None, 0.25)
+    assert frame is not None and frame.index == 7 and done is None and serial.waits == [0.25]
 
 
 def test_a_face_stage_exception_surfaces_with_that_frames_result():
