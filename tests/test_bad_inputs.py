@@ -326,6 +326,7 @@ TRAINING_NUMBERS = {
     "--weight-decay": (("-1", ">= 0"), ("nan", "finite"), ("inf", "finite"), ("x", "invalid")),
     "--label-smoothing": (("-0.1", "0"), ("1", "0"), ("nan", "finite"), ("x", "invalid")),
     "--patience": (("0", ">= 1"), ("-1", ">= 1"), ("x", "invalid")),
+    "--warmup-epochs": (("-1", ">= 0"), ("x", "invalid")),
     "--seed": (("-1", "from 0 to"), ("x", "invalid"), ("4294967296", "seed")),
 }
 for command in ("train", "cv"):
@@ -467,6 +468,15 @@ BAD_RUNS = {
     "truncated-weights": ("{z}/run_truncated", "unreadable"),
 }
 EVAL_BASE = ["evaluate", "--run", "{z}/run", "--manifest", "{z}/crops.npz"]
+# train --init-from reads a run folder as evaluate does, before any crop is made.
+for name, (path, words) in BAD_RUNS.items():
+    if name in ("text-file", "garbage-safetensors"):
+        words = "give the run folder"
+    case(
+        f"train-init-from-{name}",
+        ["train", "--manifest", "{z}/crops.npz", "--out", "run", "--init-from", path],
+        words,
+    )
 for name, (path, words) in BAD_RUNS.items():
     if name in ("text-file", "garbage-safetensors"):
         words = "give the run folder"

@@ -179,6 +179,81 @@ def _provenance(
     }
 
 
+def check_init_run(run: Path, cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
+    """The model and ``best.json`` of an ``--init-from`` run folder, refused when it is not
+    a run folder or holds another model than ``cfg.model`` with its options."""
+    if not run.exists():
+        raise InvalidInputError(
+            f"--init-from {run} not found: give a run folder of `painmon train`"
+        )
+    if not run.is_dir():
+        raise InvalidInputError(
+            f"--init-from {run} is a file: give the run folder (it holds best.safetensors "
+            "and best.json)"
+        )
+    model, meta = load_checkpoint(run, "cpu")
+    cfg_meta = model.pretrained_cfg
+    if cfg_meta.architecture != cfg.model or any(
+        cfg_meta.model_kwargs.get(k) != v for k, v in cfg.model_kwargs.items()
+    ):
+        raise InvalidInputError(
+            f"--init-from {run} holds a {cfg_meta.architecture!r} model, this run trains "
+            f"{cfg.model!r}: give --model {cfg_meta.architecture} or another run"
+        )
+    return model, meta
+
+
+def initial_weights(
+    run_dir: str | Path, cfg: TrainConfig, plan: SplitPlan, data: PreparedData
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The best weights of ``run_dir`` to fine-tune from, and their ``init_from`` record.
+
+    Refused when the run's model is not ``cfg.model`` with its options, when its checkpoint
+    does not name the subjects it learnt from, and when any of them is a test subject of
+    ``plan``: a test score of a model that has seen the test people is not a test score.
+    Subjects are compared by name, so a run on another dataset whose names overlap is
+    refused too (rename the subjects or split so that they do not meet).
+    """
+    from painmon.core.util.fileio import sha256_file
+    from painmon.core.util.model_cfg import freeze, thaw
+
+    run = Path(run_dir)
+    model, meta = check_init_run(run, cfg)
+    cfg_meta = model.pretrained_cfg
+    seen = meta.get("train_subjects"), meta.get("val_subjects")
+    if not all(isinstance(names, list) for names in seen):
+        raise InvalidInputError(
+            f"--init-from {run}: its best.json does not list the subjects it was trained on, so "
+            "it cannot be checked against this run's test subjects; retrain it with this version"
+        )
+    leaked = sorted(set(plan.test) & (set(seen[0]) | set(seen[1])))
+    if leaked:
+        shown = ", ".join(leaked[:5]) + (f" and {len(leaked) - 5} more" if len(leaked) > 5 else "")
+        raise InvalidInputError(
+            f"--init-from {run} learnt from {len(leaked)} of this split's test subjects "
+            f"({shown}): the test results would not be honest; use a split whose test "
+            "subjects that run never saw (keep its test subjects in test)"
+        )
+    crop = thaw(cfg_meta.crop)
+    if crop and crop != thaw(freeze(data.crops.preprocessing)):
+        log.warning(
+            "--init-from %s was trained on crops framed %s, these are %s: fine-tuning starts "
+            "from features of another framing",
+            run,
+            crop,
+            data.crops.preprocessing,
+        )
+    weights = run / "best.safetensors"
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    record = {
+        "run": str(run),
+        "epoch": int(meta.get("epoch", 0)),
+        "weights_sha256": sha256_file(weights),
+        "data_sha256": meta.get("data_sha256", ""),
+    }
+    return state, record
+
+
 def train_on_plan(
     data: PreparedData,
     plan: SplitPlan,
@@ -187,9 +262,16 @@ def train_on_plan(
     fold: int | None = None,
     resume: bool = False,
     progress: bool = True,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
-    """Train on the plan's train/val subjects (or on fold ``fold``) and write the run folder."""
+    """Train on the plan's train/val subjects (or on fold ``fold``) and write the run folder.
+
+    ``init_from`` (a run folder) fine-tunes its best weights: see :func:`initial_weights`.
+    """
     check_subject_disjoint(plan)
+    init_weights, init_record = (
+        initial_weights(init_from, cfg, plan, data) if init_from is not None else (None, None)
+    )
     train_subj = plan.subjects("train", fold) if fold is not None else plan.train
     val_subj = plan.subjects("val", fold) if fold is not None else plan.val
     x_tr, y_tr, s_tr = data.partition(train_subj)
@@ -204,11 +286,15 @@ def train_on_plan(
         x_va,
         y_va,
         out,
-        provenance=_provenance(data, plan, s_tr, s_va, fold, cfg.seed),
+        provenance=dict(
+            _provenance(data, plan, s_tr, s_va, fold, cfg.seed),
+            **({"init_from": init_record} if init_record else {}),
+        ),
         train_subjects=s_tr,
         val_subjects=s_va,
         resume=resume,
         progress=progress,
+        init_weights=init_weights,
     )
 
 

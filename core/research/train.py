@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from painmon.core.research.augment import AugmentConfig, augment_batch
 from painmon.core.research.calibration import CalibrationResult, calibrate, softmax
 from painmon.core.research.metrics import classification_metrics
+from painmon.core.research.options import COMPILE_MODES
 from painmon.core.research.seeding import check_device_name
 from painmon.core.research.splits import check_partitions_disjoint
 from painmon.core.util import labels as pain_labels
@@ -51,7 +52,6 @@ HISTORY_COLUMNS = (
 
 
 DEFAULT_INTENDED_USE = "Research on facial pain expression. Not a medical device."
-COMPILE_MODES = ("none", "default", "reduce-overhead")
 
 
 @dataclass(frozen=True)
@@ -475,12 +475,15 @@ def fit(
     val_subjects: Sequence[str] | None = None,
     resume: bool = False,
     progress: bool = True,
+    init_weights: Mapping[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` on uint8 NHWC crops, keep the best validation macro-F1 checkpoint,
     fit temperature scaling on the validation crops, and write the run folder.
 
     ``provenance`` (data hash, preprocessing, subjects, splits) goes into ``best.json``.
     With ``train_subjects``/``val_subjects`` (one per crop) a person in both is refused.
+    ``init_weights`` (a state dict of ``cfg.model``) replace the fresh initial weights:
+    fine-tuning. Which run they came from belongs in ``provenance`` (``init_from``).
     Ctrl-C stops cleanly after writing what the best epoch so far earned.
     """
     from painmon.core.research.seeding import (
@@ -506,6 +509,13 @@ def fit(
     write_environment_manifest(out / "env.json")
 
     model = create_model(cfg.model, **cfg.model_kwargs).to(device)
+    if init_weights is not None:
+        try:
+            model.load_state_dict({k: v.to(device) for k, v in init_weights.items()})
+        except RuntimeError as exc:
+            raise InvalidInputError(
+                f"the initial weights do not fit model {cfg.model!r} ({str(exc).splitlines()[0]})"
+            ) from exc
     if cfg.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     train = DeviceData.from_numpy(train_images, train_labels, device)
@@ -686,6 +696,14 @@ def _write_card(
         f"- Recipe: AdamW lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}, label smoothing "
         f"{cfg.label_smoothing:g}, {cfg.warmup_epochs}-epoch warm-up + cosine to {cfg.min_lr:g}, "
         f"batch {cfg.batch_size}, augment `{cfg.augment}`, seed {cfg.seed}",
+        *(
+            [
+                f"- Initialised from: run `{init['run']}` (best epoch {init['epoch']}, weights "
+                f"SHA-256 `{init['weights_sha256'][:16]}…`), then trained as below"
+            ]
+            if (init := meta.get("init_from"))
+            else []
+        ),
         f"- Stopped: {stopped} after best epoch {meta['epoch']}",
         f"- Validation: accuracy {meta['metrics']['val_accuracy']:.3f}, macro-F1 "
         f"{meta['metrics']['val_macro_f1']:.3f}",

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from painmon.core.research.options import AUGMENT_MODES, COMPILE_MODES
 from painmon.core.tools.doctor import TRAIN_EXTRA_INSTALL, TRAIN_EXTRA_MODULES
 from painmon.core.util.errors import PainmonError
 from painmon.core.util.outputs import LOG_FILES, refuse_existing_output
@@ -256,6 +257,7 @@ def _train_config(args: argparse.Namespace, **overrides: Any) -> Any:
         lr=args.lr,
         weight_decay=args.weight_decay,
         label_smoothing=args.label_smoothing,
+        warmup_epochs=args.warmup_epochs,
         patience=args.patience,
         seed=args.seed,
         device=args.device,
@@ -278,6 +280,10 @@ def _check_device_and_model(device: str, model: str) -> None:
 def _check_training_inputs(args: argparse.Namespace, cfg: Any) -> None:
     """What can be wrong with a training command's options, found before any crop is made."""
     _check_device_and_model(cfg.device, cfg.model)
+    if getattr(args, "init_from", None) is not None:
+        from painmon.core.research.experiment import check_init_run
+
+        check_init_run(args.init_from, cfg)  # before any crop is made; the subjects come later
     if args.splits is not None:
         from painmon.core.research.splits import SplitPlan
 
@@ -313,7 +319,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _check_training_inputs(args, cfg)
     data = _prepare(args)
     plan = resolve_plan(data, args.splits, seed=args.split_seed, folds=5)
-    result = train_on_plan(data, plan, cfg, args.out, resume=args.resume)
+    result = train_on_plan(data, plan, cfg, args.out, resume=args.resume, init_from=args.init_from)
     print(
         f"{result.stopped}: best epoch {result.best_epoch} of {result.epochs_run}, "
         f"validation macro-F1 {result.best_val_macro_f1:.3f}; temperature {result.temperature:.3f} "
@@ -995,6 +1001,12 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=_float_option(0.0), default=1e-4)
     p.add_argument("--label-smoothing", type=_float_option(0.0, 1.0, below=True), default=0.1)
     p.add_argument(
+        "--warmup-epochs",
+        type=_int_option(0),
+        default=5,
+        help="epochs of linear learning-rate warm-up before the cosine decay (default 5)",
+    )
+    p.add_argument(
         "--patience", type=_positive_int, default=15,
         help="stop after this many epochs without a better validation macro-F1",
     )  # fmt: skip
@@ -1005,8 +1017,8 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
         "another value than 42 gives other test subjects)",
     )  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
-    p.add_argument("--augment", default="full", choices=("full", "color", "none", "periphery"))
-    p.add_argument("--compile", default="none", choices=("none", "default", "reduce-overhead"))
+    p.add_argument("--augment", default="full", choices=AUGMENT_MODES)
+    p.add_argument("--compile", default="none", choices=COMPILE_MODES)
     p.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
     _add_allow_outside_root(p)
 
@@ -1085,6 +1097,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_arguments(train)
     train.add_argument("--out", type=Path, required=True, help="run folder")
     train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="RUN",
+        help="start from this run folder's best weights (fine-tuning); refused if it learnt "
+        "from any of this split's test subjects",
+    )
     _add_force(train, "the run in --out (its weights are lost)")
     train.set_defaults(func=_cmd_train)
 
@@ -1162,12 +1181,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs", type=_positive_int, default=3, help="timed epochs after warm-up"
     )
     bench_train.add_argument("--batch-size", type=_int_option(2), default=32)
-    bench_train.add_argument(
-        "--augment", default="full", choices=("full", "color", "none", "periphery")
-    )
-    bench_train.add_argument(
-        "--compile", default="none", choices=("none", "default", "reduce-overhead")
-    )
+    bench_train.add_argument("--augment", default="full", choices=AUGMENT_MODES)
+    bench_train.add_argument("--compile", default="none", choices=COMPILE_MODES)
     bench_train.add_argument("--jobs", type=_positive_int, default=1, help="folds trained at once")
     bench_train.add_argument("--json", type=Path, help="also write the result here")
     _add_force(bench_train, "--json")

@@ -142,3 +142,127 @@ def test_a_run_without_a_recorded_hash_is_scored_as_another_dataset(toy_crops, c
     with pytest.raises(DatasetMismatchError, match="--other-dataset"):
         is_other_dataset({"cd" * 32}, data, Path("run"), other_dataset=False)
     assert is_other_dataset({"cd" * 32}, data, Path("run"), other_dataset=True) is True
+
+
+# --- `painmon train --init-from RUN`: fine-tuning must not start from a model that saw the test
+
+
+def _weights(run: Path) -> dict[str, np.ndarray]:
+    """The run's learnt parameters (BatchNorm statistics move even at a zero learning rate)."""
+    from safetensors.numpy import load_file
+
+    return {k: v for k, v in load_file(run / "best.safetensors").items()
+            if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}  # fmt: skip
+
+
+def test_init_from_fine_tunes_the_runs_weights_and_records_them(runs, datasets, tmp_path):
+    from painmon.core.util.fileio import sha256_file
+
+    run1, _ = runs
+    _, own, _ = datasets
+    # A learning rate of 1e-6 (a few steps of AdamW move a weight by ~1e-6 each): run1's weights.
+    out = tmp_path / "tuned"
+    assert _train(own, out, "--init-from", str(run1), "--lr", "1e-6", "--warmup-epochs",
+                  "0") == 0  # fmt: skip
+    start, tuned = _weights(run1), _weights(out)
+    assert start.keys() == tuned.keys()
+    assert all(np.allclose(start[k], tuned[k], atol=5e-5) for k in start)
+    # Without --init-from the same command starts from fresh weights.
+    fresh = tmp_path / "fresh"
+    assert _train(own, fresh, "--lr", "1e-6", "--warmup-epochs", "0") == 0
+    assert not all(np.allclose(start[k], _weights(fresh)[k], atol=1e-3) for k in start)
+
+    meta = json.loads((out / "best.json").read_text())
+    record = meta["init_from"]
+    assert record["run"] == str(run1)
+    assert record["weights_sha256"] == sha256_file(run1 / "best.safetensors")
+    assert record["epoch"] == json.loads((run1 / "best.json").read_text())["epoch"]
+    assert "init_from" not in json.loads((fresh / "best.json").read_text())
+    assert f"Initialised from: run `{run1}`" in (out / "card.md").read_text()
+    assert json.loads((out / "config.json").read_text())["warmup_epochs"] == 0
+
+
+def test_init_from_a_run_that_saw_a_test_subject_is_refused(runs, datasets, tmp_path, capsys):
+    run1, _ = runs
+    _, own, _ = datasets
+    seen = set(json.loads((run1 / "best.json").read_text())["train_subjects"])
+    # Another split seed draws other test subjects: some of them trained run1.
+    capsys.readouterr()
+    out = tmp_path / "leaky"
+    assert _train(own, out, "--init-from", str(run1), "--split-seed", "7") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "learnt from" in err and "test subjects" in err and "not be honest" in err
+    assert not out.exists() or not any(out.iterdir())
+    test7 = set(SplitPlan.from_json(_split7(own, tmp_path)).test)
+    assert test7 & seen  # the refusal was about real overlap
+
+
+def _split7(npz: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "split7.json"
+    assert main(["split", "--manifest", str(npz), "--out", str(path), "--seed", "7"]) == 0
+    return path
+
+
+def test_init_from_refuses_another_model_or_a_run_without_subjects(runs, datasets, tmp_path,
+                                                                   capsys):  # fmt: skip
+    run1, _ = runs
+    _, own, _ = datasets
+    capsys.readouterr()
+    assert _train(own, tmp_path / "other-model", "--init-from", str(run1),
+                  "--model", "dacnn") == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert "holds a 'micropainnet' model" in err and "--model micropainnet" in err
+
+    # A run whose best.json does not name its subjects cannot be checked: refused.
+    import shutil
+
+    from painmon.core.util.fileio import sha256_file
+
+    blind = tmp_path / "blind"
+    shutil.copytree(run1, blind)
+    meta = json.loads((blind / "best.json").read_text())
+    del meta["train_subjects"]
+    assert meta["weights_sha256"] == sha256_file(blind / "best.safetensors")
+    (blind / "best.json").write_text(json.dumps(meta))
+    assert _train(own, tmp_path / "from-blind", "--init-from", str(blind)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not list the subjects" in err and len(err.splitlines()) == 1
+
+    # Not a run folder at all.
+    assert _train(own, tmp_path / "from-nothing", "--init-from", str(tmp_path / "nope")) == 2
+    assert "not found: give a run folder" in capsys.readouterr().err
+
+
+def test_init_from_warns_only_when_its_crops_were_framed_otherwise(runs, toy_crops, tmp_path,
+                                                                   caplog):  # fmt: skip
+    import dataclasses
+    import shutil
+
+    from painmon.core.live.crop import FRAMING_STABLE, FRAMING_STABLE_2, stable_framing_meta
+    from painmon.core.research.experiment import initial_weights
+    from painmon.core.research.train import TrainConfig
+
+    run1, _ = runs
+    base = {"size_px": 64, "margin": 0.25, "detector": "mediapipe-landmarker",
+            "face_choice": "largest", "eye_alignment": True, "color": "RGB",
+            "resize": "INTER_AREA", "crop_version": 1}  # fmt: skip
+    framing2 = {**base, **stable_framing_meta(framing=FRAMING_STABLE_2)}
+    # A run trained on stable-landmarks-2 crops (its best.json, as a real run writes it).
+    framed = tmp_path / "framed"
+    shutil.copytree(run1, framed)
+    meta = json.loads((framed / "best.json").read_text())
+    (framed / "best.json").write_text(json.dumps({**meta, "preprocessing": framing2}))
+    crops = _crops(toy_crops, 0)
+    plan = SplitPlan.from_json(run1 / "splits.json")
+    cfg = TrainConfig(model="micropainnet")
+    framing1 = {**base, **stable_framing_meta(framing=FRAMING_STABLE)}
+    for framing, warned in ((framing2, False), (framing1, True)):
+        # The crops file's framing comes back from JSON: lists, not tuples.
+        as_read = dataclasses.replace(crops, preprocessing=json.loads(json.dumps(framing)))
+        data = PreparedData(Path("toy.npz"), (), as_read, CropReport(80, 80, 80, 0), "ab" * 32)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="painmon"):
+            state, record = initial_weights(framed, cfg, plan, data)
+        assert record["run"] == str(framed) and state
+        assert any("another framing" in r.getMessage() for r in caplog.records) is warned
