@@ -211,8 +211,10 @@ def initial_weights(
     Refused when the run's model is not ``cfg.model`` with its options, when its checkpoint
     does not name the subjects it learnt from, and when any of them is a test subject of
     ``plan``: a test score of a model that has seen the test people is not a test score.
-    Subjects are compared by name, so a run on another dataset whose names overlap is
-    refused too (rename the subjects or split so that they do not meet).
+    "Them" includes the people of the runs that run was itself fine-tuned from (its
+    ``init_from`` record carries them on). Subjects are compared by name, so a run on
+    another dataset whose names overlap is refused too (rename the subjects or split so
+    that they do not meet).
     """
     from painmon.core.util.fileio import sha256_file
     from painmon.core.util.model_cfg import freeze, thaw
@@ -226,7 +228,11 @@ def initial_weights(
             f"--init-from {run}: its best.json does not list the subjects it was trained on, so "
             "it cannot be checked against this run's test subjects; retrain it with this version"
         )
-    leaked = sorted(set(plan.test) & (set(seen[0]) | set(seen[1])))
+    inherited = (meta.get("init_from") or {}).get("subjects_seen", [])
+    if not isinstance(inherited, list):
+        raise InvalidInputError(f"--init-from {run}: its best.json init_from record is damaged")
+    every = set(seen[0]) | set(seen[1]) | set(inherited)
+    leaked = sorted(set(plan.test) & every)
     if leaked:
         shown = ", ".join(leaked[:5]) + (f" and {len(leaked) - 5} more" if len(leaked) > 5 else "")
         raise InvalidInputError(
@@ -250,6 +256,8 @@ def initial_weights(
         "epoch": int(meta.get("epoch", 0)),
         "weights_sha256": sha256_file(weights),
         "data_sha256": meta.get("data_sha256", ""),
+        # Everyone the starting weights learnt from, down the chain of fine-tunings.
+        "subjects_seen": sorted(every),
     }
     return state, record
 

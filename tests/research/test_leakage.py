@@ -266,3 +266,26 @@ def test_init_from_warns_only_when_its_crops_were_framed_otherwise(runs, toy_cro
             state, record = initial_weights(framed, cfg, plan, data)
         assert record["run"] == str(framed) and state
         assert any("another framing" in r.getMessage() for r in caplog.records) is warned
+
+
+def test_init_from_remembers_the_people_of_earlier_fine_tunings(runs, datasets, tmp_path,
+                                                                 capsys):  # fmt: skip
+    import shutil
+
+    run1, _ = runs
+    _, own, _ = datasets
+    tuned = tmp_path / "tuned"
+    assert _train(own, tuned, "--init-from", str(run1)) == 0
+    record = json.loads((tuned / "best.json").read_text())["init_from"]
+    meta1 = json.loads((run1 / "best.json").read_text())
+    assert record["subjects_seen"] == sorted(meta1["train_subjects"] + meta1["val_subjects"])
+    # A run that itself learnt from nobody of split seed 7's test set, but started from
+    # run1's weights: the test people run1 learnt from still refuse it.
+    clean = tmp_path / "clean"
+    shutil.copytree(tuned, clean)
+    meta = json.loads((clean / "best.json").read_text())
+    (clean / "best.json").write_text(json.dumps({**meta, "train_subjects": [],
+                                                 "val_subjects": []}))  # fmt: skip
+    capsys.readouterr()
+    assert _train(own, tmp_path / "next", "--init-from", str(clean), "--split-seed", "7") == 2
+    assert "learnt from" in capsys.readouterr().err
