@@ -468,19 +468,16 @@ BAD_RUNS = {
     "truncated-weights": ("{z}/run_truncated", "unreadable"),
 }
 EVAL_BASE = ["evaluate", "--run", "{z}/run", "--manifest", "{z}/crops.npz"]
-# train --init-from reads a run folder as evaluate does, before any crop is made.
 for name, (path, words) in BAD_RUNS.items():
     if name in ("text-file", "garbage-safetensors"):
         words = "give the run folder"
+    case(f"evaluate-run-{name}", ["evaluate", "--run", path, "--manifest", "{z}/crops.npz"], words)
+    # train --init-from reads a run folder as evaluate does, before any crop is made.
     case(
         f"train-init-from-{name}",
         ["train", "--manifest", "{z}/crops.npz", "--out", "run", "--init-from", path],
         words,
     )
-for name, (path, words) in BAD_RUNS.items():
-    if name in ("text-file", "garbage-safetensors"):
-        words = "give the run folder"
-    case(f"evaluate-run-{name}", ["evaluate", "--run", path, "--manifest", "{z}/crops.npz"], words)
     if name in ("nonexistent", "no-hash", "bad-json"):
         case(
             f"evaluate-run-{name}-csv-manifest",

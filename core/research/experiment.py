@@ -216,7 +216,6 @@ def initial_weights(
     another dataset whose names overlap is refused too (rename the subjects or split so
     that they do not meet).
     """
-    from painmon.core.util.fileio import sha256_file
     from painmon.core.util.model_cfg import freeze, thaw
 
     run = Path(run_dir)
@@ -249,12 +248,12 @@ def initial_weights(
             crop,
             data.crops.preprocessing,
         )
-    weights = run / "best.safetensors"
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     record = {
         "run": str(run),
         "epoch": int(meta.get("epoch", 0)),
-        "weights_sha256": sha256_file(weights),
+        # load_checkpoint read the weights against this hash: they are these bytes.
+        "weights_sha256": meta["weights_sha256"],
         "data_sha256": meta.get("data_sha256", ""),
         # Everyone the starting weights learnt from, down the chain of fine-tunings.
         "subjects_seen": sorted(every),
