@@ -5,11 +5,11 @@ and benchmarks draw their own patients: each subject is one identity from
 :mod:`painmon.core.synth.render`, each image a pain class from a balanced (or natural, mostly
 no-pain) schedule drawn with fresh action units and nuisances, written as a PNG under
 ``<subject>/`` with a ``manifest.csv`` of its action units, PSPI and class (``MANIFEST_COLUMNS``).
-Each image also gets non-pain behaviour (smiles and yawns mostly at no pain; speech, half-blinks
-and glances at every level) and passes through JPEG at a random quality before it is stored,
-as a camera or a PACS export would; the manifest keeps the pain ground truth only, and
-:func:`sample_spec` says what else was drawn. Nuisances come from a random stream that never
-sees the label. Everything is a pure function of the seed. :func:`run_synth_cli`, the back-end
+Each image also gets non-pain behaviour (smiles and yawns mostly at no pain; speech, half-blinks,
+glances and down-turned mouth corners at every level) and passes through JPEG at a random quality
+before it is stored, as a camera or a PACS export would; the manifest keeps the pain ground truth
+only, and :func:`sample_spec` says what else was drawn. Nuisances come from a random stream that
+never sees the label. Everything is a pure function of the seed. :func:`run_synth_cli`, the back-end
 of ``painmon synth``, lives here because it writes datasets and, through
 :mod:`painmon.core.synth.stream`, videos.
 """

@@ -15,11 +15,11 @@ to swamp a single FACS step.
 
 Real faces at rest are not neutral: :class:`Expression` draws what a patient without pain does
 (smiles, AU12 with a trace of AU6 when broad; speech, AU25/26; yawns, AU27 with drooping lids;
-half-blinks; gaze shifts) and :class:`Identity`/:class:`Scene` carry what no label should depend
-on (glasses, beards and stubble, a hand near the face, coloured and hard light, sensor noise).
-None of these touches the pain action units, so the PSPI label keeps its meaning: the cheek
-raise of a broad smile and the lids of a blink or yawn stay below FACS intensity A (they round
-to 0), everything else involves no PSPI action unit at all.
+half-blinks; gaze shifts; mouth corners pulled down, AU15) and :class:`Identity`/:class:`Scene`
+carry what no label should depend on (glasses, beards and stubble, a hand near the face, coloured
+and hard light, sensor noise). None of these touches the pain action units, so the PSPI label
+keeps its meaning: the cheek raise of a broad smile and the lids of a blink or yawn stay below
+FACS intensity A (they round to 0), everything else involves no PSPI action unit at all.
 
 Everything is a pure function of the seed: the same seed gives byte-identical images. Datasets
 live in :mod:`painmon.core.synth.dataset`, videos in :mod:`painmon.core.synth.stream`; this
@@ -76,6 +76,13 @@ DUCHENNE_SHARE = 0.5  # of the broad smiles
 SPEECH_RATE = 0.25
 BLINK_RATE = 0.1
 GAZE_SHIFT_RATE = 0.3
+# AU15 (lip corner depressor, not a PSPI unit): a set, down-turned mouth in boredom, sadness,
+# concentration, at rest, or held against a smile (a suppressed smile), at every pain level and
+# whatever else the face does, so that the mouth corners' height never reads as pain on its own. At
+# full strength the corners drop CORNER_DEPRESS_UNITS below the lips' middle, a little more than one
+# AU10 step lifts the upper lip (0.036).
+CORNER_DEPRESS_RATE = 0.3
+CORNER_DEPRESS_UNITS = 0.05
 
 # Canonical feature rows (face half-width units, y down).
 _EYE_Y = -0.18
@@ -349,7 +356,8 @@ class Expression:
     (Duchenne) smile as a FACS intensity below A (< 0.5, so PSPI is untouched); ``jaw_drop`` the
     lips parted and jaw lowered of speech (AU25/26, 0..1); ``yawn`` the wide jaw drop of AU27
     (0..1); ``lid_closure`` a half-blink or drowsy lids (< 0.5, so AU43 stays 0); ``gaze_x`` and
-    ``gaze_y`` an eye movement (face half-width units).
+    ``gaze_y`` an eye movement (face half-width units); ``corner_depress`` AU15, the mouth corners
+    pulled down (0..1, not a pain unit).
     """
 
     smile: float = 0.0
@@ -359,9 +367,10 @@ class Expression:
     lid_closure: float = 0.0
     gaze_x: float = 0.0
     gaze_y: float = 0.0
+    corner_depress: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("smile", "jaw_drop", "yawn"):
+        for name in ("smile", "jaw_drop", "yawn", "corner_depress"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise ValueError(f"{name} must lie in 0..1, got {value!r}")
@@ -397,10 +406,10 @@ NEUTRAL = Expression()
 def sample_expression(rng: np.random.Generator, label: int) -> Expression:
     """Draw the non-pain behaviour of one still showing pain class ``label``.
 
-    Smiles and yawns follow ``SMILE_RATE_BY_CLASS`` / ``YAWN_RATE_BY_CLASS``; speech, half-blinks
-    and gaze shifts happen at the same rate in every class. The same number of draws is taken
-    whatever the label, so ``rng`` leaves in the same state and the label-free parts of the
-    expression are the same for every class.
+    Smiles and yawns follow ``SMILE_RATE_BY_CLASS`` / ``YAWN_RATE_BY_CLASS``; speech, half-blinks,
+    gaze shifts and down-turned mouth corners (AU15) happen at the same rate in every class. The
+    same number of draws is taken whatever the label, so ``rng`` leaves in the same state and the
+    label-free parts of the expression are the same for every class.
     """
     if not 0 <= label < NUM_CLASSES:
         raise ValueError(f"pain class must lie in 0..{NUM_CLASSES - 1}, got {label}")
@@ -420,6 +429,9 @@ def sample_expression(rng: np.random.Generator, label: int) -> Expression:
     if u[9] < GAZE_SHIFT_RATE:
         gaze_x = float(np.sign(u[10] - 0.5) * (0.03 + 0.035 * abs(2 * u[10] - 1)))
         gaze_y = float(0.04 * u[11] - 0.02)
+    # Drawn after the others, so that every other part of a seed's expressions stays as it was.
+    v = rng.random(2)
+    corners = 0.15 + 0.85 * v[1] if v[0] < CORNER_DEPRESS_RATE else 0.0
     return Expression(
         smile=float(smile),
         cheek_raise=float(cheek),
@@ -428,6 +440,7 @@ def sample_expression(rng: np.random.Generator, label: int) -> Expression:
         lid_closure=float(lid),
         gaze_x=gaze_x,
         gaze_y=gaze_y,
+        corner_depress=float(corners),
     )
 
 
@@ -1037,8 +1050,9 @@ def _draw_mouth(
     u = np.linspace(-1.0, 1.0, 17)
     mw = _mouth_half_width(ident, expr)
     x = u * mw
-    # AU12 lifts the corners.
+    # AU12 lifts the corners, AU15 pulls them down.
     y_m = _MOUTH_Y + ident.mouth_curve * u**2 - 0.11 * expr.smile * u**2
+    y_m = y_m + CORNER_DEPRESS_UNITS * expr.corner_depress * u**2
     # AU10 lifts the upper lip, most in its middle-lateral part (a squarish opening).
     raise_shape = (1 - u**4) ** 1.5
     lift = (0.18 * f10 + 0.05 * f9) * raise_shape
@@ -1181,7 +1195,7 @@ def render_face(
 ) -> np.ndarray:
     """Draw one RGB uint8 image (H, W, 3) of ``identity`` showing ``aus`` under ``scene``.
 
-    ``expression`` adds non-pain behaviour (smile, speech, yawn, half-blink, gaze) on top.
+    ``expression`` adds non-pain behaviour (smile, speech, yawn, half-blink, gaze, AU15) on top.
 
     ``face_width_px`` is the cheek-to-cheek width (default half the image width);
     ``center_px`` the face centre (default the image centre). ``background`` is an

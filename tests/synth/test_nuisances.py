@@ -9,6 +9,7 @@ from painmon.core.synth.dataset import render_sample, sample_spec, subject_ident
 from painmon.core.synth.render import (
     BEARD_RATE,
     BLINK_RATE,
+    CORNER_DEPRESS_RATE,
     GAZE_SHIFT_RATE,
     GLASSES_RATE,
     HAND_RATE,
@@ -67,6 +68,7 @@ def test_smiles_and_yawns_follow_their_class_rates(specs_by_class):
         ),
         ("gaze shift", lambda s: s.expression.gaze_x != 0.0, GAZE_SHIFT_RATE),
         ("hand near face", lambda s: s.scene.hand != "none", HAND_RATE),
+        ("down-turned corners", lambda s: s.expression.corner_depress > 0, CORNER_DEPRESS_RATE),
     ],
 )
 def test_label_free_nuisances_have_the_same_rate_in_every_class(
@@ -87,6 +89,7 @@ def test_label_free_draws_do_not_depend_on_the_label():
         assert a.face_width_px == b.face_width_px and a.center_px == b.center_px
         ea, eb = a.expression, b.expression
         assert (ea.jaw_drop, ea.gaze_x, ea.gaze_y) == (eb.jaw_drop, eb.gaze_x, eb.gaze_y)
+        assert ea.corner_depress == eb.corner_depress
         assert eb.smile == 0.0 and eb.yawn == 0.0
     rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
     sample_expression(rng_a, 0)
@@ -148,6 +151,20 @@ def test_expressions_move_the_mouth_and_leave_the_brows(expression):
     assert _box_change(neutral, active, identity, *BROWS) < 0.5
 
 
+def test_au15_pulls_the_mouth_corners_down_more_with_strength_and_leaves_the_brows():
+    identity = subject_identity(0, 5)
+    neutral = _face(identity=identity)
+    changes = []
+    for strength in (0.15, 0.5, 1.0):
+        active = _face(Expression(corner_depress=strength), identity=identity)
+        changes.append(_box_change(neutral, active, identity, *MOUTH))
+        assert _box_change(neutral, active, identity, *BROWS) == 0.0
+    assert changes[0] > 0.2 and changes == sorted(changes) and changes[-1] > 2.0
+    # Full strength changes the mouth less than one AU10 step, which also shows the teeth.
+    au10 = _face(aus=ActionUnits(au10=1), identity=identity)
+    assert changes[-1] < _box_change(neutral, au10, identity, *MOUTH)
+
+
 def test_a_neutral_expression_draws_the_face_as_before_and_gaze_moves_the_iris():
     identity = subject_identity(0, 5)
     assert np.array_equal(_face(Expression(), identity=identity), _face(identity=identity))
@@ -163,6 +180,8 @@ def test_bad_expressions_are_refused():
         Expression(lid_closure=0.6)
     with pytest.raises(ValueError, match="smile"):
         Expression(smile=1.5)
+    with pytest.raises(ValueError, match="corner_depress"):
+        Expression(corner_depress=-0.2)
     with pytest.raises(ValueError, match="hand"):
         Scene(hand="foot")
 
