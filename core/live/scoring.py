@@ -208,6 +208,10 @@ def model_prevalence_correction(
     if correction is None:
         log.debug("%s records no training priors: probabilities are not prevalence-corrected",
                   path.name)  # fmt: skip
+    elif correction.is_identity:
+        # Nothing to say at the bedside: the shift is the identity (balanced data, say).
+        log.debug("%s: the prevalence %s is the trained prior: probabilities unchanged",
+                  path.name, _shares(correction.target))  # fmt: skip
     else:
         log.info("%s: probabilities corrected from the trained priors %s to the prevalence "
                  "%s (%s)", path.name, _shares(correction.trained_prior),

@@ -12,6 +12,7 @@ from painmon.core.live.scoring import (
     PREVALENCE_ENV,
     ModelLoadError,
     OnnxPainModel,
+    model_prevalence_correction,
     parse_metadata,
     parse_prevalence,
     prevalence_correction,
@@ -130,6 +131,23 @@ def test_prevalence_correction_defaults_to_the_training_data():
     assert prevalence_correction(_cfg(), None, "") is None
     with pytest.raises(InvalidInputError, match="records no training priors"):
         prevalence_correction(_cfg(), WARD, "the ward")
+
+
+def test_only_a_real_shift_is_announced_at_load(caplog, tmp_path):
+    path = tmp_path / "m.onnx"
+    balanced = _cfg(class_prevalence=UNIFORM, trained_prior=UNIFORM)
+    with caplog.at_level("INFO", logger="painmon.core.live.scoring"):
+        same = model_prevalence_correction(balanced, path, env={})
+        assert same.is_identity and not [r for r in caplog.records if r.levelname == "INFO"]
+        shifted = model_prevalence_correction(
+            balanced, path, env={"PAINMON_PREVALENCE": "0.7,0.1,0.1,0.05,0.05"}
+        )
+    assert not shifted.is_identity
+    said = [r.getMessage() for r in caplog.records if r.levelname == "INFO"]
+    assert said == [
+        "m.onnx: probabilities corrected from the trained priors 0.20/0.20/0.20/0.20/0.20 to "
+        "the prevalence 0.70/0.10/0.10/0.05/0.05 ($PAINMON_PREVALENCE)"
+    ]
 
 
 # --- metadata ---------------------------------------------------------------------------------
