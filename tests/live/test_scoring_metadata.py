@@ -117,6 +117,14 @@ def _drop(path: str) -> Callable[[dict[str, Any]], None]:
     return change
 
 
+def _all(*changes: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def change(meta: dict[str, Any]) -> None:
+        for one in changes:
+            one(meta)
+
+    return change
+
+
 def _raw(key: str, text: str) -> Callable[[dict[str, Any]], None]:
     """Store ``text`` verbatim (not JSON-encoded) under ``key``."""
 
@@ -188,7 +196,17 @@ MALFORMED: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("class-names-text", _set("class_names", "No pain"), "class_names must be a list"),
     ("class-names-empty", _set("class_names", []), "at least one class"),
     ("class-names-repeat", _set("class_names", ["a", "b", "a", "c", "d"]), "'a' repeats"),
-    ("class-names-vs-graph", _set("class_names", ["a", "b", "c", "d"]), "names 4 classes"),
+    # Without priors: the shipped model records five, which would be refused first (below).
+    (
+        "class-names-vs-graph",
+        _all(_set("class_names", ["a", "b", "c", "d"]), _drop("class_prevalence")),
+        "names 4 classes",
+    ),
+    (
+        "class-names-vs-priors",
+        _set("class_names", ["a", "b", "c", "d"]),
+        "class_prevalence must have one value per class (4), got 5",
+    ),
     ("class-names-deep", _raw("class_names", "[" * 100000 + "]" * 100000), "nested too deeply"),
     ("model-kwargs-list", _set("model_kwargs", ["dropout"]), "'model_kwargs' must be a JSON"),
     ("architecture-empty", _set("architecture", ""), "architecture must be a registered"),
@@ -254,7 +272,7 @@ def test_unknown_crop_keys_and_absent_optional_entries_still_load(demo_metadata,
 def test_the_shipped_demo_model_loads():
     runtime = OnnxPainModel(DEMO_MODEL, prefer="cpu")
     assert runtime.verified and runtime.is_demo and runtime.domain_gate is not None
-    assert runtime.cfg.crop["framing"] == "stable-landmarks"
+    assert runtime.cfg.crop["framing"] == "stable-landmarks-2"
 
 
 @pytest.mark.parametrize("fixture", ["untrained_dacnn_onnx", "gated_dacnn_onnx"])
