@@ -54,6 +54,11 @@ MANIFEST_COLUMNS: tuple[str, ...] = ("path", "subject", "pspi", "label", *AU_NAM
 _NATURAL_CLASS_P = (0.55, 0.15, 0.14, 0.10, 0.06)
 # Stored stills pass through JPEG at a quality drawn in this range (webcams, PACS exports).
 JPEG_QUALITY_RANGE = (40, 95)
+# Face width as a share of ``face_fraction * image size``: 102-166 px in a 256-px still. The
+# renderer draws a face differently by its size in pixels (its strokes are whole pixels), so
+# stills must show the sizes a camera does: the synthetic videos' faces are 151 px wide, and
+# stills of 119-137 px only taught a model to read a 151-px resting face as Mild (issue #11).
+FACE_SCALE_RANGE = (0.80, 1.30)
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,7 @@ def sample_spec(
     nuisance = np.random.default_rng([seed, subject_index, image_index, 0x5CE4E])
     scene = sample_scene(nuisance)
     size = int(image_size_px)
-    face_w = face_fraction * size * nuisance.uniform(0.93, 1.07)
+    face_w = face_fraction * size * nuisance.uniform(*FACE_SCALE_RANGE)
     center = (
         size / 2 + nuisance.uniform(-0.04, 0.04) * size,
         size * (0.47 + nuisance.uniform(-0.03, 0.03)),

@@ -120,6 +120,17 @@ def test_light_colour_hard_light_and_jpeg_quality_vary(specs_by_class):
     assert min(gains) < 0.75 and max(gains) > 1.18
 
 
+def test_still_faces_span_the_sizes_the_videos_show(specs_by_class):
+    # The renderer draws a face differently by its size in pixels: a model that only saw
+    # 119-137 px faces read the videos' 151-px resting faces as Mild (issue #11).
+    video_face_px = SyntheticPatientStream(seed=1, seconds=1).face_width_px
+    assert 140 < video_face_px < 160
+    for label, specs in specs_by_class.items():
+        widths = np.array([s.face_width_px for s in specs])
+        assert widths.min() < 110 and widths.max() > 160, (label, widths.min(), widths.max())
+        assert 0.15 < (widths > video_face_px).mean() < 0.35, label
+
+
 def _face(expression=NEUTRAL, aus=REST, scene=None, identity=None):
     identity = identity or subject_identity(0, 5)
     scene = scene or Scene(noise_sigma=0.0, blur_sigma=0.0, pillow=False)
