@@ -734,6 +734,11 @@ case("bench-train-device-tpu", "bench train --device tpu", "device")
 case("bench-train-device-cuda-absent", "bench train --device cuda", "cuda")
 case("bench-train-model-unknown", [*BENCH_TRAIN, "--model", "resnet9000"], "unknown model")
 case("bench-train-compile-bad", [*BENCH_TRAIN, "--compile", "max"], "invalid choice")
+case("bench-train-engine-bad", [*BENCH_TRAIN, "--engine", "threads"], "invalid choice")
+case("bench-train-members-0", [*BENCH_TRAIN, "--engine", "stacked", "--members", "0"], ">= 1")
+case("bench-train-members-without-stacked", [*BENCH_TRAIN, "--members", "15"], "--engine stacked")
+case("bench-train-stacked-jobs", [*BENCH_TRAIN, "--engine", "stacked-bmm", "--jobs", "2"],
+     "--jobs 2")  # fmt: skip
 case(
     "bench-train-json-existing",
     [*BENCH_TRAIN, "--json", "existing.json"],

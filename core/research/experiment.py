@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import multiprocessing as mp
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,9 @@ log = logging.getLogger(__name__)
 
 CV_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "quadratic_kappa", "ece")
 # How cross_validate trains its fold models: one process each, or all stacked in one.
-CV_ENGINES = ("processes", "stacked")
+CV_ENGINES = ("processes", "stacked", "stacked-bmm")
+# The stacked engines and how each runs the members' layers (see fit_stacked's ``ops``).
+STACKED_ENGINE_OPS = {"stacked": "vmap", "stacked-bmm": "bmm"}
 
 
 @dataclass(frozen=True)
@@ -305,20 +308,36 @@ def train_on_plan(
     )
 
 
-def predict_run(run_dir: str | Path, images: np.ndarray) -> np.ndarray:
-    """Calibrated probabilities (N,5) of a run's best checkpoint on uint8 NHWC crops (CPU)."""
+def predict_run(run_dir: str | Path, images: np.ndarray, device: Any = "cpu") -> np.ndarray:
+    """Calibrated probabilities (N,5) of a run's best checkpoint on uint8 NHWC crops.
+
+    In float32 on ``device`` (CPU by default); on a GPU without TF32, so a fold's scores
+    match what ``painmon evaluate`` computes on a CPU to float32 rounding.
+    """
+    import contextlib
+
     import torch
 
     from painmon.core.research.calibration import softmax
 
-    model, meta = load_checkpoint(run_dir, "cpu")
+    device = torch.device(device)
+    model, meta = load_checkpoint(run_dir, device)
     tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
-    return softmax(predict_logits(model, tensor), float(meta.get("temperature", 1.0)))
+    exact = contextlib.nullcontext()
+    if device.type == "cuda":
+        cudnn = torch.backends.cudnn
+        exact = cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                            deterministic=cudnn.deterministic, allow_tf32=False)  # fmt: skip
+    with exact:
+        logits = predict_logits(model, tensor.to(device))
+    return softmax(logits, float(meta.get("temperature", 1.0)))
 
 
-def evaluate_run(run_dir: str | Path, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Calibrated metrics of a run's best checkpoint on uint8 NHWC crops (CPU)."""
-    return classification_metrics(np.asarray(labels), predict_run(run_dir, images))
+def evaluate_run(
+    run_dir: str | Path, images: np.ndarray, labels: np.ndarray, device: Any = "cpu"
+) -> dict[str, Any]:
+    """Calibrated metrics of a run's best checkpoint on uint8 NHWC crops (see predict_run)."""
+    return classification_metrics(np.asarray(labels), predict_run(run_dir, images, device))
 
 
 EVAL_JSON_KEYS = (
@@ -614,11 +633,20 @@ def _cv_job(args: tuple) -> dict[str, Any]:
     return _cv_row(data, plan, cfg, out, fold, result)
 
 
+def _scoring_device(cfg: TrainConfig) -> Any:
+    """Where a fold model is scored: the device it trained on (a GPU scores in seconds what
+    takes a CPU minutes; see predict_run for the precision)."""
+    from painmon.core.research.seeding import resolve_device
+
+    return resolve_device(cfg.device)
+
+
 def _cv_row(
     data: PreparedData, plan: SplitPlan, cfg: TrainConfig, out: Path, fold: int,
     result: TrainResult,
 ) -> dict[str, Any]:  # fmt: skip
     """One fold model's CV row: its run, validation metrics and test predictions."""
+    device = _scoring_device(cfg)
     x_va, y_va, _ = data.partition(plan.subjects("val", fold))
     x_te, y_te, s_te = data.partition(plan.test)
     row = {
@@ -632,11 +660,11 @@ def _cv_row(
         # Sizes of the fold's train and validation sets, for the overlap-corrected CI.
         "n_train_subjects": len(plan.subjects("train", fold)),
         "n_val_subjects": len(plan.subjects("val", fold)),
-        "val": evaluate_run(out, x_va, y_va),
+        "val": evaluate_run(out, x_va, y_va, device),
         "test": None,
     }
     if len(y_te):
-        probs = predict_run(out, x_te)
+        probs = predict_run(out, x_te, device)
         row["test"] = classification_metrics(np.asarray(y_te), probs)
         row["test_predictions"] = {"labels": np.asarray(y_te), "subjects": np.asarray(s_te),
                                    "probs": probs}  # fmt: skip
@@ -663,7 +691,8 @@ def cross_validate(
 
     ``engine`` ``"processes"`` trains each (seed, fold) model with ``fit()``, ``jobs`` at a
     time; ``"stacked"`` trains all of them together in this process
-    (:func:`~painmon.core.research.stacked.fit_stacked`, the fast path on one GPU).
+    (:func:`~painmon.core.research.stacked.fit_stacked`, the fast path on one GPU), and
+    ``"stacked-bmm"`` does so with batched GEMMs instead of vmap.
     """
     if engine not in CV_ENGINES:
         raise InvalidInputError(f"engine must be one of {', '.join(CV_ENGINES)}, got {engine!r}")
@@ -671,14 +700,14 @@ def cross_validate(
         raise SplitError("the split plan has no folds; make one with `painmon split --folds K`")
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise InvalidInputError(f"jobs is how many folds train at once: 1 or more, got {jobs!r}")
-    if engine == "stacked" and jobs > 1:
+    if engine in STACKED_ENGINE_OPS and jobs > 1:
         raise InvalidInputError(
             f"the stacked engine trains every fold in one process: use jobs 1 with it (got {jobs})"
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if engine == "stacked":
-        rows = _cv_stacked(data, plan, cfg, out, seeds, progress)
+    if engine in STACKED_ENGINE_OPS:
+        rows = _cv_stacked(data, plan, cfg, out, seeds, progress, STACKED_ENGINE_OPS[engine])
         return _finish_cv(out, rows)
     jobs_args = [
         (data, plan, dataclasses.replace(cfg, seed=seed), out / f"seed{seed}" / f"fold{k + 1}", k,
@@ -701,6 +730,7 @@ def _cv_stacked(
     out: Path,
     seeds: Sequence[int],
     progress: bool,
+    ops: str = "vmap",
 ) -> list[dict[str, Any]]:
     """Every (seed, fold) model trained together by ``fit_stacked``; their CV rows."""
     from painmon.core.research.stacked import StackedMember, fit_stacked
@@ -727,11 +757,15 @@ def _cv_stacked(
                 val_subjects=s_va,
             )
         )
-    results = fit_stacked(cfg, members, progress=progress)
-    return [
+    results = fit_stacked(cfg, members, progress=progress, ops=ops)
+    t0 = time.perf_counter()
+    rows = [
         _cv_row(data, plan, dataclasses.replace(cfg, seed=seed), m.out_dir, k, result)
         for (seed, k), m, result in zip(keys, members, results, strict=True)
     ]
+    log.info("scored %d fold models on validation and test subjects (%s): %.1f s",
+             len(rows), _scoring_device(cfg), time.perf_counter() - t0)  # fmt: skip
+    return rows
 
 
 def _finish_cv(out: Path, rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -596,8 +596,8 @@ def _run_identity(
 
 def _engine_of_runs(cv_dir: Path) -> str:
     """The engine that trained ``cv_dir``'s fold runs, from their ``config.json`` (the stacked
-    engine writes ``engine: stacked``; ``fit()`` writes no engine); "unknown" when the runs
-    are missing, unreadable or disagree."""
+    engine writes ``engine: stacked`` and its ``stacked_ops``; ``fit()`` writes no engine);
+    "unknown" when the runs are missing, unreadable or disagree."""
     engines = set()
     configs = sorted(cv_dir.glob("seed*/fold*/config.json"))
     for config in configs:
@@ -605,7 +605,12 @@ def _engine_of_runs(cv_dir: Path) -> str:
             recorded = json.loads(config.read_text())
         except (OSError, ValueError):
             return "unknown"
-        engines.add(recorded.get("engine", "processes") if isinstance(recorded, dict) else None)
+        if not isinstance(recorded, dict):
+            return "unknown"
+        engine = recorded.get("engine", "processes")
+        if engine == "stacked" and recorded.get("stacked_ops", "vmap") == "bmm":
+            engine = "stacked-bmm"
+        engines.add(engine)
     if len(engines) != 1 or None in engines:
         return "unknown"
     return str(engines.pop())
@@ -726,13 +731,14 @@ def run_reproduce(
     (rows that train the same networks share a folder); a rerun reuses finished ones.
     ``allow_outside_root`` lets a manifest list images outside its own folder.
     ``engine`` is :func:`~painmon.core.research.experiment.cross_validate`'s: ``"stacked"``
-    trains each CV's fold models together in this process (the fast path on one GPU).
+    (or ``"stacked-bmm"``) trains each CV's fold models together in this process (the fast
+    path on one GPU).
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise InvalidInputError(f"jobs is how many folds train at once: 1 or more, got {jobs!r}")
     if engine not in CV_ENGINES:
         raise InvalidInputError(f"engine must be one of {', '.join(CV_ENGINES)}, got {engine!r}")
-    if engine == "stacked" and jobs > 1:
+    if engine != "processes" and jobs > 1:
         raise InvalidInputError(
             f"the stacked engine trains every fold in one process: use jobs 1 with it (got {jobs})"
         )

@@ -6,6 +6,9 @@ together: each member's weights are one slice of stacked tensors
 their own batches, one AdamW updates every slice. On a GPU the members share kernels (a
 convolution over M members is one grouped convolution) instead of queueing M processes'
 small kernels, and the whole training step is captured once as a CUDA graph and replayed.
+``ops="bmm"`` (``--engine stacked-bmm``) computes the same step without vmap: channels-last
+activations and one batched GEMM per layer over the members
+(:mod:`~painmon.core.research.member_batched`).
 
 Same recipe as :func:`~painmon.core.research.train.fit`: the same initial weights for a
 seed, AdamW settings, label smoothing, warm-up + cosine schedule, class-balanced sampling
@@ -40,6 +43,12 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from painmon.core.research.augment import AugmentConfig, augment_batch
 from painmon.core.research.calibration import softmax
+from painmon.core.research.member_batched import (
+    STACKED_OPS,
+    UnsupportedModelError,
+    batched_forward,
+    check_supported,
+)
 from painmon.core.research.metrics import classification_metrics
 from painmon.core.research.splits import check_partitions_disjoint
 from painmon.core.research.train import (
@@ -181,7 +190,7 @@ def _val_row(logits: np.ndarray, labels: np.ndarray, cfg: TrainConfig) -> dict[s
     }
 
 
-class _StackedTrainer:
+class StackedTrainer:
     """Stacked weights, one AdamW, device-resident crops and one training step.
 
     The step reads its batch indices and its learning rate through device counters, so the
@@ -197,8 +206,10 @@ class _StackedTrainer:
         device: torch.device,
         steps_per_epoch: int,
         graphs: bool,
+        ops: str = "vmap",
     ) -> None:
         self.cfg = cfg
+        self.forward = batched_forward if ops == "bmm" else stacked_forward
         self.device = device
         self.members = members
         self.m = len(members)
@@ -282,7 +293,7 @@ class _StackedTrainer:
         x = batch_layout((x - self.mean) / self.std, m)
         self.optimizer.zero_grad(set_to_none=True)
         with _autocast(self.device, self.cfg.amp):
-            logits = stacked_forward(self.base, self.params, self.buffers, x)
+            logits = self.forward(self.base, self.params, self.buffers, x)
         total, per_member = stacked_loss(logits, y, self.cfg.label_smoothing)
         total.backward()
         self.optimizer.step()
@@ -371,7 +382,7 @@ class _StackedTrainer:
             x = self.val_images.index_select(0, idx.flatten()).float() / 255.0
             x = batch_layout((x - self.mean) / self.std, self.m)
             with _autocast(self.device, self.cfg.amp):
-                logits = stacked_forward(self.base, self.params, self.buffers, x)
+                logits = self.forward(self.base, self.params, self.buffers, x)
             chunks.append(logits.float().cpu())
         self.base.train()
         logits = torch.cat(chunks, 1).numpy()
@@ -402,21 +413,27 @@ def fit_stacked(
     progress: bool = True,
     graphs: bool | None = None,
     resume: bool = False,
+    ops: str = "vmap",
 ) -> list[TrainResult]:
     """Train every member together (one process, stacked weights) and write each run folder.
 
     Each member's folder is what :func:`~painmon.core.research.train.fit` writes for its
     seed and crops (no ``last.*``). ``graphs`` (default: on for CUDA) captures the training
     step as a CUDA graph; a capture that fails is logged and training goes on eagerly.
+    ``ops`` is how the members' layers run: ``"vmap"`` (``torch.func.vmap``, grouped
+    convolutions) or ``"bmm"`` (batched GEMMs, channels-last; the zoo's networks only).
     """
     from painmon.core.research.seeding import resolve_device, write_environment_manifest
     from painmon.core.util.progress import progress_bar
     from painmon.models import create_model
 
+    t_called = time.perf_counter()
     if resume:
         raise InvalidInputError(
             "the stacked engine cannot resume; train again, or use --engine processes to resume"
         )
+    if ops not in STACKED_OPS:
+        raise InvalidInputError(f"stacked ops must be one of {', '.join(STACKED_OPS)}, got {ops!r}")
     members = list(members)
     if not members:
         raise InvalidInputError("stacked training needs at least one member")
@@ -429,6 +446,14 @@ def fit_stacked(
     if cfg.compile != "none":
         log.info("the stacked engine captures CUDA graphs itself: compile=%s ignored", cfg.compile)
 
+    base = stacked_base(cfg)
+    if ops == "bmm":
+        try:
+            check_supported(base)
+        except UnsupportedModelError as exc:
+            raise InvalidInputError(
+                f"{cfg.model} cannot train with batched GEMMs ({exc}); use --engine stacked"
+            ) from exc
     device = resolve_device(cfg.device)
     steps_per_epoch = max(1, max(len(m.train_labels) // cfg.batch_size for m in members))
     configs = [dataclasses.replace(cfg, seed=m.seed) for m in members]
@@ -439,17 +464,18 @@ def fit_stacked(
             dict(
                 member_cfg.to_dict(),
                 resolved_device=str(device),
-                channels_last=False,  # the stacked engine runs NCHW (see batch_layout)
+                # vmap runs NCHW (see batch_layout); the batched GEMMs run channels-last.
+                channels_last=ops == "bmm",
                 engine="stacked",
+                stacked_ops=ops,
                 stacked_members=len(members),
                 stacked_steps_per_epoch=steps_per_epoch,
             ),
         )
         write_environment_manifest(m.out_dir / "env.json")
     models = init_member_models(cfg, [m.seed for m in members], device)
-    base = stacked_base(cfg)
-    trainer = _StackedTrainer(
-        cfg, models, base, members, device, steps_per_epoch, graphs is not False
+    trainer = StackedTrainer(
+        cfg, models, base, members, device, steps_per_epoch, graphs is not False, ops
     )
     del models
     best_params = {k: v.detach().clone() for k, v in trainer.params.items()}
@@ -514,6 +540,7 @@ def fit_stacked(
     finally:
         bar.close()
     seconds = time.perf_counter() - t_start
+    t_finish = time.perf_counter()
 
     results = []
     for i, (m, member_cfg) in enumerate(zip(members, configs, strict=True)):
@@ -557,4 +584,11 @@ def fit_stacked(
                 seconds=seconds,
             )
         )
+    # Where a stacked run's wall time goes (the numbers a speed-up starts from).
+    log.info(
+        "stacked %s, %d models on %s: set-up %.1f s, training loop %.1f s (%d epochs, the "
+        "first with the CUDA graph capture), checkpoints and calibration %.1f s",
+        ops, len(members), device, t_start - t_called, seconds, epoch,
+        time.perf_counter() - t_finish,
+    )  # fmt: skip
     return results

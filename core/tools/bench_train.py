@@ -4,6 +4,9 @@
 batch 32, plus the validation pass each epoch, and projects 5 folds × 100 epochs.
 With ``jobs > 1`` that many folds train at once in separate processes (the way
 ``painmon cv --jobs`` runs them), and the projection uses the concurrent wall time.
+With a stacked engine (``stacked``, ``stacked-bmm``) ``members`` models train together in
+one process, as ``painmon cv --engine ...`` trains every (seed, fold) model, and the
+numbers are per epoch of all of them (``ms_per_member_step`` divides by the members).
 """
 
 from __future__ import annotations
@@ -111,6 +114,85 @@ def _train_epochs(
     }
 
 
+def _stacked_epochs(
+    device_name: str,
+    n_crops: int,
+    batch_size: int,
+    epochs: int,
+    augment: str,
+    model_name: str,
+    seed: int,
+    members: int,
+    ops: str,
+) -> dict[str, Any]:
+    """Epoch times of ``members`` models trained by the stacked engine's trainer."""
+    import torch
+
+    from painmon.core.research.member_batched import check_supported
+    from painmon.core.research.seeding import resolve_device, seed_everything
+    from painmon.core.research.stacked import (
+        StackedMember,
+        StackedTrainer,
+        init_member_models,
+        stacked_base,
+    )
+    from painmon.core.research.train import TrainConfig
+
+    device = resolve_device(device_name)
+    seed_everything(seed, deterministic=False)
+    cfg = TrainConfig(model=model_name, epochs=epochs + 1, batch_size=batch_size,
+                      device=str(device), augment=augment)  # fmt: skip
+    rng = np.random.default_rng(seed)
+    n_val = max(batch_size, int(n_crops * PAPER_VAL_FRACTION))
+    stack = [
+        StackedMember(
+            seed=seed + i,
+            train_images=rng.integers(0, 256, (n_crops, 64, 64, 3), dtype=np.uint8),
+            train_labels=rng.integers(0, 5, n_crops),
+            val_images=rng.integers(0, 256, (n_val, 64, 64, 3), dtype=np.uint8),
+            val_labels=rng.integers(0, 5, n_val),
+            out_dir=Path(f"bench-member-{i}"),  # never written: no run folders here
+        )
+        for i in range(members)
+    ]
+    base = stacked_base(cfg)
+    if ops == "bmm":
+        check_supported(base)
+    models = init_member_models(cfg, [m.seed for m in stack], device)
+    steps = max(1, n_crops // batch_size)
+    trainer = StackedTrainer(cfg, models, base, stack, device, steps, True, ops)
+    del models
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    t0 = time.perf_counter()
+    trainer.train_epoch(1)  # warm-up, and the CUDA graph capture
+    trainer.val_logits()
+    sync()
+    warmup_s = time.perf_counter() - t0
+    train_s, eval_s = [], []
+    for epoch in range(2, epochs + 2):
+        t0 = time.perf_counter()
+        trainer.train_epoch(epoch)
+        sync()
+        t1 = time.perf_counter()
+        trainer.val_logits()
+        sync()
+        train_s.append(t1 - t0)
+        eval_s.append(time.perf_counter() - t1)
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "warmup_s": warmup_s,
+        "train_s_per_epoch": train_s,
+        "eval_s_per_epoch": eval_s,
+        "steps_per_epoch": steps,
+        "cuda_graph": trainer.graph is not None,
+    }
+
+
 def _worker(args: tuple, queue: Any) -> None:
     try:
         queue.put(_train_epochs(*args))
@@ -128,13 +210,27 @@ def bench_train(
     model: str = "dacnn",
     jobs: int = 1,
     seed: int = 0,
+    engine: str = "processes",
+    members: int = 5,
 ) -> dict[str, Any]:
     """Seconds per epoch at the paper's protocol size and the projected 5 × 100-epoch time."""
-    if epochs < 1 or jobs < 1 or n_crops < batch_size:
-        raise InvalidInputError("need epochs >= 1, jobs >= 1 and at least one batch of crops")
+    from painmon.core.research.experiment import CV_ENGINES, STACKED_ENGINE_OPS
+
+    if epochs < 1 or jobs < 1 or members < 1 or n_crops < batch_size:
+        raise InvalidInputError(
+            "need epochs >= 1, jobs >= 1, members >= 1 and at least one batch of crops"
+        )
+    if engine not in CV_ENGINES:
+        raise InvalidInputError(f"engine must be one of {', '.join(CV_ENGINES)}, got {engine!r}")
+    stacked = engine in STACKED_ENGINE_OPS
+    if stacked and jobs > 1:
+        raise InvalidInputError(f"the {engine} engine trains its members in one process: jobs 1")
     args = (device, n_crops, batch_size, epochs, compile_mode, augment, model, seed)
     t0 = time.perf_counter()
-    if jobs == 1:
+    if stacked:
+        runs = [_stacked_epochs(device, n_crops, batch_size, epochs, augment, model, seed,
+                                members, STACKED_ENGINE_OPS[engine])]  # fmt: skip
+    elif jobs == 1:
         runs = [_train_epochs(*args)]
     else:
         ctx = mp.get_context("spawn")
@@ -161,9 +257,19 @@ def bench_train(
     train_epoch_s = max(statistics.median(r["train_s_per_epoch"]) for r in runs)
     steps = runs[0]["steps_per_epoch"]
     folds, protocol_epochs = 5, 100
-    rounds = -(-folds // jobs)  # folds run `jobs` at a time
+    together = members if stacked else jobs  # models that advance one epoch together
+    rounds = -(-folds // together)  # folds run `together` at a time
+    extra: dict[str, Any] = {}
+    if stacked:
+        extra = {
+            "members": members,
+            "cuda_graph": runs[0]["cuda_graph"],
+            "ms_per_member_step": 1000.0 * train_epoch_s / steps / members,
+        }
     return {
         "benchmark": "train",
+        "engine": engine,
+        **extra,
         "model": model,
         "device": runs[0]["device"],
         "device_name": runs[0]["device_name"],
@@ -176,7 +282,7 @@ def bench_train(
         "warmup_s": max(r["warmup_s"] for r in runs),
         "train_s_per_epoch_median": train_epoch_s,
         "epoch_s_median_with_validation": epoch_s,
-        "images_per_s": jobs * n_crops / train_epoch_s,
+        "images_per_s": together * n_crops / train_epoch_s,
         "ms_per_step": 1000.0 * train_epoch_s / steps,
         # A projection (median epoch x 5 folds x 100 epochs): it leaves out process start-up,
         # compilation and data loading. The number to quote is a command's wall time.

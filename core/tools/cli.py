@@ -62,10 +62,10 @@ def _check_jobs(jobs: int) -> int:
 
 
 def _check_engine(engine: str, jobs: int) -> None:
-    """``--engine stacked`` trains every fold in one process: ``--jobs`` must stay 1."""
-    if engine == "stacked" and jobs > 1:
+    """``--engine stacked[-bmm]`` trains every fold in one process: ``--jobs`` must stay 1."""
+    if engine != "processes" and jobs > 1:
         raise CliError(
-            f"--engine stacked trains every fold in one process: drop --jobs {jobs} (or use "
+            f"--engine {engine} trains every fold in one process: drop --jobs {jobs} (or use "
             "--engine processes)"
         )
 
@@ -74,8 +74,11 @@ ENGINE_HELP = (
     "how the fold models train: 'processes' (default) runs each with its own training loop, "
     "--jobs at a time; 'stacked' trains every (seed, fold) model at once in one process "
     "(stacked weights, one vmapped step, captured as a CUDA graph on a GPU): the fast path "
-    "on one GPU; no --jobs, no resume of a half-finished fold"
+    "on one GPU; no --jobs, no resume of a half-finished fold; 'stacked-bmm' is 'stacked' "
+    "with each layer as one batched GEMM over the models, channels-last, instead of vmap's "
+    "grouped convolutions (the same function; which is faster depends on the GPU)"
 )
+ENGINES = ("processes", "stacked", "stacked-bmm")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -354,6 +357,9 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
     from painmon.core.tools.bench_train import bench_train
 
     _check_jobs(args.jobs)
+    _check_engine(args.engine, args.jobs)
+    if args.members is not None and args.engine == "processes":
+        raise CliError("--members is how many models one stacked run trains: add --engine stacked")
     refuse_existing_output(args.json, args.force, "a benchmark result", "--json")
     _check_device_and_model(args.device, args.model)
     result = bench_train(
@@ -364,6 +370,8 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
         model=args.model,
         jobs=args.jobs,
         batch_size=args.batch_size,
+        engine=args.engine,
+        members=args.members or 5,
     )
     text = json.dumps(result, indent=2)
     print(text)
@@ -1115,7 +1123,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument(
         "--jobs", type=_positive_int, default=1, help="folds trained at once (processes)"
     )
-    cv.add_argument("--engine", choices=("processes", "stacked"), default="processes",
+    cv.add_argument("--engine", choices=ENGINES, default="processes",
                     help=ENGINE_HELP)  # fmt: skip
     _add_force(cv, "--out")
     cv.set_defaults(func=_cmd_cv)
@@ -1184,6 +1192,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--augment", default="full", choices=AUGMENT_MODES)
     bench_train.add_argument("--compile", default="none", choices=COMPILE_MODES)
     bench_train.add_argument("--jobs", type=_positive_int, default=1, help="folds trained at once")
+    bench_train.add_argument("--engine", choices=ENGINES, default="processes", help=ENGINE_HELP)
+    bench_train.add_argument(
+        "--members",
+        type=_positive_int,
+        help="models one stacked run trains together (default 5: the folds of one seed; "
+        "15 = 3 seeds x 5 folds)",
+    )
     bench_train.add_argument("--json", type=Path, help="also write the result here")
     _add_force(bench_train, "--json")
     bench_train.set_defaults(func=_cmd_bench_train)
@@ -1495,7 +1510,7 @@ Every ending syncs and closes the session files and records why in session.json.
     rep.add_argument(
         "--jobs", type=_positive_int, default=1, help="folds trained at once (processes)"
     )
-    rep.add_argument("--engine", choices=("processes", "stacked"), default="processes",
+    rep.add_argument("--engine", choices=ENGINES, default="processes",
                      help=ENGINE_HELP)  # fmt: skip
     rep.add_argument(
         "--seeds", default="42", help="training seeds, comma-separated, e.g. 42,123,999"

@@ -41,7 +41,10 @@ def trainings(monkeypatch):
             for k in range(len(plan.folds)):
                 run = Path(out) / f"seed{seed}" / f"fold{k + 1}"
                 run.mkdir(parents=True, exist_ok=True)
-                config = cfg.to_dict() | ({"engine": "stacked"} if engine == "stacked" else {})
+                config = cfg.to_dict()
+                if engine != "processes":
+                    ops = "bmm" if engine == "stacked-bmm" else "vmap"
+                    config |= {"engine": "stacked", "stacked_ops": ops}
                 (run / "config.json").write_text(json.dumps(config))
         summary = {"folds": [], "trained_by": engine, "call": len(calls)}
         (Path(out) / "cv_summary.json").write_text(json.dumps(summary))
@@ -77,7 +80,8 @@ def test_a_different_engine_trains_again_and_says_why(setup, trainings, tmp_path
 
 
 @pytest.mark.parametrize("made_by, reused_for", [("processes", "processes"),
-                                                 ("stacked", "stacked")])  # fmt: skip
+                                                 ("stacked", "stacked"),
+                                                 ("stacked-bmm", "stacked-bmm")])  # fmt: skip
 def test_an_older_marker_without_the_engine_is_judged_by_its_runs(
     setup, trainings, tmp_path, made_by, reused_for
 ):
@@ -92,6 +96,18 @@ def test_an_older_marker_without_the_engine_is_judged_by_its_runs(
     other = "stacked" if made_by == "processes" else "processes"
     assert _cv(setup, cv_dir, other)["trained_by"] == other
     assert trainings == [made_by, other]
+
+
+def test_runs_of_one_stacked_kernel_path_are_not_reused_for_the_other(setup, trainings, tmp_path):
+    cv_dir = tmp_path / "cv" / "dacnn"
+    _cv(setup, cv_dir, "stacked-bmm")
+    marker_path = cv_dir / "reproduce_identity.json"
+    marker = json.loads(marker_path.read_text())
+    del marker["engine"]  # judged by the runs' config.json: engine stacked, stacked_ops bmm
+    marker_path.write_text(json.dumps(marker))
+    assert _cv(setup, cv_dir, "stacked")["trained_by"] == "stacked"
+    assert _cv(setup, cv_dir, "stacked-bmm")["trained_by"] == "stacked-bmm"
+    assert trainings == ["stacked-bmm", "stacked", "stacked-bmm"]
 
 
 def test_an_older_marker_with_no_runs_to_judge_by_trains_again(setup, trainings, tmp_path):

@@ -152,7 +152,46 @@ def test_a_stuck_member_stops_while_the_other_trains_on(toy_crops, tmp_path, mon
         assert 0.05 <= meta["temperature"] <= 20
         probs = predict_run(member.out_dir, member.val_images)
         assert probs.shape == (len(member.val_labels), 5)
+        assert np.array_equal(probs, predict_run(member.out_dir, member.val_images,
+                                                 torch.device("cpu")))  # fmt: skip
         assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_batched_gemm_ops_train_as_vmap_does(toy_crops, tmp_path):
+    # No augmentation, no dropout: both paths then draw only the members' own sampling
+    # generators, so they take the same steps and differ by float32 rounding alone. That
+    # rounding grows step by step (BatchNorm over 4 crops, Adam dividing by |gradient|),
+    # so the first epoch agrees closely and later ones loosely; test_member_batched checks
+    # the step itself exactly, in float64.
+    cfg = _tiny_cfg(epochs=2, augment="none", batch_size=4, lr=1e-4, model_kwargs=NO_DROPOUT)
+    histories = {}
+    for ops in ("vmap", "bmm"):
+        members = _members(toy_crops, tmp_path / ops)
+        results = fit_stacked(cfg, members, progress=False, ops=ops)
+        assert [r.epochs_run for r in results] == [2, 2]
+        histories[ops] = [_rows(m) for m in members]
+        config = json.loads((members[0].out_dir / "config.json").read_text())
+        assert config["engine"] == "stacked" and config["stacked_ops"] == ops
+        assert config["channels_last"] is (ops == "bmm")
+    for vmap_rows, bmm_rows in zip(histories["vmap"], histories["bmm"], strict=True):
+        for a, b, tolerance in zip(vmap_rows, bmm_rows, (1e-3, 5e-2), strict=True):
+            for key in ("train_loss", "val_loss"):
+                assert float(b[key]) == pytest.approx(float(a[key]), rel=tolerance), key
+
+
+def test_bmm_ops_refuse_a_network_they_cannot_compute(toy_crops, tmp_path, monkeypatch):
+    from painmon.core.research.member_batched import UnsupportedModelError
+
+    def unsupported(model):
+        raise UnsupportedModelError("block1.conv: no batched form of Conv3d")
+
+    monkeypatch.setattr(stacked, "check_supported", unsupported)
+    members = _members(toy_crops, tmp_path)
+    with pytest.raises(InvalidInputError, match=r"Conv3d.*--engine stacked"):
+        fit_stacked(_tiny_cfg(), members, progress=False, ops="bmm")
+    with pytest.raises(InvalidInputError, match="stacked ops"):
+        fit_stacked(_tiny_cfg(), members, progress=False, ops="grouped")
+    assert not any(m.out_dir.exists() for m in members)
 
 
 def test_bad_stacked_inputs_are_refused(toy_crops, tmp_path):
@@ -181,7 +220,7 @@ def _plan(data):
     return make_splits(data.crops.as_samples(), data.dataset_sha256, seed=0, folds=2)
 
 
-@pytest.mark.parametrize(("engine", "jobs"), [("stacked", 2), ("threads", 1)])
+@pytest.mark.parametrize(("engine", "jobs"), [("stacked", 2), ("stacked-bmm", 2), ("threads", 1)])
 def test_cross_validate_refuses_a_bad_engine_before_writing(toy_data, tmp_path, engine, jobs):
     with pytest.raises(InvalidInputError, match=r"engine|stacked"):
         cross_validate(toy_data, _plan(toy_data), _tiny_cfg(), tmp_path / "cv", jobs=jobs,
@@ -201,9 +240,14 @@ def test_stacked_cv_writes_what_the_processes_engine_writes(toy_data, tmp_path):
         engine: cross_validate(
             toy_data, plan, cfg, tmp_path / engine, seeds=(42,), progress=False, engine=engine
         )
-        for engine in ("processes", "stacked")
+        for engine in ("processes", "stacked", "stacked-bmm")
     }
     ref, got = summaries["processes"], summaries["stacked"]
+    bmm = summaries["stacked-bmm"]
+    assert bmm.keys() == got.keys() and [f.keys() for f in bmm["folds"]] == [
+        f.keys() for f in got["folds"]
+    ]
+    assert _files(tmp_path / "stacked-bmm") == _files(tmp_path / "stacked")
     assert got.keys() == ref.keys()
     assert got["val"].keys() == ref["val"].keys() and got["test"].keys() == ref["test"].keys()
     assert [f.keys() for f in got["folds"]] == [f.keys() for f in ref["folds"]]
@@ -222,15 +266,16 @@ def test_stacked_cv_writes_what_the_processes_engine_writes(toy_data, tmp_path):
         assert meta["fold"] == k - 1 and meta["training_seed"] == 42
 
 
+@pytest.mark.parametrize("engine", ["stacked", "stacked-bmm"])
 @pytest.mark.parametrize("command", ["cv", "reproduce"])
-def test_cli_refuses_stacked_with_jobs_before_writing(command, tmp_path, capsys):
+def test_cli_refuses_stacked_with_jobs_before_writing(command, engine, tmp_path, capsys):
     from painmon.core.tools.cli import main
 
-    argv = [command, "--engine", "stacked", "--jobs", "2", "--manifest", str(tmp_path / "m.csv"),
+    argv = [command, "--engine", engine, "--jobs", "2", "--manifest", str(tmp_path / "m.csv"),
             "--out", str(tmp_path / "o")]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "--engine stacked" in err and "--jobs 2" in err and err.count("\n") == 1
+    assert f"--engine {engine} " in err and "--jobs 2" in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
 
 
@@ -241,7 +286,7 @@ def test_a_failed_graph_capture_falls_back_to_eager_steps(toy_crops, tmp_path, m
     members = _members(toy_crops, tmp_path)
     device = torch.device("cpu")
     models = init_member_models(cfg, [m.seed for m in members], device)
-    trainer = stacked._StackedTrainer(cfg, models, stacked_base(cfg), members, device, 5, False)
+    trainer = stacked.StackedTrainer(cfg, models, stacked_base(cfg), members, device, 5, False)
     # Pretend this is a GPU whose capture fails: the epoch must still run all its steps.
     trainer.want_graph = True
 
@@ -263,7 +308,7 @@ def test_a_failed_graph_capture_falls_back_to_eager_steps(toy_crops, tmp_path, m
     assert any(not torch.equal(before[k], v) for k, v in trainer.params.items())
 
 
-@pytest.mark.parametrize(("engine", "jobs"), [("stacked", 2), ("threads", 1)])
+@pytest.mark.parametrize(("engine", "jobs"), [("stacked", 2), ("stacked-bmm", 2), ("threads", 1)])
 def test_reproduce_refuses_a_bad_engine_before_reading(tmp_path, engine, jobs):
     from painmon.core.research.reproduce import run_reproduce
 
@@ -288,7 +333,7 @@ def _rows(member: StackedMember) -> list[dict[str, str]]:
 def test_a_run_killed_mid_way_keeps_each_members_finished_epochs(
     toy_crops, tmp_path, monkeypatch, finished
 ):
-    real = stacked._StackedTrainer.train_epoch
+    real = stacked.StackedTrainer.train_epoch
     seen: list[list[int]] = []
 
     def dies_after(self, epoch):
@@ -299,7 +344,7 @@ def test_a_run_killed_mid_way_keeps_each_members_finished_epochs(
             raise _CrashError(f"killed in epoch {epoch}")
         return real(self, epoch)
 
-    monkeypatch.setattr(stacked._StackedTrainer, "train_epoch", dies_after)
+    monkeypatch.setattr(stacked.StackedTrainer, "train_epoch", dies_after)
     cfg = TrainConfig(model="micropainnet", epochs=5, warmup_epochs=1, batch_size=4,
                       device="cpu", augment="none", patience=10)  # fmt: skip
     members = _members(toy_crops, tmp_path)
@@ -321,7 +366,7 @@ def test_a_run_killed_mid_way_keeps_each_members_finished_epochs(
 
 def test_an_early_stopped_member_stops_writing_rows(toy_crops, tmp_path, monkeypatch):
     real_row = stacked._val_row
-    real_epoch = stacked._StackedTrainer.train_epoch
+    real_epoch = stacked.StackedTrainer.train_epoch
 
     calls = {"n": 0}
 
@@ -340,7 +385,7 @@ def test_an_early_stopped_member_stops_writing_rows(toy_crops, tmp_path, monkeyp
         return real_epoch(self, epoch)
 
     monkeypatch.setattr(stacked, "_val_row", stuck_first_member)
-    monkeypatch.setattr(stacked._StackedTrainer, "train_epoch", dies_in_epoch_4)
+    monkeypatch.setattr(stacked.StackedTrainer, "train_epoch", dies_in_epoch_4)
     cfg = TrainConfig(model="micropainnet", epochs=5, warmup_epochs=1, batch_size=4,
                       device="cpu", augment="none", patience=1)  # fmt: skip
     stuck, other = _members(toy_crops, tmp_path)

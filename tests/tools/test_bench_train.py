@@ -39,7 +39,34 @@ def test_command_wall_time_counts_from_process_start(monkeypatch):
     assert 0 < module.command_wall_s() <= time.perf_counter() - module._IMPORTED_AT + 1e-3
 
 
-@pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"jobs": 0}, {"n_crops": 16, "batch_size": 32}])
+@pytest.mark.parametrize("engine", ["stacked", "stacked-bmm"])
+def test_bench_train_times_a_stacked_run_per_member(engine):
+    result = bench_train(device="cpu", n_crops=64, batch_size=32, epochs=1, augment="none",
+                         model="micropainnet", engine=engine, members=2)  # fmt: skip
+    assert result["engine"] == engine and result["members"] == 2
+    assert result["cuda_graph"] is False  # no CUDA here: eager steps
+    train_s = result["train_s_per_epoch_median"]
+    assert 0 < train_s <= result["epoch_s_median_with_validation"]
+    assert result["ms_per_step"] == pytest.approx(1000 * train_s / 2)
+    assert result["ms_per_member_step"] == pytest.approx(result["ms_per_step"] / 2)
+    assert result["images_per_s"] == pytest.approx(2 * 64 / train_s)
+    # Two of the five folds advance together: three rounds of 100 epochs.
+    assert result["projected_5x100_s"] == pytest.approx(
+        300 * result["epoch_s_median_with_validation"]
+    )
+
+
+@pytest.mark.parametrize("kwargs", [{"epochs": 0}, {"jobs": 0}, {"n_crops": 16, "batch_size": 32},
+                                    {"members": 0, "engine": "stacked"}])  # fmt: skip
 def test_bench_train_refuses_settings_that_time_nothing(kwargs):
     with pytest.raises(InvalidInputError, match="at least one batch"):
+        bench_train(device="cpu", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [({"engine": "threads"}, "engine must be"), ({"engine": "stacked", "jobs": 2}, "jobs 1")],
+)
+def test_bench_train_refuses_a_bad_engine(kwargs, words):
+    with pytest.raises(InvalidInputError, match=words):
         bench_train(device="cpu", **kwargs)

@@ -1,0 +1,371 @@
+"""The stacked engine's second kernel path: every member's layers as batched matrix products.
+
+:func:`~painmon.core.research.stacked.stacked_forward` runs M stacked members through
+``torch.func.vmap``; vmap turns each convolution over M members into one *grouped*
+convolution, which cuDNN serves slowly, and its batch norm keeps the tensors NCHW (see
+``stacked.batch_layout``). :func:`batched_forward` computes the same function without
+vmap: activations live as (M, B, H, W, C), one channels-last image batch per member; a
+3x3 convolution is an im2col of nine shifted views and one ``torch.bmm`` over members
+(cuBLAS strided-batched GEMM, bf16 tensor cores under autocast); batch norm is written
+out per member; the small attention layers are batched products too.
+
+It is an interpreter over the model zoo's own layer types (``models/layers.py``), reading
+the members' weights in their ordinary layout from the stacked dictionaries, so the
+optimizer, checkpoints and best-epoch copies stay exactly the vmap path's. A network it
+does not know raises :class:`UnsupportedModelError`; the engine then stays on vmap.
+Which path is faster on a given GPU is measured, not assumed (``painmon cv --engine
+stacked --stacked-ops``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from painmon.models.baselines import PainXception, PlainCNN
+from painmon.models.dacnn import DACNN
+from painmon.models.layers import (
+    STD_POOL_EPS,
+    ChannelAttention,
+    ClassifierHead,
+    ConvBlock,
+    MultiHeadSpatialAttention,
+    SeparableConv2d,
+    XceptionBlock,
+)
+
+STACKED_OPS = ("vmap", "bmm")
+
+
+class UnsupportedModelError(NotImplementedError):
+    """A layer or network the batched interpreter cannot compute exactly."""
+
+
+class _Members:
+    """The stacked weights and buffers of M members, and whether they train."""
+
+    def __init__(
+        self, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], training: bool
+    ) -> None:
+        self.params = params
+        self.buffers = buffers
+        self.training = training
+
+    def p(self, name: str) -> Tensor:
+        return self.params[name]
+
+    def maybe(self, name: str) -> Tensor | None:
+        return self.params.get(name)
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype autocast would run a matrix product in (the input's when autocast is off)."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+def _matmul(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+    """(M, N, K) @ (M, K, O) + bias (M, O): one batched GEMM over members."""
+    dtype = _compute_dtype(x)
+    out = torch.bmm(x.to(dtype), w.to(dtype))
+    if bias is not None:
+        out = out + bias.to(out.dtype)[:, None, :]
+    return out
+
+
+class _Im2col(torch.autograd.Function):
+    """(N, H, W, C) -> (N, H, W, kh*kw*C): the zero-padded kh x kw neighbourhood of each
+    pixel, tap-major. Autograd's own backward of nine slices would allocate nine padded
+    zero tensors and add them; this one adds the nine taps into one buffer."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, kh: int, kw: int, ph: int, pw: int) -> Tensor:
+        n, h, w, c = x.shape
+        padded = F.pad(x, (0, 0, pw, pw, ph, ph))
+        ctx.geometry = (kh, kw, ph, pw)
+        return torch.cat(
+            [padded[:, i : i + h, j : j + w, :] for i in range(kh) for j in range(kw)], dim=-1
+        )
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        kh, kw, ph, pw = ctx.geometry
+        n, h, w, kc = grad.shape
+        c = kc // (kh * kw)
+        taps = grad.view(n, h, w, kh * kw, c)
+        padded = grad.new_zeros((n, h + 2 * ph, w + 2 * pw, c))
+        for i in range(kh):
+            for j in range(kw):
+                padded[:, i : i + h, j : j + w, :] += taps[:, :, :, i * kw + j, :]
+        return padded[:, ph : ph + h, pw : pw + w, :], None, None, None, None
+
+
+def _conv(ms: _Members, name: str, conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """A Conv2d of every member on (M, B, H, W, C)."""
+    if conv.padding_mode != "zeros" or conv.dilation != (1, 1):
+        raise UnsupportedModelError(f"{name}: padding mode {conv.padding_mode}, dilation")
+    weight = ms.p(f"{name}.weight")  # (M, O, C/g, kh, kw)
+    bias = ms.maybe(f"{name}.bias")
+    m, b, h, w, c = x.shape
+    kh, kw = conv.kernel_size
+    sh, sw = conv.stride
+    ph, pw = conv.padding if isinstance(conv.padding, tuple) else (None, None)
+    if ph is None:
+        raise UnsupportedModelError(f"{name}: padding {conv.padding!r}")
+    groups = conv.groups
+    out_ch = weight.shape[1]
+    if groups == 1 and (kh, kw) == (1, 1) and (ph, pw) == (0, 0):
+        if (sh, sw) != (1, 1):
+            x = x[:, :, ::sh, ::sw, :]
+        _, _, h, w, _ = x.shape
+        wt = weight.reshape(m, out_ch, c).transpose(1, 2)
+        return _matmul(x.reshape(m, b * h * w, c), wt, bias).view(m, b, h, w, out_ch)
+    if (sh, sw) != (1, 1) or (kh - 1 != 2 * ph) or (kw - 1 != 2 * pw):
+        raise UnsupportedModelError(f"{name}: stride {conv.stride} with a {kh}x{kw} kernel")
+    if groups == 1:
+        # im2col: the kh*kw shifted views side by side, channels innermost, then one GEMM.
+        dtype = _compute_dtype(x)
+        cols = _Im2col.apply(x.to(dtype).reshape(m * b, h, w, c), kh, kw, ph, pw)
+        wt = weight.permute(0, 3, 4, 2, 1).reshape(m, kh * kw * c, out_ch)
+        out = _matmul(cols.view(m, b * h * w, kh * kw * c), wt, bias)
+        return out.view(m, b, h, w, out_ch)
+    if groups == c == out_ch:
+        # Depthwise: each channel its own kh x kw filter, as a sum of shifted views.
+        padded = F.pad(x.view(m * b, h, w, c), (0, 0, pw, pw, ph, ph)).view(
+            m, b, h + 2 * ph, w + 2 * pw, c
+        )
+        taps = weight.reshape(m, c, kh, kw)
+        out = None
+        for i in range(kh):
+            for j in range(kw):
+                term = padded[:, :, i : i + h, j : j + w, :] * taps[:, None, None, None, :, i, j]
+                out = term if out is None else out + term
+        if bias is not None:
+            out = out + bias[:, None, None, None, :]
+        return out
+    if (kh, kw) == (1, 1):
+        # A grouped 1x1 conv (the attention heads' scores): each group its own small matrix.
+        per_in, per_out = c // groups, out_ch // groups
+        xg = x.reshape(m, b * h * w, groups, per_in)
+        wg = weight.reshape(m, groups, per_out, per_in)
+        dtype = _compute_dtype(x)
+        out = torch.einsum("mngi,mgoi->mngo", xg.to(dtype), wg.to(dtype))
+        out = out.reshape(m, b, h, w, out_ch)
+        if bias is not None:
+            out = out + bias.to(out.dtype)[:, None, None, None, :]
+        return out
+    raise UnsupportedModelError(f"{name}: {groups} groups with a {kh}x{kw} kernel")
+
+
+def _batch_norm(ms: _Members, name: str, bn: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
+    """BatchNorm over every dimension but the members' and the channels' (the last), in float32
+    at least (as the stacked engine's vmapped BatchNorm).
+
+    Training: the batch's biased variance normalises and the unbiased one enters the
+    running estimate, as ``F.batch_norm`` does; the running buffers update in place.
+    """
+    if not bn.affine or not bn.track_running_stats or bn.momentum is None:
+        raise UnsupportedModelError(f"{name}: batch norm without affine/running statistics")
+    m, c = x.shape[0], x.shape[-1]
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    flat = x.to(dtype).reshape(m, -1, c)
+    weight, bias = ms.p(f"{name}.weight").to(dtype), ms.p(f"{name}.bias").to(dtype)
+    running_mean = ms.buffers[f"{name}.running_mean"]
+    running_var = ms.buffers[f"{name}.running_var"]
+    if ms.training:
+        n = flat.shape[1]
+        var, mean = torch.var_mean(flat, dim=1, unbiased=False)
+        with torch.no_grad():
+            momentum = float(bn.momentum)
+            running_mean.mul_(1.0 - momentum).add_(mean.detach(), alpha=momentum)
+            unbiased = var.detach() * (n / max(n - 1, 1))
+            running_var.mul_(1.0 - momentum).add_(unbiased, alpha=momentum)
+            tracked = ms.buffers.get(f"{name}.num_batches_tracked")
+            if tracked is not None:
+                tracked.add_(1)
+    else:
+        mean, var = running_mean.to(dtype), running_var.to(dtype)
+    scale = weight * torch.rsqrt(var + bn.eps)
+    shift = bias - mean * scale
+    return (flat * scale[:, None, :] + shift[:, None, :]).view(x.shape)
+
+
+def _max_pool(pool: nn.MaxPool2d, x: Tensor) -> Tensor:
+    """MaxPool2d on each member's channels-last batch (the same op, so the same ties)."""
+    m, b, h, w, c = x.shape
+    nchw = x.reshape(m * b, h, w, c).permute(0, 3, 1, 2)  # a channels-last NCHW view
+    out = F.max_pool2d(
+        nchw, pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode
+    )
+    out = out.permute(0, 2, 3, 1).contiguous()
+    return out.view(m, b, *out.shape[1:])
+
+
+def _linear(ms: _Members, name: str, x: Tensor) -> Tensor:
+    """nn.Linear of every member on (M, B, F)."""
+    weight = ms.p(f"{name}.weight")
+    return _matmul(x, weight.transpose(1, 2), ms.maybe(f"{name}.bias"))
+
+
+def _module(ms: _Members, name: str, module: nn.Module, x: Tensor) -> Tensor:
+    """One of the zoo's layers on (M, B, H, W, C) activations."""
+    fn = _LAYERS.get(type(module))
+    if fn is None:
+        kind = type(module).__name__
+        raise UnsupportedModelError(f"{name or 'model'}: no batched form of {kind}")
+    return fn(ms, name, module, x)
+
+
+def _child(name: str, child: str) -> str:
+    return f"{name}.{child}" if name else child
+
+
+def _sequential(ms: _Members, name: str, seq: nn.Sequential, x: Tensor) -> Tensor:
+    for child_name, child in seq.named_children():
+        x = _module(ms, _child(name, child_name), child, x)
+    return x
+
+
+def _conv_block(ms: _Members, name: str, block: ConvBlock, x: Tensor) -> Tensor:
+    x = _conv(ms, _child(name, "conv"), block.conv, x)
+    x = F.relu(_batch_norm(ms, _child(name, "bn"), block.bn, x))
+    x = _module(ms, _child(name, "se"), block.se, x)
+    return _module(ms, _child(name, "pool"), block.pool, x)
+
+
+def _separable(ms: _Members, name: str, sep: SeparableConv2d, x: Tensor) -> Tensor:
+    x = _conv(ms, _child(name, "depthwise"), sep.depthwise, x)
+    return _conv(ms, _child(name, "pointwise"), sep.pointwise, x)
+
+
+def _xception(ms: _Members, name: str, block: XceptionBlock, x: Tensor) -> Tensor:
+    y = _module(ms, _child(name, "pre_relu"), block.pre_relu, x)
+    y = _batch_norm(ms, _child(name, "bn1"), block.bn1, _separable(ms, _child(name, "sep1"),
+                                                                  block.sep1, y))  # fmt: skip
+    y = _separable(ms, _child(name, "sep2"), block.sep2, F.relu(y))
+    y = _max_pool(block.pool, _batch_norm(ms, _child(name, "bn2"), block.bn2, y))
+    return y + _sequential(ms, _child(name, "skip"), block.skip, x)
+
+
+def _spatial_attention(
+    ms: _Members, name: str, att: MultiHeadSpatialAttention, x: Tensor
+) -> Tensor:
+    hidden = F.relu(_conv(ms, _child(name, "reduce"), att.reduce, x))
+    maps = torch.sigmoid(_conv(ms, _child(name, "score"), att.score, hidden))
+    return x * maps.mean(dim=-1, keepdim=True).to(x.dtype)
+
+
+def _channel_attention(ms: _Members, name: str, att: ChannelAttention, x: Tensor) -> Tensor:
+    m, b, h, w, c = x.shape
+    flat = x.reshape(m, b, h * w, c)
+    stats = []
+    for kind in att.pooling:
+        if kind == "avg":
+            stats.append(flat.mean(dim=2))
+        elif kind == "max":
+            stats.append(flat.amax(dim=2))
+        else:
+            stats.append(torch.sqrt(flat.var(dim=2, unbiased=False) + STD_POOL_EPS))
+    pooled = torch.cat(stats, dim=-1)
+    hidden = F.relu(_linear(ms, _child(name, "fc1"), pooled))
+    scale = torch.sigmoid(_linear(ms, _child(name, "fc2"), hidden))
+    return x * scale[:, :, None, None, :].to(x.dtype)
+
+
+def _head(ms: _Members, name: str, head: ClassifierHead, x: Tensor) -> Tensor:
+    if head.pool is not None:
+        x = _max_pool(head.pool, x)
+    m, b = x.shape[:2]
+    # The reference flattens NCHW (channel-major): the same order, so fc1 keeps its weights.
+    x = x.permute(0, 1, 4, 2, 3).reshape(m, b, -1)
+    x = _linear(ms, _child(name, "fc1"), x)
+    x = F.dropout(F.relu(_batch_norm(ms, _child(name, "bn1"), head.bn1, x)), head.drop1.p,
+                  ms.training)  # fmt: skip
+    x = _linear(ms, _child(name, "fc2"), x)
+    x = F.dropout(F.relu(_batch_norm(ms, _child(name, "bn2"), head.bn2, x)), head.drop2.p,
+                  ms.training)  # fmt: skip
+    return _linear(ms, _child(name, "fc3"), x)
+
+
+def _identity(ms: _Members, name: str, module: nn.Module, x: Tensor) -> Tensor:
+    return x
+
+
+def _relu(ms: _Members, name: str, module: nn.Module, x: Tensor) -> Tensor:
+    return F.relu(x)
+
+
+def _pool_layer(ms: _Members, name: str, module: nn.MaxPool2d, x: Tensor) -> Tensor:
+    return _max_pool(module, x)
+
+
+def _conv_layer(ms: _Members, name: str, module: nn.Conv2d, x: Tensor) -> Tensor:
+    return _conv(ms, name, module, x)
+
+
+def _bn_layer(ms: _Members, name: str, module: nn.BatchNorm2d, x: Tensor) -> Tensor:
+    return _batch_norm(ms, name, module, x)
+
+
+_LAYERS: dict[type, Callable[..., Tensor]] = {
+    nn.Sequential: _sequential,
+    nn.Identity: _identity,
+    nn.ReLU: _relu,
+    nn.MaxPool2d: _pool_layer,
+    nn.Conv2d: _conv_layer,
+    nn.BatchNorm2d: _bn_layer,
+    ConvBlock: _conv_block,
+    SeparableConv2d: _separable,
+    XceptionBlock: _xception,
+    MultiHeadSpatialAttention: _spatial_attention,
+    ChannelAttention: _channel_attention,
+}
+
+
+def _features(ms: _Members, model: nn.Module, x: Tensor) -> Tensor:
+    """The network's ``forward_features``, layer by layer, for the networks of the zoo."""
+    if isinstance(model, (DACNN, PlainCNN)):
+        for block in ("block1", "block2", "block3", "block4"):
+            x = _module(ms, block, getattr(model, block), x)
+        for attention in ("spatial_attention", "channel_attention"):
+            layer = getattr(model, attention, None)
+            if layer is not None:
+                x = _module(ms, attention, layer, x)
+        return x
+    if isinstance(model, PainXception):
+        for part in ("stem", "block1", "block2", "block3", "exit", "spatial_attention"):
+            x = _module(ms, part, getattr(model, part), x)
+        return x
+    raise UnsupportedModelError(f"no batched form of the network {type(model).__name__}")
+
+
+def check_supported(model: nn.Module) -> None:
+    """Raise :class:`UnsupportedModelError` unless every layer has a batched form."""
+    if type(model) not in (DACNN, PlainCNN, PainXception):
+        raise UnsupportedModelError(f"no batched form of the network {type(model).__name__}")
+    if not isinstance(getattr(model, "head", None), ClassifierHead):
+        raise UnsupportedModelError("the network's head is not the zoo's ClassifierHead")
+    known = (*_LAYERS, ClassifierHead, DACNN, PlainCNN, PainXception, nn.Linear,
+             nn.BatchNorm1d, nn.Dropout)  # fmt: skip
+    for name, module in model.named_modules():
+        if type(module) not in known:
+            raise UnsupportedModelError(f"{name}: no batched form of {type(module).__name__}")
+
+
+def batched_forward(
+    base: nn.Module, params: Mapping[str, Tensor], buffers: Mapping[str, Tensor], x: Tensor
+) -> Tensor:
+    """Logits (M, B, C) of M stacked members on their own batches ``x`` (M, B, 3, H, W).
+
+    The same contract as ``stacked_forward``: ``params``/``buffers`` are
+    ``stack_module_state`` dictionaries, ``base`` gives the structure and the train/eval
+    mode, and a training call updates the members' BatchNorm running statistics in place.
+    """
+    ms = _Members(params, buffers, base.training)
+    x = x.permute(0, 1, 3, 4, 2).contiguous()  # (M, B, H, W, C): channels innermost
+    features = _features(ms, base, x)
+    return _head(ms, "head", base.head, features)
