@@ -627,9 +627,32 @@ def load_cv_test_predictions(cv_dir: str | Path) -> CVTestPredictions | None:
     return CVTestPredictions.load(path) if path.is_file() else None
 
 
-def _cv_job(args: tuple) -> dict[str, Any]:
+class CrossValidationInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped a fold's training: the whole cross-validation stops.
+
+    ``fit()`` and the stacked engine answer Ctrl-C by keeping the best checkpoint and
+    returning; inside a cross-validation that must not read as a finished fold, or the next
+    fold would start and the summary (and ``reproduce``'s reuse of it) would count an
+    under-trained model as trained.
+    """
+
+
+def _interrupted(out: Path, runs: Sequence[Path]) -> CrossValidationInterrupted:
+    where = ", ".join(str(r) for r in runs)
+    log.warning(
+        "cross-validation interrupted while training %s: no summary written to %s; the runs "
+        "keep their best checkpoints so far; run the command again to cross-validate",
+        where, out,
+    )  # fmt: skip
+    return CrossValidationInterrupted(f"interrupted while training {where}")
+
+
+def _cv_job(args: tuple) -> dict[str, Any] | None:
+    """One fold's CV row, or None when Ctrl-C interrupted its training (nothing scored)."""
     data, plan, cfg, out, fold, progress = args
     result = train_on_plan(data, plan, cfg, out, fold=fold, progress=progress)
+    if result.stopped == "interrupted":
+        return None
     return _cv_row(data, plan, cfg, out, fold, result)
 
 
@@ -716,10 +739,18 @@ def cross_validate(
         for k in range(len(plan.folds))
     ]  # fmt: skip
     if jobs <= 1:
-        rows = [_cv_job(a) for a in jobs_args]
+        rows = []
+        for a in jobs_args:
+            row = _cv_job(a)
+            if row is None:  # stop here: the next fold must not start after Ctrl-C
+                raise _interrupted(out, [a[3]])
+            rows.append(row)
     else:
         with mp.get_context("spawn").Pool(jobs) as pool:
             rows = pool.map(_cv_job, jobs_args)
+        stopped = [a[3] for a, row in zip(jobs_args, rows, strict=True) if row is None]
+        if stopped:
+            raise _interrupted(out, stopped)
     return _finish_cv(out, rows)
 
 
@@ -758,6 +789,10 @@ def _cv_stacked(
             )
         )
     results = fit_stacked(cfg, members, progress=progress, ops=ops)
+    stopped = [m.out_dir for m, r in zip(members, results, strict=True)
+               if r.stopped == "interrupted"]  # fmt: skip
+    if stopped:
+        raise _interrupted(out, stopped)
     t0 = time.perf_counter()
     rows = [
         _cv_row(data, plan, dataclasses.replace(cfg, seed=seed), m.out_dir, k, result)

@@ -393,3 +393,74 @@ def test_an_early_stopped_member_stops_writing_rows(toy_crops, tmp_path, monkeyp
         fit_stacked(cfg, [stuck, other], progress=False)
     assert [int(r["epoch"]) for r in _rows(stuck)] == [1, 2]
     assert len(_rows(other)) == 3
+
+
+# ---- Ctrl-C inside a cross-validation stops it: no fold reads as trained ------------------
+
+
+def _interrupting_fit(monkeypatch, at_epoch: int) -> list[int]:
+    """Ctrl-C during ``at_epoch`` of the first training; returns the epochs started."""
+    from painmon.core.research import train
+
+    started: list[int] = []
+    real = train.train_one_epoch
+
+    def interrupted_once(*args, **kwargs):
+        started.append(1)
+        if len(started) == at_epoch:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_one_epoch", interrupted_once)
+    return started
+
+
+def test_ctrl_c_in_a_fold_stops_the_cross_validation(toy_data, tmp_path, monkeypatch, caplog):
+    from painmon.core.research.experiment import CrossValidationInterrupted
+
+    started = _interrupting_fit(monkeypatch, at_epoch=2)
+    out = tmp_path / "cv"
+    with pytest.raises(KeyboardInterrupt) as info:
+        cross_validate(toy_data, _plan(toy_data), _tiny_cfg(epochs=3), out, progress=False)
+    assert isinstance(info.value, CrossValidationInterrupted)
+    # Fold 1 stopped in its second epoch and fold 2 never started.
+    assert len(started) == 2 and not (out / "seed42" / "fold2").exists()
+    assert not (out / "cv_summary.json").exists() and not (out / "cv_folds.csv").exists()
+    # fit() kept the interrupted fold's best checkpoint, and the log says where.
+    assert (out / "seed42" / "fold1" / "best.safetensors").is_file()
+    assert "no summary written" in caplog.text and "fold1" in caplog.text
+
+
+def test_ctrl_c_in_a_stacked_cross_validation_stops_it(toy_data, tmp_path, monkeypatch):
+    real = stacked.StackedTrainer.train_epoch
+
+    def interrupted_in_epoch_2(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(self, epoch)
+
+    monkeypatch.setattr(stacked.StackedTrainer, "train_epoch", interrupted_in_epoch_2)
+    out = tmp_path / "cv"
+    with pytest.raises(KeyboardInterrupt, match="fold1, .*fold2"):
+        cross_validate(toy_data, _plan(toy_data), _tiny_cfg(epochs=3, batch_size=16), out,
+                       progress=False, engine="stacked")  # fmt: skip
+    assert not (out / "cv_summary.json").exists()
+    for k in (1, 2):
+        run = out / "seed42" / f"fold{k}"
+        assert (run / "best.safetensors").is_file()
+        assert [int(r["epoch"]) for r in csv.DictReader((run / "history.csv").open())] == [1]
+
+
+def test_ctrl_c_in_reproduce_leaves_no_reuse_marker(toy_data, tmp_path, monkeypatch):
+    from painmon.core.research import reproduce
+    from painmon.core.research.experiment import CrossValidationInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise CrossValidationInterrupted("interrupted while training fold1")
+
+    monkeypatch.setattr(reproduce, "cross_validate", interrupted)
+    cv_dir = tmp_path / "cv" / "dacnn"
+    with pytest.raises(KeyboardInterrupt):
+        reproduce._cross_validate_once(toy_data, _plan(toy_data), _tiny_cfg(), cv_dir, (42,), 1,
+                                       False)  # fmt: skip
+    assert not (cv_dir / "reproduce_identity.json").exists()
