@@ -84,7 +84,7 @@ class _Im2col(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, kh: int, kw: int, ph: int, pw: int) -> Tensor:
-        n, h, w, c = x.shape
+        _, h, w, _ = x.shape
         padded = F.pad(x, (0, 0, pw, pw, ph, ph))
         ctx.geometry = (kh, kw, ph, pw)
         return torch.cat(

@@ -545,6 +545,8 @@ def fit_stacked(
     results = []
     for i, (m, member_cfg) in enumerate(zip(members, configs, strict=True)):
         if best[i]["epoch"] == 0:
+            if stopped[i] == "interrupted":  # Ctrl-C before anything was kept
+                raise KeyboardInterrupt(f"{m.out_dir}: interrupted before the first epoch finished")
             raise RuntimeError(
                 f"{m.out_dir}: training stopped before the first epoch finished: "
                 "no checkpoint written"

@@ -622,6 +622,8 @@ def fit(
         stopped = "interrupted"
         log.warning("training interrupted at epoch %d; keeping the best checkpoint", epoch)
     if best["epoch"] == 0:
+        if stopped == "interrupted":  # Ctrl-C before anything was kept: the command stops
+            raise KeyboardInterrupt(f"{out}: interrupted before the first epoch finished")
         raise RuntimeError(
             "training stopped before the first epoch finished: no checkpoint written"
         )

@@ -441,7 +441,7 @@ def test_ctrl_c_in_a_stacked_cross_validation_stops_it(toy_data, tmp_path, monke
 
     monkeypatch.setattr(stacked.StackedTrainer, "train_epoch", interrupted_in_epoch_2)
     out = tmp_path / "cv"
-    with pytest.raises(KeyboardInterrupt, match="fold1, .*fold2"):
+    with pytest.raises(KeyboardInterrupt, match=r"fold1, .*fold2"):
         cross_validate(toy_data, _plan(toy_data), _tiny_cfg(epochs=3, batch_size=16), out,
                        progress=False, engine="stacked")  # fmt: skip
     assert not (out / "cv_summary.json").exists()
@@ -464,3 +464,21 @@ def test_ctrl_c_in_reproduce_leaves_no_reuse_marker(toy_data, tmp_path, monkeypa
         reproduce._cross_validate_once(toy_data, _plan(toy_data), _tiny_cfg(), cv_dir, (42,), 1,
                                        False)  # fmt: skip
     assert not (cv_dir / "reproduce_identity.json").exists()
+
+
+def test_ctrl_c_before_the_first_epoch_ends_is_an_interrupt_not_a_crash(
+    toy_crops, toy_data, tmp_path, monkeypatch
+):
+    from painmon.core.research.train import fit
+
+    _interrupting_fit(monkeypatch, at_epoch=1)
+    x, y = toy_crops(20, 0)
+    with pytest.raises(KeyboardInterrupt, match="before the first epoch"):
+        fit(_tiny_cfg(), x, y, x[:10], y[:10], tmp_path / "run", progress=False)
+
+    def interrupted_at_once(self, epoch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stacked.StackedTrainer, "train_epoch", interrupted_at_once)
+    with pytest.raises(KeyboardInterrupt, match="before the first epoch"):
+        fit_stacked(_tiny_cfg(), _members(toy_crops, tmp_path / "stacked"), progress=False)
