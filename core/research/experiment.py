@@ -314,6 +314,13 @@ def predict_run(run_dir: str | Path, images: np.ndarray, device: Any = "cpu") ->
     In float32 on ``device`` (CPU by default); on a GPU without TF32, so a fold's scores
     match what ``painmon evaluate`` computes on a CPU to float32 rounding.
     """
+    return predict_run_sets(run_dir, [images], device)[0]
+
+
+def predict_run_sets(
+    run_dir: str | Path, image_sets: Sequence[np.ndarray], device: Any = "cpu"
+) -> list[np.ndarray]:
+    """:func:`predict_run` on several crop sets, loading (and hash-checking) the run once."""
     import contextlib
 
     import torch
@@ -322,15 +329,19 @@ def predict_run(run_dir: str | Path, images: np.ndarray, device: Any = "cpu") ->
 
     device = torch.device(device)
     model, meta = load_checkpoint(run_dir, device)
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+    temperature = float(meta.get("temperature", 1.0))
     exact = contextlib.nullcontext()
     if device.type == "cuda":
         cudnn = torch.backends.cudnn
         exact = cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
                             deterministic=cudnn.deterministic, allow_tf32=False)  # fmt: skip
+    out = []
     with exact:
-        logits = predict_logits(model, tensor.to(device))
-    return softmax(logits, float(meta.get("temperature", 1.0)))
+        for images in image_sets:
+            tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+            logits = predict_logits(model, tensor.contiguous().to(device))
+            out.append(softmax(logits, temperature))
+    return out
 
 
 def evaluate_run(
@@ -683,11 +694,12 @@ def _cv_row(
         # Sizes of the fold's train and validation sets, for the overlap-corrected CI.
         "n_train_subjects": len(plan.subjects("train", fold)),
         "n_val_subjects": len(plan.subjects("val", fold)),
-        "val": evaluate_run(out, x_va, y_va, device),
+        "val": None,
         "test": None,
     }
+    val_probs, probs = predict_run_sets(out, [x_va, x_te], device)
+    row["val"] = classification_metrics(np.asarray(y_va), val_probs)
     if len(y_te):
-        probs = predict_run(out, x_te, device)
         row["test"] = classification_metrics(np.asarray(y_te), probs)
         row["test_predictions"] = {"labels": np.asarray(y_te), "subjects": np.asarray(s_te),
                                    "probs": probs}  # fmt: skip

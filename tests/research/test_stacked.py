@@ -14,7 +14,12 @@ from torch.func import stack_module_state
 
 from painmon.core.research import stacked
 from painmon.core.research.crops import CropReport, CropSet
-from painmon.core.research.experiment import PreparedData, cross_validate, predict_run
+from painmon.core.research.experiment import (
+    PreparedData,
+    cross_validate,
+    predict_run,
+    predict_run_sets,
+)
 from painmon.core.research.splits import make_splits
 from painmon.core.research.stacked import (
     StackedMember,
@@ -154,6 +159,9 @@ def test_a_stuck_member_stops_while_the_other_trains_on(toy_crops, tmp_path, mon
         assert probs.shape == (len(member.val_labels), 5)
         assert np.array_equal(probs, predict_run(member.out_dir, member.val_images,
                                                  torch.device("cpu")))  # fmt: skip
+        both = predict_run_sets(member.out_dir, [member.val_images, member.train_images])
+        assert np.array_equal(both[0], probs)
+        assert np.array_equal(both[1], predict_run(member.out_dir, member.train_images))
         assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
 
 
