@@ -93,6 +93,19 @@ class MultiHeadSpatialAttention(nn.Module):
         return x * self.maps(x).mean(dim=1, keepdim=True)
 
 
+def pool_statistics(flat: Tensor, pooling: Sequence[str], dim: int) -> list[Tensor]:
+    """Each pooling kind's statistic of ``flat`` over the spatial dimension ``dim``."""
+    stats = []
+    for kind in pooling:
+        if kind == "avg":
+            stats.append(flat.mean(dim=dim))
+        elif kind == "max":
+            stats.append(flat.amax(dim=dim))
+        else:
+            stats.append(torch.sqrt(flat.var(dim=dim, unbiased=False) + STD_POOL_EPS))
+    return stats
+
+
 class ChannelAttention(nn.Module):
     """Pool each channel (avg/max/std), concat -> FC C/r -> ReLU -> FC C -> sigmoid -> scale.
 
@@ -116,16 +129,7 @@ class ChannelAttention(nn.Module):
         self.fc2 = nn.Linear(hidden, channels)
 
     def _pooled(self, x: Tensor) -> Tensor:
-        flat = x.flatten(2)
-        stats = []
-        for kind in self.pooling:
-            if kind == "avg":
-                stats.append(flat.mean(dim=2))
-            elif kind == "max":
-                stats.append(flat.amax(dim=2))
-            else:
-                stats.append(torch.sqrt(flat.var(dim=2, unbiased=False) + STD_POOL_EPS))
-        return torch.cat(stats, dim=1)
+        return torch.cat(pool_statistics(x.flatten(2), self.pooling, dim=2), dim=1)
 
     def scale(self, x: Tensor) -> Tensor:
         """Per-channel weights in 0..1, shape (B, C)."""

@@ -28,13 +28,13 @@ from torch import Tensor, nn
 from painmon.models.baselines import PainXception, PlainCNN
 from painmon.models.dacnn import DACNN
 from painmon.models.layers import (
-    STD_POOL_EPS,
     ChannelAttention,
     ClassifierHead,
     ConvBlock,
     MultiHeadSpatialAttention,
     SeparableConv2d,
     XceptionBlock,
+    pool_statistics,
 )
 
 STACKED_OPS = ("vmap", "bmm")
@@ -261,16 +261,7 @@ def _spatial_attention(
 
 def _channel_attention(ms: _Members, name: str, att: ChannelAttention, x: Tensor) -> Tensor:
     m, b, h, w, c = x.shape
-    flat = x.reshape(m, b, h * w, c)
-    stats = []
-    for kind in att.pooling:
-        if kind == "avg":
-            stats.append(flat.mean(dim=2))
-        elif kind == "max":
-            stats.append(flat.amax(dim=2))
-        else:
-            stats.append(torch.sqrt(flat.var(dim=2, unbiased=False) + STD_POOL_EPS))
-    pooled = torch.cat(stats, dim=-1)
+    pooled = torch.cat(pool_statistics(x.reshape(m, b, h * w, c), att.pooling, dim=2), dim=-1)
     hidden = F.relu(_linear(ms, _child(name, "fc1"), pooled))
     scale = torch.sigmoid(_linear(ms, _child(name, "fc2"), hidden))
     return x * scale[:, :, None, None, :].to(x.dtype)

@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,13 +95,38 @@ def _train_epochs(
     evaluate(model, val, cfg)
     sync()
     warmup_s = time.perf_counter() - t0
+    return _timed_epochs(
+        device,
+        warmup_s,
+        steps,
+        epochs,
+        lambda _: train_one_epoch(run_model, train, optimizer, scheduler, cfg, gen),
+        lambda: evaluate(model, val, cfg),
+    )
+
+
+def _timed_epochs(
+    device: Any,
+    warmup_s: float,
+    steps: int,
+    epochs: int,
+    train: Callable[[int], object],
+    evaluate: Callable[[], object],
+) -> dict[str, Any]:
+    """Time ``epochs`` epochs of ``train(epoch)`` then ``evaluate()``, each synchronised."""
+    import torch
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     train_s, eval_s = [], []
-    for _ in range(epochs):
+    for epoch in range(2, epochs + 2):  # epoch 1 was the warm-up
         t0 = time.perf_counter()
-        train_one_epoch(run_model, train, optimizer, scheduler, cfg, gen)
+        train(epoch)
         sync()
         t1 = time.perf_counter()
-        evaluate(model, val, cfg)
+        evaluate()
         sync()
         train_s.append(t1 - t0)
         eval_s.append(time.perf_counter() - t1)
@@ -172,25 +198,8 @@ def _stacked_epochs(
     trainer.val_logits()
     sync()
     warmup_s = time.perf_counter() - t0
-    train_s, eval_s = [], []
-    for epoch in range(2, epochs + 2):
-        t0 = time.perf_counter()
-        trainer.train_epoch(epoch)
-        sync()
-        t1 = time.perf_counter()
-        trainer.val_logits()
-        sync()
-        train_s.append(t1 - t0)
-        eval_s.append(time.perf_counter() - t1)
-    return {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "warmup_s": warmup_s,
-        "train_s_per_epoch": train_s,
-        "eval_s_per_epoch": eval_s,
-        "steps_per_epoch": steps,
-        "cuda_graph": trainer.graph is not None,
-    }
+    result = _timed_epochs(device, warmup_s, steps, epochs, trainer.train_epoch, trainer.val_logits)
+    return {**result, "cuda_graph": trainer.graph is not None}
 
 
 def _worker(args: tuple, queue: Any) -> None:
