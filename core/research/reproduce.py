@@ -146,9 +146,12 @@ def protocol_settings(
     )
 
 
-def build_experiments(settings: ProtocolSettings, device: str = "auto") -> list[Experiment]:
+def build_experiments(
+    settings: ProtocolSettings, device: str = "auto", deterministic: bool = True
+) -> list[Experiment]:
     """Every row of Tables 2 and 3 with its training configuration (the paper's recipe)."""
     recipe = TrainConfig(
+        deterministic=deterministic,
         model=REFERENCE_MODEL,
         epochs=settings.epochs,
         batch_size=settings.batch_size,
@@ -230,8 +233,13 @@ def resolved_model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def config_identity(cfg: TrainConfig) -> str:
-    """A canonical text of a configuration: rows that would train the same networks match."""
+    """A canonical text of a configuration: rows that would train the same networks match.
+
+    ``deterministic`` appears only when off, so cells finished before the setting existed
+    (all deterministic) are still recognised."""
     data = cfg.to_dict()
+    if data.get("deterministic", True):
+        data.pop("deterministic", None)
     data["model_kwargs"] = resolved_model_kwargs(cfg)
     return json.dumps(data, sort_keys=True, default=str)
 
@@ -710,6 +718,7 @@ def run_reproduce(
     device: str = "auto",
     jobs: int = 1,
     engine: str = "processes",
+    deterministic: bool = True,
     seeds: Sequence[int] = (42,),
     folds: int = 5,
     epochs: int = 100,
@@ -762,7 +771,7 @@ def run_reproduce(
     out.mkdir(parents=True, exist_ok=True)
     plan.to_json(out / "splits.json")
 
-    experiments = build_experiments(settings, device)
+    experiments = build_experiments(settings, device, deterministic)
     by_identity: dict[str, str] = {}
     results: dict[str, dict[str, Any]] = {}
     tables: dict[str, list[dict[str, Any]]] = {"table2": [], "ablation": [], "pooling": [],

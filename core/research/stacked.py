@@ -401,7 +401,7 @@ def init_member_models(
 
     models = []
     for seed in seeds:
-        seed_everything(seed)
+        seed_everything(seed, cfg.deterministic)
         models.append(create_model(cfg.model, **cfg.model_kwargs).to(device))
     return models
 

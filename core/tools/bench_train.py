@@ -40,6 +40,7 @@ def _train_epochs(
     augment: str,
     model_name: str,
     seed: int,
+    deterministic: bool = True,
 ) -> dict[str, Any]:
     import torch
 
@@ -55,8 +56,9 @@ def _train_epochs(
     from painmon.models import create_model
 
     device = resolve_device(device_name)
-    seed_everything(seed, deterministic=False)
+    seed_everything(seed, deterministic)
     cfg = TrainConfig(
+        deterministic=deterministic,
         model=model_name,
         epochs=max(epochs, 2),
         batch_size=batch_size,
@@ -150,6 +152,7 @@ def _stacked_epochs(
     seed: int,
     members: int,
     ops: str,
+    deterministic: bool = True,
 ) -> dict[str, Any]:
     """Epoch times of ``members`` models trained by the stacked engine's trainer."""
     import torch
@@ -165,9 +168,9 @@ def _stacked_epochs(
     from painmon.core.research.train import TrainConfig
 
     device = resolve_device(device_name)
-    seed_everything(seed, deterministic=False)
+    seed_everything(seed, deterministic)
     cfg = TrainConfig(model=model_name, epochs=epochs + 1, batch_size=batch_size,
-                      device=str(device), augment=augment)  # fmt: skip
+                      device=str(device), augment=augment, deterministic=deterministic)  # fmt: skip
     rng = np.random.default_rng(seed)
     n_val = max(batch_size, int(n_crops * PAPER_VAL_FRACTION))
     stack = [
@@ -221,6 +224,7 @@ def bench_train(
     seed: int = 0,
     engine: str = "processes",
     members: int = 5,
+    deterministic: bool = True,
 ) -> dict[str, Any]:
     """Seconds per epoch at the paper's protocol size and the projected 5 × 100-epoch time."""
     from painmon.core.research.experiment import CV_ENGINES, STACKED_ENGINE_OPS
@@ -234,18 +238,19 @@ def bench_train(
     stacked = engine in STACKED_ENGINE_OPS
     if stacked and jobs > 1:
         raise InvalidInputError(f"the {engine} engine trains its members in one process: jobs 1")
-    args = (device, n_crops, batch_size, epochs, compile_mode, augment, model, seed)
+    args = (device, n_crops, batch_size, epochs, compile_mode, augment, model, seed, deterministic)
     t0 = time.perf_counter()
     if stacked:
         runs = [_stacked_epochs(device, n_crops, batch_size, epochs, augment, model, seed,
-                                members, STACKED_ENGINE_OPS[engine])]  # fmt: skip
+                                members, STACKED_ENGINE_OPS[engine], deterministic)]  # fmt: skip
     elif jobs == 1:
         runs = [_train_epochs(*args)]
     else:
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
         procs = [
-            ctx.Process(target=_worker, args=((*args[:-1], seed + i), queue)) for i in range(jobs)
+            ctx.Process(target=_worker, args=((*args[:-2], seed + i, deterministic), queue))
+            for i in range(jobs)
         ]
         for proc in procs:
             proc.start()
@@ -279,6 +284,8 @@ def bench_train(
         "benchmark": "train",
         "engine": engine,
         **extra,
+        # As the training commands run (--nondeterministic lets cuDNN autotune).
+        "deterministic": deterministic,
         "model": model,
         "device": runs[0]["device"],
         "device_name": runs[0]["device_name"],

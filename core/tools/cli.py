@@ -266,6 +266,7 @@ def _train_config(args: argparse.Namespace, **overrides: Any) -> Any:
         device=args.device,
         augment=args.augment,
         compile=args.compile,
+        deterministic=not args.nondeterministic,
         **overrides,
     )
 
@@ -372,6 +373,7 @@ def _cmd_bench_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         engine=args.engine,
         members=args.members or 5,
+        deterministic=not args.nondeterministic,
     )
     text = json.dumps(result, indent=2)
     print(text)
@@ -861,6 +863,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         device=args.device,
         jobs=args.jobs,
         engine=args.engine,
+        deterministic=not args.nondeterministic,
         seeds=seeds,
         folds=args.folds,
         epochs=args.epochs,
@@ -1027,8 +1030,19 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     p.add_argument("--augment", default="full", choices=AUGMENT_MODES)
     p.add_argument("--compile", default="none", choices=COMPILE_MODES)
+    _add_nondeterministic(p)
     p.add_argument("--cache-dir", type=Path, help="face-crop cache (default: user cache)")
     _add_allow_outside_root(p)
+
+
+NONDETERMINISTIC_HELP = (
+    "let cuDNN autotune and use non-deterministic kernels (faster on a GPU; a rerun then "
+    "differs in the last bits; default: deterministic kernels, the same bits every run)"
+)
+
+
+def _add_nondeterministic(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nondeterministic", action="store_true", help=NONDETERMINISTIC_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1193,6 +1207,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--compile", default="none", choices=COMPILE_MODES)
     bench_train.add_argument("--jobs", type=_positive_int, default=1, help="folds trained at once")
     bench_train.add_argument("--engine", choices=ENGINES, default="processes", help=ENGINE_HELP)
+    _add_nondeterministic(bench_train)
     bench_train.add_argument(
         "--members",
         type=_positive_int,
@@ -1510,6 +1525,7 @@ Every ending syncs and closes the session files and records why in session.json.
     rep.add_argument(
         "--jobs", type=_positive_int, default=1, help="folds trained at once (processes)"
     )
+    _add_nondeterministic(rep)
     rep.add_argument("--engine", choices=ENGINES, default="processes",
                      help=ENGINE_HELP)  # fmt: skip
     rep.add_argument(

@@ -44,6 +44,7 @@ def test_bench_train_times_a_stacked_run_per_member(engine):
     result = bench_train(device="cpu", n_crops=64, batch_size=32, epochs=1, augment="none",
                          model="micropainnet", engine=engine, members=2)  # fmt: skip
     assert result["engine"] == engine and result["members"] == 2
+    assert result["deterministic"] is True  # as the training commands run by default
     assert result["cuda_graph"] is False  # no CUDA here: eager steps
     train_s = result["train_s_per_epoch_median"]
     assert 0 < train_s <= result["epoch_s_median_with_validation"]
