@@ -26,6 +26,7 @@ from painmon.core.research.metrics import (
     classification_metrics,
     corrected_mean_ci,
 )
+from painmon.core.research.options import CV_ENGINES, STACKED_ENGINE_OPS
 from painmon.core.research.splits import (
     DEFAULT_SEED,
     SplitError,
@@ -55,10 +56,6 @@ from painmon.core.util.paths import user_cache_dir
 log = logging.getLogger(__name__)
 
 CV_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "quadratic_kappa", "ece")
-# How cross_validate trains its fold models: one process each, or all stacked in one.
-CV_ENGINES = ("processes", "stacked", "stacked-bmm")
-# The stacked engines and how each runs the members' layers (see fit_stacked's ``ops``).
-STACKED_ENGINE_OPS = {"stacked": "vmap", "stacked-bmm": "bmm"}
 
 
 @dataclass(frozen=True)
@@ -342,13 +339,6 @@ def predict_run_sets(
             logits = predict_logits(model, tensor.contiguous().to(device))
             out.append(softmax(logits, temperature))
     return out
-
-
-def evaluate_run(
-    run_dir: str | Path, images: np.ndarray, labels: np.ndarray, device: Any = "cpu"
-) -> dict[str, Any]:
-    """Calibrated metrics of a run's best checkpoint on uint8 NHWC crops (see predict_run)."""
-    return classification_metrics(np.asarray(labels), predict_run(run_dir, images, device))
 
 
 EVAL_JSON_KEYS = (

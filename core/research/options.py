@@ -7,3 +7,7 @@ from __future__ import annotations
 AUGMENT_MODES = ("full", "color", "none", "periphery")
 # torch.compile mode of a training run: "reduce-overhead" uses CUDA graphs (CUDA only).
 COMPILE_MODES = ("none", "default", "reduce-overhead")
+# How cross-validation trains its fold models: one process each, or all stacked in one.
+CV_ENGINES = ("processes", "stacked", "stacked-bmm")
+# The stacked engines and how each runs the members' layers (see fit_stacked's ``ops``).
+STACKED_ENGINE_OPS = {"stacked": "vmap", "stacked-bmm": "bmm"}

@@ -29,7 +29,6 @@ import numpy as np
 
 from painmon.core.research.crops import CropSet
 from painmon.core.research.experiment import (
-    CV_ENGINES,
     CVTestPredictions,
     PreparedData,
     cross_validate,
@@ -41,6 +40,7 @@ from painmon.core.research.experiment import (
     seed_averaged_folds,
 )
 from painmon.core.research.metrics import CV_INTERVAL_REFERENCE, corrected_resampled_ttest
+from painmon.core.research.options import CV_ENGINES
 from painmon.core.research.splits import DEFAULT_SEED, SplitPlan
 from painmon.core.research.subject_stats import (
     DEFAULT_N_BOOT,

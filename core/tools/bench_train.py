@@ -88,14 +88,10 @@ def _train_epochs(
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     t0 = time.perf_counter()
     train_one_epoch(run_model, train, optimizer, scheduler, cfg, gen)  # warm-up (and compile)
     evaluate(model, val, cfg)
-    sync()
+    _sync(device)
     warmup_s = time.perf_counter() - t0
     return _timed_epochs(
         device,
@@ -118,18 +114,14 @@ def _timed_epochs(
     """Time ``epochs`` epochs of ``train(epoch)`` then ``evaluate()``, each synchronised."""
     import torch
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     train_s, eval_s = [], []
     for epoch in range(2, epochs + 2):  # epoch 1 was the warm-up
         t0 = time.perf_counter()
         train(epoch)
-        sync()
+        _sync(device)
         t1 = time.perf_counter()
         evaluate()
-        sync()
+        _sync(device)
         train_s.append(t1 - t0)
         eval_s.append(time.perf_counter() - t1)
     return {
@@ -155,7 +147,6 @@ def _stacked_epochs(
     deterministic: bool = True,
 ) -> dict[str, Any]:
     """Epoch times of ``members`` models trained by the stacked engine's trainer."""
-    import torch
 
     from painmon.core.research.member_batched import check_supported
     from painmon.core.research.seeding import resolve_device, seed_everything
@@ -192,17 +183,21 @@ def _stacked_epochs(
     trainer = StackedTrainer(cfg, models, base, stack, device, steps, True, ops)
     del models
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     t0 = time.perf_counter()
     trainer.train_epoch(1)  # warm-up, and the CUDA graph capture
     trainer.val_logits()
-    sync()
+    _sync(device)
     warmup_s = time.perf_counter() - t0
     result = _timed_epochs(device, warmup_s, steps, epochs, trainer.train_epoch, trainer.val_logits)
     return {**result, "cuda_graph": trainer.graph is not None}
+
+
+def _sync(device: Any) -> None:
+    """Wait for the GPU's queued work, so a timer stops when the work is done."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
 
 
 def _worker(args: tuple, queue: Any) -> None:
@@ -227,7 +222,7 @@ def bench_train(
     deterministic: bool = True,
 ) -> dict[str, Any]:
     """Seconds per epoch at the paper's protocol size and the projected 5 × 100-epoch time."""
-    from painmon.core.research.experiment import CV_ENGINES, STACKED_ENGINE_OPS
+    from painmon.core.research.options import CV_ENGINES, STACKED_ENGINE_OPS
 
     if epochs < 1 or jobs < 1 or members < 1 or n_crops < batch_size:
         raise InvalidInputError(

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from painmon.core.research.options import AUGMENT_MODES, COMPILE_MODES
+from painmon.core.research.options import AUGMENT_MODES, COMPILE_MODES, CV_ENGINES
 from painmon.core.tools.doctor import TRAIN_EXTRA_INSTALL, TRAIN_EXTRA_MODULES
 from painmon.core.util.errors import PainmonError
 from painmon.core.util.outputs import LOG_FILES, refuse_existing_output
@@ -78,7 +78,6 @@ ENGINE_HELP = (
     "with each layer as one batched GEMM over the models, channels-last, instead of vmap's "
     "grouped convolutions (the same function; which is faster depends on the GPU)"
 )
-ENGINES = ("processes", "stacked", "stacked-bmm")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -1137,7 +1136,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument(
         "--jobs", type=_positive_int, default=1, help="folds trained at once (processes)"
     )
-    cv.add_argument("--engine", choices=ENGINES, default="processes",
+    cv.add_argument("--engine", choices=CV_ENGINES, default="processes",
                     help=ENGINE_HELP)  # fmt: skip
     _add_force(cv, "--out")
     cv.set_defaults(func=_cmd_cv)
@@ -1206,7 +1205,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--augment", default="full", choices=AUGMENT_MODES)
     bench_train.add_argument("--compile", default="none", choices=COMPILE_MODES)
     bench_train.add_argument("--jobs", type=_positive_int, default=1, help="folds trained at once")
-    bench_train.add_argument("--engine", choices=ENGINES, default="processes", help=ENGINE_HELP)
+    bench_train.add_argument("--engine", choices=CV_ENGINES, default="processes", help=ENGINE_HELP)
     _add_nondeterministic(bench_train)
     bench_train.add_argument(
         "--members",
@@ -1526,7 +1525,7 @@ Every ending syncs and closes the session files and records why in session.json.
         "--jobs", type=_positive_int, default=1, help="folds trained at once (processes)"
     )
     _add_nondeterministic(rep)
-    rep.add_argument("--engine", choices=ENGINES, default="processes",
+    rep.add_argument("--engine", choices=CV_ENGINES, default="processes",
                      help=ENGINE_HELP)  # fmt: skip
     rep.add_argument(
         "--seeds", default="42", help="training seeds, comma-separated, e.g. 42,123,999"
