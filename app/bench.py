@@ -167,14 +167,24 @@ def bench_app(
             if start_s is not None and "stats" not in stats_at and now_s >= start_s:
                 stats_at["stats"] = window.capture_stats()
                 measure["span_start_s"] = now_s
-                processed["at_start"] = window.results_received
+                # Taken after the snapshot: a frame captured from here on was read after it.
+                processed["read_from_s"] = time.monotonic()
             ended = window.source_ended_reason
             if (start_s is not None and now_s >= start_s + seconds) or ended is not None:
                 measure["end_s"] = now_s
                 stats_at["reason"] = "measured" if ended is None else f"source ended: {ended}"
                 stats_at["end"] = window.capture_stats()
-                processed["n"] = window.results_received - processed.get("at_start", 0)
 
+        def result_received(result: Any) -> None:
+            # Count only frames read inside the span: frames already in the pipeline when it
+            # began are scored after it, but the span's read counter does not include them.
+            read_from_s = processed.get("read_from_s")
+            if read_from_s is None or "end_s" in measure:
+                return
+            if result.frame.captured_monotonic_s >= read_from_s:
+                processed["n"] += 1
+
+        window.on_result_received = result_received
         done_timer = QTimer()
         done_timer.setInterval(50)
         done_timer.timeout.connect(check_done)
@@ -303,7 +313,9 @@ def bench_playback(
                 return
             if "stats" not in state:
                 state["stats"] = window.capture_stats()
-                state["results_at_start"] = window.results_received
+                # Taken after the snapshot: a frame captured from here on was read after it.
+                state["read_from_s"] = time.monotonic()
+                state["scored"] = 0
             alarm = result.alarm_state
             observations.append(
                 PlaybackObservation(
@@ -313,6 +325,17 @@ def bench_playback(
 
         window.video.on_frame_painted = painted
 
+        def result_received(result: Any) -> None:
+            # Frames read before the span (still in the pipeline when it began) are not due in
+            # it, so they are not counted as scored either: scored <= due always holds.
+            read_from_s = state.get("read_from_s")
+            if read_from_s is None or "end_s" in state:
+                return
+            if result.frame.captured_monotonic_s >= read_from_s:
+                state["scored"] += 1
+
+        window.on_result_received = result_received
+
         def check_done() -> None:
             now_s = time.monotonic()
             ended = window.source_ended_reason
@@ -321,7 +344,6 @@ def bench_playback(
                 state["end_s"] = now_s
                 state["reason"] = "measured" if ended is None else f"source ended: {ended}"
                 state["end"] = window.capture_stats()
-                state["scored"] = window.results_received - state.get("results_at_start", 0)
                 window.refresh()
                 state["status_text"] = window.status_playback.text()
 

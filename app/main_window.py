@@ -274,6 +274,8 @@ class MainWindow(QMainWindow):
         self._receive_times: collections.deque[float] = collections.deque(maxlen=120)
         self._latency_ms: float | None = None
         self.results_received = 0
+        #: called with each result the window takes (after it is counted); for the benchmarks
+        self.on_result_received: Callable[[EngineResult], None] | None = None
         self._popup_tracker = PopupTracker()
         self.session_folder: Path | None = None
         self.session_active = False
@@ -839,6 +841,8 @@ class MainWindow(QMainWindow):
         self._last_result_mono_s = now_s
         self._receive_times.append(now_s)
         self.results_received += 1
+        if self.on_result_received is not None:
+            self.on_result_received(result)
         known = result.output_known
         wall_s = time.time() - (now_s - result.frame.captured_monotonic_s)
         self.trend.update(

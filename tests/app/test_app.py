@@ -161,8 +161,11 @@ def test_window_monitors_synthetic_patient_frames_flow_and_trend_grows(
 ):
     window = make_window()
     assert window.load_model(model_path)
+    seen: list[EngineResult] = []
+    window.on_result_received = seen.append  # the benchmarks' hook sees every counted result
     window.start_source("synthetic")
     qtbot.waitUntil(lambda: window.results_received >= 10, timeout=WAIT_MS)
+    assert len(seen) == window.results_received and seen[-1] is window._latest
     first_len = len(window.trend)
     qtbot.waitUntil(lambda: len(window.trend) >= first_len + 1, timeout=WAIT_MS)
     window.refresh()
