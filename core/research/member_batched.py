@@ -4,17 +4,24 @@
 ``torch.func.vmap``; vmap turns each convolution over M members into one *grouped*
 convolution, which cuDNN serves slowly, and its batch norm keeps the tensors NCHW (see
 ``stacked.batch_layout``). :func:`batched_forward` computes the same function without
-vmap: activations live as (M, B, H, W, C), one channels-last image batch per member; a
-3x3 convolution is an im2col of nine shifted views and one ``torch.bmm`` over members
-(cuBLAS strided-batched GEMM, bf16 tensor cores under autocast); batch norm is written
-out per member; the small attention layers are batched products too.
+vmap. Activations live as (B, H, W, M, C): one channels-last image batch whose channels are
+the M members' C channels side by side. In that layout
+
+* a 3x3 convolution is an im2col of nine shifted views and one ``torch.bmm`` over members
+  (cuBLAS strided-batched GEMM, bf16 tensor cores under autocast) that reads and writes the
+  interleaved layout in place (:class:`_MemberMatmul`), so no layer copies activations;
+* batch norm, max-pool and depthwise convolution are PyTorch's own kernels on the
+  channels-last (B, M*C, H, W) view: each member's channels are ordinary channels there,
+  so one kernel serves all members (and BatchNorm updates the stacked running statistics
+  in place, with PyTorch's own unbiased-variance rule);
+* the small attention layers are batched products or grouped 1x1 convolutions.
 
 It is an interpreter over the model zoo's own layer types (``models/layers.py``), reading
 the members' weights in their ordinary layout from the stacked dictionaries, so the
 optimizer, checkpoints and best-epoch copies stay exactly the vmap path's. A network it
 does not know raises :class:`UnsupportedModelError`; the engine then stays on vmap.
-Which path is faster on a given GPU is measured, not assumed (``painmon cv --engine
-stacked --stacked-ops``).
+Which path is faster on a given GPU is measured, not assumed (``painmon bench train
+--engine stacked|stacked-bmm``).
 """
 
 from __future__ import annotations
@@ -68,49 +75,95 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
+def _nchw(x: Tensor) -> Tensor:
+    """(B, H, W, M, C) as the channels-last NCHW view (B, M*C, H, W): no copy."""
+    b, h, w, m, c = x.shape
+    return x.view(b, h, w, m * c).permute(0, 3, 1, 2)
+
+
+def _from_nchw(y: Tensor, m: int) -> Tensor:
+    """A (B, M*C, H, W) result back as (B, H, W, M, C) (a view when it is channels-last)."""
+    b, mc, h, w = y.shape
+    return y.permute(0, 2, 3, 1).reshape(b, h, w, m, mc // m)
+
+
+class _MemberMatmul(torch.autograd.Function):
+    """(N, M, K) x (M, K, O) -> (N, M, O): each member's rows times its own matrix.
+
+    Rows stay interleaved by member (the activation layout): cuBLAS reads and writes them
+    through a batch stride of K (O) and a row stride of M*K (M*O), so neither the product
+    nor its gradient copies a (M, N, .) version of the activations."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, w: Tensor) -> Tensor:
+        ctx.save_for_backward(a, w)
+        out = a.new_empty((a.shape[0], a.shape[1], w.shape[2]))
+        torch.bmm(a.transpose(0, 1), w, out=out.transpose(0, 1))
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        a, w = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_a = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_a = grad.new_empty(a.shape)
+            torch.bmm(grad.transpose(0, 1), w.transpose(1, 2), out=grad_a.transpose(0, 1))
+        if ctx.needs_input_grad[1]:
+            if w.stride(1) == 1 and w.transpose(1, 2).is_contiguous():
+                # A transposed view (nn.Linear's weight): its gradient in the weight's own
+                # layout, so no copy follows.
+                grad_w = torch.bmm(grad.transpose(0, 1).transpose(1, 2), a.transpose(0, 1))
+                grad_w = grad_w.transpose(1, 2)
+            else:
+                grad_w = torch.bmm(a.transpose(0, 1).transpose(1, 2), grad.transpose(0, 1))
+        return grad_a, grad_w
+
+
 def _matmul(x: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
-    """(M, N, K) @ (M, K, O) + bias (M, O): one batched GEMM over members."""
+    """(N, M, K) @ (M, K, O) + bias (M, O): one batched GEMM over members."""
     dtype = _compute_dtype(x)
-    out = torch.bmm(x.to(dtype), w.to(dtype))
+    out = _MemberMatmul.apply(x.to(dtype), w.to(dtype))
     if bias is not None:
-        out = out + bias.to(out.dtype)[:, None, :]
+        out = out + bias.to(out.dtype)
     return out
 
 
 class _Im2col(torch.autograd.Function):
-    """(N, H, W, C) -> (N, H, W, kh*kw*C): the zero-padded kh x kw neighbourhood of each
-    pixel, tap-major. Autograd's own backward of nine slices would allocate nine padded
-    zero tensors and add them; this one adds the nine taps into one buffer."""
+    """(B, H, W, M, C) -> (B, H, W, M, kh*kw*C): the zero-padded kh x kw neighbourhood of
+    each pixel, per member and tap-major. Autograd's own backward of nine slices would
+    allocate nine padded zero tensors and add them; this one adds the nine taps into one
+    buffer."""
 
     @staticmethod
     def forward(ctx, x: Tensor, kh: int, kw: int, ph: int, pw: int) -> Tensor:
-        _, h, w, _ = x.shape
-        padded = F.pad(x, (0, 0, pw, pw, ph, ph))
+        b, h, w, m, c = x.shape
+        padded = F.pad(x, (0, 0, 0, 0, pw, pw, ph, ph))
         ctx.geometry = (kh, kw, ph, pw)
-        return torch.cat(
-            [padded[:, i : i + h, j : j + w, :] for i in range(kh) for j in range(kw)], dim=-1
-        )
+        taps = [padded[:, i : i + h, j : j + w] for i in range(kh) for j in range(kw)]
+        return torch.stack(taps, dim=4).view(b, h, w, m, kh * kw * c)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         kh, kw, ph, pw = ctx.geometry
-        n, h, w, kc = grad.shape
+        b, h, w, m, kc = grad.shape
         c = kc // (kh * kw)
-        taps = grad.view(n, h, w, kh * kw, c)
-        padded = grad.new_zeros((n, h + 2 * ph, w + 2 * pw, c))
+        taps = grad.view(b, h, w, m, kh * kw, c)
+        padded = grad.new_zeros((b, h + 2 * ph, w + 2 * pw, m, c))
         for i in range(kh):
             for j in range(kw):
-                padded[:, i : i + h, j : j + w, :] += taps[:, :, :, i * kw + j, :]
-        return padded[:, ph : ph + h, pw : pw + w, :], None, None, None, None
+                # add_, not +=: Python's += on a slice would copy the slice onto itself.
+                padded[:, i : i + h, j : j + w].add_(taps[:, :, :, :, i * kw + j])
+        return padded[:, ph : ph + h, pw : pw + w], None, None, None, None
 
 
 def _conv(ms: _Members, name: str, conv: nn.Conv2d, x: Tensor) -> Tensor:
-    """A Conv2d of every member on (M, B, H, W, C)."""
+    """A Conv2d of every member on (B, H, W, M, C)."""
     if conv.padding_mode != "zeros" or conv.dilation != (1, 1):
         raise UnsupportedModelError(f"{name}: padding mode {conv.padding_mode}, dilation")
     weight = ms.p(f"{name}.weight")  # (M, O, C/g, kh, kw)
     bias = ms.maybe(f"{name}.bias")
-    m, b, h, w, c = x.shape
+    b, h, w, m, c = x.shape
     kh, kw = conv.kernel_size
     sh, sw = conv.stride
     ph, pw = conv.padding if isinstance(conv.padding, tuple) else (None, None)
@@ -120,99 +173,78 @@ def _conv(ms: _Members, name: str, conv: nn.Conv2d, x: Tensor) -> Tensor:
     out_ch = weight.shape[1]
     if groups == 1 and (kh, kw) == (1, 1) and (ph, pw) == (0, 0):
         if (sh, sw) != (1, 1):
-            x = x[:, :, ::sh, ::sw, :]
-        _, _, h, w, _ = x.shape
+            x = x[:, ::sh, ::sw]
+        b, h, w = x.shape[:3]
         wt = weight.reshape(m, out_ch, c).transpose(1, 2)
-        return _matmul(x.reshape(m, b * h * w, c), wt, bias).view(m, b, h, w, out_ch)
+        return _matmul(x.reshape(b * h * w, m, c), wt, bias).view(b, h, w, m, out_ch)
     if (sh, sw) != (1, 1) or (kh - 1 != 2 * ph) or (kw - 1 != 2 * pw):
         raise UnsupportedModelError(f"{name}: stride {conv.stride} with a {kh}x{kw} kernel")
     if groups == 1:
         # im2col: the kh*kw shifted views side by side, channels innermost, then one GEMM.
         dtype = _compute_dtype(x)
-        cols = _Im2col.apply(x.to(dtype).reshape(m * b, h, w, c), kh, kw, ph, pw)
-        wt = weight.permute(0, 3, 4, 2, 1).reshape(m, kh * kw * c, out_ch)
-        out = _matmul(cols.view(m, b * h * w, kh * kw * c), wt, bias)
-        return out.view(m, b, h, w, out_ch)
-    if groups == c == out_ch:
-        # Depthwise: each channel its own kh x kw filter, as a sum of shifted views.
-        padded = F.pad(x.view(m * b, h, w, c), (0, 0, pw, pw, ph, ph)).view(
-            m, b, h + 2 * ph, w + 2 * pw, c
+        cols = _Im2col.apply(x.to(dtype), kh, kw, ph, pw)
+        # Cast and reorder tap-major in one copy.
+        wt = weight.permute(0, 3, 4, 2, 1).to(dtype, memory_format=torch.contiguous_format)
+        wt = wt.reshape(m, kh * kw * c, out_ch)  # a view after a cast; a copy without one
+        out = _matmul(cols.view(b * h * w, m, kh * kw * c), wt, bias)
+        return out.view(b, h, w, m, out_ch)
+    if groups == c == out_ch or (kh, kw) == (1, 1):
+        # Depthwise, or the attention heads' grouped 1x1 scores: every member's groups are
+        # groups of one convolution on the channels-last view (members never mix).
+        flat_bias = bias.reshape(m * out_ch) if bias is not None else None
+        y = F.conv2d(
+            _nchw(x),
+            weight.reshape(m * out_ch, c // groups, kh, kw),
+            flat_bias,
+            padding=(ph, pw),
+            groups=m * groups,
         )
-        taps = weight.reshape(m, c, kh, kw)
-        out = None
-        for i in range(kh):
-            for j in range(kw):
-                term = padded[:, :, i : i + h, j : j + w, :] * taps[:, None, None, None, :, i, j]
-                out = term if out is None else out + term
-        if bias is not None:
-            out = out + bias[:, None, None, None, :]
-        return out
-    if (kh, kw) == (1, 1):
-        # A grouped 1x1 conv (the attention heads' scores): each group its own small matrix.
-        per_in, per_out = c // groups, out_ch // groups
-        xg = x.reshape(m, b * h * w, groups, per_in)
-        wg = weight.reshape(m, groups, per_out, per_in)
-        dtype = _compute_dtype(x)
-        out = torch.einsum("mngi,mgoi->mngo", xg.to(dtype), wg.to(dtype))
-        out = out.reshape(m, b, h, w, out_ch)
-        if bias is not None:
-            out = out + bias.to(out.dtype)[:, None, None, None, :]
-        return out
+        return _from_nchw(y, m)
     raise UnsupportedModelError(f"{name}: {groups} groups with a {kh}x{kw} kernel")
 
 
 def _batch_norm(ms: _Members, name: str, bn: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
-    """BatchNorm over every dimension but the members' and the channels' (the last), in float32
-    at least (as the stacked engine's vmapped BatchNorm).
-
-    Training: the batch's biased variance normalises and the unbiased one enters the
-    running estimate, as ``F.batch_norm`` does; the running buffers update in place.
-    """
+    """PyTorch's BatchNorm on (B, H, W, M, C) or (B, M, F): the members' channels are the
+    channels of one batch norm, whose running statistics are views of the stacked buffers
+    (updated in place in training, by PyTorch's own rule)."""
     if not bn.affine or not bn.track_running_stats or bn.momentum is None:
         raise UnsupportedModelError(f"{name}: batch norm without affine/running statistics")
-    m, c = x.shape[0], x.shape[-1]
-    dtype = torch.promote_types(x.dtype, torch.float32)
-    flat = x.to(dtype).reshape(m, -1, c)
-    weight, bias = ms.p(f"{name}.weight").to(dtype), ms.p(f"{name}.bias").to(dtype)
-    running_mean = ms.buffers[f"{name}.running_mean"]
-    running_var = ms.buffers[f"{name}.running_var"]
+    m = x.shape[-2]
+    inp = _nchw(x) if x.dim() == 5 else x.reshape(x.shape[0], -1)
+    out = F.batch_norm(
+        inp,
+        ms.buffers[f"{name}.running_mean"].view(-1),
+        ms.buffers[f"{name}.running_var"].view(-1),
+        ms.p(f"{name}.weight").reshape(-1),
+        ms.p(f"{name}.bias").reshape(-1),
+        ms.training,
+        float(bn.momentum),
+        bn.eps,
+    )
     if ms.training:
-        n = flat.shape[1]
-        var, mean = torch.var_mean(flat, dim=1, unbiased=False)
-        with torch.no_grad():
-            momentum = float(bn.momentum)
-            running_mean.mul_(1.0 - momentum).add_(mean.detach(), alpha=momentum)
-            unbiased = var.detach() * (n / max(n - 1, 1))
-            running_var.mul_(1.0 - momentum).add_(unbiased, alpha=momentum)
-            tracked = ms.buffers.get(f"{name}.num_batches_tracked")
-            if tracked is not None:
+        tracked = ms.buffers.get(f"{name}.num_batches_tracked")
+        if tracked is not None:
+            with torch.no_grad():
                 tracked.add_(1)
-    else:
-        mean, var = running_mean.to(dtype), running_var.to(dtype)
-    scale = weight * torch.rsqrt(var + bn.eps)
-    shift = bias - mean * scale
-    return (flat * scale[:, None, :] + shift[:, None, :]).view(x.shape)
+    return _from_nchw(out, m) if x.dim() == 5 else out.view(x.shape)
 
 
 def _max_pool(pool: nn.MaxPool2d, x: Tensor) -> Tensor:
-    """MaxPool2d on each member's channels-last batch (the same op, so the same ties)."""
-    m, b, h, w, c = x.shape
-    nchw = x.reshape(m * b, h, w, c).permute(0, 3, 1, 2)  # a channels-last NCHW view
-    out = F.max_pool2d(
-        nchw, pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode
+    """MaxPool2d on the channels-last view (the same op, so the same ties)."""
+    y = F.max_pool2d(
+        _nchw(x), pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode
     )
-    out = out.permute(0, 2, 3, 1).contiguous()
-    return out.view(m, b, *out.shape[1:])
+    return _from_nchw(y, x.shape[3])
 
 
 def _linear(ms: _Members, name: str, x: Tensor) -> Tensor:
-    """nn.Linear of every member on (M, B, F)."""
+    """nn.Linear of every member on (B, M, F)."""
     weight = ms.p(f"{name}.weight")
     return _matmul(x, weight.transpose(1, 2), ms.maybe(f"{name}.bias"))
 
 
 def _module(ms: _Members, name: str, module: nn.Module, x: Tensor) -> Tensor:
-    """One of the zoo's layers on (M, B, H, W, C) activations."""
+    """One of the zoo's layers on (B, H, W, M, C) activations."""
     fn = _LAYERS.get(type(module))
     if fn is None:
         kind = type(module).__name__
@@ -260,19 +292,19 @@ def _spatial_attention(
 
 
 def _channel_attention(ms: _Members, name: str, att: ChannelAttention, x: Tensor) -> Tensor:
-    m, b, h, w, c = x.shape
-    pooled = torch.cat(pool_statistics(x.reshape(m, b, h * w, c), att.pooling, dim=2), dim=-1)
+    b, h, w, m, c = x.shape
+    pooled = torch.cat(pool_statistics(x.view(b, h * w, m, c), att.pooling, dim=1), dim=-1)
     hidden = F.relu(_linear(ms, _child(name, "fc1"), pooled))
     scale = torch.sigmoid(_linear(ms, _child(name, "fc2"), hidden))
-    return x * scale[:, :, None, None, :].to(x.dtype)
+    return x * scale[:, None, None].to(x.dtype)
 
 
 def _head(ms: _Members, name: str, head: ClassifierHead, x: Tensor) -> Tensor:
     if head.pool is not None:
         x = _max_pool(head.pool, x)
-    m, b = x.shape[:2]
+    b, m = x.shape[0], x.shape[3]
     # The reference flattens NCHW (channel-major): the same order, so fc1 keeps its weights.
-    x = x.permute(0, 1, 4, 2, 3).reshape(m, b, -1)
+    x = x.permute(0, 3, 4, 1, 2).reshape(b, m, -1)
     x = _linear(ms, _child(name, "fc1"), x)
     x = F.dropout(F.relu(_batch_norm(ms, _child(name, "bn1"), head.bn1, x)), head.drop1.p,
                   ms.training)  # fmt: skip
@@ -357,6 +389,6 @@ def batched_forward(
     mode, and a training call updates the members' BatchNorm running statistics in place.
     """
     ms = _Members(params, buffers, base.training)
-    x = x.permute(0, 1, 3, 4, 2).contiguous()  # (M, B, H, W, C): channels innermost
+    x = x.permute(1, 3, 4, 0, 2).contiguous()  # (B, H, W, M, C): members' channels innermost
     features = _features(ms, base, x)
-    return _head(ms, "head", base.head, features)
+    return _head(ms, "head", base.head, features).transpose(0, 1)

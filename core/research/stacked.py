@@ -6,8 +6,9 @@ together: each member's weights are one slice of stacked tensors
 their own batches, one AdamW updates every slice. On a GPU the members share kernels (a
 convolution over M members is one grouped convolution) instead of queueing M processes'
 small kernels, and the whole training step is captured once as a CUDA graph and replayed.
-``ops="bmm"`` (``--engine stacked-bmm``) computes the same step without vmap: channels-last
-activations and one batched GEMM per layer over the members
+``ops="bmm"`` (``--engine stacked-bmm``) computes the same step without vmap: the members'
+activations as one channels-last batch with their channels side by side, each convolution one
+batched GEMM over the members, batch norm and pooling one kernel for all of them
 (:mod:`~painmon.core.research.member_batched`).
 
 Same recipe as :func:`~painmon.core.research.train.fit`: the same initial weights for a

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import stack_module_state
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from painmon.core.research.member_batched import (
     UnsupportedModelError,
@@ -127,15 +128,81 @@ def test_batched_rounds_like_the_members_own_under_bf16_autocast():
     assert all(torch.isfinite(p.grad).all() for p in params.values())
 
 
+class _CountOps(TorchDispatchMode):
+    """Every operator that computes (views and detach left out), and the activation copies."""
+
+    def __init__(self, batch: int) -> None:
+        super().__init__()
+        self.batch = batch
+        self.ops = 0
+        self.activation_copies: list[tuple[str, tuple[int, ...]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if not func.is_view and name not in ("detach", "empty", "new_empty"):
+            self.ops += 1
+            if name in ("copy_", "clone"):
+                shape = tuple(args[0].shape)
+                if len(shape) == 5 and shape[0] == self.batch:  # (B, H, W, M, C)
+                    self.activation_copies.append((name, shape))
+        return func(*args, **(kwargs or {}))
+
+
+# What the batched step does copy: the input batch into the members-innermost layout, the
+# head's input into each member's channel-major flattening, and (Xception) the stride-2 skip
+# connections' subsampled inputs, a quarter of their block's input each.
+EXPECTED_COPIES = {
+    "dacnn": [(3, 64, 64, 2, 3), (3, 2, 512, 4, 4)],
+    "painxception": [(3, 64, 64, 2, 3), (3, 32, 32, 2, 64), (3, 16, 16, 2, 128),
+                     (3, 8, 8, 2, 256), (3, 2, 512, 4, 4)],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("model", sorted(EXPECTED_COPIES))
+def test_batched_step_copies_no_activations_and_runs_fewer_operators_than_vmap(model):
+    # On a GPU each operator is at least one kernel launch and each activation copy a pass
+    # over memory: the batched path exists to need fewer of both than vmap's.
+    from painmon.core.research.stacked import stacked_forward
+
+    counts = {}
+    for name, forward in (("vmap", stacked_forward), ("bmm", batched_forward)):
+        base, params, buffers, _, x, y = _setup(model, {}, seeds=(1, 2), batch=3)
+        base.train()
+        with _CountOps(batch=3) as counter:
+            logits = forward(base, params, buffers, x)
+            stacked_loss(logits, y, 0.1)[0].backward()
+        counts[name] = counter
+    # Forward only: neither the layers nor their gradients copy activations.
+    assert counts["bmm"].activation_copies == [("clone", s) for s in EXPECTED_COPIES[model]]
+    assert counts["bmm"].ops < counts["vmap"].ops
+
+
 def test_im2col_gradient_is_the_nine_slices_gradient(float64):
     from painmon.core.research.member_batched import _Im2col
 
-    x = torch.randn(2, 5, 4, 3, requires_grad=True)
+    x = torch.randn(2, 5, 4, 2, 3, requires_grad=True)  # (B, H, W, M, C)
     assert torch.autograd.gradcheck(lambda t: _Im2col.apply(t, 3, 3, 1, 1), (x,))
     cols = _Im2col.apply(x, 3, 3, 1, 1)
-    assert cols.shape == (2, 5, 4, 27)
-    # Tap (0, 0) of pixel (1, 1) is pixel (0, 0); the top-left pixel's tap (0, 0) is padding.
-    assert torch.equal(cols[:, 1, 1, :3], x[:, 0, 0]) and not cols[:, 0, 0, :3].any()
+    assert cols.shape == (2, 5, 4, 2, 27)
+    # Tap (0, 0) of pixel (1, 1) is pixel (0, 0), per member; the top-left pixel's tap (0, 0)
+    # is padding; tap (1, 1) (the centre) is the pixel itself.
+    assert torch.equal(cols[:, 1, 1, :, :3], x[:, 0, 0]) and not cols[:, 0, 0, :, :3].any()
+    assert torch.equal(cols[:, 2, 3, :, 12:15], x[:, 2, 3])
+
+
+def test_member_matmul_reads_and_writes_the_interleaved_layout(float64):
+    from painmon.core.research.member_batched import _MemberMatmul
+
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(6, 3, 4, generator=gen, requires_grad=True)  # (N rows, M members, K)
+    w = torch.randn(3, 4, 5, generator=gen, requires_grad=True)  # (M, K, O)
+    out = _MemberMatmul.apply(a, w)
+    assert out.shape == (6, 3, 5) and out.is_contiguous()
+    assert torch.allclose(out, torch.einsum("nmk,mko->nmo", a, w))
+    assert torch.autograd.gradcheck(_MemberMatmul.apply, (a, w))
+    # A transposed weight (as nn.Linear's) is read in place too.
+    wt = torch.randn(3, 5, 4, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t, u: _MemberMatmul.apply(t, u.transpose(1, 2)), (a, wt))
 
 
 def test_a_network_without_a_batched_form_is_named():
