@@ -67,6 +67,33 @@ def _timed(store: list[float], slot: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
+class _SpanResults:
+    """Counts the window's results of frames captured inside a measured span.
+
+    Frames already read when the span began (still in the pipeline) are scored after it,
+    but the span's read counter does not include them, so they are not counted either:
+    scored <= read always holds. ``start()`` right after the span's capture-stats snapshot
+    (a frame captured from then on was read after it); ``stop()`` at the span's end.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._from_s: float | None = None
+        self._stopped = False
+
+    def start(self) -> None:
+        self._from_s = time.monotonic()
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def __call__(self, result: Any) -> None:
+        if self._from_s is None or self._stopped:
+            return
+        if result.frame.captured_monotonic_s >= self._from_s:
+            self.n += 1
+
+
 def bench_app(
     source: str | Path,
     model: str | Path | None = None,
@@ -113,7 +140,7 @@ def bench_app(
     recorder = DisplayRecorder()
     stall = StallMeter(STALL_TIMER_INTERVAL_MS / 1000.0)
     gui_ms: dict[str, list[float]] = {"refresh": [], "frame": [], "trend": [], "paint": []}
-    processed: dict[str, Any] = {"n": 0, "first_paint_s": None}
+    processed: dict[str, Any] = {"first_paint_s": None}
     measure: dict[str, float] = {}
 
     with tempfile.TemporaryDirectory(prefix="painmon-bench-app-") as tmp:
@@ -167,24 +194,16 @@ def bench_app(
             if start_s is not None and "stats" not in stats_at and now_s >= start_s:
                 stats_at["stats"] = window.capture_stats()
                 measure["span_start_s"] = now_s
-                # Taken after the snapshot: a frame captured from here on was read after it.
-                processed["read_from_s"] = time.monotonic()
+                span_results.start()
             ended = window.source_ended_reason
             if (start_s is not None and now_s >= start_s + seconds) or ended is not None:
                 measure["end_s"] = now_s
                 stats_at["reason"] = "measured" if ended is None else f"source ended: {ended}"
                 stats_at["end"] = window.capture_stats()
+                span_results.stop()
 
-        def result_received(result: Any) -> None:
-            # Count only frames read inside the span: frames already in the pipeline when it
-            # began are scored after it, but the span's read counter does not include them.
-            read_from_s = processed.get("read_from_s")
-            if read_from_s is None or "end_s" in measure:
-                return
-            if result.frame.captured_monotonic_s >= read_from_s:
-                processed["n"] += 1
-
-        window.on_result_received = result_received
+        span_results = _SpanResults()
+        window.on_result_received = span_results
         done_timer = QTimer()
         done_timer.setInterval(50)
         done_timer.timeout.connect(check_done)
@@ -237,7 +256,7 @@ def bench_app(
         seconds_measured=measured_s,
         frames_read=frames_read,
         frames_dropped_capture=frames_dropped,
-        frames_processed=processed["n"],
+        frames_processed=span_results.n,
         recorder=recorder,
         stall=stall,
         gui_ms=gui_ms,
@@ -313,9 +332,7 @@ def bench_playback(
                 return
             if "stats" not in state:
                 state["stats"] = window.capture_stats()
-                # Taken after the snapshot: a frame captured from here on was read after it.
-                state["read_from_s"] = time.monotonic()
-                state["scored"] = 0
+                scored.start()
             alarm = result.alarm_state
             observations.append(
                 PlaybackObservation(
@@ -324,17 +341,8 @@ def bench_playback(
             )
 
         window.video.on_frame_painted = painted
-
-        def result_received(result: Any) -> None:
-            # Frames read before the span (still in the pipeline when it began) are not due in
-            # it, so they are not counted as scored either: scored <= due always holds.
-            read_from_s = state.get("read_from_s")
-            if read_from_s is None or "end_s" in state:
-                return
-            if result.frame.captured_monotonic_s >= read_from_s:
-                state["scored"] += 1
-
-        window.on_result_received = result_received
+        scored = _SpanResults()
+        window.on_result_received = scored
 
         def check_done() -> None:
             now_s = time.monotonic()
@@ -344,6 +352,7 @@ def bench_playback(
                 state["end_s"] = now_s
                 state["reason"] = "measured" if ended is None else f"source ended: {ended}"
                 state["end"] = window.capture_stats()
+                scored.stop()
                 window.refresh()
                 state["status_text"] = window.status_playback.text()
 
@@ -377,7 +386,7 @@ def bench_playback(
         observations=observations,
         start=state.get("stats"),
         end=state.get("end"),
-        frames_scored=state.get("scored", 0),
+        frames_scored=scored.n,
         status_text=state.get("status_text", ""),
         load_average=load,
         pipelined=not serial,

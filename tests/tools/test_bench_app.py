@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -182,3 +184,23 @@ def test_bench_playback_of_the_demo_reports_rate_and_drops(qapp, face_model_path
     assert result["frames_scored"] <= result["frames_due"]
     assert result["status_text"].startswith(("real time", "playing at"))
     assert not [t for t in threading.enumerate() if t.name.startswith("painmon-capture")]
+
+
+def test_span_counts_only_results_of_frames_read_inside_it():
+    # Frames still in the pipeline when the span began are scored after it; they were read
+    # before it, so counting them made frames_scored exceed frames_due (a flaky test).
+    from painmon.app.bench import _SpanResults
+
+    def result(captured_s: float) -> SimpleNamespace:
+        return SimpleNamespace(frame=SimpleNamespace(captured_monotonic_s=captured_s))
+
+    span = _SpanResults()
+    span(result(time.monotonic()))  # before the span: not counted
+    before = time.monotonic()
+    span.start()
+    span(result(before))  # read before the span began, scored inside it
+    span(result(time.monotonic()))
+    span(result(time.monotonic()))
+    span.stop()
+    span(result(time.monotonic()))  # after the span's end
+    assert span.n == 2
