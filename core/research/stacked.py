@@ -100,16 +100,25 @@ class StackedMember:
             raise InvalidInputError(f"{self.out_dir}: crops and labels differ in length")
 
 
-def stacked_base(cfg: TrainConfig) -> torch.nn.Module:
+def stacked_base(cfg: TrainConfig, ops: str = "vmap") -> torch.nn.Module:
     """The members' shared structure on the meta device (the weights live in stacked tensors).
 
     Its BatchNorm layers normalise in float32: under bf16 autocast a vmapped batch norm
     refuses a bf16 input with float32 stacked statistics (an unbatched one accepts them).
+    With ``ops="bmm"`` a network the batched GEMMs cannot compute is refused here, before
+    anything is written.
     """
     from painmon.models import create_model
 
     with torch.device("meta"):
         base = create_model(cfg.model, **cfg.model_kwargs)
+    if ops == "bmm":
+        try:
+            check_supported(base)
+        except UnsupportedModelError as exc:
+            raise InvalidInputError(
+                f"{cfg.model} cannot train with batched GEMMs ({exc}); use --engine stacked"
+            ) from exc
     for module in base.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.register_forward_pre_hook(_float_input)
@@ -447,14 +456,7 @@ def fit_stacked(
     if cfg.compile != "none":
         log.info("the stacked engine captures CUDA graphs itself: compile=%s ignored", cfg.compile)
 
-    base = stacked_base(cfg)
-    if ops == "bmm":
-        try:
-            check_supported(base)
-        except UnsupportedModelError as exc:
-            raise InvalidInputError(
-                f"{cfg.model} cannot train with batched GEMMs ({exc}); use --engine stacked"
-            ) from exc
+    base = stacked_base(cfg, ops)
     device = resolve_device(cfg.device)
     steps_per_epoch = max(1, max(len(m.train_labels) // cfg.batch_size for m in members))
     configs = [dataclasses.replace(cfg, seed=m.seed) for m in members]

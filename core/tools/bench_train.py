@@ -148,7 +148,6 @@ def _stacked_epochs(
 ) -> dict[str, Any]:
     """Epoch times of ``members`` models trained by the stacked engine's trainer."""
 
-    from painmon.core.research.member_batched import check_supported
     from painmon.core.research.seeding import resolve_device, seed_everything
     from painmon.core.research.stacked import (
         StackedMember,
@@ -175,9 +174,7 @@ def _stacked_epochs(
         )
         for i in range(members)
     ]
-    base = stacked_base(cfg)
-    if ops == "bmm":
-        check_supported(base)
+    base = stacked_base(cfg, ops)
     models = init_member_models(cfg, [m.seed for m in stack], device)
     steps = max(1, n_crops // batch_size)
     trainer = StackedTrainer(cfg, models, base, stack, device, steps, True, ops)
