@@ -226,6 +226,7 @@ def bench_app(
                     f"{len(gui_ms['paint'])} video paints"
                 )
         finally:
+            span_results.stop()
             stall_timer.stop()
             done_timer.stop()
             window.close()
@@ -256,7 +257,8 @@ def bench_app(
         seconds_measured=measured_s,
         frames_read=frames_read,
         frames_dropped_capture=frames_dropped,
-        frames_processed=span_results.n,
+        # A timed-out span has no end snapshot, so frames_read is 0: so is what it processed.
+        frames_processed=span_results.n if end is not None else 0,
         recorder=recorder,
         stall=stall,
         gui_ms=gui_ms,
@@ -371,6 +373,7 @@ def bench_playback(
             if "end_s" not in state:
                 state["reason"] = f"timed out after {window.results_received} results"
         finally:
+            scored.stop()
             done_timer.stop()
             window.close()
             app.processEvents()

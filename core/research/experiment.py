@@ -673,7 +673,8 @@ def _cv_row(
     device = _scoring_device(cfg)
     x_va, y_va, _ = data.partition(plan.subjects("val", fold))
     x_te, y_te, s_te = data.partition(plan.test)
-    row = {
+    val_probs, probs = predict_run_sets(out, [x_va, x_te], device)
+    row: dict[str, Any] = {
         "seed": cfg.seed,
         "fold": fold + 1,
         "run": str(out),
@@ -684,13 +685,10 @@ def _cv_row(
         # Sizes of the fold's train and validation sets, for the overlap-corrected CI.
         "n_train_subjects": len(plan.subjects("train", fold)),
         "n_val_subjects": len(plan.subjects("val", fold)),
-        "val": None,
-        "test": None,
+        "val": classification_metrics(np.asarray(y_va), val_probs),
+        "test": classification_metrics(np.asarray(y_te), probs) if len(y_te) else None,
     }
-    val_probs, probs = predict_run_sets(out, [x_va, x_te], device)
-    row["val"] = classification_metrics(np.asarray(y_va), val_probs)
     if len(y_te):
-        row["test"] = classification_metrics(np.asarray(y_te), probs)
         row["test_predictions"] = {"labels": np.asarray(y_te), "subjects": np.asarray(s_te),
                                    "probs": probs}  # fmt: skip
     return row

@@ -323,6 +323,9 @@ def summarize_playback(
         read = end.frames_read - start.frames_read
         passed = end.frames_passed_over - start.frames_passed_over
         dropped = end.frames_dropped - start.frames_dropped
+    else:
+        # No measured span (a timed-out run): nothing was read in it, so nothing was scored.
+        frames_scored = 0
     due = read + passed
     delay = alarm_delay(observations)
     return {

@@ -170,6 +170,24 @@ def test_summarize_playback_rate_drops_and_text():
     assert json.loads(json.dumps(result)) == result
 
 
+def test_summarize_playback_of_a_timed_out_run_scores_nothing():
+    # A run that timed out before its span ended has no end snapshot: frames_read is 0, and
+    # the results its span counter saw must not be reported as scored frames either.
+    result = summarize_playback(
+        source="synthetic",
+        mode="realtime",
+        end_reason="timed out after 12 results",
+        observations=[],
+        start=CaptureStats(frames_read=100, frames_dropped=0, frames_passed_over=0),
+        end=None,
+        frames_scored=12,
+        status_text="",
+        load_average=None,
+    )
+    assert (result["frames_read"], result["frames_due"], result["frames_scored"]) == (0, 0, 0)
+    assert result["drop_fraction"] is None and result["scored_fps"] == 0.0
+
+
 def test_bench_playback_of_the_demo_reports_rate_and_drops(qapp, face_model_path, tmp_path):
     from painmon.app.bench import bench_playback
 
