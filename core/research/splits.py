@@ -258,9 +258,18 @@ def make_splits(
     n_subjects = len(set(subjects.tolist()))
     needed = min_subjects(folds)
     if n_subjects < needed:
+        # Fewer folds lowers the minimum only while folds, not the 10 validation splits,
+        # sets it: say so rather than send the user off to try 2 folds in vain.
+        advice = (
+            f"Use fewer folds (down to {VAL_SPLITS}, which needs {min_subjects(VAL_SPLITS)}) "
+            "or more subjects."
+            if folds > VAL_SPLITS
+            else f"Add subjects: fewer folds does not lower this (the validation subjects are "
+            f"one of {VAL_SPLITS} groups of the non-test subjects)."
+        )
         raise SplitError(
             f"the dataset has {n_subjects} subjects; a subject-wise 72/8/20 split with "
-            f"{folds} folds needs at least {needed}. Use fewer folds or more subjects."
+            f"{folds} folds needs at least {needed}. {advice}"
         )
     with warnings.catch_warnings():
         # Rare pain classes have fewer members than splits; stratification is then best-effort.

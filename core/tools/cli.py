@@ -1106,9 +1106,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--framing",
         choices=("stable-landmarks-2", "stable-landmarks", "box"),
         default="stable-landmarks-2",
-        help="how crops are framed: 'stable-landmarks-2' (default; inner eye corners centre "
-        "the crop), 'stable-landmarks' (temples centre it: the shipped demo model's crops), "
-        "'box' (the landmark box plus a margin: models before issue #11)",
+        help="how crops are framed: 'stable-landmarks-2' (default and the shipped demo "
+        "model's crops; inner eye corners centre the crop), 'stable-landmarks' (temples "
+        "centre it: the previous demo model's crops), 'box' (the landmark box plus a margin: "
+        "models before issue #11)",
     )
     _add_allow_outside_root(crops)
     _add_force(crops, "--out")

@@ -113,7 +113,8 @@ def test_cache_without_landmarks_keeps_box_framing(tmp_path, samples):
 
 
 def test_painmon_crops_frames_by_version_2_unless_told(tmp_path, face_model_path, monkeypatch):
-    """`painmon crops --framing stable-landmarks` rebuilds the shipped demo model's crops."""
+    """The default is the shipped demo model's framing; `--framing stable-landmarks` still
+    rebuilds the previous demo model's crops."""
     from painmon.core.research.crops import CropSet
     from painmon.core.synth.dataset import write_dataset
     from painmon.core.tools.cli import main as cli_main

@@ -143,8 +143,13 @@ def test_plan_validation():
 
 def test_too_few_subjects_is_a_clear_error():
     few = toy_samples(n_subjects=min_subjects(5) - 1, per_subject=5)
-    with pytest.raises(ValueError, match=r"has 12 subjects.*needs at least 13"):
-        make_splits(few, SHA, folds=5)
+    with pytest.raises(ValueError, match=r"has 12 subjects.*needs at least 13") as err:
+        make_splits(few, SHA, folds=2)
+    # Two folds need 13 subjects as five do: the error must not advise fewer folds.
+    assert "fewer folds does not lower this" in str(err.value)
+    many = toy_samples(n_subjects=min_subjects(12) - 1, per_subject=5)
+    with pytest.raises(ValueError, match=r"12 folds needs at least 15\. Use fewer folds"):
+        make_splits(many, SHA, folds=12)
     enough = make_splits(toy_samples(n_subjects=min_subjects(5), per_subject=5), SHA, folds=5)
     check_subject_disjoint(enough)
     with pytest.raises(ValueError, match="folds must be"):
