@@ -590,10 +590,12 @@ def fit_stacked(
             )
         )
     # Where a stacked run's wall time goes (the numbers a speed-up starts from).
+    captured = ", the first with the CUDA graph capture" if trainer.graph is not None else ""
     log.info(
-        "stacked %s, %d models on %s: set-up %.1f s, training loop %.1f s (%d epochs, the "
-        "first with the CUDA graph capture), checkpoints and calibration %.1f s",
-        ops, len(members), device, t_start - t_called, seconds, epoch,
+        "stacked %s, %d models on %s: set-up %.1f s, training loop %.1f s (%d epoch%s%s), "
+        "checkpoints and calibration %.1f s",
+        ops, len(members), device, t_start - t_called, seconds, epoch, "s" if epoch != 1 else "",
+        captured,
         time.perf_counter() - t_finish,
     )  # fmt: skip
     return results

@@ -165,7 +165,7 @@ def test_a_stuck_member_stops_while_the_other_trains_on(toy_crops, tmp_path, mon
         assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
 
 
-def test_batched_gemm_ops_train_as_vmap_does(toy_crops, tmp_path):
+def test_batched_gemm_ops_train_as_vmap_does(toy_crops, tmp_path, caplog):
     # No augmentation, no dropout: both paths then draw only the members' own sampling
     # generators, so they take the same steps and differ by float32 rounding alone. That
     # rounding grows step by step (BatchNorm over 4 crops, Adam dividing by |gradient|),
@@ -175,8 +175,13 @@ def test_batched_gemm_ops_train_as_vmap_does(toy_crops, tmp_path):
     histories = {}
     for ops in ("vmap", "bmm"):
         members = _members(toy_crops, tmp_path / ops)
-        results = fit_stacked(cfg, members, progress=False, ops=ops)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="painmon.core.research.stacked"):
+            results = fit_stacked(cfg, members, progress=False, ops=ops)
         assert [r.epochs_run for r in results] == [2, 2]
+        # Where the time went; a CPU run captured no CUDA graph and must not say it did.
+        assert f"stacked {ops}, 2 models on cpu: set-up" in caplog.text
+        assert "(2 epochs)" in caplog.text and "CUDA graph" not in caplog.text
         histories[ops] = [_rows(m) for m in members]
         config = json.loads((members[0].out_dir / "config.json").read_text())
         assert config["engine"] == "stacked" and config["stacked_ops"] == ops
