@@ -31,7 +31,8 @@ painmon evaluate --run run --manifest crops320.npz --split test --json test_metr
     --predictions test_predictions.csv --report report.html
 # The domain gate is fitted on the run's training subjects' crops and a ring-swapped copy of
 # each (as --augment periphery showed them), thresholded on its validation subjects (the run
-# records both; the crops file is given explicitly).
+# records both; the crops file is given explicitly). They are 26, so `--gate-threshold
+# auto` (the default) keeps them rather than cross-fitting over the training subjects.
 painmon export --run run --out "$repo/models/demo/painmon_demo.onnx" --demo \
     --manifest crops320.npz --gate-ring-swap --force
 # The card's gate figures: held-out synthetic subjects, synthetic videos, the shared real faces.

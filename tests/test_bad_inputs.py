@@ -578,6 +578,12 @@ case(
     [*EXPORT_BASE, "--no-domain-gate", "--gate-ring-swap"],
     "--gate-ring-swap",
 )
+case(
+    "export-no-gate-with-threshold",
+    [*EXPORT_BASE, "--no-domain-gate", "--gate-threshold", "cross-fit"],
+    "--gate-threshold",
+)
+case("export-gate-threshold-unknown", [*EXPORT_BASE, "--gate-threshold", "median"], "invalid")
 for name in ("nonexistent", "garbage", "label-7"):
     path, words = BAD_MANIFESTS[name]
     case(f"export-manifest-{name}", [*EXPORT_BASE, "--manifest", path], words)

@@ -57,9 +57,16 @@ from painmon.core.live.scoring import (
 )
 from painmon.core.research.calibration import run_class_weighted_sampling, training_priors
 from painmon.core.research.domain_gate import (
+    CROSS_FIT_BELOW_VAL_SUBJECTS,
+    CROSS_FIT_MIN_SUBJECTS,
     DEFAULT_QUANTILE,
+    THRESHOLD_AUTO,
+    THRESHOLD_CROSS_FIT,
+    THRESHOLD_MODES,
+    THRESHOLD_VALIDATION,
     DomainGateFit,
     LayerTap,
+    cross_fit_scores,
     extract_gate_features,
     fit_domain_gate,
     gate_features,
@@ -474,13 +481,17 @@ def _parity_check(
 
 @dataclass(frozen=True)
 class GateData:
-    """The crops a domain gate is fitted on (training subjects) and thresholded on (validation)."""
+    """The crops a domain gate is fitted on (training subjects) and thresholded on (validation,
+    or every subject cross-fitted when the crops' subjects are given)."""
 
     train_images: np.ndarray  # uint8 (N, H, W, 3)
     train_labels: np.ndarray  # (N,) classes 0..4
     val_images: np.ndarray  # uint8 (M, H, W, 3), people not in train_images
     train_subjects: int = 0
     val_subjects: int = 0
+    #: each crop's subject (None: not known, and the threshold cannot be cross-fitted)
+    train_ids: np.ndarray | None = None
+    val_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name in ("train_images", "val_images"):
@@ -489,6 +500,19 @@ class GateData:
                 raise InvalidInputError(f"{name} must be uint8 (N, H, W, 3), got {images.shape}")
         if len(self.train_labels) != len(self.train_images):
             raise InvalidInputError("train_labels must match train_images")
+        for ids, images in ((self.train_ids, self.train_images), (self.val_ids, self.val_images)):
+            if ids is not None and len(ids) != len(images):
+                raise InvalidInputError("train_ids/val_ids must give one subject per crop")
+        if (self.train_ids is None) != (self.val_ids is None):
+            raise InvalidInputError("give the subjects of both train and val crops, or neither")
+        if self.train_ids is not None and set(map(str, self.train_ids)) & set(
+            map(str, self.val_ids)
+        ):
+            raise InvalidInputError("a subject is in both the gate's train and val crops")
+
+    @property
+    def has_ids(self) -> bool:
+        return self.train_ids is not None
 
 
 def gate_data_for_run(meta: Mapping[str, Any], dataset: str | Path) -> GateData:
@@ -513,14 +537,17 @@ def gate_data_for_run(meta: Mapping[str, Any], dataset: str | Path) -> GateData:
             data.crops.data_sha256[:12],
             str(expected)[:12],
         )
-    train_images, train_labels, _ = data.partition(train_subjects)
-    val_images, _, _ = data.partition(val_subjects)
+    train_images, train_labels, train_ids = data.partition(train_subjects)
+    val_images, _, val_ids = data.partition(val_subjects)
     if len(train_images) == 0 or len(val_images) == 0:
         raise ExportError(
             f"{dataset} holds no crops of the run's training or validation subjects: give the "
             "dataset the run was trained on (--manifest)"
         )
-    return GateData(train_images, train_labels, val_images, len(train_subjects), len(val_subjects))
+    return GateData(
+        train_images, train_labels, val_images, len(train_subjects), len(val_subjects),
+        train_ids=np.asarray(train_ids).astype(str), val_ids=np.asarray(val_ids).astype(str),
+    )  # fmt: skip
 
 
 def _resolve_gate_data(
@@ -543,33 +570,93 @@ def _resolve_gate_data(
     return gate_data_for_run(meta, gate_data)
 
 
+def resolve_threshold_mode(mode: str, data: GateData) -> str:
+    """``auto`` -> cross-fit below CROSS_FIT_BELOW_VAL_SUBJECTS validation subjects when the
+    crops' subjects are known and number CROSS_FIT_MIN_SUBJECTS in all, else validation; an
+    explicit mode is checked against the data."""
+    if mode not in THRESHOLD_MODES:
+        raise InvalidInputError(
+            f"gate threshold must be one of {', '.join(THRESHOLD_MODES)}, got {mode!r}"
+        )
+    if mode == THRESHOLD_CROSS_FIT and not data.has_ids:
+        raise ExportError(
+            "a cross-fitted gate threshold needs each crop's subject; these gate crops have "
+            "none (give the dataset or crops file, not bare arrays)"
+        )
+    if mode != THRESHOLD_AUTO:
+        return mode
+    if data.val_subjects >= CROSS_FIT_BELOW_VAL_SUBJECTS:
+        return THRESHOLD_VALIDATION
+    if not data.has_ids:
+        log.info(
+            "gate threshold from %d validation subjects: the crops' subjects are not known, "
+            "so it cannot be cross-fitted",
+            data.val_subjects,
+        )
+        return THRESHOLD_VALIDATION
+    people = data.train_subjects + data.val_subjects
+    if people < CROSS_FIT_MIN_SUBJECTS:
+        log.warning(
+            "gate threshold from %d validation subjects: %d people in all are too few to "
+            "cross-fit it (at least %d); a face unlike them will often read out of domain",
+            data.val_subjects,
+            people,
+            CROSS_FIT_MIN_SUBJECTS,
+        )
+        return THRESHOLD_VALIDATION
+    return THRESHOLD_CROSS_FIT
+
+
 def fit_gate_for_model(
     wrapper_normalise: Any,
     model: nn.Module,
     data: GateData,
     quantile: float,
     ring_swap: bool = False,
+    threshold: str = THRESHOLD_AUTO,
 ) -> DomainGateFit:
     """Gate features of ``data`` through ``model``, then :func:`fit_domain_gate`.
 
     ``ring_swap``: fit on the training crops and on a ring-swapped copy of each (the crops
-    as ``--augment periphery`` showed them); the threshold still comes from the validation
-    subjects' crops as they are."""
+    as ``--augment periphery`` showed them); the threshold still comes from crops as they
+    are. ``threshold``: see :func:`resolve_threshold_mode` and the domain_gate module."""
+    mode = resolve_threshold_mode(threshold, data)
     train = extract_gate_features(model, wrapper_normalise, data.train_images)
     labels = np.asarray(data.train_labels)
+    val = extract_gate_features(model, wrapper_normalise, data.val_images)
+    fit_train, fit_labels = train, labels
     if ring_swap:
         swapped = extract_gate_features(model, wrapper_normalise, ring_swapped(data.train_images))
-        train = np.concatenate([train, swapped])
-        labels = np.concatenate([labels, labels])
-    val = extract_gate_features(model, wrapper_normalise, data.val_images)
+        fit_train = np.concatenate([train, swapped])
+        fit_labels = np.concatenate([labels, labels])
+    cross: dict[str, Any] = {}
+    if mode == THRESHOLD_CROSS_FIT:
+        assert data.train_ids is not None and data.val_ids is not None
+        # Each fold's fit sees what the final fit sees (training subjects' crops, their
+        # ring-swapped copies too) less the fold's subjects; the fold's training and
+        # validation subjects' crops are scored as they are. Validation crops enter no fit.
+        ids = np.concatenate([data.train_ids, data.train_ids]) if ring_swap else data.train_ids
+        scores, folds = cross_fit_scores(
+            fit_train,
+            fit_labels,
+            ids,
+            np.concatenate([train, val]),
+            np.concatenate([data.train_ids, data.val_ids]),
+        )
+        cross = {
+            "threshold_scores": scores,
+            "threshold_subjects": data.train_subjects + data.val_subjects,
+            "threshold_folds": folds,
+        }
     return fit_domain_gate(
-        train,
-        labels,
+        fit_train,
+        fit_labels,
         val,
         quantile=quantile,
         train_subjects=data.train_subjects,
         val_subjects=data.val_subjects,
         ring_swap=ring_swap,
+        **cross,
     )
 
 
@@ -585,13 +672,16 @@ def export_onnx(
     domain_gate: bool = True,
     gate_quantile: float = DEFAULT_QUANTILE,
     gate_ring_swap: bool = False,
+    gate_threshold: str = THRESHOLD_AUTO,
 ) -> ExportResult:
     """Export a checkpoint (run folder or ``.safetensors``) to ONNX at ``out_path``.
 
     The domain gate is fitted on ``gate_data``: explicit :class:`GateData`, a dataset or
     ``.npz`` crops file (its crops of the run's training and validation subjects are used),
     or None for the dataset recorded in the checkpoint. ``domain_gate=False`` exports
-    without a gate (research only; the metadata says so).
+    without a gate (research only; the metadata says so). ``gate_threshold``: what the
+    threshold is the quantile of (:func:`resolve_threshold_mode`; "auto" cross-fits it over
+    the training and validation subjects when the validation subjects are few).
 
     Writes ``out_path`` and ``out_path.sha256`` only after ``onnx.checker`` and the ONNX
     Runtime vs torch parity check (``PARITY_ATOL``) pass; otherwise raises
@@ -622,8 +712,9 @@ def export_onnx(
         data = _resolve_gate_data(gate_data, meta, checkpoint)
         train_labels = data.train_labels
         gate = fit_gate_for_model(
-            wrapper.normalise, model, data, gate_quantile, ring_swap=gate_ring_swap
-        )
+            wrapper.normalise, model, data, gate_quantile, ring_swap=gate_ring_swap,
+            threshold=gate_threshold,
+        )  # fmt: skip
         wrapper = PainExportWrapper(model, cfg.mean, cfg.std, cfg.temperature, gate)
     else:
         log.warning("exporting %s without a domain gate (research only)", checkpoint)

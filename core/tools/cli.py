@@ -427,6 +427,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             ("--manifest", args.manifest),
             ("--gate-quantile", args.gate_quantile),
             ("--gate-ring-swap", args.gate_ring_swap or None),
+            ("--gate-threshold", args.gate_threshold),
         ):
             if value is not None:
                 raise CliError(f"{option} sets up the domain gate; drop it or --no-domain-gate")
@@ -437,7 +438,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise CliError(f"--out {args.out} is a folder: give a file path ending in .onnx")
     sidecar = Path(args.out).with_name(Path(args.out).name + ".sha256")
     refuse_existing_output(sidecar, args.force, "a model's checksum")
-    from painmon.core.research.domain_gate import DEFAULT_QUANTILE
+    from painmon.core.research.domain_gate import DEFAULT_QUANTILE, THRESHOLD_AUTO
     from painmon.core.research.export import export_onnx
     from painmon.core.research.export import log as export_log
 
@@ -456,6 +457,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             domain_gate=not args.no_domain_gate,
             gate_quantile=DEFAULT_QUANTILE if args.gate_quantile is None else args.gate_quantile,
             gate_ring_swap=args.gate_ring_swap,
+            gate_threshold=args.gate_threshold or THRESHOLD_AUTO,
         )
     finally:
         export_log.setLevel(previous_level)
@@ -475,9 +477,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
             f"  domain gate: Mahalanobis on {gate.feature_dims} features, fitted on "
             f"{gate.train_crops} crops of {gate.train_subjects} training subjects"
             + (" (half of them ring-swapped copies)" if gate.ring_swap else "")
-            + "; threshold "
-            f"{gate.threshold:.1f} = the {gate.quantile:g} quantile of {gate.val_crops} crops of "
-            f"{gate.val_subjects} validation subjects (their median {gate.val_scores_median:.1f})"
+            + f"; threshold {gate.threshold:.1f} = {gate.threshold_from()} (validation "
+            f"subjects' median {gate.val_scores_median:.1f})"
         )
     return EXIT_OK
 
@@ -1175,15 +1176,24 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--gate-quantile",
         type=_float_option(0.5, 1.0, below=True),
-        help="domain gate threshold: this quantile (0.5 to under 1) of the validation "
-        "subjects' scores (default 0.99)",
+        help="domain gate threshold: this quantile (0.5 to under 1) of the scores of "
+        "people the gate was not fitted on (see --gate-threshold; default 0.99)",
     )
     export.add_argument(
         "--gate-ring-swap",
         action="store_true",
         help="fit the domain gate also on each training crop with its outer ring taken from "
         "another person, as --augment periphery trained on them (the threshold still comes "
-        "from the validation subjects' crops as they are)",
+        "from crops as they are)",
+    )
+    export.add_argument(
+        "--gate-threshold",
+        choices=("auto", "validation", "cross-fit"),
+        help="what the domain gate's threshold is the quantile of: 'validation' (the "
+        "validation subjects' crops), 'cross-fit' (every training and validation subject "
+        "scored by a gate fitted without its fold of 5: on UNBC a threshold from 20 people, "
+        "not 2), 'auto' (default: cross-fit with fewer than 10 validation subjects and at "
+        "least 10 people in all)",
     )
     export.add_argument(
         "--no-domain-gate",

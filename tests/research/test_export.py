@@ -29,6 +29,7 @@ from painmon.core.live.scoring import (
 from painmon.core.research import export as export_mod
 from painmon.core.research.export import ExportError, GateData, export_onnx, parity_images
 from painmon.core.research.train import checkpoint_meta, save_checkpoint
+from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.model_cfg import thaw
 from painmon.models import create_model, gradcam
 
@@ -420,6 +421,90 @@ def test_gate_fitted_with_ring_swapped_copies_says_so(dacnn_exported, tmp_path):
     fit = OnnxPainModel(out, prefer="cpu").metadata["domain_gate"]["fit"]
     assert fit["train_ring_swap"] is True and fit["train_crops"] == 160
     assert not np.allclose(gate.whiten, plain.domain_gate.whiten)  # the copies entered the fit
+
+
+def _gate_data_with_subjects() -> GateData:
+    """_gate_data with each crop's person: 8 training and 4 validation subjects of 10."""
+    data = _gate_data()
+    return GateData(
+        data.train_images, data.train_labels, data.val_images, 8, 4,
+        train_ids=np.repeat([f"t{i}" for i in range(8)], 10),
+        val_ids=np.repeat([f"v{i}" for i in range(4)], 10),
+    )  # fmt: skip
+
+
+def test_few_validation_subjects_get_a_cross_fitted_threshold(dacnn_exported, tmp_path):
+    _model, plain, checkpoint = dacnn_exported
+    data = _gate_data_with_subjects()
+    auto = export_onnx(checkpoint, tmp_path / "auto.onnx", parity_samples=2, gate_data=data)
+    gate = auto.domain_gate
+    assert gate is not None and gate.threshold_source == "cross-fit"
+    assert (gate.threshold_subjects, gate.threshold_crops, gate.threshold_folds) == (12, 120, 5)
+    np.testing.assert_allclose(gate.whiten, plain.domain_gate.whiten)  # the same fit
+    entry = OnnxPainModel(tmp_path / "auto.onnx", prefer="cpu").metadata["domain_gate"]
+    assert entry["threshold_fit"]["source"] == "cross-fit"
+    assert entry["threshold"] == pytest.approx(gate.threshold)
+    assert "12 training and validation subjects" in entry["threshold_from"]
+    # Asked for, the validation subjects set it, as they do when the crops' people are unknown.
+    asked = export_onnx(
+        checkpoint, tmp_path / "val.onnx", parity_samples=2, gate_data=data,
+        gate_threshold="validation",
+    )  # fmt: skip
+    assert asked.domain_gate.threshold_source == "validation"
+    assert asked.domain_gate.threshold == pytest.approx(plain.domain_gate.threshold)
+    assert plain.domain_gate.threshold_source == "validation"  # _gate_data() has no people
+    # With ring-swapped copies the folds fit on them too; the threshold's crops stay as they are.
+    swap = export_onnx(
+        checkpoint, tmp_path / "swap.onnx", parity_samples=2, gate_data=data, gate_ring_swap=True
+    ).domain_gate
+    assert swap.threshold_source == "cross-fit" and swap.ring_swap
+    assert (swap.train_crops, swap.threshold_crops) == (160, 120)
+
+
+def test_a_handful_of_people_keep_the_validation_threshold(dacnn_exported, tmp_path, caplog):
+    # Pooled over 9 people, one unlike the rest would set a cross-fitted threshold alone.
+    _model, plain, checkpoint = dacnn_exported
+    data = _gate_data()
+    few = GateData(
+        data.train_images, data.train_labels, data.val_images, 6, 3,
+        train_ids=np.repeat([f"t{i}" for i in range(6)], [14, 14, 13, 13, 13, 13]),
+        val_ids=np.repeat(["v0", "v1", "v2"], [14, 13, 13]),
+    )  # fmt: skip
+    with caplog.at_level("WARNING", logger="painmon.core.research.export"):
+        result = export_onnx(checkpoint, tmp_path / "few.onnx", parity_samples=2, gate_data=few)
+    assert result.domain_gate.threshold_source == "validation"
+    assert result.domain_gate.threshold == pytest.approx(plain.domain_gate.threshold)
+    assert "9 people in all are too few to cross-fit" in caplog.text
+    # Asked for explicitly, it is done.
+    forced = export_onnx(
+        checkpoint, tmp_path / "forced.onnx", parity_samples=2, gate_data=few,
+        gate_threshold="cross-fit",
+    )  # fmt: skip
+    assert forced.domain_gate.threshold_source == "cross-fit"
+    assert forced.domain_gate.threshold_subjects == 9
+
+
+def test_a_cross_fit_without_the_crops_people_is_refused(dacnn_exported, tmp_path):
+    _model, _plain, checkpoint = dacnn_exported
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match="needs each crop's subject"):
+        export_onnx(
+            checkpoint, out, parity_samples=2, gate_data=_gate_data(), gate_threshold="cross-fit"
+        )
+    with pytest.raises(InvalidInputError, match="gate threshold must be one of"):
+        export_onnx(checkpoint, out, parity_samples=2, gate_data=_gate_data(), gate_threshold="x")
+    assert not out.exists()
+    data = _gate_data()
+    with pytest.raises(InvalidInputError, match="in both"):
+        GateData(
+            data.train_images, data.train_labels, data.val_images,
+            train_ids=np.repeat(["a"], 80), val_ids=np.repeat(["a"], 40),
+        )  # fmt: skip
+    with pytest.raises(InvalidInputError, match="one subject per crop"):
+        GateData(
+            data.train_images, data.train_labels, data.val_images,
+            train_ids=np.repeat(["a"], 79), val_ids=np.repeat(["b"], 40),
+        )  # fmt: skip
 
 
 def test_export_without_gate_data_says_what_to_give(dacnn_exported, tmp_path):
