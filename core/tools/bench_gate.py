@@ -125,27 +125,48 @@ def _against_truth(path: Path, results: Sequence[EngineResult]) -> dict[str, Any
     }
 
 
-def _still_scores(model_path: Path, crops: Path, splits: Path | None, partition: str) -> np.ndarray:
+def _still_scores(
+    model_path: Path, crops: Path, splits: Path | None, partition: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Domain scores of the crops (of ``partition``'s subjects with ``splits``) and each
+    crop's subject."""
     from painmon.core.live.scoring import OnnxPainModel
     from painmon.core.research.crops import CropSet
     from painmon.core.research.splits import SplitPlan
 
     model = OnnxPainModel(model_path, prefer="cpu")
     crop_set, _ = CropSet.load_npz(crops)
-    images = crop_set.images
+    images, subjects = crop_set.images, np.asarray(crop_set.subjects).astype(str)
     if splits is not None:
         plan = SplitPlan.from_json(splits)
         keep = np.isin(crop_set.subjects, list(plan.subjects(partition)))
         if not keep.any():
             raise InvalidInputError(f"{crops} holds no crops of the {partition} subjects")
-        images = images[keep]
+        images, subjects = images[keep], subjects[keep]
     out = []
     for start in range(0, len(images), 256):
         prediction = model.predict(images[start : start + 256])
         if prediction.domain_score is None:
             raise InvalidInputError(f"{model_path} has no domain gate to report on")
         out.append(prediction.domain_score)
-    return np.concatenate(out)
+    return np.concatenate(out), subjects
+
+
+def _per_subject(scores: np.ndarray, subjects: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Each person's flagged share: an average over crops hides one person the gate refuses
+    most of the time, which at the bedside is a patient who is never scored."""
+    shares = {
+        str(s): float((scores[subjects == s] > threshold).mean()) for s in np.unique(subjects)
+    }
+    worst = max(shares, key=lambda s: (shares[s], s))
+    return {
+        "subjects": len(shares),
+        "flagged_fraction_by_subject": shares,
+        "subject_median_flagged_fraction": float(np.median(list(shares.values()))),
+        "worst_subject": worst,
+        "worst_subject_flagged_fraction": shares[worst],
+        "subjects_over_10_percent": sum(v > 0.10 for v in shares.values()),
+    }
 
 
 def gate_report(
@@ -173,13 +194,16 @@ def gate_report(
     report: dict[str, Any] = {"model": str(model), "threshold": spec.threshold, "files": []}
     inside: list[float] = []
     if crops is not None:
-        stills = _still_scores(model, Path(crops), Path(splits) if splits else None, partition)
+        stills, subjects = _still_scores(
+            model, Path(crops), Path(splits) if splits else None, partition
+        )
         inside.extend(stills.tolist())
         report["in_domain_stills"] = {
             "crops": len(stills),
             "partition": partition if splits else "all",
             "flagged_fraction": float((stills > spec.threshold).mean()),
             "score_median": float(np.median(stills)),
+            **_per_subject(stills, subjects, spec.threshold),
         }
     outside: list[float] = []
     for group, paths in (("real", real), ("in-domain", in_domain_videos)):
@@ -215,6 +239,13 @@ def format_gate_report(report: dict[str, Any]) -> str:
             f"{100 * stills['flagged_fraction']:.1f} % flagged, median score "
             f"{stills['score_median']:.1f}"
         )
+        if "worst_subject" in stills:
+            lines.append(
+                f"  per subject ({stills['subjects']}): median "
+                f"{100 * stills['subject_median_flagged_fraction']:.1f} % flagged, worst "
+                f"{stills['worst_subject']} {100 * stills['worst_subject_flagged_fraction']:.1f} %"
+                f", {stills['subjects_over_10_percent']} over 10 %"
+            )
     for f in report["files"]:
         flagged = f["flagged_fraction"]
         lines.append(

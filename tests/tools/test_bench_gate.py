@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from painmon.core.research.crops import CropSet
 from painmon.core.tools.bench_gate import format_gate_report, gate_report
@@ -23,8 +24,15 @@ def test_gate_report_separates_real_faces_from_the_domain(
     report = gate_report(
         gated_dacnn_onnx, real=[real], crops=crops_path, face_model=str(face_model_path)
     )
-    assert report["in_domain_stills"]["crops"] == 40
-    assert report["in_domain_stills"]["flagged_fraction"] <= 0.2
+    stills = report["in_domain_stills"]
+    assert stills["crops"] == 40 and stills["flagged_fraction"] <= 0.2
+    # Each person's share too: the crops' average is the subjects' average here (10 each).
+    shares = stills["flagged_fraction_by_subject"]
+    assert sorted(shares) == ["s0", "s1", "s2", "s3"] and stills["subjects"] == 4
+    assert np.mean(list(shares.values())) == pytest.approx(stills["flagged_fraction"])
+    assert stills["worst_subject_flagged_fraction"] == max(shares.values())
+    assert shares[stills["worst_subject"]] == max(shares.values())
+    assert stills["subjects_over_10_percent"] == sum(v > 0.1 for v in shares.values())
     [face] = report["files"]
     assert face["group"] == "real" and face["face_frames"] >= 1
     assert face["flagged_fraction"] == 1.0 and face["scored_by_class"] == {}
@@ -32,6 +40,8 @@ def test_gate_report_separates_real_faces_from_the_domain(
     assert report["auroc_real_vs_in_domain"] == 1.0
     text = format_gate_report(report)
     assert "AUROC real vs in-domain: 1.0000" in text and "single_face.jpg" in text
+    median = 100 * stills["subject_median_flagged_fraction"]
+    assert f"per subject (4): median {median:.1f} % flagged, worst" in text
 
     out_json = tmp_path / "gate.json"
     code = main(["bench", "gate", "--model", str(gated_dacnn_onnx), "--real", real,
