@@ -514,6 +514,13 @@ class GateData:
     def has_ids(self) -> bool:
         return self.train_ids is not None
 
+    @property
+    def people(self) -> int:
+        """How many people the crops show (the recorded counts when their ids are unknown)."""
+        if self.train_ids is None or self.val_ids is None:
+            return self.train_subjects + self.val_subjects
+        return len({str(s) for s in self.train_ids} | {str(s) for s in self.val_ids})
+
 
 def gate_data_for_run(meta: Mapping[str, Any], dataset: str | Path) -> GateData:
     """The run's own training and validation subjects' crops from ``dataset``."""
@@ -594,7 +601,7 @@ def resolve_threshold_mode(mode: str, data: GateData) -> str:
             data.val_subjects,
         )
         return THRESHOLD_VALIDATION
-    people = data.train_subjects + data.val_subjects
+    people = data.people
     if people < CROSS_FIT_MIN_SUBJECTS:
         log.warning(
             "gate threshold from %d validation subjects: %d people in all are too few to "
@@ -645,7 +652,7 @@ def fit_gate_for_model(
         )
         cross = {
             "threshold_scores": scores,
-            "threshold_subjects": data.train_subjects + data.val_subjects,
+            "threshold_subjects": data.people,
             "threshold_folds": folds,
         }
     return fit_domain_gate(
