@@ -477,8 +477,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
             f"  domain gate: Mahalanobis on {gate.feature_dims} features, fitted on "
             f"{gate.train_crops} crops of {gate.train_subjects} training subjects"
             + (" (half of them ring-swapped copies)" if gate.ring_swap else "")
-            + f"; threshold {gate.threshold:.1f} = {gate.threshold_from()} (validation "
-            f"subjects' median {gate.val_scores_median:.1f})"
+            + f"; threshold {gate.threshold:.1f} = {gate.threshold_from()}; the validation "
+            f"subjects' median score {gate.val_scores_median:.1f}"
         )
     return EXIT_OK
 
