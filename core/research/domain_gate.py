@@ -144,6 +144,15 @@ class MahalanobisGate(nn.Module):
         return (diff * diff).sum(dim=2).amin(dim=1)
 
 
+def mahalanobis_scores(
+    centre: np.ndarray, whiten: np.ndarray, means: np.ndarray, feats: np.ndarray
+) -> np.ndarray:
+    """Squared Mahalanobis distance of each feature row to the nearest class mean (float64)."""
+    z = (np.asarray(feats, np.float64) - centre) @ whiten
+    white_means = (means - centre) @ whiten
+    return ((z[:, None, :] - white_means[None]) ** 2).sum(axis=2).min(axis=1)
+
+
 @dataclass(frozen=True)
 class DomainGateFit:
     """A fitted gate: its graph module's arrays, the threshold and how both were made."""
@@ -190,9 +199,7 @@ class DomainGateFit:
 
     def score(self, feats: np.ndarray) -> np.ndarray:
         """The same score as the graph, in float64 numpy (for reports and tests)."""
-        z = (np.asarray(feats, np.float64) - self.centre) @ self.whiten
-        white_means = (self.means - self.centre) @ self.whiten
-        return ((z[:, None, :] - white_means[None]) ** 2).sum(axis=2).min(axis=1)
+        return mahalanobis_scores(self.centre, self.whiten, self.means, feats)
 
     def threshold_from(self) -> str:
         """One line: what the threshold is the quantile of."""
@@ -337,11 +344,8 @@ def cross_fit_scores(
                 f"cross-fitting the gate threshold: fold {fold + 1} of {k} leaves "
                 f"{int(keep.sum())} crops to fit on (at least {MIN_FIT_CROPS} needed)"
             )
-        centre, whiten, means, classes, _ = _fit_gaussians(fit_feats[keep], fit_labels[keep])
-        fold_fit = DomainGateFit(
-            centre, whiten, means, classes, 1.0, DEFAULT_QUANTILE, 0.0, 0, 0, 0, 0, 0.0
-        )
-        scores.append(fold_fit.score(score_feats[score_fold == fold]))
+        centre, whiten, means, _, _ = _fit_gaussians(fit_feats[keep], fit_labels[keep])
+        scores.append(mahalanobis_scores(centre, whiten, means, score_feats[score_fold == fold]))
     return np.concatenate(scores), k
 
 

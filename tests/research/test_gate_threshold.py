@@ -11,11 +11,11 @@ import pytest
 from painmon.core.research.domain_gate import (
     THRESHOLD_CROSS_FIT,
     THRESHOLD_VALIDATION,
-    DomainGateFit,
     _fit_gaussians,
     cross_fit_folds,
     cross_fit_scores,
     fit_domain_gate,
+    mahalanobis_scores,
 )
 from painmon.core.util.errors import InvalidInputError
 
@@ -48,14 +48,12 @@ def test_each_crop_is_scored_by_a_fit_without_its_fold():
     fold = np.array([folds[s] for s in subjects])
     expected = []
     for f in range(5):
-        centre, whiten, means, classes, _ = _fit_gaussians(feats[fold != f], labels[fold != f])
-        gate = DomainGateFit(centre, whiten, means, classes, 1.0, 0.99, 0.0, 0, 0, 0, 0, 0.0)
-        expected.append(gate.score(feats[fold == f]))
+        centre, whiten, means, _, _ = _fit_gaussians(feats[fold != f], labels[fold != f])
+        expected.append(mahalanobis_scores(centre, whiten, means, feats[fold == f]))
     np.testing.assert_allclose(scores, np.concatenate(expected))
     # Out of fold, a person lies further from the fit than in it.
-    centre, whiten, means, classes, _ = _fit_gaussians(feats, labels)
-    in_fit = DomainGateFit(centre, whiten, means, classes, 1.0, 0.99, 0.0, 0, 0, 0, 0, 0.0)
-    assert np.median(scores) > np.median(in_fit.score(feats))
+    centre, whiten, means, _, _ = _fit_gaussians(feats, labels)
+    assert np.median(scores) > np.median(mahalanobis_scores(centre, whiten, means, feats))
 
 
 def test_a_fold_with_too_few_crops_left_is_refused():
