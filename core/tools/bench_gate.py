@@ -126,15 +126,13 @@ def _against_truth(path: Path, results: Sequence[EngineResult]) -> dict[str, Any
 
 
 def _still_scores(
-    model_path: Path, crops: Path, splits: Path | None, partition: str
+    model: Any, crops: Path, splits: Path | None, partition: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Domain scores of the crops (of ``partition``'s subjects with ``splits``) and each
-    crop's subject."""
-    from painmon.core.live.scoring import OnnxPainModel
+    """Domain scores of the crops (of ``partition``'s subjects with ``splits``) through the
+    loaded ``model`` (an OnnxPainModel), and each crop's subject."""
     from painmon.core.research.crops import CropSet
     from painmon.core.research.splits import SplitPlan
 
-    model = OnnxPainModel(model_path, prefer="cpu")
     crop_set, _ = CropSet.load_npz(crops)
     images, subjects = crop_set.images, np.asarray(crop_set.subjects).astype(str)
     if splits is not None:
@@ -147,7 +145,7 @@ def _still_scores(
     for start in range(0, len(images), 256):
         prediction = model.predict(images[start : start + 256])
         if prediction.domain_score is None:
-            raise InvalidInputError(f"{model_path} has no domain gate to report on")
+            raise InvalidInputError(f"{model.path} has no domain gate to report on")
         out.append(prediction.domain_score)
     return np.concatenate(out), subjects
 
@@ -188,14 +186,15 @@ def gate_report(
     # Quiet while loading: a model without a gate is refused here in one line, so the
     # loader's own "has no domain gate" warning would only say it twice.
     with quiet_model_logs():
-        spec = OnnxPainModel(model, prefer="cpu").domain_gate
+        runtime = OnnxPainModel(model, prefer="cpu")
+    spec = runtime.domain_gate
     if spec is None:
         raise InvalidInputError(f"{model} has no domain gate (exported with --no-domain-gate?)")
     report: dict[str, Any] = {"model": str(model), "threshold": spec.threshold, "files": []}
     inside: list[float] = []
     if crops is not None:
         stills, subjects = _still_scores(
-            model, Path(crops), Path(splits) if splits else None, partition
+            runtime, Path(crops), Path(splits) if splits else None, partition
         )
         inside.extend(stills.tolist())
         report["in_domain_stills"] = {
