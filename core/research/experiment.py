@@ -44,6 +44,7 @@ from painmon.core.research.subject_stats import (
 from painmon.core.research.train import (
     TrainConfig,
     TrainResult,
+    exact_fp32,
     fit,
     load_checkpoint,
     predict_logits,
@@ -318,8 +319,6 @@ def predict_run_sets(
     run_dir: str | Path, image_sets: Sequence[np.ndarray], device: Any = "cpu"
 ) -> list[np.ndarray]:
     """:func:`predict_run` on several crop sets, loading (and hash-checking) the run once."""
-    import contextlib
-
     import torch
 
     from painmon.core.research.calibration import softmax
@@ -327,13 +326,8 @@ def predict_run_sets(
     device = torch.device(device)
     model, meta = load_checkpoint(run_dir, device)
     temperature = float(meta.get("temperature", 1.0))
-    exact = contextlib.nullcontext()
-    if device.type == "cuda":
-        cudnn = torch.backends.cudnn
-        exact = cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
-                            deterministic=cudnn.deterministic, allow_tf32=False)  # fmt: skip
     out = []
-    with exact:
+    with exact_fp32(device):
         for images in image_sets:
             tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
             logits = predict_logits(model, tensor.contiguous().to(device))
@@ -669,11 +663,17 @@ def _cv_row(
     data: PreparedData, plan: SplitPlan, cfg: TrainConfig, out: Path, fold: int,
     result: TrainResult,
 ) -> dict[str, Any]:  # fmt: skip
-    """One fold model's CV row: its run, validation metrics and test predictions."""
-    device = _scoring_device(cfg)
-    x_va, y_va, _ = data.partition(plan.subjects("val", fold))
+    """One fold model's CV row: its run, validation metrics and test predictions.
+
+    The validation probabilities are the ones calibration computed (the same checkpoint,
+    float32); only the test crops are scored here.
+    """
+    y_va = data.partition(plan.subjects("val", fold))[1]
     x_te, y_te, s_te = data.partition(plan.test)
-    val_probs, probs = predict_run_sets(out, [x_va, x_te], device)
+    val_probs = result.val_probs
+    if val_probs is None or len(val_probs) != len(y_va):
+        raise RuntimeError(f"{out}: training returned no validation probabilities to score")
+    probs = predict_run_sets(out, [x_te], _scoring_device(cfg))[0] if len(y_te) else None
     row: dict[str, Any] = {
         "seed": cfg.seed,
         "fold": fold + 1,
@@ -798,7 +798,7 @@ def _cv_stacked(
         _cv_row(data, plan, dataclasses.replace(cfg, seed=seed), m.out_dir, k, result)
         for (seed, k), m, result in zip(keys, members, results, strict=True)
     ]
-    log.info("scored %d fold models on validation and test subjects (%s): %.1f s",
+    log.info("scored %d fold models on the test subjects (%s): %.1f s",
              len(rows), _scoring_device(cfg), time.perf_counter() - t0)  # fmt: skip
     return rows
 

@@ -573,7 +573,7 @@ def fit_stacked(
                 },
             ),
         )
-        calib = finish_run(
+        calib, val_probs = finish_run(
             m.out_dir, member_cfg, trainer.val[i], stopped[i], len(m.train_labels), device
         )
         results.append(
@@ -587,6 +587,7 @@ def fit_stacked(
                 epochs_run=len(histories[i]),
                 stopped=stopped[i],
                 seconds=seconds,
+                val_probs=val_probs,
             )
         )
     # Where a stacked run's wall time goes (the numbers a speed-up starts from).

@@ -13,6 +13,7 @@ A run folder holds ``config.json``, ``env.json``, ``splits.json``,
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -236,6 +237,16 @@ def train_one_epoch(
         "train_accuracy": float(correct.item() / seen),
         "lr": float(optimizer.param_groups[0]["lr"]),
     }
+
+
+def exact_fp32(device: torch.device) -> contextlib.AbstractContextManager:
+    """Full float32 on a GPU (no TF32 convolutions), so scores there match a CPU's to
+    float32 rounding; nothing to change on a CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    cudnn = torch.backends.cudnn
+    return cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark,
+                       deterministic=cudnn.deterministic, allow_tf32=False)  # fmt: skip
 
 
 @torch.no_grad()
@@ -464,6 +475,9 @@ class TrainResult:
     epochs_run: int
     stopped: str  # "completed", "early_stopping" or "interrupted"
     seconds: float
+    # The calibrated probabilities (N,5) of the best checkpoint on the validation crops, in
+    # their order: what calibration computed, so CV need not score them again.
+    val_probs: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def fit(
@@ -632,7 +646,7 @@ def fit(
             "training stopped before the first epoch finished: no checkpoint written"
         )
 
-    calib = finish_run(out, cfg, val, stopped, len(train), device)
+    calib, val_probs = finish_run(out, cfg, val, stopped, len(train), device)
     return TrainResult(
         out_dir=out,
         best_epoch=int(best["epoch"]),
@@ -643,18 +657,22 @@ def fit(
         epochs_run=len(history),
         stopped=stopped,
         seconds=time.perf_counter() - t_start,
+        val_probs=val_probs,
     )
 
 
 def finish_run(
     out: Path, cfg: TrainConfig, val: DeviceData, stopped: str, n_train: int, device: torch.device
-) -> CalibrationResult:
+) -> tuple[CalibrationResult, np.ndarray]:
     """Temperature-scale ``out/best.safetensors`` on the validation crops and write ``card.md``.
 
-    Shared by :func:`fit` and the stacked engine, so both leave the same run folder.
+    Shared by :func:`fit` and the stacked engine, so both leave the same run folder. Returns
+    the calibration and the calibrated validation probabilities (in float32, as
+    :func:`~painmon.core.research.experiment.predict_run` scores).
     """
     best_model, meta = load_checkpoint(out / "best.safetensors", device)
-    val_logits = predict_logits(best_model, val.images, cfg.eval_batch_size)
+    with exact_fp32(device):
+        val_logits = predict_logits(best_model, val.images, cfg.eval_batch_size)
     calib = calibrate(val_logits, val.labels.cpu().numpy())
     meta.update(
         checkpoint_meta(best_model, temperature=calib.temperature),
@@ -664,7 +682,7 @@ def finish_run(
     meta.pop("weights_sha256", None)
     save_checkpoint(best_model, out / "best.safetensors", meta)
     _write_card(out, cfg, meta, calib, stopped, n_train, len(val))
-    return calib
+    return calib, softmax(val_logits, calib.temperature)
 
 
 def _maybe_compile(model: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:

@@ -17,10 +17,12 @@ from painmon.core.research.experiment import (
     evaluate_partition,
     format_cv_summary,
     load_cv_test_predictions,
+    predict_run,
     prepare_data,
     resolve_plan,
     train_on_plan,
 )
+from painmon.core.research.metrics import classification_metrics
 from painmon.core.research.splits import SplitPlan, SubjectLeakError, make_splits, run_split_cli
 from painmon.core.research.train import TrainConfig
 from painmon.core.synth.dataset import write_dataset
@@ -85,6 +87,14 @@ def test_cross_validation_reports_every_fold_with_ci(prepared, tmp_path):
     fold_means = [
         np.mean([f["val_accuracy"] for f in summary["folds"] if f["fold"] == k]) for k in (1, 2)
     ]
+    # Each fold's validation row reuses calibration's probabilities: they are what scoring
+    # the saved fold model on its validation crops gives (the same crops, in their order).
+    for f in summary["folds"]:
+        x_va, y_va, _ = data.partition(plan.subjects("val", f["fold"] - 1))
+        probs = predict_run(tmp_path / f"seed{f['seed']}" / f"fold{f['fold']}", x_va)
+        scored = classification_metrics(y_va, probs)
+        for k in ("accuracy", "macro_f1", "quadratic_kappa", "ece"):
+            assert f[f"val_{k}"] == pytest.approx(scored[k], abs=1e-6), k
     assert acc["mean"] == pytest.approx(np.mean(fold_means))
     # Held-out test: subject bootstrap over the test subjects, every fold model averaged.
     test_acc = summary["test"]["accuracy"]

@@ -157,6 +157,8 @@ def test_a_stuck_member_stops_while_the_other_trains_on(toy_crops, tmp_path, mon
         assert 0.05 <= meta["temperature"] <= 20
         probs = predict_run(member.out_dir, member.val_images)
         assert probs.shape == (len(member.val_labels), 5)
+        result = stuck if member is members[0] else improving
+        assert np.allclose(result.val_probs, probs, atol=1e-6)  # what calibration scored
         assert np.array_equal(probs, predict_run(member.out_dir, member.val_images,
                                                  torch.device("cpu")))  # fmt: skip
         both = predict_run_sets(member.out_dir, [member.val_images, member.train_images])
