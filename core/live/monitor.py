@@ -517,6 +517,12 @@ def run_monitor(
                     if on_alarm_state is not None:
                         on_alarm_state(tick_state)
                 continue
+            if frame.t_s < engine.media_now_s:
+                # Stamped just before a tick advanced the clock past it (a live source's
+                # capture thread was descheduled between its clock read and the hand-over):
+                # time must not run back, so the frame is dropped, as the window's worker does.
+                log.debug("dropping frame %d stamped before the last tick", frame.index)
+                continue
             last_frame_mono_s = time.monotonic()
             if first_t_s is None:
                 first_t_s = frame.t_s

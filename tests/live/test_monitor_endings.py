@@ -241,6 +241,39 @@ def test_a_full_disk_ends_as_a_session_write_error(tmp_path, monkeypatch):
     assert summary.exit_code == EXIT_FAULT
 
 
+class LiveFakeSource(FakeSource):
+    """A 20 fps camera: frames carry no media time, the capture thread stamps them."""
+
+    is_live = True
+
+    def read(self) -> RawFrame | None:
+        raw = super().read()
+        return None if raw is None else RawFrame(raw.rgb)
+
+
+def test_a_live_frame_stamped_before_a_tick_is_dropped_not_a_crash(tmp_path, monkeypatch):
+    # The capture thread reads the clock, then is descheduled before it hands the frame
+    # over; the loop's wait times out meanwhile and ticks the alarm clock past the stamp.
+    # That frame used to end the run: "time went backwards" (a ValueError, exit 3).
+    from painmon.core.live import capture as capture_module
+
+    stamp = capture_module.CaptureThread._make_frame
+    made = {"n": 0}
+
+    def stamp_then_stall(self, raw):
+        frame = stamp(self, raw)
+        made["n"] += 1
+        if made["n"] == 10:
+            time.sleep(0.4)  # several of the loop's 0.1 s waits: it ticks meanwhile
+        return frame
+
+    monkeypatch.setattr(capture_module.CaptureThread, "_make_frame", stamp_then_stall)
+    summary = _run(tmp_path, LiveFakeSource(frames=20, read_s=0.05), spec="camera:0")
+    assert summary.exit_code == EXIT_CLEAN, summary.end_reason
+    assert summary.frames >= 19  # the late frame may be dropped, nothing else
+    assert _meta(summary.session_folder)["status"] == "ended"
+
+
 def test_max_seconds_wins_over_damage_it_never_reached(tmp_path):
     summary = _run(tmp_path, FakeSource(frames=30, damage="truncated"), max_seconds=1.0)
     assert (summary.end_reason, summary.exit_code) == ("max_seconds (1 s)", EXIT_CLEAN)
