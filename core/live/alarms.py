@@ -17,7 +17,12 @@ Design choices (the specification left these open):
 * Timers count only time covered by valid levels: during a technical condition
   or an unknown level (None) the pain state is frozen, onset/clear/reminder
   timers keep what they had and resume when valid levels return; the unknown
-  stretch itself never counts. The audio-pause countdown and the technical
+  stretch itself never counts. Two valid levels more than MAX_LEVEL_GAP_S apart
+  (frames missing between them) are an unknown stretch too: the smoother restarts
+  after the same gap. After an unknown stretch longer than STALE_EVIDENCE_S the
+  onset and clear timers start again: what the face showed before it no longer
+  describes the patient (a face back after ten minutes must not raise an alarm
+  "for 10 s" on its first frames). The audio-pause countdown and the technical
   condition delays run on plain t_s.
 * A latched HIGH keeps sounding (unless paused) until acknowledged, as IEC
   latching signals do. A new episode during a latch keeps the latch shown.
@@ -32,7 +37,15 @@ Design choices (the specification left these open):
   domain monitor reports OUT_OF_DOMAIN after persist_s of unfamiliar faces and
   holds it for clear_s; a second delay would only hide them longer. While a
   condition waits for its delay the pain state is frozen all the same (output
-  unknown) and no technical alarm is shown.
+  unknown) and no technical alarm is shown. The delays run on the whole unknown
+  stretch, not on one condition: a face found on some frames and too dark on
+  others (NO_FACE and LOW_QUALITY changing faster than either delay) raises the
+  condition of the moment once the stretch has lasted that condition's delay, and
+  its message says the conditions changed. A shown technical alarm gives way to
+  another condition at once if that one's producer already waited (SIGNAL_LOST,
+  FROZEN, OUT_OF_DOMAIN), else once it has held for technical_delay_s; so
+  flickering conditions neither flood the log (and the ward's bus and record) nor
+  clear the alarm while the output is unknown.
 * System conditions (:class:`SystemCondition`, e.g. CENTRAL_UNREACHABLE: the ward's
   central station did not confirm alarm events) are technical alarms of the bed itself:
   raised and cleared through :meth:`AlarmManager.set_system_condition`, logged like the
@@ -77,6 +90,13 @@ MAX_LEVEL = 4.0
 # A longer technical condition delay would leave a bad picture unexplained on screen too long.
 MAX_TECHNICAL_DELAY_S = 10.0
 _TIME_TOLERANCE_S = 1e-9
+# Valid levels further apart than this have an unknown stretch between them (as the
+# smoother's default max_gap_s: it restarts after the same gap).
+MAX_LEVEL_GAP_S = 2.0
+# After an unknown stretch this long the onset and clear timers start again. Shorter
+# stretches (a head turned away, a hand over the face, care at the bedside) keep them, so
+# a patient in pain who keeps moving out of view still alarms.
+STALE_EVIDENCE_S = 60.0
 
 
 class TechnicalCondition(enum.StrEnum):
@@ -376,7 +396,8 @@ class AlarmManager:
         self._episode_onset_t_s: float | None = None
         self._episode_onset_utc: str | None = None
         # Timers, in seconds of valid-level time; None = condition not holding.
-        self._prev_valid_t_s: float | None = None
+        self._last_valid_t_s: float | None = None
+        self._unknown_since_valid = False  # an unknown stretch since the last valid level
         self._medium_held_s: float | None = None
         self._high_held_s: float | None = None
         self._below_held_s: float | None = None
@@ -385,8 +406,15 @@ class AlarmManager:
         self._pause_until_t_s: float | None = None
         self._pause_started_at_high = False
         # Technical condition.
+        # The condition shown (when active) or waiting for its delay, and since when it holds.
         self._condition: TechnicalCondition | None = None
         self._condition_since_t_s: float | None = None
+        # The whole unknown stretch: when it began and the conditions seen in it.
+        self._unknown_since_t_s: float | None = None
+        self._conditions_seen: list[TechnicalCondition] = []
+        # Another condition while one is shown: it takes over once it held for its delay.
+        self._challenger: TechnicalCondition | None = None
+        self._challenger_since_t_s: float | None = None
         self._technical_active = False
         self._technical_onset_t_s: float | None = None
         self._technical_onset_utc: str | None = None
@@ -424,7 +452,7 @@ class AlarmManager:
             self._last_level = level
         else:
             # Frozen: the unknown stretch must not count towards onset, clear or reminder.
-            self._prev_valid_t_s = None
+            self._unknown_since_valid = True
             self._last_level = None
         return self._state(t_s)
 
@@ -619,7 +647,7 @@ class AlarmManager:
             ) from None
 
     def _update_technical(self, t_s: float, condition: TechnicalCondition | None) -> None:
-        if condition != self._condition:
+        if condition is None:
             if self._condition is not None and self._technical_active:
                 self._emit(
                     t_s,
@@ -629,27 +657,76 @@ class AlarmManager:
                     None,
                     f"technical alarm {self._condition.value} cleared",
                 )
-            self._condition = condition
-            self._condition_since_t_s = t_s if condition is not None else None
+            self._condition = self._condition_since_t_s = self._unknown_since_t_s = None
+            self._challenger = self._challenger_since_t_s = None
+            self._conditions_seen = []
             self._technical_active = False
-        if condition is None or self._technical_active:
             return
-        assert self._condition_since_t_s is not None
-        persisted_s = t_s - self._condition_since_t_s
-        if condition is TechnicalCondition.NO_FACE:
-            if persisted_s <= self.settings.no_face_delay_s:
+        if self._unknown_since_t_s is None:
+            self._unknown_since_t_s = t_s
+        if condition not in self._conditions_seen:
+            self._conditions_seen.append(condition)
+        if self._technical_active:
+            assert self._condition is not None
+            if condition == self._condition:
+                self._challenger = self._challenger_since_t_s = None
                 return
-            threshold: float | None = self.settings.no_face_delay_s
+            if condition != self._challenger:
+                self._challenger, self._challenger_since_t_s = condition, t_s
+            assert self._challenger_since_t_s is not None
+            if not self._delay_passed(condition, t_s - self._challenger_since_t_s, switching=True):
+                return
+            self._emit(
+                t_s,
+                AlarmEventKind.TECHNICAL_CLEAR,
+                AlarmPriority.TECHNICAL,
+                None,
+                None,
+                f"technical alarm {self._condition.value} cleared; {condition.value} follows",
+            )
+            self._condition, self._condition_since_t_s = condition, self._challenger_since_t_s
+            self._challenger = self._challenger_since_t_s = None
+            self._raise_technical(t_s, condition, changing=False)
+            return
+        if condition != self._condition:
+            self._condition, self._condition_since_t_s = condition, t_s
+        assert self._condition_since_t_s is not None
+        if self._delay_passed(condition, t_s - self._condition_since_t_s):
+            self._raise_technical(t_s, condition, changing=False)
+        elif self._delay_passed(condition, t_s - self._unknown_since_t_s):
+            self._raise_technical(t_s, condition, changing=True)
+
+    def _delay_passed(
+        self, condition: TechnicalCondition, held_s: float, switching: bool = False
+    ) -> bool:
+        """Whether ``condition`` holding for ``held_s`` raises its technical alarm, or, with
+        ``switching``, replaces the one shown. NO_FACE's longer delay keeps a brief face loss
+        from posting an alarm at all; once one is shown, it replaces it after the
+        technical delay, as LOW_QUALITY does."""
+        if condition is TechnicalCondition.NO_FACE and not switching:
+            return held_s > self.settings.no_face_delay_s
+        if condition in _DELAYED_CONDITIONS or condition is TechnicalCondition.NO_FACE:
+            # Frame stamps are sums of floats: 25/24 - 1/24 s must count as the 1 s it is.
+            return held_s >= self.settings.technical_delay_s - _TIME_TOLERANCE_S
+        return True
+
+    def _raise_technical(self, t_s: float, condition: TechnicalCondition, changing: bool) -> None:
+        threshold: float | None = None
+        if condition is TechnicalCondition.NO_FACE:
+            threshold = self.settings.no_face_delay_s
             message = f"technical alarm NO_FACE: no face for more than {threshold:g} s"
         elif condition in _DELAYED_CONDITIONS:
-            # Frame stamps are sums of floats: 25/24 - 1/24 s must count as the 1 s it is.
-            if persisted_s < self.settings.technical_delay_s - _TIME_TOLERANCE_S:
-                return
             threshold = self.settings.technical_delay_s
             message = f"technical alarm {condition.value} for {threshold:g} s"
         else:
-            threshold = None
             message = f"technical alarm {condition.value}"
+        if changing:
+            assert self._unknown_since_t_s is not None
+            seen = ", ".join(c.value for c in self._conditions_seen)
+            message = (
+                f"technical alarm {condition.value}: pain output unknown for "
+                f"{t_s - self._unknown_since_t_s:.1f} s under changing conditions ({seen})"
+            )
         self._technical_active = True
         event = self._emit(
             t_s,
@@ -663,8 +740,21 @@ class AlarmManager:
 
     def _update_pain(self, t_s: float, level: float) -> None:
         s = self.settings
-        dt_s = 0.0 if self._prev_valid_t_s is None else t_s - self._prev_valid_t_s
-        self._prev_valid_t_s = t_s
+        gap_s = None if self._last_valid_t_s is None else t_s - self._last_valid_t_s
+        dt_s = 0.0 if gap_s is None else gap_s
+        if gap_s is not None and (self._unknown_since_valid or gap_s > MAX_LEVEL_GAP_S):
+            dt_s = 0.0  # the unknown stretch never counts
+            if gap_s > STALE_EVIDENCE_S and any(
+                held is not None
+                for held in (self._medium_held_s, self._high_held_s, self._below_held_s)
+            ):
+                log.info(
+                    "pain level known again after %.0f s unknown: onset and clear timers "
+                    "start again", gap_s,
+                )  # fmt: skip
+                self._medium_held_s = self._high_held_s = self._below_held_s = None
+        self._last_valid_t_s = t_s
+        self._unknown_since_valid = False
 
         def held(previous: float | None, holds: bool) -> float | None:
             if not holds:

@@ -372,6 +372,67 @@ def test_pain_timers_are_frozen_during_technical_conditions(manager: AlarmManage
     assert kinds(feed(manager, 82.5, 82.5, 1.0)) == ["clear"]
 
 
+def test_a_long_unknown_stretch_restarts_the_onset_and_clear_timers(
+    manager: AlarmManager,
+) -> None:
+    # 9.5 s of pain, then ten minutes without a face: the face is back, in pain. Its first
+    # frames must not complete the old 10 s; a new 10 s of pain raises the alarm.
+    feed(manager, 0.0, 9.5, 3.8)
+    feed(manager, 10.0, 610.0, None, "NO_FACE")
+    back = feed(manager, 610.5, 620.0, 3.8)
+    assert "onset" not in kinds(back)
+    assert back[-1].pending_priority == "high" and back[-1].pending_in_s == pytest.approx(0.5)
+    (onset,) = feed(manager, 620.5, 620.5, 3.8)
+    assert [e.kind for e in onset.new_events] == ["onset"] and onset.pain_priority == "high"
+    # Ending too: 4.5 s below the clear level, an hour unknown, then one low frame. The
+    # episode ends (a HIGH one into its latch) only after 5 s of new low levels.
+    feed(manager, 621.0, 625.5, 1.0)
+    feed(manager, 626.0, 4226.0, None, "FROZEN")
+    assert kinds(feed(manager, 4226.5, 4231.0, 1.0)) == ["technical_clear"]
+    assert kinds(feed(manager, 4231.5, 4231.5, 1.0)) == ["latch"]
+
+
+def test_valid_levels_far_apart_do_not_count_the_time_between(manager: AlarmManager) -> None:
+    # Two scored frames 15 s apart (a paused variable-rate file, skipped frames): the 15 s
+    # between them is unknown, not 15 s of pain.
+    manager.update(0.0, 3.8)
+    assert manager.update(15.0, 3.8).new_events == ()
+    # Frames 1 s apart (a slow source) do count: the alarm comes after 10 s of them.
+    states = [manager.update(15.0 + k, 3.8) for k in range(1, 11)]
+    assert kinds(states) == ["onset"] and states[-1].new_events[0].t_s == 25.0
+
+
+def test_flickering_conditions_raise_one_technical_alarm(manager: AlarmManager) -> None:
+    # A face found on some frames and too dark on others: NO_FACE and LOW_QUALITY change
+    # every 3 frames (25 fps), faster than either delay. The output is unknown all along,
+    # so a technical alarm must be shown, once, and stay until a level is known again.
+    states = []
+    for i in range(25 * 60):
+        condition = "NO_FACE" if (i // 3) % 2 == 0 else "LOW_QUALITY"
+        states.append(manager.update(i / 25, None, condition))
+    onsets = [e for st in states for e in st.new_events]
+    assert [e.kind for e in onsets] == ["technical_onset"]
+    assert onsets[0].t_s == pytest.approx(1.0, abs=0.2)
+    assert "changing conditions (NO_FACE, LOW_QUALITY)" in onsets[0].message
+    shown_from = next(i for i, st in enumerate(states) if st.technical_conditions)
+    assert all(st.technical_conditions for st in states[shown_from:])
+    assert all(st.output_unknown for st in states)
+    assert kinds(feed(manager, 60.0, 61.0, 1.0)) == ["technical_clear"]
+
+
+def test_a_steady_condition_replaces_a_shown_one_after_the_technical_delay(
+    manager: AlarmManager,
+) -> None:
+    feed(manager, 0.0, 1.0, None, "LOW_QUALITY")
+    assert manager.update(1.0, None, "LOW_QUALITY").technical_conditions == ("LOW_QUALITY",)
+    # The face leaves for good: NO_FACE replaces LOW_QUALITY after 1 s, not after 5 s, and
+    # LOW_QUALITY is never cleared into nothing while the output is unknown.
+    states = feed(manager, 1.5, 3.0, None, "NO_FACE")
+    assert all(st.technical_conditions for st in states)
+    assert kinds(states) == ["technical_clear", "technical_onset"]
+    assert states[-1].technical_conditions == ("NO_FACE",)
+
+
 def test_unknown_level_without_condition_freezes_without_technical_alarm(
     manager: AlarmManager,
 ) -> None:
@@ -464,18 +525,24 @@ def test_a_pending_low_quality_does_not_delay_other_conditions(manager: AlarmMan
     manager.update(0.0, None, "LOW_QUALITY")
     frozen = manager.update(0.5, None, "FROZEN")
     assert [e.kind for e in frozen.new_events] == ["technical_onset"]  # nothing to clear
-    # FROZEN gone, LOW_QUALITY again: FROZEN clears now, LOW_QUALITY waits its own delay.
-    back = manager.update(1.0, None, "LOW_QUALITY")
-    assert [e.kind for e in back.new_events] == ["technical_clear"]
-    assert back.technical_conditions == ()
-    assert kinds(feed(manager, 1.5, 2.0, None, "LOW_QUALITY")) == ["technical_onset"]
+    # FROZEN gone, LOW_QUALITY again: the output stays unknown, so FROZEN stays shown
+    # until LOW_QUALITY has held for its delay, then gives way to it.
+    back = feed(manager, 1.0, 1.5, None, "LOW_QUALITY")
+    assert kinds(back) == [] and back[-1].technical_conditions == ("FROZEN",)
+    switched = manager.update(2.0, None, "LOW_QUALITY")
+    assert [(e.kind, e.message) for e in switched.new_events] == [
+        ("technical_clear", "technical alarm FROZEN cleared; LOW_QUALITY follows"),
+        ("technical_onset", "technical alarm LOW_QUALITY for 1 s; pain output unknown, "
+         "pain alarms frozen"),
+    ]  # fmt: skip
+    assert switched.technical_conditions == ("LOW_QUALITY",)
 
 
 def test_switching_technical_conditions_logs_both(manager: AlarmManager) -> None:
     manager.update(0.0, None, "FROZEN")
     state = manager.update(1.0, None, "SIGNAL_LOST")
     assert [(e.kind, e.message) for e in state.new_events] == [
-        ("technical_clear", "technical alarm FROZEN cleared"),
+        ("technical_clear", "technical alarm FROZEN cleared; SIGNAL_LOST follows"),
         ("technical_onset", "technical alarm SIGNAL_LOST; pain output unknown, pain alarms frozen"),
     ]
     assert state.technical_conditions == ("SIGNAL_LOST",)
