@@ -11,13 +11,15 @@ FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def guard_formula(text: str) -> str:
-    """Prefix a cell that a spreadsheet would run as a formula with ``'``."""
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+    """Prefix a cell that a spreadsheet would run as a formula with ``'`` (leading spaces,
+    which an import may trim, do not hide the formula)."""
+    return "'" + text if text.lstrip(" ").startswith(FORMULA_PREFIXES) else text
 
 
 def text_cell(text: object | None) -> str:
     """A free-text CSV cell: formula-guarded and on one physical line (``None`` -> empty)."""
     if text is None:
         return ""
-    # One physical line per record keeps a torn last line detectable.
-    return guard_formula(str(text)).replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+    # One physical line per record keeps a torn last line detectable; guarded after the
+    # line breaks become spaces, so "\n=cmd" cannot turn into an unguarded " =cmd".
+    return guard_formula(str(text).replace("\r\n", " ").replace("\r", " ").replace("\n", " "))

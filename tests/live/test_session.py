@@ -237,7 +237,9 @@ def test_formula_injection_in_alarm_messages_is_quoted(tmp_path: Path, prefix: s
             ]
         )
     [first, second] = read_session_csv(folder / "alarms.csv")
-    assert first["message"].startswith("'" + prefix.replace("\r", " "))
+    # A carriage return becomes a space (one line per row): nothing left to run.
+    want = " " if prefix == "\r" else "'" + prefix
+    assert first["message"].startswith(want)
     assert first["message"].endswith('HYPERLINK("http://x","click")')
     assert second["message"] == "technical alarm FROZEN"
     assert second["value"] is None
