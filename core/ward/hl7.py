@@ -68,7 +68,14 @@ ACM_PHASES = {"start": "start", "escalate": "escalate", "acknowledge": "update",
 
 # HL7 v2 delimiters that free text must not carry (hl7apy escapes some, not all, of them
 # in a "varies" field): human alarm text loses them instead of corrupting the message.
-_DELIMITER_SWAP = str.maketrans({"|": "/", "^": " ", "&": "+", "~": "-", "\\": "/", "\r": " "})
+# Every control character becomes a space too: LF (and VT, FF) ends a segment at receivers
+# that split on any line break (Mirth does, so does mllp._segments), and 0x0b/0x1c are the
+# MLLP block bytes (a message holding one is refused before it is sent). C1 controls go as
+# well (U+0085 is a line break to some readers).
+_DELIMITER_SWAP = str.maketrans(
+    {"|": "/", "^": " ", "&": "+", "~": "-", "\\": "/"}
+    | {chr(code): " " for code in (*range(0x20), *range(0x7F, 0xA0))}
+)
 
 
 def new_control_id() -> str:

@@ -13,11 +13,16 @@ thread decodes, aggregates and writes the outbox; the outbox sender has its own 
 A clean stop writes the partial periods too, so a restart loses nothing; a crash loses at
 most the current, unwritten period of observations — never a written message. The MQTT
 session is persistent (fixed client id, session expiry) when the client module offers it,
-so alarm events published while the gateway restarts wait at the broker.
+so alarm events published while the gateway restarts wait at the broker. Those arrive
+before the retained status messages that carry the beds' pseudonyms, so the bed →
+pseudonym table is kept in ``<outbox>/pseudonyms.json`` (private, written atomically on
+every change, read at start). Every message must name the ward and bed of the topic it
+came on (a bed may publish only there): one that names another bed is refused.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import statistics
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from painmon.core.util.errors import InvalidInputError
+from painmon.core.util.fileio import atomic_write
 from painmon.core.ward import topics
 from painmon.core.ward.hl7 import (
     AlarmReport,
@@ -51,6 +57,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EVERY_S = 60.0
 SEEN_ALARMS_MAX = 100_000
+PSEUDONYMS_FILE = "pseudonyms.json"  # beside the outbox's pending/ and rejected/
+INVALID_WARNINGS_MAX = 20  # bad messages logged as warnings; the rest at debug
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -169,7 +177,10 @@ class Hl7Gateway:
             backoff_max_s=backoff_max_s,
         )
         self.produced: list[str] = []
-        self.pseudonyms: dict[tuple[str, str], str] = {}
+        # Kept beside the outbox: after a restart the alarm events queued at the broker
+        # arrive before the retained status that names the bed's pseudonym.
+        self.pseudonyms_path = self.outbox.folder / PSEUDONYMS_FILE
+        self.pseudonyms: dict[tuple[str, str], str] = _load_pseudonyms(self.pseudonyms_path)
         self._seen_alarms: OrderedDict[str, None] = OrderedDict()
         self._inbox: queue.Queue[tuple[str, bytes, float]] = queue.Queue()
         self._stop = threading.Event()
@@ -264,24 +275,43 @@ class Hl7Gateway:
     def handle(self, topic_name: str, payload: bytes, now_s: float) -> None:
         """One bus message (the worker calls this; tests may too)."""
         try:
-            _ward, _bed, leaf = topics.parse_topic(topic_name)
+            ward, bed, leaf = topics.parse_topic(topic_name)
             if leaf not in (topics.OBS, topics.ALARM_EVENT, topics.STATUS):
                 return
             message = decode(leaf, payload)
         except InvalidInputError as exc:
-            self.decode_errors += 1
-            log.warning("ignored a bad message on %s: %s", topic_name, exc)
+            self._invalid(topic_name, str(exc))
+            return
+        if (message.ward, message.bed) != (ward, bed):
+            # A bed may publish only on its own topics (the ACL), but the payload is its own
+            # word: one naming another bed must not write into that bed's record (PV1-3) or
+            # replace its pseudonym. The station refuses the same messages.
+            self._invalid(
+                topic_name, f"payload names {message.ward}/{message.bed}, not the topic's bed"
+            )
             return
         if isinstance(message, ObsMessage):
             self.aggregator.add(message, now_s)
         elif isinstance(message, StatusMessage):
-            key = (message.ward, message.bed)
-            if message.pseudonym:
-                self.pseudonyms[key] = message.pseudonym
-            elif message.state == "online":
-                self.pseudonyms.pop(key, None)
+            self._on_status(message)
         elif isinstance(message, AlarmEventMessage):
             self._on_alarm(message)
+
+    def _on_status(self, status: StatusMessage) -> None:
+        key = (status.ward, status.bed)
+        before = self.pseudonyms.get(key)
+        if status.pseudonym:
+            self.pseudonyms[key] = status.pseudonym
+        elif status.state == "online":  # a bed online without one: no (or a new) patient
+            self.pseudonyms.pop(key, None)
+        if self.pseudonyms.get(key) != before:
+            _save_pseudonyms(self.pseudonyms_path, self.pseudonyms)
+
+    def _invalid(self, topic_name: str, why: str) -> None:
+        self.decode_errors += 1
+        # One line per bad message; a flood of them is the sender's fault, logged at debug.
+        level = logging.WARNING if self.decode_errors <= INVALID_WARNINGS_MAX else logging.DEBUG
+        log.log(level, "ignored a bad message on %s: %s", topic_name, why)
 
     def _on_alarm(self, event: AlarmEventMessage) -> None:
         if event.uuid in self._seen_alarms:
@@ -311,6 +341,44 @@ class Hl7Gateway:
         self.outbox.put(er7.encode("utf-8"))
         self.produced.append(control_id)
         self.sender.notify()
+
+
+def _load_pseudonyms(path: Path) -> dict[tuple[str, str], str]:
+    """The bed → pseudonym table a previous run saved; empty if none (or unreadable)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("pseudonym table %s is unreadable (%s); starting without it", path, exc)
+        return {}
+    entries = data.get("beds") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        log.warning("pseudonym table %s holds no list of beds; starting without it", path)
+        return {}
+    table: dict[tuple[str, str], str] = {}
+    for entry in entries:
+        try:
+            ward, bed, pseudonym = entry["ward"], entry["bed"], entry["pseudonym"]
+            topics.check_label(ward, "ward")
+            topics.check_label(bed, "bed")
+            if not isinstance(pseudonym, str) or not pseudonym:
+                raise InvalidInputError("the pseudonym is not a text")
+        except (InvalidInputError, KeyError, TypeError) as exc:
+            log.warning("pseudonym table %s: skipped an entry (%s)", path, exc)
+            continue
+        table[(ward, bed)] = pseudonym
+    return table
+
+
+def _save_pseudonyms(path: Path, table: dict[tuple[str, str], str]) -> None:
+    beds = [{"ward": w, "bed": b, "pseudonym": p} for (w, b), p in sorted(table.items())]
+    text = json.dumps({"version": 1, "beds": beds}, indent=2) + "\n"
+    try:
+        # Private, like the outbox's messages; atomic: a crash leaves the old table or the new.
+        atomic_write(path, lambda handle: handle.write(text), mode=0o600)
+    except OSError as exc:  # the table in memory still holds; the next change writes again
+        log.error("could not save the pseudonym table %s: %s", path, exc)
 
 
 def _session_kwargs(connect_client: Callable[..., Any]) -> dict[str, Any]:

@@ -1,14 +1,19 @@
 """A durable outbox for HL7 messages: on disk before sending, gone only after ``MSA|AA``.
 
 Each message is one file in ``<outbox>/pending/`` written atomically (temporary file,
-fsync, rename), named so that names sort in the order the messages were made. The sender
-takes the oldest, sends it over MLLP and deletes it only when the receiver answers AA. AE
-and AR answers move the file to ``<outbox>/rejected/`` with a ``.reason.txt`` beside it
-(logged; a person must look). No answer, a dropped connection or a wrong control id:
-the same file is sent again after a backoff that doubles up to ``backoff_max_s``, and the
-files behind it wait (order kept). A gateway that dies at any point finds its pending
-files at the next start and sends them first: duplicates are possible (a message answered
-AA just before the crash), losses are not; the receiver drops duplicates by MSH-10.
+fsync, rename), named ``<sequence>-<n>-<MSH-10>.hl7`` so that names sort in the order the
+messages were made: the 20-digit sequence is the wall clock in nanoseconds or one more than
+the largest sequence already used, whichever is larger, and at start the outbox reads the
+largest sequence among its files (older versions named them the same way). A clock stepped
+back (NTP, a restart with an earlier clock) thus never puts a new message before an older
+one. The sender takes the oldest, sends it over MLLP and deletes it only when the receiver
+answers AA. AE and AR answers move the file to ``<outbox>/rejected/`` with a
+``.reason.txt`` beside it (logged; a person must look). No answer, a dropped connection or
+a wrong control id: the same file is sent again after a backoff that doubles up to
+``backoff_max_s``, and the files behind it wait (order kept). A gateway that dies at any
+point finds its pending files at the next start and sends them first: duplicates are
+possible (a message answered AA just before the crash), losses are not; the receiver drops
+duplicates by MSH-10.
 """
 
 from __future__ import annotations
@@ -29,6 +34,15 @@ from painmon.core.ward.mllp import Ack, MllpClient, MllpError, message_control_i
 log = logging.getLogger(__name__)
 
 SUFFIX = ".hl7"
+SEQUENCE_DIGITS = 20
+
+
+def _sequence(name: str) -> int | None:
+    """The sequence a file name starts with, None for a name the outbox did not make."""
+    head = name.partition("-")[0]
+    if len(head) != SEQUENCE_DIGITS or not head.isdigit():
+        return None
+    return int(head)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -47,7 +61,7 @@ def _fsync_dir(folder: Path) -> None:
 class Outbox:
     """The on-disk queue: ``put`` durably, ``pending`` oldest first, ``done``/``reject``."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, *, clock_ns: Callable[[], int] | None = None) -> None:
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise InvalidInputError(f"outbox {self.folder} is a file, not a folder")
@@ -57,6 +71,15 @@ class Outbox:
         self.rejected_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.pending_dir.glob("*.tmp"):  # a write cut by a crash: never renamed
             stale.unlink(missing_ok=True)
+        self._clock_ns = clock_ns
+        # Files made by an earlier run (pending, or set aside) are older than anything put
+        # now, whatever the clock says.
+        made = (
+            _sequence(path.name)
+            for folder in (self.pending_dir, self.rejected_dir)
+            for path in folder.glob(f"*{SUFFIX}")
+        )
+        self._last_sequence = max((n for n in made if n is not None), default=0)
         self._counter = itertools.count()
         self._lock = threading.Lock()
 
@@ -66,7 +89,9 @@ class Outbox:
         if not control_id.replace("-", "").isalnum():
             raise InvalidInputError(f"control id {control_id!r} is not a safe file name")
         with self._lock:
-            name = f"{time.time_ns():020d}-{next(self._counter):06d}-{control_id}{SUFFIX}"
+            now_ns = self._clock_ns() if self._clock_ns is not None else time.time_ns()
+            self._last_sequence = sequence = max(now_ns, self._last_sequence + 1)
+            name = f"{sequence:0{SEQUENCE_DIGITS}d}-{next(self._counter):06d}-{control_id}{SUFFIX}"
         path = self.pending_dir / name
         with atomic_path(path, mode=0o600) as tmp, tmp.open("wb") as handle:
             handle.write(message)

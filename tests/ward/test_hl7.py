@@ -15,7 +15,8 @@ from painmon.core.ward.hl7 import (
     hl7_time,
     validate_er7,
 )
-from painmon.core.ward.mllp import message_control_id
+from painmon.core.ward.mllp import _segments as mllp_segments
+from painmon.core.ward.mllp import frame, message_control_id
 
 END = datetime(2026, 11, 27, 10, 1, 0, 250000, tzinfo=UTC)
 
@@ -172,10 +173,17 @@ def test_pcd04_phases(phase, acknowledged, acm_phase, state, inactivation) -> No
     assert values == [acm_phase, state, inactivation]
 
 
+# Free text with every kind of segment or frame breaker: HL7 delimiters, CR, LF (a segment
+# end to Mirth and to mllp._segments), VT/FS (the MLLP block bytes), the rest of C0, DEL, NEL.
+HOSTILE = "face lost | ^ & ~ \\ at bed\rPID|1\nOBX|9|ST|X||injected\x0b\x1c\x0c\t\x00\x7f\x85 end"
+
+
+def _no_control_characters(er7: str) -> bool:
+    return not any((ord(c) < 0x20 and c != "\r") or 0x7F <= ord(c) < 0xA0 for c in er7)
+
+
 def test_pcd04_technical_alarm_and_hostile_text() -> None:
-    report = _alarm(
-        kind="technical", condition="NO_FACE", priority="low", message="face lost | ^ & ~ \\ at bed"
-    )
+    report = _alarm(kind="technical", condition="NO_FACE", priority="low", message=HOSTILE)
     _, er7 = build_alarm_report(report, now=END)
     assert validate_er7(er7) == []
     first = _seg(er7, "OBX")[0]
@@ -184,6 +192,22 @@ def test_pcd04_technical_alarm_and_hostile_text() -> None:
     assert first[5].count("^") == 2  # the text's delimiters did not make new components
     assert first[8] == "PL~ST"
     assert len(_segments(er7)) == 8  # MSH PID PV1 OBR + 4 OBX: no segment injected
+    assert len(mllp_segments(er7)) == 8  # nor at a receiver that also ends segments at LF
+    assert _no_control_characters(er7)
+    frame(er7.encode())  # no MLLP block byte: the report can be sent
+
+
+def test_pcd01_unknown_reason_hostile_text() -> None:
+    summary = _summary(
+        n_unknown=120, median_level=None, median_confidence=None, unknown_reason=HOSTILE
+    )
+    _, er7 = build_observation_report(summary, now=END)
+    assert validate_er7(er7) == []
+    assert len(_segments(er7)) == len(mllp_segments(er7)) == 8  # MSH PID PV1 OBR + 4 OBX
+    (reason,) = [o for o in _seg(er7, "OBX") if o[3].startswith("PAINMON-UNKNOWN^")]
+    assert reason[5].startswith("face lost / ") and reason[5].endswith(" end")
+    assert _no_control_characters(er7)
+    frame(er7.encode())
 
 
 def test_bad_inputs_are_refused() -> None:

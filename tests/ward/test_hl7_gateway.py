@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import pytest
 
 from painmon.core.util.errors import InvalidInputError
+from painmon.core.ward import topics
 from painmon.core.ward.client import BrokerAddress, close_client, connect_client, publish_message
 from painmon.core.ward.hl7_gateway import Hl7Gateway, ObsAggregator, parse_host_port
 from painmon.core.ward.messages import (
@@ -87,6 +89,17 @@ def _publish_obs(client, beds: list[str], seconds: float, hz: float = 10.0, star
         seq += 1
         time.sleep(1.0 / hz)
     return sent
+
+
+def _offline_gateway(outbox: Path, mllp_port: int = 9, **kwargs) -> Hl7Gateway:
+    """A gateway fed through ``handle``/``tick`` by the test: no broker (nor receiver)."""
+    return Hl7Gateway(
+        "mqtt://127.0.0.1:1", "127.0.0.1", mllp_port, outbox, clock=lambda: 0.0, **kwargs
+    )
+
+
+def _pending_segments(gateway: Hl7Gateway) -> list[list[list[str]]]:
+    return [_segments(p.read_bytes()) for p in gateway.outbox.pending()]
 
 
 def test_parse_host_port_and_aggregator_refusals() -> None:
@@ -194,6 +207,11 @@ def test_gateway_restart_loses_no_message(tmp_path: Path, broker) -> None:
             assert left >= 2
 
             listener.mode = "AA"  # the record is back; a new gateway on the same outbox
+            # The second gateway starts with the saved pseudonyms: a new one shows when the
+            # bus is live again.
+            publish_message(
+                bed, StatusMessage(WARD, "bed-1", utc_iso(), "online", "test", pseudonym="P-2")
+            ).wait_for_publish(5)
             second = Hl7Gateway(
                 broker.url,
                 "127.0.0.1",
@@ -205,7 +223,7 @@ def test_gateway_restart_loses_no_message(tmp_path: Path, broker) -> None:
                 backoff_max_s=0.2,
             ).start()
             try:
-                assert _wait(lambda: _subscribed(second, "bed-1"))
+                assert _wait(lambda: second.pseudonyms.get((WARD, "bed-1")) == "P-2")
                 _publish_obs(bed, ["bed-1"], seconds=1.5, start_seq=1000)
                 alarms.append(_alarm("bed-1", 2))
                 publish_message(bed, alarms[-1]).wait_for_publish(5)
@@ -356,3 +374,179 @@ def test_gateway_resubscribes_after_a_broker_restart(tmp_path: Path, broker) -> 
         finally:
             gateway.stop(drain_s=5)
     assert listener.accepted, "alarm events reached the record after the broker came back"
+
+
+def test_a_payload_naming_another_bed_is_refused(tmp_path: Path, caplog) -> None:
+    gateway = _offline_gateway(tmp_path / "outbox", every_s=60)
+    try:
+        own = StatusMessage(WARD, "bed-2", utc_iso(), "online", "test", pseudonym="P-2")
+        gateway.handle(topics.topic(WARD, "bed-2", topics.STATUS), own.to_payload(), 0.0)
+        # bed-1 may publish on its own topics only (the ACL), but names bed-2 in the payload.
+        spoofed = {
+            topics.ALARM_EVENT: _alarm("bed-2"),
+            topics.OBS: _obs("bed-2", 0),
+            topics.STATUS: StatusMessage(
+                WARD, "bed-2", utc_iso(), "online", "test", pseudonym="OTHER-PATIENT"
+            ),
+        }
+        with caplog.at_level(logging.WARNING, logger="painmon.core.ward.hl7_gateway"):
+            for leaf, message in spoofed.items():
+                gateway.handle(topics.topic(WARD, "bed-1", leaf), message.to_payload(), 0.0)
+        gateway.tick(61.0)
+        assert gateway.outbox.pending() == []  # nothing written into bed-2's record
+        assert gateway.pseudonyms == {(WARD, "bed-2"): "P-2"}
+        assert gateway.decode_errors == 3
+        assert caplog.text.count("not the topic's bed") == 3
+        # The bed's own messages still reach the record.
+        gateway.handle(
+            topics.topic(WARD, "bed-1", topics.ALARM_EVENT), _alarm("bed-1").to_payload(), 0.0
+        )
+        (report,) = [p.read_bytes() for p in gateway.outbox.pending()]
+        assert _bed_of(report) == "bed-1" and gateway.decode_errors == 3
+    finally:
+        gateway.sender.client.close()
+
+
+def test_bad_messages_are_logged_as_warnings_up_to_a_limit(tmp_path: Path, caplog) -> None:
+    from painmon.core.ward.hl7_gateway import INVALID_WARNINGS_MAX
+
+    gateway = _offline_gateway(tmp_path / "outbox")
+    try:
+        topic = topics.topic(WARD, "bed-1", topics.ALARM_EVENT)
+        with caplog.at_level(logging.DEBUG, logger="painmon.core.ward.hl7_gateway"):
+            for _ in range(INVALID_WARNINGS_MAX + 5):
+                gateway.handle(topic, b"{not json", 0.0)
+        assert gateway.decode_errors == INVALID_WARNINGS_MAX + 5
+        levels = [r.levelno for r in caplog.records if "ignored a bad message" in r.message]
+        assert levels.count(logging.WARNING) == INVALID_WARNINGS_MAX
+        assert levels.count(logging.DEBUG) == 5
+    finally:
+        gateway.sender.client.close()
+
+
+def test_control_characters_in_bus_text_neither_split_nor_block_a_report(tmp_path: Path) -> None:
+    from painmon.core.ward.mllp import _segments as mllp_segments
+
+    # Schema-valid text: the bus allows any character in a message or an unknown reason.
+    alarm = AlarmEventMessage(
+        WARD, "bed-1", utc_iso(), new_uuid(), 1, "pain", "PAIN", "high", "start", "high\x1c"
+    )
+    split = AlarmEventMessage(
+        WARD, "bed-1", utc_iso(), new_uuid(), 2, "pain", "PAIN", "high", "end", "a\nOBX|9"
+    )
+    obs = ObsMessage(
+        WARD, "bed-1", utc_iso(), 0, False, None, None, None, None, (), "no face\nretrying"
+    )
+    with MllpTestServer() as listener:
+        gateway = _offline_gateway(tmp_path / "outbox", listener.port, every_s=60)
+        try:
+            for leaf, message in ((topics.ALARM_EVENT, alarm), (topics.ALARM_EVENT, split)):
+                gateway.handle(topics.topic(WARD, "bed-1", leaf), message.to_payload(), 0.0)
+            gateway.handle(topics.topic(WARD, "bed-1", topics.OBS), obs.to_payload(), 0.0)
+            gateway.tick(61.0)
+            assert gateway.decode_errors == 0
+            outcomes = [gateway.sender.send_next() for _ in range(4)]
+        finally:
+            gateway.sender.client.close()
+    assert outcomes == ["sent", "sent", "sent", "empty"]
+    assert gateway.outbox.rejected() == []
+    for message in listener.accepted:
+        text = message.decode()
+        assert "\n" not in text
+        assert len(mllp_segments(text)) == len(_segments(message)) == 8
+
+
+def _pid3_of_alarm(gateway: Hl7Gateway, bed: str, seq: int) -> str:
+    gateway.handle(topics.topic(WARD, bed, topics.ALARM_EVENT), _alarm(bed, seq).to_payload(), 0.0)
+    report = gateway.outbox.pending()[-1].read_bytes()
+    return next(s for s in _segments(report) if s[0] == "PID")[3]
+
+
+def _status(bed: str, pseudonym: str | None, state: str = "online") -> tuple[str, bytes]:
+    message = StatusMessage(WARD, bed, utc_iso(), state, "test", pseudonym=pseudonym)
+    return topics.topic(WARD, bed, topics.STATUS), message.to_payload()
+
+
+def test_pseudonyms_survive_a_restart_and_their_clearing_too(tmp_path: Path) -> None:
+    outbox = tmp_path / "outbox"
+    first = _offline_gateway(outbox)
+    try:
+        first.handle(*_status("bed-1", "PSN-42"), 0.0)
+        first.handle(*_status("bed-2", "PSN-7"), 0.0)
+    finally:
+        first.sender.client.close()
+    table = outbox / "pseudonyms.json"
+    assert table.stat().st_mode & 0o777 == 0o600
+
+    # The restart: an event queued at the broker comes before the retained status.
+    second = _offline_gateway(outbox)
+    try:
+        assert second.pseudonyms == {(WARD, "bed-1"): "PSN-42", (WARD, "bed-2"): "PSN-7"}
+        assert _pid3_of_alarm(second, "bed-1", 1) == "PSN-42^^^PAINMON^ANON"
+        second.handle(*_status("bed-1", None), 0.0)  # a new patient, no pseudonym yet
+        second.handle(*_status("bed-2", None, state="offline"), 0.0)  # e.g. the last will
+    finally:
+        second.sender.client.close()
+
+    third = _offline_gateway(outbox)
+    try:
+        assert third.pseudonyms == {(WARD, "bed-2"): "PSN-7"}
+        assert _pid3_of_alarm(third, "bed-1", 2) == ""
+        assert _pid3_of_alarm(third, "bed-2", 3) == "PSN-7^^^PAINMON^ANON"
+    finally:
+        third.sender.client.close()
+
+
+def test_an_unreadable_pseudonym_table_is_not_fatal(tmp_path: Path, caplog) -> None:
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    table = outbox / "pseudonyms.json"
+    for text in ("{cut short", '{"beds": 3}'):
+        table.write_text(text)
+        with caplog.at_level(logging.WARNING, logger="painmon.core.ward.hl7_gateway"):
+            gateway = _offline_gateway(outbox)
+        gateway.sender.client.close()
+        assert gateway.pseudonyms == {}
+    table.write_text(
+        '{"beds": [{"ward": "W1", "bed": "bed-1", "pseudonym": "P-1"},'
+        ' {"ward": "W1", "bed": "../x", "pseudonym": "P-2"}, {"ward": "W1"}]}'
+    )
+    gateway = _offline_gateway(outbox)
+    gateway.sender.client.close()
+    assert gateway.pseudonyms == {(WARD, "bed-1"): "P-1"}
+    assert "pseudonym table" in caplog.text
+
+
+def test_restarted_gateway_names_the_pseudonym_of_events_queued_at_the_broker(
+    tmp_path: Path, broker
+) -> None:
+    bed = _bed_client(broker.url)
+    try:
+        publish_message(
+            bed, StatusMessage(WARD, "bed-1", utc_iso(), "online", "test", pseudonym="PSN-42")
+        ).wait_for_publish(5)
+        with MllpTestServer() as listener:
+
+            def gateway() -> Hl7Gateway:
+                return Hl7Gateway(
+                    broker.url, "127.0.0.1", listener.port, tmp_path / "outbox", ward=WARD
+                ).start()
+
+            first = gateway()
+            try:
+                assert _wait(lambda: _subscribed(first, "bed-1"))
+                publish_message(bed, _alarm("bed-1", 1)).wait_for_publish(5)
+                assert _wait(lambda: len(listener.accepted) >= 1)
+            finally:
+                first.stop()
+            publish_message(bed, _alarm("bed-1", 2)).wait_for_publish(5)  # while it is down
+            second = gateway()
+            try:
+                assert _wait(lambda: len(listener.accepted) >= 2)
+            finally:
+                second.stop()
+            accepted = list(listener.accepted)
+    finally:
+        close_client(bed)
+    pids = {next(s for s in _segments(m) if s[0] == "PID")[3] for m in accepted}
+    assert pids == {"PSN-42^^^PAINMON^ANON"}

@@ -139,3 +139,70 @@ def test_a_damaged_file_is_set_aside_not_stuck(tmp_path: Path) -> None:
         sender.stop()
     assert [p.name for p in box.rejected()] == [damaged.name]
     assert [message_control_id(m) for m in server.accepted] == ["FIRST"]
+
+
+class _Clock:
+    """A wall clock in ns that the test steps (back, too)."""
+
+    def __init__(self, now_ns: int) -> None:
+        self.now_ns = now_ns
+
+    def __call__(self) -> int:
+        return self.now_ns
+
+
+def _delivered(box: Outbox) -> list[str]:
+    with MllpTestServer() as server:
+        sender = OutboxSender(box, "127.0.0.1", server.port, timeout_s=5)
+        while sender.send_next() != "empty":
+            pass
+        sender.stop()
+    return [message_control_id(m) for m in server.accepted]
+
+
+NOW_NS = 1_790_000_000_000_000_000
+
+
+def test_clock_stepped_back_keeps_the_order(tmp_path: Path) -> None:
+    clock = _Clock(NOW_NS)
+    box = Outbox(tmp_path, clock_ns=clock)
+    box.put(_msg("START"))
+    clock.now_ns -= 2_000_000_000  # NTP steps the wall clock back 2 s
+    box.put(_msg("END"))
+    clock.now_ns += 5_000_000_000
+    box.put(_msg("LATER"))
+    assert _delivered(box) == ["START", "END", "LATER"]
+
+
+def test_restart_with_an_earlier_clock_sends_the_leftovers_first(tmp_path: Path) -> None:
+    clock = _Clock(NOW_NS)
+    Outbox(tmp_path, clock_ns=clock).put(_msg("LEFT"))  # left pending by a crashed run
+    clock.now_ns -= 2_000_000_000
+    box = Outbox(tmp_path, clock_ns=clock)  # the next start, with the clock 2 s earlier
+    box.put(_msg("NEW1"))
+    box.put(_msg("NEW2"))
+    assert _delivered(box) == ["LEFT", "NEW1", "NEW2"]
+    # Nothing pending now, but a rejected file's name still counts: names stay unique and
+    # a file put back into pending by a person sorts where it was made.
+    rejected = Outbox(tmp_path, clock_ns=clock)
+    rejected.reject(rejected.put(_msg("BAD")), "test")
+    clock.now_ns -= 2_000_000_000
+    box = Outbox(tmp_path, clock_ns=clock)
+    assert box.put(_msg("AFTER")).name > box.rejected()[0].name
+
+
+def test_old_version_names_are_read_and_kept_in_order(tmp_path: Path) -> None:
+    # Pending files of an earlier version: wall-clock ns and a per-run counter, as before.
+    pending = tmp_path / "pending"
+    pending.mkdir()
+    for i, cid in enumerate(("OLD1", "OLD2")):
+        (pending / f"{NOW_NS + i:020d}-{i:06d}-{cid}.hl7").write_bytes(_msg(cid))
+    (pending / "notes.hl7").write_bytes(_msg("ODD"))  # not a name the outbox made
+    box = Outbox(tmp_path, clock_ns=_Clock(NOW_NS - 60_000_000_000))  # a minute earlier
+    box.put(_msg("NEW"))
+    assert [message_control_id(p.read_bytes()) for p in box.pending()] == [
+        "OLD1",
+        "OLD2",
+        "NEW",
+        "ODD",
+    ]
