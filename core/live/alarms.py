@@ -37,10 +37,10 @@ Design choices (the specification left these open):
   domain monitor reports OUT_OF_DOMAIN after persist_s of unfamiliar faces and
   holds it for clear_s; a second delay would only hide them longer. While a
   condition waits for its delay the pain state is frozen all the same (output
-  unknown) and no technical alarm is shown. The delays run on the whole unknown
-  stretch, not on one condition: a face found on some frames and too dark on
-  others (NO_FACE and LOW_QUALITY changing faster than either delay) raises the
-  condition of the moment once the stretch has lasted that condition's delay, and
+  unknown) and no technical alarm is shown. The delays also run on the whole
+  unknown stretch: a face found on some frames and too dark on others (NO_FACE and
+  LOW_QUALITY changing faster than either delay) raises the condition seen on most
+  of the stretch's frames once the stretch has lasted that condition's delay, and
   its message says the conditions changed. A shown technical alarm gives way to
   another condition at once if that one's producer already waited (SIGNAL_LOST,
   FROZEN, OUT_OF_DOMAIN), else once it has held for technical_delay_s; so
@@ -409,9 +409,9 @@ class AlarmManager:
         # The condition shown (when active) or waiting for its delay, and since when it holds.
         self._condition: TechnicalCondition | None = None
         self._condition_since_t_s: float | None = None
-        # The whole unknown stretch: when it began and the conditions seen in it.
+        # The whole unknown stretch: when it began and how many frames each condition had.
         self._unknown_since_t_s: float | None = None
-        self._conditions_seen: list[TechnicalCondition] = []
+        self._stretch_frames: dict[TechnicalCondition, int] = {}
         # Another condition while one is shown: it takes over once it held for its delay.
         self._challenger: TechnicalCondition | None = None
         self._challenger_since_t_s: float | None = None
@@ -659,13 +659,12 @@ class AlarmManager:
                 )
             self._condition = self._condition_since_t_s = self._unknown_since_t_s = None
             self._challenger = self._challenger_since_t_s = None
-            self._conditions_seen = []
+            self._stretch_frames = {}
             self._technical_active = False
             return
         if self._unknown_since_t_s is None:
             self._unknown_since_t_s = t_s
-        if condition not in self._conditions_seen:
-            self._conditions_seen.append(condition)
+        self._stretch_frames[condition] = self._stretch_frames.get(condition, 0) + 1
         if self._technical_active:
             assert self._condition is not None
             if condition == self._condition:
@@ -693,8 +692,13 @@ class AlarmManager:
         assert self._condition_since_t_s is not None
         if self._delay_passed(condition, t_s - self._condition_since_t_s):
             self._raise_technical(t_s, condition, changing=False)
-        elif self._delay_passed(condition, t_s - self._unknown_since_t_s):
-            self._raise_technical(t_s, condition, changing=True)
+            return
+        # Changing conditions: the one on most frames (the first seen of a tie) is raised
+        # once the whole stretch has lasted its delay.
+        most = max(self._stretch_frames, key=self._stretch_frames.__getitem__)
+        if self._delay_passed(most, t_s - self._unknown_since_t_s):
+            self._condition, self._condition_since_t_s = most, self._unknown_since_t_s
+            self._raise_technical(t_s, most, changing=True)
 
     def _delay_passed(
         self, condition: TechnicalCondition, held_s: float, switching: bool = False
@@ -722,7 +726,7 @@ class AlarmManager:
             message = f"technical alarm {condition.value}"
         if changing:
             assert self._unknown_since_t_s is not None
-            seen = ", ".join(c.value for c in self._conditions_seen)
+            seen = ", ".join(c.value for c in self._stretch_frames)
             message = (
                 f"technical alarm {condition.value}: pain output unknown for "
                 f"{t_s - self._unknown_since_t_s:.1f} s under changing conditions ({seen})"

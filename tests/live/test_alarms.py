@@ -412,12 +412,26 @@ def test_flickering_conditions_raise_one_technical_alarm(manager: AlarmManager) 
         states.append(manager.update(i / 25, None, condition))
     onsets = [e for st in states for e in st.new_events]
     assert [e.kind for e in onsets] == ["technical_onset"]
-    assert onsets[0].t_s == pytest.approx(1.0, abs=0.2)
+    # NO_FACE had most frames (each cycle starts with it): raised after its 5 s delay.
+    assert onsets[0].t_s == pytest.approx(5.0, abs=0.2)
+    assert onsets[0].message.startswith("technical alarm NO_FACE: pain output unknown for 5")
     assert "changing conditions (NO_FACE, LOW_QUALITY)" in onsets[0].message
     shown_from = next(i for i, st in enumerate(states) if st.technical_conditions)
     assert all(st.technical_conditions for st in states[shown_from:])
     assert all(st.output_unknown for st in states)
     assert kinds(feed(manager, 60.0, 61.0, 1.0)) == ["technical_clear"]
+
+
+def test_a_rare_other_condition_does_not_name_the_technical_alarm(
+    manager: AlarmManager,
+) -> None:
+    # No face, and now and then a dark false detection (LOW_QUALITY): the alarm says NO_FACE.
+    states = [manager.update(i / 10, None, "LOW_QUALITY" if i % 20 == 7 else "NO_FACE")
+              for i in range(100)]  # fmt: skip
+    onsets = [e for st in states for e in st.new_events]
+    assert [e.kind for e in onsets] == ["technical_onset"]
+    assert states[-1].technical_conditions == ("NO_FACE",)
+    assert 5.0 < onsets[0].t_s <= 5.2
 
 
 def test_a_steady_condition_replaces_a_shown_one_after_the_technical_delay(
