@@ -944,6 +944,11 @@ class AlarmManager:
             pending = pending_in_s = None  # due on the next valid level: not a countdown
         shown = self._shown_priority()
         active = self._episode is not AlarmPriority.NONE
+        if active and pending is not None and _PAIN_RANK[pending] <= _PAIN_RANK[shown]:
+            # A MEDIUM episode escalating while an earlier HIGH is latched: the header
+            # already shows HIGH, so "HIGH in 4 s" would announce nothing new (the
+            # escalation itself is still raised and logged when due).
+            pending = pending_in_s = None
         sounding = (active and not self._acknowledged) or self._latched
         paused = self._pause_until_t_s is not None
         remaining = self._pause_until_t_s - t_s if self._pause_until_t_s is not None else None

@@ -447,6 +447,22 @@ def test_a_steady_condition_replaces_a_shown_one_after_the_technical_delay(
     assert states[-1].technical_conditions == ("NO_FACE",)
 
 
+def test_a_new_episode_escalating_under_a_latched_high_is_no_crash(
+    manager: AlarmManager,
+) -> None:
+    # The demo patient's second episode: a HIGH alarm ended unacknowledged (latched), a new
+    # MEDIUM episode opens and climbs towards HIGH. Its pending escalation ranks no higher
+    # than the latched HIGH shown: the state used to be refused ("a pending high alarm
+    # must rank above the active high one"), which stopped monitoring at 92 s of the demo.
+    raise_high(manager)
+    assert kinds(feed(manager, 10.5, 16.0, 1.0)) == ["latch"]
+    assert kinds(feed(manager, 16.5, 26.5, 3.0)) == ["onset"]
+    climbing = feed(manager, 27.0, 36.5, 3.8)
+    assert all(st.latched and st.pain_priority == "high" for st in climbing)
+    assert all(st.pending_priority is None for st in climbing)
+    assert kinds(climbing) == [] and kinds(feed(manager, 37.0, 37.0, 3.8)) == ["escalation"]
+
+
 def test_unknown_level_without_condition_freezes_without_technical_alarm(
     manager: AlarmManager,
 ) -> None:
