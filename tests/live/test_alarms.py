@@ -463,6 +463,19 @@ def test_a_new_episode_escalating_under_a_latched_high_is_no_crash(
     assert kinds(climbing) == [] and kinds(feed(manager, 37.0, 37.0, 3.8)) == ["escalation"]
 
 
+def test_the_demo_patients_repeating_episodes_run_unacknowledged(manager: AlarmManager) -> None:
+    # The scripted synthetic patient (painmon demo, monitor --source synthetic, bench soak)
+    # repeats its episode every 60 s; nobody acknowledges. Five episodes at 30 fps.
+    from painmon.core.synth.stream import episode_level
+
+    states = [manager.update(i / 30, 4.0 * episode_level(i / 30, 60.0)) for i in range(30 * 300)]
+    events = kinds(states)
+    assert events[:3] == ["onset", "escalation", "latch"]
+    # Every later episode opens under the latch and escalates; none of it is refused.
+    assert events.count("onset") == 5 and events.count("escalation") == 5
+    assert all(st.latched for st in states[-30:])
+
+
 def test_unknown_level_without_condition_freezes_without_technical_alarm(
     manager: AlarmManager,
 ) -> None:
