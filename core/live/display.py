@@ -322,9 +322,10 @@ def pending_text(priority: str, in_s: float) -> str:
 
 def alarm_banner(state: AlarmState | None, message: str = "") -> BannerText:
     """The pain alarm row for ``state``: alarm, pending alarm ("MEDIUM pain alarm in 7 s")
-    or none. ``message`` replaces the active alarm's own words."""
+    or none. ``message`` replaces the active alarm's own words. No state yet (a source
+    starting, a model just switched) is "Pain not monitored": nothing is known."""
     if state is None:
-        return BannerText(NO_PAIN_ALARM_TEXT, None)
+        return BannerText(PAIN_NOT_MONITORED_TEXT, None)
     priority = AlarmPriority(state.pain_priority)
     pending = state.pending_priority
     if priority is AlarmPriority.NONE:
@@ -389,7 +390,7 @@ class DisplayState:
     # The model's reading on the state panel (None: no known level shown) and the pain
     # alarm row (alarm, pending alarm or none).
     reading: Reading | None = None
-    banner: BannerText = BannerText(NO_PAIN_ALARM_TEXT, None)
+    banner: BannerText = BannerText(PAIN_NOT_MONITORED_TEXT, None)
 
     @property
     def reading_value(self) -> float | None:

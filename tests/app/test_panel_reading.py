@@ -13,7 +13,7 @@ pytest.importorskip("pytestqt")
 from painmon.app.widgets import AlarmBanner, StatePanel
 from painmon.core.live.alarms import AlarmManager, AlarmSettings
 from painmon.core.live.capture import Frame
-from painmon.core.live.display import display_state, reading_band
+from painmon.core.live.display import PAIN_NOT_MONITORED_TEXT, display_state, reading_band
 from painmon.core.live.engine import STAGES, EngineResult
 from painmon.core.live.face import FaceObservation
 from painmon.core.live.face_detect import FaceBox
@@ -113,8 +113,8 @@ def test_banner_shows_the_alarm_with_its_pending_escalation_and_flashes(qtbot):
     on_colour = banner.colour
     banner.show_state(state, blink_on=False)
     assert banner.colour != on_colour  # an unacknowledged alarm flashes; pending never does
-    banner.show_state(None, blink_on=True)
-    assert banner.text.text() == "No pain alarm" and not banner.pending
+    banner.show_state(None, blink_on=True)  # no state yet: never "No pain alarm"
+    assert banner.text.text() == PAIN_NOT_MONITORED_TEXT and not banner.pending
 
 
 def test_banner_shows_the_central_station_alarm_while_pain_stays_known(qtbot):

@@ -19,6 +19,7 @@ from painmon.core.live.alarms import (
 )
 from painmon.core.live.display import (
     NO_PAIN_ALARM_TEXT,
+    PAIN_NOT_MONITORED_TEXT,
     ColourRole,
     alarm_banner,
     display_state,
@@ -153,7 +154,8 @@ def test_banner_with_an_active_alarm_and_a_pending_escalation(manager):
 
 
 def test_banner_without_alarm_or_pending_and_latched_high_outranks_a_pending_medium(manager):
-    assert alarm_banner(None).text == NO_PAIN_ALARM_TEXT
+    # No state yet (a source starting, a model switched mid-alarm): nothing is known.
+    assert alarm_banner(None).text == PAIN_NOT_MONITORED_TEXT
     assert _display(feed(manager, 0.0, 2.0, 1.0)[-1]).banner.role is None
     feed(manager, 2.5, 12.5, 3.8)  # HIGH
     feed(manager, 13.0, 18.0, 1.0)  # clears unacknowledged: latched
