@@ -27,6 +27,13 @@ Design choices (the contract left these open):
   removes the last pain alarm an ``end`` follows it. Reminders, audio pause and
   settings changes are not events on the bus; the retained ``alarm/state`` shows them.
   Technical alarms have priority ``low`` (visual only, IEC 60601-1-8).
+* Alarm identity: every event has its own ``uuid`` (receipts, de-duplication) and the
+  ``alert_id`` of the alarm it belongs to, one uuid for every phase of that alarm (the IHE
+  ACM alert identifier the HL7 gateway puts in OBR-3). A pain alarm runs from its start to
+  its end while the bed shows it: escalate and acknowledge keep its id, and so does a new
+  onset while a latched HIGH is still shown (the bed never stopped showing that alarm);
+  the next start after an end is a new alarm. Each technical or system condition is its
+  own alarm, from its start to its end.
 * Obs: at most ``obs_hz`` per second of wall time, the newest result wins; scheduled on
   a fixed grid so that 25 fps frames give 10 Hz, not 8.3 Hz.
 """
@@ -222,8 +229,9 @@ def event_phase(kind: str) -> tuple[str, str] | None:
 class AlarmEventMapper:
     """Turns the engine's AlarmStates into bus events and the retained alarm state (pure).
 
-    Keeps the per-bed event counter, when each technical condition began, and the last
-    alarm list published, so ``alarm/state`` is sent only when it changed.
+    Keeps the per-bed event counter, when each technical condition began, the alert id of
+    each open alarm (pain, and each technical condition) and the last alarm list
+    published, so ``alarm/state`` is sent only when it changed.
     """
 
     def __init__(
@@ -241,6 +249,9 @@ class AlarmEventMapper:
         self.seq = 0
         self._pain_shown = False
         self._technical_since: dict[str, str] = {}
+        # The alert id of the open pain alarm and of each open technical condition.
+        self._pain_alert: str | None = None
+        self._technical_alert: dict[str, str] = {}
         self._last_entries: tuple[AlarmEntry, ...] | None = None
 
     def map(
@@ -260,13 +271,19 @@ class AlarmEventMapper:
             if kind == "pain":
                 condition = PAIN_CONDITION
                 pain_ended = pain_ended or phase == "end"
+                alert_id = self._pain_alert_id(phase)
             else:
                 condition = self._technical_condition(event, active_technical)
                 if phase == "start":
                     self._technical_since[condition] = time_text
+                    alert_id = self._technical_alert[condition] = self._uuid()
                 else:
                     self._technical_since.pop(condition, None)
-            events.append(self._event(event, kind, condition, phase, time_text, acknowledged_by))
+                    # An end whose start this mapper never saw is an alarm of its own.
+                    alert_id = self._technical_alert.pop(condition, None) or self._uuid()
+            events.append(
+                self._event(event, kind, condition, phase, time_text, acknowledged_by, alert_id)
+            )
         shown = state.pain_priority != AlarmPriority.NONE.value
         if self._pain_shown and not shown and not pain_ended:
             # An acknowledge removed a latched HIGH: the alarm is over, say so.
@@ -279,14 +296,28 @@ class AlarmEventMapper:
                     "end",
                     "pain alarm ended (latched alarm acknowledged)",
                     time_text,
+                    alert_id=self._pain_alert_id("end"),
                 )
             )
         self._pain_shown = shown
+        if not shown:
+            self._pain_alert = None  # e.g. an acknowledge pressed with no alarm shown
         entries = self._entries(state, now)
         if entries == self._last_entries:
             return events, None
         self._last_entries = entries
         return events, AlarmStateMessage(self.ward, self.bed, now, self.seq, entries)
+
+    def _pain_alert_id(self, phase: str) -> str:
+        """The alert id of the pain alarm a ``phase`` event belongs to (opened at its start,
+        or at the first event this mapper sees of an alarm already running; closed at its
+        end). A start while the previous alarm is still shown (latched) continues it."""
+        if self._pain_alert is None or (phase == "start" and not self._pain_shown):
+            self._pain_alert = self._uuid()
+        alert_id = self._pain_alert
+        if phase == "end":
+            self._pain_alert = None
+        return alert_id
 
     def _technical_condition(self, event: AlarmEvent, active: list[str]) -> str:
         match = _TECHNICAL_NAME.match(event.message)
@@ -303,6 +334,7 @@ class AlarmEventMapper:
         phase: str,
         time_text: str,
         acknowledged_by: str,
+        alert_id: str,
     ) -> AlarmEventMessage:
         return self._make(
             kind,
@@ -312,6 +344,7 @@ class AlarmEventMapper:
             event.message,
             time_text,
             by=acknowledged_by if phase == "acknowledge" else None,
+            alert_id=alert_id,
         )
 
     def _make(
@@ -323,6 +356,8 @@ class AlarmEventMapper:
         message: str,
         time_text: str,
         by: str | None = None,
+        *,
+        alert_id: str,
     ) -> AlarmEventMessage:
         self.seq += 1
         return AlarmEventMessage(
@@ -338,6 +373,7 @@ class AlarmEventMapper:
             message=message[:_MAX_MESSAGE_CHARS],
             acknowledged=phase == "acknowledge",
             by=by,
+            alert_id=alert_id,
         )
 
     def _entries(self, state: AlarmState, now: str) -> tuple[AlarmEntry, ...]:

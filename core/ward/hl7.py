@@ -10,8 +10,13 @@ Two messages leave the gateway:
   of unknown ones. A period with no known output carries the pain OBX with result status
   ``X`` ("results cannot be obtained") and no value, plus an OBX saying why.
 * :func:`build_alarm_report` — ORU^R40^ORU_R40 after IHE PCD-04 (Report Alert, profile
-  ACM): the alert identifier (the bus event's uuid) in OBR-3 so a receiver links the phases
-  of one alarm and drops duplicates, OBR-4 ``196616^MDC_EVT_ALARM^MDC``, and the alert
+  ACM): the alert identifier in OBR-3 and OBX-21, the same on every report of one alarm
+  (start, escalate, acknowledge, end: the bus event's ``alert_id``; for an event from a
+  bed older than that field, the event's own uuid) so a receiver links the phases of one
+  alarm, while each report is one message of its own: MSH-10 is derived from the bus
+  event's uuid (:func:`alarm_control_id`), so a bus event reported twice (the bed re-sends
+  until the station's receipt; a restarted gateway forgets what it saw) carries the same
+  MSH-10 and the receiver drops the copy. OBR-4 ``196616^MDC_EVT_ALARM^MDC``, and the alert
   "facets" as OBX segments told apart by a dotted OBX-4: 1 = source and event
   identification with priority and kind in OBX-8 (``PH``/``PM``/``PL``/``PN`` and
   ``SP`` physiological or ``ST`` technical), 2 = event phase, 3 = alert state, 4 =
@@ -83,6 +88,16 @@ def new_control_id() -> str:
     return uuid.uuid4().hex[:20]
 
 
+def alarm_control_id(event_uuid: str) -> str:
+    """The MSH-10 of the ORU^R40 of one bus alarm event: 20 hex characters of its uuid, so
+    the same event reported again is recognisably the same message (a different event, even
+    a later phase of the same alarm, gets a different one)."""
+    digits = event_uuid.replace("-", "").lower()
+    if len(digits) != 32 or any(c not in "0123456789abcdef" for c in digits):
+        raise InvalidInputError(f"alarm event uuid {event_uuid!r} is not a uuid")
+    return digits[:20]
+
+
 def hl7_time(moment: datetime) -> str:
     """``YYYYMMDDHHMMSS.fff+0000`` (HL7 DTM in UTC, milliseconds, explicit offset)."""
     if moment.tzinfo is None:
@@ -133,7 +148,11 @@ class PainPeriodSummary:
 
 @dataclass(frozen=True)
 class AlarmReport:
-    """One alarm event from the bus, as one PCD-04 message carries it."""
+    """One alarm event from the bus, as one PCD-04 message carries it.
+
+    ``uuid`` is the event's, ``alert_id`` the alarm's (the same on all its phases); without
+    an ``alert_id`` (a bed older than that field) the event's uuid stands in for it.
+    """
 
     ward: str
     bed: str
@@ -148,6 +167,7 @@ class AlarmReport:
     acknowledged: bool = False
     by: str | None = None
     pseudonym: str | None = None
+    alert_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.time.tzinfo is None:
@@ -160,6 +180,11 @@ class AlarmReport:
             raise InvalidInputError(f"alarm phase {self.phase!r} is not known")
         if not self.uuid or not self.condition:
             raise InvalidInputError("an alarm needs its uuid and condition")
+
+    @property
+    def alert_identifier(self) -> str:
+        """OBR-3 / OBX-21: the alarm's id, or the event's uuid when the bed sent none."""
+        return self.alert_id or self.uuid
 
 
 def _new_message(message_type: str, control_id: str, now: datetime, profile: str) -> Message:
@@ -251,7 +276,8 @@ def build_alarm_report(
     _patient_and_visit(result, report.ward, report.bed, report.pseudonym)
     order = result.add_group("ORU_R01_ORDER_OBSERVATION")
     order.obr.obr_1 = "1"
-    order.obr.obr_3 = f"{_plain_text(report.uuid, 64)}^{SENDING_APPLICATION}"
+    alert = f"{_plain_text(report.alert_identifier, 64)}^{SENDING_APPLICATION}"
+    order.obr.obr_3 = alert
     order.obr.obr_4 = ALARM_SERVICE
     order.obr.obr_7 = hl7_time(report.time)
     condition = _plain_text(report.condition, 40)
@@ -261,7 +287,7 @@ def build_alarm_report(
     ident.obx_5 = f"PAINMON-EVT-{condition}^{text}^L"
     ident.obx_8 = PRIORITY_FLAGS[report.priority]
     ident.add_field("obx_8").value = KIND_FLAGS[report.kind]
-    ident.obx_21 = f"{_plain_text(report.uuid, 64)}^{SENDING_APPLICATION}"
+    ident.obx_21 = alert
     phase = _obx(order, 2, "ST", EVENT_PHASE_CODE, "1.0.0.0.2", report.time)
     phase.obx_5 = ACM_PHASES[report.phase]
     state = _obx(order, 3, "ST", ALERT_STATE_CODE, "1.0.0.0.3", report.time)

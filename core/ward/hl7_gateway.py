@@ -4,7 +4,9 @@ The gateway subscribes like a station but only listens: it sends no receipts (th
 confirms alarms to the beds) and no commands. Per bed it gathers the period's observations
 (``--every-s``, default 60 s) into one PCD-01 ORU^R01 (median level of the known ones,
 median confidence, counts of observations and of unknown ones), and turns every alarm
-event it has not seen before (by uuid) into one PCD-04 ORU^R40. Each message goes into the
+event it has not seen before (by uuid) into one PCD-04 ORU^R40: the event's alert id
+(the same on every phase of one alarm; an older bed's events have none, and their uuid
+stands in) in OBR-3, an MSH-10 derived from the event's uuid. Each message goes into the
 durable :class:`~painmon.core.ward.outbox.Outbox` first; the sender delivers it until the
 receiver's ``MSA|AA``.
 
@@ -41,6 +43,7 @@ from painmon.core.ward import topics
 from painmon.core.ward.hl7 import (
     AlarmReport,
     PainPeriodSummary,
+    alarm_control_id,
     build_alarm_report,
     build_observation_report,
 )
@@ -333,8 +336,9 @@ class Hl7Gateway:
             acknowledged=event.acknowledged,
             by=event.by,
             pseudonym=self.pseudonyms.get((event.ward, event.bed)),
+            alert_id=event.alert_identifier,
         )
-        self._emit(build_alarm_report(report))
+        self._emit(build_alarm_report(report, control_id=alarm_control_id(event.uuid)))
 
     def _emit(self, built: tuple[str, str]) -> None:
         control_id, er7 = built

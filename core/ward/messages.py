@@ -290,10 +290,16 @@ class ObsMessage(_Message):
 class AlarmEventMessage(_Message):
     """One alarm event (QoS 1), confirmed by the station's receipt of its uuid.
 
-    The IEEE 11073-10201 mirror fields are derived when left out and checked when given.
+    ``uuid`` names this one event (receipts, de-duplication); ``alert_id`` names the alarm
+    it belongs to, the same on every phase of that alarm from its start to its end (the
+    IHE ACM alert identifier). ``alert_id`` is optional on the bus: beds older than it
+    leave it out, and a receiver then takes the event's ``uuid``
+    (:attr:`alert_identifier`). The IEEE 11073-10201 mirror fields are derived when left
+    out and checked when given.
     """
 
     LEAF: ClassVar[str] = topics.ALARM_EVENT
+    _OMIT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset({"alert_id"})
 
     ward: str
     bed: str
@@ -311,6 +317,7 @@ class AlarmEventMessage(_Message):
     alert_condition_priority: str | None = None
     presence: bool | None = None
     determination_time: str | None = None
+    alert_id: str | None = None
 
     def __post_init__(self) -> None:
         derived = {
@@ -324,6 +331,8 @@ class AlarmEventMessage(_Message):
                 _set(self, name, value)
         self._check()
         _uuid("uuid", self.uuid)
+        if self.alert_id is not None:
+            _uuid("alert_id", self.alert_id)
         _int("seq", self.seq, 0)
         _one_of("kind", self.kind, KINDS)
         _condition("condition", self.condition)
@@ -346,6 +355,12 @@ class AlarmEventMessage(_Message):
             )
         if self.phase == "acknowledge" and self.by is None:
             raise InvalidInputError("field 'by': an acknowledge event says who acknowledged")
+
+    @property
+    def alert_identifier(self) -> str:
+        """The alarm this event belongs to: ``alert_id``, or (a bed older than that field)
+        the event's own ``uuid``."""
+        return self.alert_id or self.uuid
 
 
 @dataclass(frozen=True)

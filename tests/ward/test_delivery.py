@@ -314,3 +314,81 @@ def test_every_alarm_event_kind_has_a_decided_fate(kind):
 def test_mapper_refuses_bad_labels():
     with pytest.raises(InvalidInputError):
         AlarmEventMapper("W1", "bed/3")
+
+
+# -- alert ids: one per alarm, the same on all its phases --------------------------------------
+
+
+def _run(mapper, alarms, t: float, levels, condition=None) -> tuple[float, list]:
+    sent = []
+    for level in levels:
+        sent += mapper.map(alarms.update(t, level, condition))[0]
+        t += 0.25
+    return t, sent
+
+
+def test_one_pain_alarm_keeps_one_alert_id_from_start_to_end_and_the_next_gets_another():
+    alarms, mapper = _manager(), _mapper()
+    t, sent = _run(mapper, alarms, 0.0, [3.0] * 12 + [3.8] * 12)
+    sent += mapper.map(alarms.acknowledge(t), acknowledged_by="station")[0]
+    t, more = _run(mapper, alarms, t + 0.25, [0.5] * 40)
+    sent += more
+    t, second = _run(mapper, alarms, t, [3.0] * 12 + [0.5] * 40)
+    assert [e.phase for e in sent] == ["start", "escalate", "acknowledge", "end"]
+    assert [e.phase for e in second] == ["start", "end"]
+    (first_id,) = {e.alert_id for e in sent}
+    (second_id,) = {e.alert_id for e in second}
+    assert first_id != second_id
+    events = sent + second
+    # The event uuid still names each event alone (receipts, de-duplication) ...
+    assert len({e.uuid for e in events}) == 6
+    # ... and no alert id is the uuid of some event.
+    assert not {first_id, second_id} & {e.uuid for e in events}
+    for message in events:
+        decoded = _round_trip(message)
+        assert decoded == message and decoded.alert_identifier == message.alert_id
+
+
+def test_a_latched_alarm_keeps_its_alert_id_through_a_new_onset_to_its_end():
+    alarms, mapper = _manager(), _mapper()
+    t, sent = _run(mapper, alarms, 0.0, [3.9] * 12 + [0.5] * 30)
+    assert [e.phase for e in sent] == ["start"]  # latched, still shown
+    t, more = _run(mapper, alarms, t, [3.0] * 12)  # a new onset while the latch is shown
+    sent += more
+    sent += mapper.map(alarms.acknowledge(t))[0]
+    t, more = _run(mapper, alarms, t + 0.25, [0.5] * 40)
+    sent += more
+    assert [e.phase for e in sent] == ["start", "start", "acknowledge", "end"]
+    assert len({e.alert_id for e in sent}) == 1
+    # A latched HIGH acknowledged: the acknowledge and the end that follows it share the id.
+    t, again = _run(mapper, alarms, t, [3.9] * 12 + [0.5] * 30)
+    again += mapper.map(alarms.acknowledge(t))[0]
+    assert [e.phase for e in again] == ["start", "acknowledge", "end"]
+    assert len({e.alert_id for e in again}) == 1
+    assert again[0].alert_id != sent[0].alert_id
+
+
+def test_each_technical_condition_is_an_alarm_of_its_own_with_one_alert_id():
+    alarms, mapper = _manager(), _mapper()
+    mapper.map(alarms.update(0.0, 1.0))
+    sent = mapper.map(alarms.update(0.1, None, TechnicalCondition.FROZEN))[0]
+    sent += mapper.map(alarms.set_system_condition(0.2, CENTRAL_UNREACHABLE, True))[0]
+    sent += mapper.map(alarms.update(0.3, 1.0))[0]  # FROZEN ends
+    sent += mapper.map(alarms.update(0.4, None, TechnicalCondition.FROZEN))[0]  # again
+    sent += mapper.map(alarms.set_system_condition(0.5, CENTRAL_UNREACHABLE, False))[0]
+    sent += mapper.map(alarms.update(0.6, 1.0))[0]
+    assert [(e.condition, e.phase) for e in sent] == [
+        ("FROZEN", "start"),
+        ("CENTRAL_UNREACHABLE", "start"),
+        ("FROZEN", "end"),
+        ("FROZEN", "start"),
+        ("CENTRAL_UNREACHABLE", "end"),
+        ("FROZEN", "end"),
+    ]
+    frozen_1, unreachable, frozen_2 = (sent[0], sent[2]), (sent[1], sent[4]), (sent[3], sent[5])
+    ids = []
+    for start, end in (frozen_1, unreachable, frozen_2):
+        assert start.alert_id == end.alert_id
+        ids.append(start.alert_id)
+    assert len(set(ids)) == 3
+    assert all(_round_trip(e) == e for e in sent)

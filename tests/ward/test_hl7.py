@@ -10,6 +10,7 @@ from painmon.core.util.errors import InvalidInputError
 from painmon.core.ward.hl7 import (
     AlarmReport,
     PainPeriodSummary,
+    alarm_control_id,
     build_alarm_report,
     build_observation_report,
     hl7_time,
@@ -141,7 +142,7 @@ def test_pcd04_alarm_report() -> None:
     assert msh[9] == control_id
     assert msh[20].startswith("IHE_PCD_ACM_001^IHE PCD^")
     obr = _seg(er7, "OBR")[0]
-    assert obr[3] == f"{report.uuid}^PAINMON"  # the uuid: receivers de-duplicate on it
+    assert obr[3] == f"{report.uuid}^PAINMON"  # no alert id (an older bed): the event uuid
     assert obr[4] == "196616^MDC_EVT_ALARM^MDC"
     obx = _seg(er7, "OBX")
     assert obx[0][3].startswith("PAINMON-FACIAL-PAIN^") and "225908003" in obx[0][3]
@@ -171,6 +172,47 @@ def test_pcd04_phases(phase, acknowledged, acm_phase, state, inactivation) -> No
     _, er7 = build_alarm_report(report, now=END)
     values = [o[5] for o in _seg(er7, "OBX")[1:]]
     assert values == [acm_phase, state, inactivation]
+
+
+ALERT = "7a1e0c4d-2f3b-4c5d-8e9f-0a1b2c3d4e5f"
+
+
+def test_pcd04_alert_id_in_obr3_and_obx21_the_same_on_every_phase() -> None:
+    reports = [
+        _alarm(uuid="0b6c9a52-9b1e-4a57-8d7a-0c3f5d1f2e1" + str(i), seq=i, alert_id=ALERT, **kw)
+        for i, kw in enumerate(
+            [
+                {"phase": "start", "priority": "medium"},
+                {"phase": "escalate"},
+                {"phase": "acknowledge", "acknowledged": True, "by": "bed"},
+                {"phase": "end", "acknowledged": True},
+            ]
+        )
+    ]
+    built = [build_alarm_report(r, now=END) for r in reports]
+    for _, er7 in built:
+        assert validate_er7(er7) == []
+        assert _seg(er7, "OBR")[0][3] == f"{ALERT}^PAINMON"
+        assert _seg(er7, "OBX")[0][21] == f"{ALERT}^PAINMON"
+    assert len({control_id for control_id, _ in built}) == 4  # MSH-10: one per message
+
+
+def test_pcd04_without_alert_id_names_the_event_uuid_in_obx21_too() -> None:
+    report = _alarm()
+    _, er7 = build_alarm_report(report, now=END)
+    assert report.alert_identifier == report.uuid
+    assert _seg(er7, "OBX")[0][21] == _seg(er7, "OBR")[0][3] == f"{report.uuid}^PAINMON"
+
+
+def test_alarm_control_id_is_20_hex_of_the_event_uuid() -> None:
+    uuid = "0b6c9a52-9b1e-4a57-8d7a-0c3f5d1f2e11"
+    assert alarm_control_id(uuid) == "0b6c9a529b1e4a578d7a"
+    assert alarm_control_id("1" + uuid[1:]) != alarm_control_id(uuid)
+    _, er7 = build_alarm_report(_alarm(), control_id=alarm_control_id(uuid), now=END)
+    assert message_control_id(er7) == "0b6c9a529b1e4a578d7a"
+    for bad in ("", "not-a-uuid", uuid + "0"):
+        with pytest.raises(InvalidInputError):
+            alarm_control_id(bad)
 
 
 # Free text with every kind of segment or frame breaker: HL7 delimiters, CR, LF (a segment

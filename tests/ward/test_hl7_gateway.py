@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -550,3 +551,122 @@ def test_restarted_gateway_names_the_pseudonym_of_events_queued_at_the_broker(
         close_client(bed)
     pids = {next(s for s in _segments(m) if s[0] == "PID")[3] for m in accepted}
     assert pids == {"PSN-42^^^PAINMON^ANON"}
+
+
+# -- alert identity: one OBR-3 per alarm, from the bed's mapper to the record -------------------
+
+
+def _bed_alarm_events(bed: str) -> list[AlarmEventMessage]:
+    """A real AlarmManager and the bed's mapper: two pain alarms (the first escalated,
+    acknowledged from the station and ended), FROZEN twice and CENTRAL_UNREACHABLE."""
+    from datetime import UTC, datetime
+
+    from painmon.core.live.alarms import AlarmManager, AlarmSettings, TechnicalCondition
+    from painmon.core.ward.bed import CENTRAL_UNREACHABLE, AlarmEventMapper
+
+    now = datetime(2026, 11, 27, 9, 30, 0, tzinfo=UTC)
+    alarms = AlarmManager(AlarmSettings(alarm_delay_s=2.0), utc_clock=lambda: now)
+    mapper = AlarmEventMapper(WARD, bed, utc_clock=lambda: now)
+    sent: list[AlarmEventMessage] = []
+    t = 0.0
+
+    def levels(values, condition=None) -> None:
+        nonlocal t
+        for level in values:
+            sent.extend(mapper.map(alarms.update(t, level, condition))[0])
+            t += 0.25
+
+    levels([3.0] * 12 + [3.8] * 12)
+    sent.extend(mapper.map(alarms.acknowledge(t), acknowledged_by="station")[0])
+    levels([0.5] * 40)
+    levels([3.0] * 12 + [0.5] * 40)
+    levels([None], TechnicalCondition.FROZEN)
+    sent.extend(mapper.map(alarms.set_system_condition(t, CENTRAL_UNREACHABLE, True))[0])
+    levels([1.0])
+    levels([None], TechnicalCondition.FROZEN)
+    levels([1.0])
+    sent.extend(mapper.map(alarms.set_system_condition(t, CENTRAL_UNREACHABLE, False))[0])
+    return sent
+
+
+def _obr3(message: bytes) -> str:
+    return next(s for s in _segments(message) if s[0] == "OBR")[3]
+
+
+def test_every_report_of_one_alarm_carries_its_alert_id_in_obr3(tmp_path: Path) -> None:
+    events = _bed_alarm_events("bed-1")
+    gateway = _offline_gateway(tmp_path / "outbox")
+    try:
+        for event in events:
+            gateway.handle(topics.topic(WARD, "bed-1", topics.ALARM_EVENT), event.to_payload(), 0.0)
+        reports = [p.read_bytes() for p in gateway.outbox.pending()]
+    finally:
+        gateway.sender.client.close()
+    assert gateway.decode_errors == 0
+    rows = [(e.condition, e.phase, _obr3(r)) for e, r in zip(events, reports, strict=True)]
+    assert [row[:2] for row in rows] == [
+        ("PAIN", "start"),
+        ("PAIN", "escalate"),
+        ("PAIN", "acknowledge"),
+        ("PAIN", "end"),
+        ("PAIN", "start"),
+        ("PAIN", "end"),
+        ("FROZEN", "start"),
+        ("CENTRAL_UNREACHABLE", "start"),
+        ("FROZEN", "end"),
+        ("FROZEN", "start"),
+        ("FROZEN", "end"),
+        ("CENTRAL_UNREACHABLE", "end"),
+    ]
+    obr3 = [row[2] for row in rows]
+    alarms = [obr3[0:4], obr3[4:6], [obr3[6], obr3[8]], [obr3[9], obr3[10]], [obr3[7], obr3[11]]]
+    for one_alarm in alarms:
+        assert len(set(one_alarm)) == 1, one_alarm  # the record links its phases
+    assert len({one_alarm[0] for one_alarm in alarms}) == 5  # and tells alarms apart
+    for event, report in zip(events, reports, strict=True):
+        ident = next(s for s in _segments(report) if s[0] == "OBX")
+        assert _obr3(report) == ident[21] == f"{event.alert_id}^PAINMON"
+    control_ids = [message_control_id(r) for r in reports]
+    assert len(set(control_ids)) == len(reports) == len(gateway.produced)  # MSH-10: unique
+
+
+def test_a_ward_mid_upgrade_older_beds_events_are_reported_under_their_uuid(
+    tmp_path: Path,
+) -> None:
+    # bed-1 runs this version (alert ids), bed-2 an older one: its events lack the field.
+    start, escalate = _bed_alarm_events("bed-1")[:2]
+    old = _alarm("bed-2")
+    document = json.loads(old.to_payload())
+    assert "alert_id" not in document  # what a bed older than the field sends
+    gateway = _offline_gateway(tmp_path / "outbox")
+    try:
+        for event in (start, escalate):
+            gateway.handle(topics.topic(WARD, "bed-1", topics.ALARM_EVENT), event.to_payload(), 0.0)
+        gateway.handle(
+            topics.topic(WARD, "bed-2", topics.ALARM_EVENT), json.dumps(document).encode(), 0.0
+        )
+        reports = [p.read_bytes() for p in gateway.outbox.pending()]
+    finally:
+        gateway.sender.client.close()
+    assert gateway.decode_errors == 0
+    assert [_bed_of(r) for r in reports] == ["bed-1", "bed-1", "bed-2"]
+    assert _obr3(reports[0]) == _obr3(reports[1]) == f"{start.alert_id}^PAINMON"
+    assert _obr3(reports[2]) == f"{old.uuid}^PAINMON"
+
+
+def test_an_event_reported_again_by_a_restarted_gateway_keeps_its_msh10(tmp_path: Path) -> None:
+    # The bed re-sends until the station's receipt; a restarted gateway has forgotten the
+    # uuids it saw, so the record must be able to drop the copy by MSH-10.
+    start, escalate = _bed_alarm_events("bed-1")[:2]
+    topic = topics.topic(WARD, "bed-1", topics.ALARM_EVENT)
+    produced = []
+    for run in ("first", "second"):
+        gateway = _offline_gateway(tmp_path / run)
+        try:
+            for event in (start, escalate, start):  # the second start: a re-send, dropped
+                gateway.handle(topic, event.to_payload(), 0.0)
+        finally:
+            gateway.sender.client.close()
+        produced.append(gateway.produced)
+    assert produced[0] == produced[1]
+    assert len(set(produced[0])) == 2

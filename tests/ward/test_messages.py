@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 T = "2026-11-27T10:00:00.123Z"
 U1 = "0b7f3c1e-54a2-4c1e-9d53-0a1b2c3d4e5f"
 U2 = "1c8f3c1e-54a2-4c1e-9d53-0a1b2c3d4e5f"
+U3 = "2d9f3c1e-54a2-4c1e-9d53-0a1b2c3d4e5f"
 
 
 def examples() -> dict[str, m.Message]:
@@ -27,6 +28,9 @@ def examples() -> dict[str, m.Message]:
         ),
         "alarm/event": m.AlarmEventMessage(
             "w1", "b1", T, U1, 4, "pain", "PAIN", "high", "start", "pain level high"
+        ),
+        "alarm/event-alert": m.AlarmEventMessage(
+            "w1", "b1", T, U2, 5, "pain", "PAIN", "high", "escalate", "escalated", alert_id=U3
         ),
         "alarm/event-ack": m.AlarmEventMessage(
             "w1",
@@ -90,6 +94,20 @@ def test_alarm_event_carries_the_11073_mirror():
 def test_optional_fields_left_out_when_absent():
     assert "pseudonym" not in json.loads(examples()["status-offline"].to_payload())
     assert "alarm_uuid" not in json.loads(examples()["cmd/acknowledge-bare"].to_payload())
+    assert "alert_id" not in json.loads(examples()["alarm/event"].to_payload())
+
+
+def test_alarm_event_alert_id_is_optional_and_falls_back_to_the_event_uuid():
+    with_id = examples()["alarm/event-alert"]
+    document = json.loads(with_id.to_payload())
+    assert document["alert_id"] == U3 and document["uuid"] == U2
+    assert "alert_id" in m.schema()["$defs"]["alarm_event"]["properties"]
+    assert "alert_id" not in m.schema()["$defs"]["alarm_event"]["required"]
+    assert m.decode(with_id.LEAF, with_id.to_payload(), strict=True).alert_identifier == U3
+    # An event from a bed older than the field: valid, and its uuid names the alarm.
+    del document["alert_id"]
+    old = m.decode(with_id.LEAF, json.dumps(document).encode(), strict=True)
+    assert old.alert_id is None and old.alert_identifier == U2
 
 
 def _mutated(name: str, **changes) -> bytes:
@@ -117,6 +135,9 @@ def _mutated(name: str, **changes) -> bytes:
         ("alarm/event", {"priority": "urgent"}, "priority"),
         ("alarm/event", {"uuid": "not-a-uuid"}, "uuid"),
         ("alarm/event", {"phase": "pause"}, "phase"),
+        ("alarm/event-alert", {"alert_id": "not-a-uuid"}, "alert_id"),
+        ("alarm/event-alert", {"alert_id": U3.upper()}, "alert_id"),
+        ("alarm/event-alert", {"alert_id": None}, "alert_id"),
         ("alarm/state", {"alarms": [{"kind": "pain"}]}, "alarms/0/condition"),
         ("status", {"obs_hz": 20}, "obs_hz"),
         ("status", {"pseudonym": "Jane/Doe"}, "pseudonym"),
