@@ -768,7 +768,7 @@ def bed_publisher_from_options(
 
     if not ward or not bed:
         raise InvalidInputError("--publish needs --ward W and --bed B (the bed's labels)")
-    address = BrokerAddress.parse(url)
+    address = BrokerAddress.parse_option(url, "--publish")
     password = read_secret(password_file) if password_file is not None else None
     if password is not None and not (username or address.username):
         raise InvalidInputError("--mqtt-password-file needs --mqtt-user")

@@ -78,6 +78,19 @@ class BrokerAddress:
             password=unquote(parts.password) if parts.password is not None else None,
         )
 
+    @classmethod
+    def parse_option(cls, url: str, option: str) -> BrokerAddress:
+        """:meth:`parse` for a command-line option: a password in it is refused, since every
+        user of the machine can read a command line (``ps``)."""
+        address = cls.parse(url)
+        if address.password is not None:
+            raise InvalidInputError(
+                f"{option} {redact_source(url)}: a password on the command line is visible to "
+                "every user of this machine; put it in a file and pass --mqtt-password-file "
+                "FILE with --mqtt-user USER"
+            )
+        return address
+
     @property
     def url(self) -> str:
         """The address without credentials (safe to log)."""

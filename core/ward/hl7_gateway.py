@@ -408,6 +408,9 @@ def run_gateway_cli(
     stop: threading.Event | None = None,
 ) -> int:
     """Run until Ctrl+C (or ``stop``); 0 on a clean stop."""
+    from painmon.core.ward.client import BrokerAddress
+
+    BrokerAddress.parse_option(broker_url, "--broker")
     host, port = parse_host_port(mllp)
     gateway = Hl7Gateway(
         broker_url,

@@ -830,7 +830,7 @@ def station_client(
     """A StationClient from command-line options (InvalidInputError when one is wrong)."""
     from painmon.core.ward.client import BrokerAddress, read_secret
 
-    address = BrokerAddress.parse(broker)
+    address = BrokerAddress.parse_option(broker, "--broker")
     if ward != "+":
         topics.check_label(ward, "ward")
     password = read_secret(password_file) if password_file is not None else None

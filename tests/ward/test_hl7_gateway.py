@@ -257,6 +257,7 @@ def test_cli_bad_input_is_one_line(capsys) -> None:
     code = main(["hl7-gateway", "--broker", "mqtt://u:s3cret@127.0.0.1:1", "--mllp", "h:1"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "s3cret" not in err
+    assert "--mqtt-password-file" in err  # a password on a command line is refused
 
 
 def test_cli_names_the_ward_extra_when_missing(capsys, monkeypatch) -> None:

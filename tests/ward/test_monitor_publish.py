@@ -234,6 +234,8 @@ def test_an_unconfirmed_bus_raises_central_unreachable_in_the_session_log(broker
         (["--publish", "mqtt://127.0.0.1:1883", "--ward", "W", "--bed", "B", "--obs-hz", "20"],
          "obs rate"),
         (["--publish", "tcp://u:pw-secret@127.0.0.1:1", "--ward", "W", "--bed", "B"], "mqtt://"),
+        (["--publish", "mqtt://u:pw-secret@127.0.0.1:1", "--ward", "W", "--bed", "B"],
+         "--mqtt-password-file"),
     ],
 )  # fmt: skip
 def test_bad_ward_options_are_one_line_and_exit_2(argv, needle, tmp_path, capsys):

@@ -303,7 +303,9 @@ def test_painmon_station_refuses_bad_options_in_one_line(capsys):
     assert len(err) == 1 and "mqtt://" in err[0] and err[0].startswith("painmon station: error:")
     assert main(["station", "--broker", "mqtt://u:hunter2@127.0.0.1:1", "--ward", "a/b"]) == 2
     err = capsys.readouterr().err
-    assert "ward 'a/b'" in err and "hunter2" not in err
+    assert "--mqtt-password-file" in err and "hunter2" not in err  # never on a command line
+    assert main(["station", "--broker", "mqtt://u@127.0.0.1:1", "--ward", "a/b"]) == 2
+    assert "ward 'a/b'" in capsys.readouterr().err
 
 
 def test_painmon_station_without_the_ward_extra_names_it(monkeypatch, capsys):
