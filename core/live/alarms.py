@@ -116,11 +116,15 @@ class SystemCondition(enum.StrEnum):
 
     # Alarm events went unconfirmed by the central station (the ward's MQTT link) for > 5 s.
     CENTRAL_UNREACHABLE = "CENTRAL_UNREACHABLE"
+    # The session's files could not be written (a full disk): recording stopped, the
+    # monitoring and its alarms go on.
+    RECORDING_FAILED = "RECORDING_FAILED"
 
 
 #: what each system condition means, in the words the bedside shows
 SYSTEM_CONDITION_TEXT: dict[str, str] = {
     SystemCondition.CENTRAL_UNREACHABLE: "central station not reached",
+    SystemCondition.RECORDING_FAILED: "session not recorded (files cannot be written)",
 }
 
 
