@@ -6,9 +6,10 @@ import dataclasses
 import importlib.util
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import (
@@ -304,25 +305,34 @@ def load_settings(store: QSettings) -> AppSettings:
     except ValueError as exc:
         log.warning("stored alarm settings are invalid (%s); using the defaults", exc)
         alarm = defaults.alarm
-    try:
-        return AppSettings(
-            alarm=alarm,
-            smoothing_time_constant_s=float(
-                store.value("smoothing_time_constant_s", defaults.smoothing_time_constant_s)
-            ),
-            source=str(store.value("source", defaults.source)),
-            model_path=str(store.value("model_path", defaults.model_path)),
-            face_model=str(store.value("face_model", defaults.face_model)),
-            show_gradcam=_as_bool(store.value("overlay/show_gradcam", defaults.show_gradcam)),
-            gradcam_opacity=float(store.value("overlay/gradcam_opacity", defaults.gradcam_opacity)),
-            show_landmarks=_as_bool(store.value("overlay/show_landmarks", defaults.show_landmarks)),
-            trend_window_min=int(store.value("trend_window_min", defaults.trend_window_min)),
-            session_root=str(store.value("session_root", defaults.session_root)),
-            ward=ward,
-        )
-    except (TypeError, ValueError) as exc:
-        log.warning("stored display settings are invalid (%s); using the defaults", exc)
-        return dataclasses.replace(defaults, alarm=alarm, ward=ward)
+    # Field by field: one broken display value must not cost the source, the model path
+    # or the session folder (the window would start without its model and save that).
+    values: dict[str, Any] = {}
+    for name, (key, convert) in _STORED_FIELDS.items():
+        default = getattr(defaults, name)
+        raw = store.value(key, default)
+        try:
+            value = convert(raw)
+            dataclasses.replace(defaults, **{name: value})  # this field's own checks
+        except (TypeError, ValueError) as exc:
+            log.warning("ignoring stored %s=%r (%s); using %r", key, raw, exc, default)
+            continue
+        values[name] = value
+    return AppSettings(alarm=alarm, ward=ward, **values)
+
+
+# AppSettings field -> (settings key, how the stored value is read)
+_STORED_FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "smoothing_time_constant_s": ("smoothing_time_constant_s", float),
+    "source": ("source", str),
+    "model_path": ("model_path", str),
+    "face_model": ("face_model", str),
+    "show_gradcam": ("overlay/show_gradcam", _as_bool),
+    "gradcam_opacity": ("overlay/gradcam_opacity", float),
+    "show_landmarks": ("overlay/show_landmarks", _as_bool),
+    "trend_window_min": ("trend_window_min", int),
+    "session_root": ("session_root", str),
+}
 
 
 def migrate_stored_source(store: QSettings) -> bool:

@@ -140,6 +140,14 @@ def test_settings_round_trip_and_broken_values_fall_back(store, qtbot):
     loaded = load_settings(store)
     assert loaded.alarm == AlarmSettings()
     assert loaded.trend_window_min == AppSettings().trend_window_min
+    # One bad value falls back alone: the source, model and session folder are kept.
+    store.setValue("model_path", "/models/ward.onnx")
+    store.setValue("overlay/gradcam_opacity", "1.5")
+    loaded = load_settings(store)
+    assert loaded.gradcam_opacity == AppSettings().gradcam_opacity
+    kept = (loaded.source, loaded.model_path, loaded.session_root)
+    assert kept == ("synthetic:3", "/models/ward.onnx", "/tmp/x")
+    assert (loaded.smoothing_time_constant_s, loaded.show_landmarks) == (5.0, True)
     dialog = SettingsDialog(wanted)
     qtbot.addWidget(dialog)
     dialog._spins["medium_threshold"].setValue(1.0)
