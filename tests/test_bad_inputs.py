@@ -433,6 +433,13 @@ for value, words in (("0", ">= 2"), ("1", ">= 2"), ("x", "invalid"), ("1000", "n
         ["cv", "--manifest", "{z}/crops.npz", "--out", "run", "--folds", value],
         words,
     )
+# A split plan's folds are what is cross-validated: an explicit --folds that differs is refused.
+case(
+    "cv--folds-differs-from-splits",
+    ["cv", "--manifest", "{z}/crops.npz", "--out", "run", "--splits", "{z}/splits.json",
+     "--folds", "3"],
+    "--folds 3 differs from the 2 folds of --splits",
+)  # fmt: skip
 for value, words in (
     ("", "at least one"),
     (",", "at least one"),
@@ -453,6 +460,23 @@ for value, words in (("0", ">= 1"), ("-1", ">= 1"), ("x", "invalid")):
         ["cv", "--manifest", "{z}/crops.npz", "--out", "run", "--jobs", value],
         words,
     )
+# --resume continues the run in --out on its own split, data and recipe, or not at all: the
+# weights of a run must never go on training on people its split holds out (issue: leak).
+RESUME = ["train", "--manifest", "{z}/crops.npz", "--out", "run", "--resume", "--model",
+          "micropainnet", "--device", "cpu", "--batch-size", "8", "--warmup-epochs", "0",
+          "--epochs", "2"]  # fmt: skip
+for case_id, argv, words in (
+    ("other-split-seed", [*RESUME, "--split-seed", "7"], "--split-seed 7 is not the split seed"),
+    ("other-splits", [*RESUME, "--splits", "{z}/splits.json"], "is not the split of the run"),
+    ("other-model", [*RESUME[:7], "simplecnn", *RESUME[8:]], "'micropainnet' -> 'simplecnn'"),
+    ("other-seed", [*RESUME, "--seed", "7"], "seed 42 -> 7"),
+    ("other-dataset", [RESUME[0], RESUME[1], "{z}/crops_other_dataset.npz", *RESUME[3:]],
+     "the run was split on dataset"),
+    ("other-crops", [RESUME[0], RESUME[1], "{z}/crops_recropped.npz", *RESUME[3:]],
+     "crops data_sha256"),
+):  # fmt: skip
+    case(f"train-resume-{case_id}", argv, words, setup="resumable")
+case("train-resume-nothing", RESUME, "nothing to resume")
 
 # --- evaluate ---
 BAD_RUNS = {
@@ -466,6 +490,7 @@ BAD_RUNS = {
     "bad-json": ("{z}/run_badjson", "not valid JSON"),
     "json-list": ("{z}/run_jsonlist", "JSON object"),
     "truncated-weights": ("{z}/run_truncated", "unreadable"),
+    "misfit-weights": ("{z}/run_misfit", "does not fit the 'dacnn' model"),
 }
 EVAL_BASE = ["evaluate", "--run", "{z}/run", "--manifest", "{z}/crops.npz"]
 for name, (path, words) in BAD_RUNS.items():
@@ -491,6 +516,23 @@ for name in ("garbage-npz", "crops-no-dataset-hash", "npy-as-npz"):
     path, words = CROPS_ONLY_ERRORS[name]
     case(f"evaluate-manifest-{name}", ["evaluate", "--run", "{z}/run", "--manifest", path], words)
 case("evaluate-split-bad", [*EVAL_BASE, "--split", "holdout"], "invalid choice")
+# One person spelt two ways (an Excel-edited manifest) would be split as two people.
+for command in ("split", "crops"):
+    out = "s.json" if command == "split" else "c.npz"
+    case(
+        f"{command}-manifest-subject-spelt-two-ways",
+        [command, "--manifest", "{z}/ds/m_case.csv", "--out", out],
+        "'S000' and 's000' differ only in case",
+    )
+# A run whose splits.json is not the split it trained on (a CV fold of an older painmon):
+# its val and test subjects hold people its weights learnt from.
+for split in ("val", "test"):
+    case(
+        f"evaluate-split-{split}-learnt-from",
+        ["evaluate", "--run", "{z}/run_leaky", "--manifest", "{z}/crops.npz", "--split", split,
+         "--json", "ev.json"],
+        "people its weights learnt from",
+    )  # fmt: skip
 for option, what in (
     ("--json", "a metrics file"),
     ("--predictions", "a predictions file"),
@@ -966,7 +1008,19 @@ def _setup_existing(folder: Path) -> None:
     (folder / "models.onnx" / "kept.txt").write_text("kept\n")
 
 
-SETUPS: dict[str, Callable[[Path], None]] = {"": lambda folder: None, "existing": _setup_existing}
+_ZOO: list[Path] = []  # the zoo folder, once built (setups copy prepared runs from it)
+
+
+def _setup_resumable(folder: Path) -> None:
+    """A run of `painmon train` that --resume could continue, in ``run``."""
+    shutil.copytree(_ZOO[0] / "resumable", folder / "run")
+
+
+SETUPS: dict[str, Callable[[Path], None]] = {
+    "": lambda folder: None,
+    "existing": _setup_existing,
+    "resumable": _setup_resumable,
+}
 
 
 # --- the zoo of bad files (built once) -----------------------------------------------------
@@ -1034,6 +1088,8 @@ def _build_zoo(zoo: Path, onnx_path: Path, gated_path: Path) -> None:
     )
     _write_manifest(ds / "m_same_bytes.csv", simple, [f"{img},s000,0", "s000/img.png,s001,0"])
     _write_manifest(ds / "m_empty_subject.csv", simple, [f"{img}, ,0"])
+    other_img = next(r.split(",")[0] for r in rows if r.split(",")[1] == "s001")
+    _write_manifest(ds / "m_case.csv", simple, [f"{img},s000,0", f"{other_img},S000,0"])
     _write_manifest(ds / "m_huge_field.csv", simple, [f"{img},{'s' * 200_000},0"])
     (ds / "m_nul.csv").write_bytes(f"{simple}\n{img}\x00,s000,0\n".encode())
     (ds / "m_latin1.csv").write_bytes(f"{simple}\n{img},Jos\xe9,0\n".encode("latin-1"))
@@ -1058,6 +1114,11 @@ def _build_zoo(zoo: Path, onnx_path: Path, gated_path: Path) -> None:
         {"detector": "test"},
     )
     crops.save_npz(zoo / "crops.npz", dataset_sha256="ab" * 32)
+    # The same crops said to come from another dataset; other crops of the same dataset.
+    crops.save_npz(zoo / "crops_other_dataset.npz", dataset_sha256="cd" * 32)
+    recropped = CropSet(255 - images, labels, subjects, crops.paths, crops.frame_indices,
+                        {"detector": "test"})  # fmt: skip
+    recropped.save_npz(zoo / "crops_recropped.npz", dataset_sha256="ab" * 32)
     crops.save_npz(zoo / "crops_nohash.npz")
     np.save(zoo / "crops_npy.npy", images[:2])
     (zoo / "crops_npy.npy").rename(zoo / "crops_npy.npz")
@@ -1179,6 +1240,34 @@ def _build_zoo(zoo: Path, onnx_path: Path, gated_path: Path) -> None:
         if meta_text is not None:
             (folder / "best.json").write_text(meta_text)
 
+    # Weights of another network than best.json describes (the hash matches: they are the
+    # bytes it records, just not a dacnn's).
+    from safetensors.torch import save_file
+
+    from painmon.models import create_model
+
+    misfit = zoo / "run_misfit"
+    misfit.mkdir()
+    state = {k: v.contiguous() for k, v in create_model("micropainnet").state_dict().items()}
+    save_file(state, str(misfit / "best.safetensors"))
+    digest = hashlib.sha256((misfit / "best.safetensors").read_bytes()).hexdigest()
+    (misfit / "best.json").write_text(json.dumps({**meta, "weights_sha256": digest}))
+    shutil.copy(zoo / "splits.json", misfit / "splits.json")
+
+    # A run that trained on people its splits.json puts in val and test.
+    leaky = zoo / "run_leaky"
+    shutil.copytree(run, leaky)
+    every = plan_data["train"] + plan_data["val"] + plan_data["test"]
+    (leaky / "best.json").write_text(json.dumps({**meta, "train_subjects": every}))
+
+    # A run --resume could continue: one epoch of micropainnet on crops.npz's default split.
+    from painmon.core.research.experiment import prepare_data, resolve_plan, train_on_plan
+    from painmon.core.research.train import TrainConfig
+
+    data = prepare_data(zoo / "crops.npz", progress=False)
+    cfg = TrainConfig(model="micropainnet", epochs=1, batch_size=8, warmup_epochs=0, device="cpu")
+    train_on_plan(data, resolve_plan(data, None), cfg, zoo / "resumable", progress=False)
+
 
 # --- running -------------------------------------------------------------------------------
 
@@ -1260,6 +1349,7 @@ def _run_case(item: Case, root: Path, zoo: Path) -> Outcome:
 def bad_input_zoo(tmp_path_factory, untrained_dacnn_onnx, gated_dacnn_onnx) -> Path:
     zoo = tmp_path_factory.mktemp("zoo")
     _build_zoo(zoo, untrained_dacnn_onnx, gated_dacnn_onnx)
+    _ZOO[:] = [zoo]
     return zoo
 
 

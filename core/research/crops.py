@@ -35,7 +35,7 @@ from painmon.core.live.crop import (
     stable_framing_meta,
 )
 from painmon.core.live.face_detect import FaceBox, FaceDetector
-from painmon.core.research.datasets import Sample
+from painmon.core.research.datasets import Sample, check_subject_spellings
 from painmon.core.util.errors import PainmonError
 from painmon.core.util.fileio import atomic_write, sha256_file
 from painmon.core.util.progress import progress_bar
@@ -219,11 +219,14 @@ class CropSet:
                 "file from `painmon crops`? Rebuild it with `painmon crops`"
             ) from exc
         try:
-            return _crops_from_arrays(cls, arrays)
+            crops, dataset_sha = _crops_from_arrays(cls, arrays)
         except (CropError, ValueError) as exc:
             raise CropError(
                 f"crops file {path} is malformed: {exc}; rebuild it with `painmon crops`"
             ) from exc
+        # A crops file of an older painmon (or a renamed subject) may spell a person twice.
+        check_subject_spellings(crops.subjects.tolist(), f"crops file {path}")
+        return crops, dataset_sha
 
 
 _NPZ_KEYS = ("images", "labels", "subjects", "paths", "frame_indices", "meta_json")

@@ -11,8 +11,9 @@ import csv
 import logging
 import math
 import re
+import unicodedata
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +119,28 @@ class Sample:
         return f"{self.path}#frame{self.frame_index}"
 
 
+def subject_key(subject: str) -> str:
+    """What a subject name means once case, Unicode form and surrounding spaces are set
+    aside: ``S000``, ``s000`` and ``ｓ000`` are one person."""
+    return unicodedata.normalize("NFKC", subject).strip().casefold()
+
+
+def check_subject_spellings(subjects: Iterable[str], what: str = "dataset") -> None:
+    """Refuse two spellings of one subject name (``s000`` and ``S000``, composed and
+    decomposed accents, a trailing space: a manifest edited in a spreadsheet): they would
+    count as two people, and the subject-wise split could put one face in training and test.
+    Raises :class:`DatasetLayoutError` naming both spellings."""
+    seen: dict[str, str] = {}
+    for subject in sorted(set(subjects)):
+        first = seen.setdefault(subject_key(subject), subject)
+        if first != subject:
+            raise DatasetLayoutError(
+                f"{what}: subjects {first!r} and {subject!r} differ only in case, Unicode form "
+                "or spaces; they would count as two people and the split could put one person "
+                "in both training and test. Spell each subject one way"
+            )
+
+
 def _require_nonempty(samples: list[Sample], what: str, layout: str) -> list[Sample]:
     if not samples:
         raise DatasetLayoutError(f"{what} holds no samples. Expected {layout}")
@@ -179,6 +202,7 @@ def load_unbc(root: str | Path) -> list[Sample]:
                     ) from None
                 samples.append(Sample(image, subject_dir.name, label, pspi, "unbc"))
     _require_nonempty(samples, f"UNBC folder {root}", UNBC_LAYOUT)
+    check_subject_spellings((s.subject for s in samples), f"UNBC folder {root}")
     check_no_shared_images(samples, f"UNBC folder {root}")
     log.info(
         "UNBC: %d frames from %d subjects in %s",
@@ -261,6 +285,7 @@ def load_biovid(
                     )
                 )
     _require_nonempty(samples, f"BioVid folder {root}", BIOVID_LAYOUT)
+    check_subject_spellings((s.subject for s in samples), f"BioVid folder {root}")
     check_no_shared_images(samples, f"BioVid folder {root}")
     log.info(
         "BioVid: %d frames (%d per clip) from %d subjects in %s. %s",
@@ -301,6 +326,7 @@ def load_manifest(csv_path: str | Path, allow_outside_root: bool = False) -> lis
             f"manifest {csv_path} is not UTF-8 text (byte {exc.start}): is it the right file? "
             f"Expected {MANIFEST_LAYOUT}"
         ) from None
+    check_subject_spellings((s.subject for s in samples), f"manifest {csv_path}")
     check_no_shared_images(samples, f"manifest {csv_path}")
     return samples
 

@@ -31,6 +31,7 @@ from painmon.core.research.splits import (
     DEFAULT_SEED,
     SplitError,
     SplitPlan,
+    SubjectLeakError,
     check_subject_disjoint,
     dataset_sha256,
     make_splits,
@@ -42,12 +43,15 @@ from painmon.core.research.subject_stats import (
     subject_bootstrap_ci,
 )
 from painmon.core.research.train import (
+    RESUME_STATE,
     TrainConfig,
     TrainResult,
+    check_resume,
     exact_fp32,
     fit,
     load_checkpoint,
     predict_logits,
+    resume_identity,
 )
 from painmon.core.util.csvsafe import text_cell
 from painmon.core.util.errors import InvalidInputError
@@ -95,7 +99,7 @@ def prepare_data(
     ``allow_outside_root`` lets a manifest list images outside its own folder.
     """
     source = Path(dataset)
-    if source.suffix == ".npz":
+    if source.suffix.lower() == ".npz":
         crops, dataset_hash = CropSet.load_npz(source)
         if not dataset_hash:
             raise InvalidInputError(
@@ -159,6 +163,86 @@ def resolve_plan(
     planned = set(plan.train) | set(plan.val) | set(plan.test)
     if not known & planned:
         raise SplitError(f"split plan {splits} names none of this dataset's subjects")
+    return plan
+
+
+def _plan_differences(recorded: SplitPlan, given: SplitPlan) -> str:
+    """Which parts of two split plans differ, in words."""
+    parts = [
+        name
+        for name in ("train", "val", "test")
+        if set(getattr(recorded, name)) != set(getattr(given, name))
+    ]
+    if recorded.folds != given.folds:
+        parts.append("folds")
+    words = []
+    if recorded.seed != given.seed:
+        words.append(f"split seed {recorded.seed} -> {given.seed}")
+    if recorded.manifest_sha256 != given.manifest_sha256:
+        words.append(f"dataset {recorded.manifest_sha256[:12]}… -> {given.manifest_sha256[:12]}…")
+    if parts:
+        words.append(f"other {'/'.join(parts)} subjects")
+    return ", ".join(words) or "they differ"
+
+
+def _check_resume_split(run: Path, plan: SplitPlan) -> None:
+    """Refuse to resume ``run`` on another split than the one its ``splits.json`` records."""
+    path = run / "splits.json"
+    if not path.is_file():
+        return
+    recorded = SplitPlan.from_json(path)
+    if recorded.to_dict() != plan.to_dict():
+        raise SubjectLeakError(
+            f"cannot resume {run} on another split ({_plan_differences(recorded, plan)}): its "
+            "weights were trained on the subjects of its own splits.json, and training them on "
+            "other subjects would put people it learnt from among the test subjects; resume "
+            "without --splits/--split-seed, or train into a new folder"
+        )
+
+
+def resume_plan(
+    run_dir: str | Path,
+    data: PreparedData,
+    splits: str | Path | None = None,
+    seed: int = DEFAULT_SEED,
+) -> SplitPlan:
+    """The split plan ``--resume`` continues on: the run's own ``splits.json``.
+
+    Refused, before anything is written, when the run has nothing to resume or no
+    ``splits.json``, when ``splits`` is another plan, when ``seed`` (not the default) is not
+    the run's split seed, or when ``data`` is another dataset than the one it was split on.
+    """
+    run = Path(run_dir)
+    if not (run / RESUME_STATE).is_file():
+        raise FileNotFoundError(f"nothing to resume in {run}: {RESUME_STATE} is missing")
+    path = run / "splits.json"
+    if not path.is_file():
+        raise InvalidInputError(
+            f"cannot resume {run}: its splits.json is missing, so the subjects its weights "
+            "learnt from are unknown; restore it or train into a new folder"
+        )
+    plan = SplitPlan.from_json(path)
+    if splits is not None:
+        given = SplitPlan.from_json(splits)
+        if given.to_dict() != plan.to_dict():
+            raise SubjectLeakError(
+                f"--splits {splits} is not the split of the run in {run} "
+                f"({_plan_differences(plan, given)}): --resume continues on the run's own "
+                "splits.json; drop --splits, or train into a new folder"
+            )
+    elif seed != DEFAULT_SEED and seed != plan.seed:
+        raise SubjectLeakError(
+            f"--split-seed {seed} is not the split seed of the run in {run} ({plan.seed}): "
+            "--resume continues on the run's own splits.json; drop --split-seed, or train "
+            "into a new folder"
+        )
+    if data.dataset_sha256 != plan.manifest_sha256:
+        raise InvalidInputError(
+            f"cannot resume {run} on {data.source}: the run was split on dataset "
+            f"{plan.manifest_sha256[:12]}…, this is {data.dataset_sha256[:12]}…; resume with "
+            "the run's own dataset, or train into a new folder"
+        )
+    check_subject_disjoint(plan)
     return plan
 
 
@@ -285,8 +369,13 @@ def train_on_plan(
     x_tr, y_tr, s_tr = data.partition(train_subj)
     x_va, y_va, s_va = data.partition(val_subj)
     out = Path(out_dir)
+    # A fold's run folder records the fold's own partition: what its weights trained on.
+    run_plan = plan.fold_plan(fold) if fold is not None else plan
+    if resume:  # checked before anything is written: never another run's weights on this one
+        _check_resume_split(out, run_plan)
+        check_resume(out, resume_identity(cfg, data.crops.data_sha256, s_tr, s_va))
     out.mkdir(parents=True, exist_ok=True)
-    plan.to_json(out / "splits.json")
+    run_plan.to_json(out / "splits.json")
     return fit(
         cfg,
         x_tr,
@@ -438,6 +527,10 @@ def evaluate_partition(
     95 % CIs of accuracy, macro-F1, quadratic κ and ECE. ``details.reliability`` holds the
     reliability bins before (T = 1) and after temperature scaling; ``report_path`` also
     writes the self-contained HTML report of the run.
+
+    A val or test partition holding people the run's weights learnt from (its ``best.json``
+    training subjects or its ``init_from`` record; for test also its validation subjects) is
+    refused with :class:`SubjectLeakError`: that ``splits.json`` is not the run's split.
     """
     import torch
 
@@ -456,7 +549,9 @@ def evaluate_partition(
         scored_on = OTHER_DATASET_LABEL
         partition_label = "other dataset"
     else:
-        mask = data.mask(plan.subjects(partition))
+        subjects = plan.subjects(partition)
+        _refuse_learnt_subjects(run, partition, subjects, meta)
+        mask = data.mask(subjects)
         scored_on = f"{partition} subjects of the run"
         partition_label = partition
     if not mask.any():
@@ -512,6 +607,33 @@ def evaluate_partition(
             title=title,
         )
     return result
+
+
+def _refuse_learnt_subjects(
+    run: Path, partition: str, subjects: Sequence[str], meta: Mapping[str, Any]
+) -> None:
+    """Refuse to score ``partition`` (val or test) when it holds people the run's weights
+    learnt from (its ``best.json`` training subjects, or those its ``init_from`` weights
+    had seen) or, for test, were early-stopped and calibrated on (its validation subjects):
+    its ``splits.json`` is then not the split its weights were trained on."""
+    if partition == "train":
+        return
+    learnt = {str(s) for s in meta.get("train_subjects") or ()}
+    init = meta.get("init_from")
+    if isinstance(init, Mapping):
+        learnt |= {str(s) for s in init.get("subjects_seen") or ()}
+    if partition == "test":
+        learnt |= {str(s) for s in meta.get("val_subjects") or ()}
+    leaked = sorted(set(subjects) & learnt)
+    if leaked:
+        shown = ", ".join(leaked[:5]) + (f" and {len(leaked) - 5} more" if len(leaked) > 5 else "")
+        raise SubjectLeakError(
+            f"{run}: {len(leaked)} of the {partition} subjects in its splits.json ({shown}) are "
+            "people its weights learnt from (best.json); the score would not be a "
+            f"{partition} score. Its splits.json is not the split it was trained on (a "
+            "cross-validation fold written by an older painmon?): score the fold's own "
+            "subjects, or retrain"
+        )
 
 
 def _prevalence_evaluation(
@@ -729,6 +851,8 @@ def cross_validate(
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # The whole plan (test subjects and every fold); each fold run records its own partition.
+    plan.to_json(out / "splits.json")
     if engine in STACKED_ENGINE_OPS:
         rows = _cv_stacked(data, plan, cfg, out, seeds, progress, STACKED_ENGINE_OPS[engine])
         return _finish_cv(out, rows)
@@ -772,7 +896,7 @@ def _cv_stacked(
     for seed, k in keys:
         run = out / f"seed{seed}" / f"fold{k + 1}"
         run.mkdir(parents=True, exist_ok=True)
-        plan.to_json(run / "splits.json")
+        plan.fold_plan(k).to_json(run / "splits.json")
         x_tr, y_tr, s_tr = data.partition(plan.subjects("train", k))
         x_va, y_va, s_va = data.partition(plan.subjects("val", k))
         members.append(

@@ -47,10 +47,9 @@ from painmon.core.research.subject_stats import (
     bootstrap_interval_text,
     paired_subject_bootstrap,
 )
-from painmon.core.research.train import TrainConfig
+from painmon.core.research.train import TrainConfig, resolved_model_kwargs
 from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.fileio import atomic_write_json, atomic_write_text
-from painmon.core.util.model_cfg import thaw
 
 log = logging.getLogger(__name__)
 
@@ -219,17 +218,6 @@ def build_experiments(
             for k in HEAD_COUNTS
         ]  # fmt: skip
     return rows
-
-
-def resolved_model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    """The model's options with defaults filled in (builds it on the meta device: no weights)."""
-    import torch
-
-    from painmon.models import create_model
-
-    with torch.device("meta"):
-        model = create_model(cfg.model, **cfg.model_kwargs)
-    return thaw(model.pretrained_cfg.model_kwargs)
 
 
 def config_identity(cfg: TrainConfig) -> str:
@@ -761,11 +749,15 @@ def run_reproduce(
         progress=progress,
         allow_outside_root=allow_outside_root,
     )
+    # The split first, on every crop: a dataset and its crops file then give the same
+    # subjects (a CSV's plan is drawn from its samples, never from the capped crops), and
+    # --quick's one crop per person does not starve the stratified split of classes.
+    plan = resolve_plan(data, splits, seed=split_seed, folds=settings.folds)
     if settings.crops_per_subject is not None:
         data = cap_crops_per_subject(data, settings.crops_per_subject)
-    plan = resolve_plan(data, splits, seed=split_seed, folds=settings.folds)
     if len(plan.folds) != settings.folds:
-        log.info("the split plan has %d folds; using them", len(plan.folds))
+        log.warning("the split plan %s has %d folds, not %d: cross-validating over its folds",
+                    splits, len(plan.folds), settings.folds)  # fmt: skip
         settings = dataclasses.replace(settings, folds=len(plan.folds))
     # Only now, with the data and plan sound: a bad manifest leaves no empty --out behind.
     out.mkdir(parents=True, exist_ok=True)

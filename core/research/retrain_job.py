@@ -105,7 +105,7 @@ class RetrainSpec:
             object.__setattr__(self, "splits", Path(self.splits))
         if not self.dataset.exists():
             raise InvalidInputError(f"dataset {self.dataset} not found: choose a folder or file")
-        if self.dataset.suffix == ".npz" and self.splits is None:
+        if self.dataset.suffix.lower() == ".npz" and self.splits is None:
             raise InvalidInputError(
                 f"{self.dataset.name} holds face crops only: also choose the splits.json "
                 "(`painmon split`) of the dataset the crops came from"
@@ -176,10 +176,13 @@ class RetrainSpec:
 
     def split_plan(self) -> Path:
         """The split plan the training child used: the one given, or the one ``painmon cv``
-        made and copied into every fold run (the same subjects in each)."""
+        made and wrote into its folder (each fold run holds only its fold's partition; a
+        cross-validation of an older painmon copied the whole plan into fold1)."""
         if self.splits is not None:
             return self.splits
-        return self.run_dir / f"seed{self.seed}" / "fold1" / "splits.json"
+        whole = self.run_dir / "splits.json"
+        older = self.run_dir / f"seed{self.seed}" / "fold1" / "splits.json"
+        return older if not whole.is_file() and older.is_file() else whole
 
     def final_train_args(self) -> list[str]:
         """Arguments for the run deployed after cross-validation: ``painmon train`` on the

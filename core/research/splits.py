@@ -108,6 +108,12 @@ class SplitPlan:
             raise IndexError(f"fold {fold} does not exist; the plan has {len(self.folds)} folds")
         return self.folds[fold][partition]
 
+    def fold_plan(self, fold: int) -> SplitPlan:
+        """The plan one cross-validation fold's model is trained on: the fold's train and
+        val subjects, the plan's test subjects, no folds (what its run folder records)."""
+        train, val = self.subjects("train", fold), self.subjects("val", fold)
+        return SplitPlan(self.manifest_sha256, self.seed, train, val, self.test)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "manifest_sha256": self.manifest_sha256,
@@ -238,6 +244,26 @@ def min_subjects(folds: int = DEFAULT_FOLDS) -> int:
     return rest + math.ceil(rest / (TEST_SPLITS - 1))
 
 
+def _too_few_per_class(
+    labels: np.ndarray, what: str, groups: int, n_subjects: int, folds: int
+) -> SplitError:
+    """Why a stratified split into ``groups`` failed: every pain class has fewer samples
+    than groups (StratifiedGroupKFold needs one class with at least that many)."""
+    counts = np.bincount(labels, minlength=NUM_CLASSES)
+    shown = ", ".join(f"class {c}: {int(n)}" for c, n in enumerate(counts))
+    pool = f"{n_subjects} {'' if what == 'test' else 'non-test '}subjects"
+    if what == "cross-validation":
+        split = f"the {groups} folds are stratified groups of the {pool}"
+        advice = "Use fewer folds (down to 2) or add crops" if folds > 2 else "Add crops"
+    else:
+        split = f"the {what} subjects are one of {groups} stratified groups of the {pool}"
+        advice = f"Add crops; fewer folds does not help (the {what} split is always 1 of {groups})"
+    return SplitError(
+        f"cannot stratify the subject-wise split: {split}, and every pain class has fewer "
+        f"than {groups} crops among them ({shown}). {advice}."
+    )
+
+
 def make_splits(
     samples: Sequence[Sample],
     manifest_sha256: str,
@@ -274,17 +300,21 @@ def make_splits(
     with warnings.catch_warnings():
         # Rare pain classes have fewer members than splits; stratification is then best-effort.
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
-        test = _first_fold_subjects(labels, subjects, TEST_SPLITS, seed)
+        try:
+            test = _first_fold_subjects(labels, subjects, TEST_SPLITS, seed)
+        except ValueError as exc:
+            raise _too_few_per_class(labels, "test", TEST_SPLITS, n_subjects, folds) from exc
         rest = ~np.isin(subjects, list(test))
         try:
             val = _first_fold_subjects(labels[rest], subjects[rest], VAL_SPLITS, seed)
+        except ValueError as exc:
+            raise _too_few_per_class(labels[rest], "validation", VAL_SPLITS, n_subjects - len(test),
+                                     folds) from exc  # fmt: skip
+        try:
             fold_list = _folds(labels[rest], subjects[rest], folds, seed)
         except ValueError as exc:
-            raise SplitError(
-                f"{n_subjects} subjects are too few for a subject-wise 72/8/20 split with "
-                f"{folds} folds after {len(test)} went to test ({exc}). "
-                "Add subjects or use fewer folds."
-            ) from exc
+            raise _too_few_per_class(labels[rest], "cross-validation", folds,
+                                     n_subjects - len(test), folds) from exc  # fmt: skip
     train = set(subjects[rest].tolist()) - val
     plan = SplitPlan(manifest_sha256, seed, train, val, test, tuple(fold_list))
     check_subject_disjoint(plan)

@@ -405,7 +405,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     model = create_model(cfg.architecture, **cfg.model_kwargs)
     # The checkpoint's config, not the code's defaults: preprocessing travels with the weights.
     model.pretrained_cfg = cfg
-    model.load_state_dict(_load_tensors(data, path, device))
+    try:
+        model.load_state_dict(_load_tensors(data, path, device))
+    except RuntimeError as exc:  # weights of another model or options than best.json says
+        raise InvalidInputError(
+            f"checkpoint {path} does not fit the {cfg.architecture!r} model its "
+            f"{meta_path.name} describes ({str(exc).splitlines()[0]}); {remedy}"
+        ) from exc
     model.to(device).eval()
     return model, meta
 
@@ -413,6 +419,120 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
 RESUME_WEIGHTS = "last.safetensors"
 RESUME_STATE = "last.json"
 _RESUME_KEYS = ("epoch", "history", "best", "since_best")
+# Settings --resume may change: how long and where to train, not what is trained.
+RESUMABLE_SETTINGS = frozenset(
+    {"epochs", "patience", "device", "compile", "eval_batch_size", "deterministic", "amp",
+     "channels_last"}
+)  # fmt: skip
+
+
+def resolved_model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The model's options with defaults filled in (builds it on the meta device: no weights)."""
+    from painmon.core.util.model_cfg import thaw
+    from painmon.models import create_model
+
+    with torch.device("meta"):
+        model = create_model(cfg.model, **cfg.model_kwargs)
+    return thaw(model.pretrained_cfg.model_kwargs)
+
+
+def resume_identity(
+    cfg: TrainConfig,
+    data_sha256: Any = None,
+    train_subjects: Sequence[str] | None = None,
+    val_subjects: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """What a run must keep to be resumed: its recipe (the model with its options, the
+    training seed, the optimiser and augmentation settings), its crops and its subjects.
+
+    Recorded in ``last.json``; ``--resume`` refuses a run whose identity differs, since the
+    saved weights would continue on other data, other people or another network."""
+    config = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE_SETTINGS}
+    config["model_kwargs"] = resolved_model_kwargs(cfg)
+
+    def people(subjects: Sequence[str] | None) -> list[str] | None:
+        return None if subjects is None else sorted({str(s) for s in subjects})
+
+    identity = {
+        "config": config,
+        "data_sha256": data_sha256 if isinstance(data_sha256, str) else None,
+        "train_subjects": people(train_subjects),
+        "val_subjects": people(val_subjects),
+    }
+    return json.loads(json.dumps(identity, default=str))
+
+
+def _legacy_identity(out: Path) -> dict[str, Any]:
+    """The identity of a run whose ``last.json`` predates the record: from its
+    ``config.json`` and ``best.json`` (what is missing there is not compared)."""
+    recorded: dict[str, Any] = {}
+    config_path = out / "config.json"
+    if config_path.is_file():
+        config = _read_json(config_path, "restore it or train into a new folder")
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        try:
+            cfg = TrainConfig.from_dict({k: v for k, v in config.items() if k in known})
+            recorded["config"] = resume_identity(cfg)["config"]
+        except (InvalidInputError, TypeError, ValueError):
+            log.warning("%s cannot be read as a training config; not compared", config_path)
+    best = out / "best.json"
+    if best.is_file():
+        meta = _read_json(best, "restore it or train into a new folder")
+        for key in ("data_sha256", "train_subjects", "val_subjects"):
+            if meta.get(key) is not None:
+                value = meta[key]
+                recorded[key] = sorted(value) if isinstance(value, list) else value
+    return recorded
+
+
+def _identity_changes(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """What differs between a run's recorded identity and a resume's, in words."""
+    changes = []
+    old_cfg, new_cfg = recorded.get("config"), wanted.get("config") or {}
+    if isinstance(old_cfg, Mapping):
+        for key in sorted(set(old_cfg) | set(new_cfg)):
+            if old_cfg.get(key) != new_cfg.get(key):
+                changes.append(f"{key} {old_cfg.get(key)!r} -> {new_cfg.get(key)!r}")
+    old_sha, new_sha = recorded.get("data_sha256"), wanted.get("data_sha256")
+    if old_sha and new_sha and old_sha != new_sha:
+        changes.append(f"crops data_sha256 {str(old_sha)[:12]}… -> {str(new_sha)[:12]}…")
+    for key, name in (("train_subjects", "training"), ("val_subjects", "validation")):
+        old, new = recorded.get(key), wanted.get(key)
+        if isinstance(old, list) and isinstance(new, list) and set(old) != set(new):
+            added, dropped = sorted(set(new) - set(old)), sorted(set(old) - set(new))
+            changes.append(
+                f"{name} subjects differ ({len(added)} added, e.g. {added[:3]}; "
+                f"{len(dropped)} dropped, e.g. {dropped[:3]})"
+            )
+    return changes
+
+
+def check_resume(out_dir: str | Path, identity: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``last.json`` state of the run in ``out_dir``, refused (before anything is
+    written) when there is none or when the run was trained with another recipe, other
+    crops or other subjects than ``identity`` (see :func:`resume_identity`)."""
+    out = Path(out_dir)
+    state_path = out / RESUME_STATE
+    if not state_path.is_file():
+        raise FileNotFoundError(f"nothing to resume in {out}: {RESUME_STATE} is missing")
+    remedy = (
+        "start again without --resume (or into a new folder), or restore "
+        f"{RESUME_WEIGHTS} and {RESUME_STATE} from a backup"
+    )
+    state = _read_json(state_path, remedy)
+    recorded = state.get("identity")
+    if not isinstance(recorded, Mapping):
+        recorded = _legacy_identity(out)
+    changes = _identity_changes(recorded, identity)
+    if changes:
+        shown = "; ".join(changes[:4]) + (f"; and {len(changes) - 4} more" if len(changes) > 4
+                                           else "")  # fmt: skip
+        raise InvalidInputError(
+            f"cannot resume {out}: it was trained with other settings, data or subjects "
+            f"({shown}); resume with the run's own settings, data and split (its config.json "
+            "and splits.json), or train into a new folder"
+        )
+    return state
 
 
 def _save_resume_state(model, optimizer, out_dir: Path, state: dict[str, Any]) -> None:
@@ -449,7 +569,13 @@ def _load_resume_state(model, optimizer, out_dir: Path, device: torch.device) ->
     data = _read_verified(weights, state.get("weights_sha256"), state_path.name, remedy)
     tensors = _load_tensors(data, weights, device)
     base = getattr(model, "_orig_mod", model)
-    base.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    try:
+        base.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as exc:
+        raise InvalidInputError(
+            f"{weights} does not fit model {base.pretrained_cfg.architecture!r} "
+            f"({str(exc).splitlines()[0]}); {remedy}"
+        ) from exc
     opt_state = optimizer.state_dict()
     new_state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
@@ -515,13 +641,16 @@ def fit(
     if train_subjects is not None and val_subjects is not None:
         check_partitions_disjoint({"train": train_subjects, "val": val_subjects})
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     provenance = dict(provenance or {})
     if len(val_labels) == 0 or len(train_labels) == 0:
         raise InvalidInputError(
             "training needs crops in both the training and the validation partition"
         )
     device = resolve_device(cfg.device)
+    identity = resume_identity(cfg, provenance.get("data_sha256"), train_subjects, val_subjects)
+    if resume:  # before anything is written: another run's weights must not continue here
+        check_resume(out, identity)
+    out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed, cfg.deterministic)
     atomic_write_json(out / "config.json", dict(cfg.to_dict(), resolved_device=str(device)))
     write_environment_manifest(out / "env.json")
@@ -553,7 +682,7 @@ def fit(
     best = {"epoch": 0, "val_macro_f1": -1.0}
     since_best = 0
     start_epoch = 1
-    if resume and (out / RESUME_STATE).is_file():
+    if resume:
         state = _load_resume_state(model, optimizer, out, device)
         history, best, since_best = state["history"], state["best"], state["since_best"]
         start_epoch = state["epoch"] + 1
@@ -564,8 +693,6 @@ def fit(
         )
         gen.manual_seed(cfg.seed + state["epoch"])
         log.info("resuming %s at epoch %d", out, start_epoch)
-    elif resume:
-        raise FileNotFoundError(f"nothing to resume in {out}: {RESUME_STATE} is missing")
 
     record_training_priors(model, train_labels, cfg.class_weighted_sampling)
     meta_base = checkpoint_meta(model, **provenance)
@@ -631,7 +758,13 @@ def fit(
                 model,
                 optimizer,
                 out,
-                {"epoch": epoch, "history": history, "best": best, "since_best": since_best},
+                {
+                    "epoch": epoch,
+                    "history": history,
+                    "best": best,
+                    "since_best": since_best,
+                    "identity": identity,
+                },
             )
             if since_best >= cfg.patience:
                 stopped = "early_stopping"

@@ -309,7 +309,7 @@ def _prepare(args: argparse.Namespace) -> Any:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from painmon.core.research.experiment import resolve_plan, train_on_plan
+    from painmon.core.research.experiment import resolve_plan, resume_plan, train_on_plan
 
     refuse_existing_output(
         args.out,
@@ -320,8 +320,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     cfg = _train_config(args)
     _check_training_inputs(args, cfg)
+    if args.resume:
+        from painmon.core.research.train import check_resume, resume_identity
+
+        # Another model or recipe is refused before any crop is made; the data and the
+        # subjects are checked (by train_on_plan) once the crops are there.
+        check_resume(args.out, {"config": resume_identity(cfg)["config"]})
     data = _prepare(args)
-    plan = resolve_plan(data, args.splits, seed=args.split_seed, folds=5)
+    if args.resume:  # the run's own split, never a new one: its weights saw its subjects
+        plan = resume_plan(args.out, data, args.splits, seed=args.split_seed)
+    else:
+        plan = resolve_plan(data, args.splits, seed=args.split_seed, folds=5)
     result = train_on_plan(data, plan, cfg, args.out, resume=args.resume, init_from=args.init_from)
     print(
         f"{result.stopped}: best epoch {result.best_epoch} of {result.epochs_run}, "
@@ -341,8 +350,27 @@ def _cmd_cv(args: argparse.Namespace) -> int:
     refuse_existing_output(args.out, args.force, "a cross-validation folder", ignore=LOG_FILES)
     cfg = _train_config(args)
     _check_training_inputs(args, cfg)
+    if args.splits is not None:
+        from painmon.core.research.splits import DEFAULT_FOLDS, SplitPlan
+
+        # A plan's folds are cross-validated as they are: an explicit --folds that differs is
+        # refused; the default (5, perhaps not typed) only warns.
+        planned = len(SplitPlan.from_json(args.splits).folds)
+        if planned and planned != args.folds and args.folds != DEFAULT_FOLDS:
+            raise CliError(
+                f"--folds {args.folds} differs from the {planned} folds of --splits "
+                f"{args.splits}: the plan's folds are used as they are; drop --folds, or make "
+                f"a {args.folds}-fold plan with `painmon split --folds {args.folds}`"
+            )
     data = _prepare(args)
     plan = resolve_plan(data, args.splits, seed=args.split_seed, folds=args.folds)
+    if args.splits is not None and plan.folds and len(plan.folds) != args.folds:
+        log.warning(
+            "--splits %s has %d folds: cross-validating over those (--folds does not apply "
+            "to a split plan)",
+            args.splits,
+            len(plan.folds),
+        )
     summary = cross_validate(
         data, plan, cfg, args.out, seeds=seeds, jobs=args.jobs, engine=args.engine
     )

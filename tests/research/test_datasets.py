@@ -366,3 +366,45 @@ def test_load_biovid_refuses_one_clip_under_two_subjects(tmp_path):
     second.write_bytes(first.read_bytes())
     with pytest.raises(DatasetLayoutError, match="same image"):
         load_biovid(root)
+
+
+# --- one person, two spellings (an Excel-edited manifest) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("s000", "S000"), ("Jos\u00e9", "Jose\u0301"), ("p\uff11", "P1")],  # case, NFC/NFD, width
+)
+def test_a_subject_spelt_two_ways_in_a_manifest_is_refused(tmp_path, first, second):
+    _png(tmp_path / "a.png", 1)
+    _png(tmp_path / "b.png", 2)
+    _png(tmp_path / "c.png", 3)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        f"path,subject,label\na.png,{first},0\nb.png,other,1\nc.png,{second},2\n", encoding="utf-8"
+    )
+    with pytest.raises(DatasetLayoutError, match="differ only in case") as err:
+        load_manifest(manifest)
+    message = str(err.value)
+    assert repr(first) in message and repr(second) in message
+
+
+def test_a_unbc_or_biovid_subject_spelt_two_ways_is_refused(tmp_path):
+    frames = {**UNBC_FRAMES, ("042-LL042", "ll042t3aaaff", "ll042t3aaaff001"): 2.0}
+    root = make_unbc(tmp_path / "unbc", frames)
+    with pytest.raises(DatasetLayoutError, match="'042-LL042' and '042-ll042' differ only"):
+        load_unbc(root)
+    root = make_biovid(tmp_path / "biovid", [("071309_w_21", "BL1", 1), ("071309_W_21", "PA1", 2)])
+    with pytest.raises(DatasetLayoutError, match="'071309_W_21' and '071309_w_21' differ only"):
+        load_biovid(root)
+
+
+def test_a_crops_file_with_a_subject_spelt_two_ways_is_refused(tmp_path):
+    from painmon.core.research.crops import CropSet
+
+    images = np.zeros((4, 16, 16, 3), np.uint8)
+    crops = CropSet(images, np.array([0, 1, 2, 3]), np.array(["s000", "s001", "S000", "s001"]),
+                    tuple(f"{i}.png" for i in range(4)), (None,) * 4)  # fmt: skip
+    path = crops.save_npz(tmp_path / "c.npz", dataset_sha256="ab" * 32)
+    with pytest.raises(DatasetLayoutError, match="'S000' and 's000' differ only in case"):
+        CropSet.load_npz(path)

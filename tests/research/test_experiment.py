@@ -179,3 +179,153 @@ def test_cross_validate_refuses_jobs_below_one_before_writing(toy_data, tmp_path
     with pytest.raises(InvalidInputError, match="jobs"):
         cross_validate(toy_data, plan, cfg, tmp_path / "cv", jobs=jobs)
     assert not (tmp_path / "cv").exists()
+
+
+# --- resume on the run's own split only (subject leakage) ----------------------------------
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def toy_run(toy_data, tmp_path_factory):
+    """A 1-epoch run of the toy data on the default split."""
+    run = tmp_path_factory.mktemp("toy-run") / "run"
+    plan = resolve_plan(toy_data, None, seed=42, folds=2)
+    cfg = TrainConfig(model="micropainnet", epochs=1, warmup_epochs=0, batch_size=16,
+                      device="cpu")  # fmt: skip
+    train_on_plan(toy_data, plan, cfg, run, progress=False)
+    return run, plan, cfg
+
+
+def test_resume_on_another_split_is_refused_before_writing(toy_data, toy_run, tmp_path):
+    run, plan, cfg = toy_run
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for path in run.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    before = _files(copy)
+    other = make_splits(toy_data.crops.as_samples(), toy_data.dataset_sha256, seed=7, folds=2)
+    assert set(other.test) != set(plan.test)
+    longer = TrainConfig(**{**cfg.to_dict(), "epochs": 2})
+    with pytest.raises(SubjectLeakError, match=r"cannot resume .* on another split"):
+        train_on_plan(toy_data, other, longer, copy, resume=True, progress=False)
+    assert _files(copy) == before  # splits.json, config.json, best.json: all as they were
+
+
+def test_resume_plan_is_the_runs_own_split(toy_data, toy_run, tmp_path):
+    from painmon.core.research.experiment import resume_plan
+
+    run, plan, _ = toy_run
+    assert resume_plan(run, toy_data) == plan
+    assert resume_plan(run, toy_data, seed=42) == plan  # the default: the run's own
+    with pytest.raises(SubjectLeakError, match="--split-seed 7 is not the split seed"):
+        resume_plan(run, toy_data, seed=7)
+    other = make_splits(toy_data.crops.as_samples(), toy_data.dataset_sha256, seed=7, folds=2)
+    with pytest.raises(SubjectLeakError, match="is not the split of the run"):
+        resume_plan(run, toy_data, other.to_json(tmp_path / "other.json"))
+    same = plan.to_json(tmp_path / "same.json")
+    assert resume_plan(run, toy_data, same) == plan
+    moved = PreparedData(toy_data.source, (), toy_data.crops, toy_data.report, "cd" * 32)
+    with pytest.raises(InvalidInputError, match="the run was split on dataset abab"):
+        resume_plan(run, moved)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        resume_plan(tmp_path / "nothing", toy_data)
+
+
+# --- a cross-validation fold is scored on its own partition (subject leakage) ---------------
+
+
+@pytest.fixture(scope="module")
+def toy_cv(toy_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy-cv") / "cv"
+    plan = make_splits(toy_data.crops.as_samples(), toy_data.dataset_sha256, seed=0, folds=2)
+    cfg = TrainConfig(model="micropainnet", epochs=1, warmup_epochs=0, batch_size=16,
+                      device="cpu")  # fmt: skip
+    cross_validate(toy_data, plan, cfg, out, progress=False)
+    return out, plan
+
+
+@pytest.mark.parametrize("fold", [1, 2])
+def test_a_cv_fold_run_records_and_scores_its_own_partition(toy_data, toy_cv, fold):
+    out, plan = toy_cv
+    assert SplitPlan.from_json(out / "splits.json") == plan  # the whole plan, once
+    run = out / "seed42" / f"fold{fold}"
+    recorded = SplitPlan.from_json(run / "splits.json")
+    meta = json.loads((run / "best.json").read_text())
+    own = plan.folds[fold - 1]
+    assert set(recorded.train) == set(meta["train_subjects"]) == set(own.train)
+    assert set(recorded.val) == set(meta["val_subjects"]) == set(own.val)
+    assert recorded.test == plan.test and not recorded.folds
+    result = evaluate_partition(run, toy_data, "val", n_boot=10)
+    assert result["n"] == int(toy_data.mask(own.val).sum())
+    assert result["scored_on"] == "val subjects of the run"
+
+
+def test_evaluate_refuses_a_partition_the_run_learnt_from(toy_data, toy_cv, tmp_path):
+    """A fold run with the whole plan's splits.json (as older painmon wrote it): its val
+    subjects include people fold 2 trained on; scoring them is refused, nothing written."""
+    out, plan = toy_cv
+    run = tmp_path / "fold2"
+    run.mkdir()
+    for path in (out / "seed42" / "fold2").iterdir():
+        if path.is_file():
+            (run / path.name).write_bytes(path.read_bytes())
+    plan.to_json(run / "splits.json")
+    assert set(plan.val) & set(plan.folds[1].train)
+    written = tmp_path / "ev.json"
+    with pytest.raises(SubjectLeakError, match="people its weights learnt from") as caught:
+        evaluate_partition(run, toy_data, "val", json_path=written)
+    assert "val subjects" in str(caught.value)
+    assert not written.exists()
+    evaluate_partition(run, toy_data, "train", n_boot=10)  # train is what it learnt from
+
+
+def test_the_gate_of_an_exported_fold_model_uses_the_folds_subjects(toy_data, toy_cv, tmp_path):
+    from painmon.core.research.export import gate_data_for_run
+
+    out, plan = toy_cv
+    npz = tmp_path / "toy.npz"
+    toy_data.crops.save_npz(npz, dataset_sha256=toy_data.dataset_sha256)
+    meta = json.loads((out / "seed42" / "fold2" / "best.json").read_text())
+    gate = gate_data_for_run(meta, npz)
+    assert set(gate.train_ids.tolist()) == set(plan.folds[1].train)  # fitted on its train
+    assert set(gate.val_ids.tolist()) == set(plan.folds[1].val)  # thresholded on its val
+
+
+def test_a_crops_file_named_in_capitals_is_a_crops_file(toy_data, tmp_path):
+    """CROPS.NPZ (a Windows or FAT copy) is read as crops, not refused as a manifest."""
+    path = tmp_path / "CROPS.NPZ"
+    toy_data.crops.save_npz(path, dataset_sha256=toy_data.dataset_sha256)
+    data = prepare_data(path, progress=False)
+    assert data.dataset_sha256 == toy_data.dataset_sha256 and len(data.crops) == 75
+
+
+def test_cv_with_a_split_plan_says_that_its_folds_are_used(toy_data, tmp_path, monkeypatch,
+                                                            caplog):  # fmt: skip
+    """`painmon cv --splits` (a 2-fold plan) without --folds: the default 5 does not apply, and
+    the command says so instead of silently training the plan's folds."""
+    from painmon.core.research import experiment
+    from painmon.core.tools.cli import main
+
+    npz = tmp_path / "c.npz"
+    toy_data.crops.save_npz(npz, dataset_sha256=toy_data.dataset_sha256)
+    plan = make_splits(toy_data.crops.as_samples(), toy_data.dataset_sha256, seed=0, folds=2)
+    splits = plan.to_json(tmp_path / "splits.json")
+    used = []
+
+    class StopError(Exception):
+        pass
+
+    def cross_validate_stub(data, plan, *args, **kwargs):
+        used.append(len(plan.folds))
+        raise StopError
+
+    monkeypatch.setattr(experiment, "cross_validate", cross_validate_stub)
+    with caplog.at_level("WARNING", logger="painmon"), pytest.raises(StopError):
+        main(["cv", "--manifest", str(npz), "--splits", str(splits), "--out",
+              str(tmp_path / "cv"), "--model", "micropainnet", "--device", "cpu"])  # fmt: skip
+    assert used == [2]
+    assert "has 2 folds: cross-validating over those" in caplog.text

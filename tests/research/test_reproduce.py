@@ -319,3 +319,32 @@ def test_a_rerun_reuses_finished_cross_validations(quick_run, face_model_path):
         )  # fmt: skip
     assert len(csvs) == 8 and [p.stat().st_mtime_ns for p in csvs] == stamps  # nothing retrained
     assert again["t_tests"] == result["t_tests"]
+
+
+def test_quick_reproduce_on_a_crops_file_splits_on_every_crop(tmp_path, monkeypatch):
+    """--quick keeps one crop per person for training; the split is drawn from every crop,
+    as from a CSV's samples (it was drawn from the one kept crop, and 20 people failed)."""
+    from painmon.core.research import reproduce
+    from painmon.core.research.crops import CropSet
+    from painmon.core.research.splits import SplitPlan, make_splits
+
+    n_subjects, per_subject = 20, 10
+    subject = np.repeat(np.arange(n_subjects), per_subject)
+    labels = (subject + np.tile(np.arange(per_subject), n_subjects)) % 5
+    n = len(labels)
+    names = np.array([f"s{s:03d}" for s in subject])
+    paths = tuple(f"{i}.png" for i in range(n))
+    crops = CropSet(np.zeros((n, 16, 16, 3), np.uint8), labels, names, paths, (None,) * n)
+    npz = crops.save_npz(tmp_path / "c.npz", dataset_sha256="ab" * 32)
+
+    class PlannedError(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise PlannedError
+
+    monkeypatch.setattr(reproduce, "_cross_validate_once", stop)
+    with pytest.raises(PlannedError):
+        run_reproduce(npz, tmp_path / "rep", quick=True, device="cpu", progress=False)
+    expected = make_splits(crops.as_samples(), "ab" * 32, folds=2)
+    assert SplitPlan.from_json(tmp_path / "rep" / "splits.json") == expected

@@ -68,15 +68,16 @@ def test_final_run_trains_on_the_cv_plans_fixed_split(tmp_path):
         k: v for k, v in cv_pairs.items() if k != "--out"
     }
 
-    # Without a plan given (a manifest dataset), the plan `painmon cv` made and copied into
-    # every fold run is used: the same test subjects as the folds'.
+    # Without a plan given (a manifest dataset), the plan `painmon cv` made and wrote into its
+    # folder is used: the same test subjects as the folds'. (Each fold run holds only its
+    # fold's partition.)
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("path,label\n")
     made = RetrainSpec(manifest, tmp_path / "cv2", folds=3, seed=7)
     made_pairs = dict(
         zip(made.final_train_args()[1::2], made.final_train_args()[2::2], strict=True)
     )
-    assert made_pairs["--splits"] == str(tmp_path / "cv2" / "seed7" / "fold1" / "splits.json")
+    assert made_pairs["--splits"] == str(tmp_path / "cv2" / "splits.json")
 
 
 @pytest.fixture

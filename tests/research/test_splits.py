@@ -204,3 +204,27 @@ def test_run_split_cli_writes_the_plan(tmp_path):
     assert plan.manifest_sha256 == hashlib.sha256(manifest.read_bytes()).hexdigest()
     assert plan.seed == 7 and len(plan.folds) == 3
     assert "partition" in text and str(out) in text
+
+
+def _one_per_subject(n_subjects: int, classes: int = 5) -> list[Sample]:
+    """One sample per person (what `reproduce --quick` keeps), classes spread evenly."""
+    return [Sample(f"img/s{s:02d}.png", f"s{s:02d}", s % classes, None, "manifest")
+            for s in range(n_subjects)]  # fmt: skip
+
+
+def test_a_split_stratification_cannot_meet_says_why_honestly():
+    """Every class has fewer crops than the 10 validation groups: the error says so, and does
+    not advise fewer folds (2 folds fail the same way) nor quote sklearn's n_splits."""
+    with pytest.raises(SplitError) as err:
+        make_splits(_one_per_subject(20, classes=4), SHA, folds=2)  # 5 per class: test is fine
+    message = str(err.value)
+    assert "validation subjects are one of 10 stratified groups of the 16 non-test" in message
+    assert "fewer than 10 crops" in message and "class 4: 0" in message
+    assert "fewer folds does not help" in message
+    assert "n_splits" not in message and "use fewer folds" not in message.lower()
+
+
+def test_a_test_split_stratification_cannot_meet_is_a_split_error():
+    """(It was sklearn's bare ValueError: a traceback from `painmon split`.)"""
+    with pytest.raises(SplitError, match="test subjects are one of 5 stratified groups"):
+        make_splits(_one_per_subject(15), SHA, folds=2)

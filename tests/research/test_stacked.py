@@ -20,7 +20,7 @@ from painmon.core.research.experiment import (
     predict_run,
     predict_run_sets,
 )
-from painmon.core.research.splits import make_splits
+from painmon.core.research.splits import SplitPlan, make_splits
 from painmon.core.research.stacked import (
     StackedMember,
     batch_layout,
@@ -279,6 +279,11 @@ def test_stacked_cv_writes_what_the_processes_engine_writes(toy_data, tmp_path):
     for k in (1, 2):
         meta = json.loads((tmp_path / "stacked" / "seed42" / f"fold{k}" / "best.json").read_text())
         assert meta["fold"] == k - 1 and meta["training_seed"] == 42
+        # Each fold run records its own fold's partition (what evaluate scores), every engine.
+        for engine in ("processes", "stacked", "stacked-bmm"):
+            run = tmp_path / engine / "seed42" / f"fold{k}"
+            assert SplitPlan.from_json(run / "splits.json") == plan.fold_plan(k - 1)
+        assert set(meta["val_subjects"]) == set(plan.folds[k - 1].val)
 
 
 @pytest.mark.parametrize("engine", ["stacked", "stacked-bmm"])

@@ -280,3 +280,102 @@ def test_painmon_train_on_a_missing_gpu_exits_2_with_one_line(tmp_path, monkeypa
     assert code == 2
     assert err.startswith("painmon train: error: --device cuda: CUDA is not available")
     assert "\n" not in err and "Traceback" not in err
+
+
+# --- resuming another run (subject leakage) -------------------------------------------------
+
+
+def _snapshot(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def subject_run(tmp_path_factory, toy_crops):
+    """A 1-epoch run that records its subjects and crops hash, as train_on_plan's does."""
+    out = tmp_path_factory.mktemp("subject-run")
+    x_tr, y_tr = toy_crops(40, 0)
+    x_va, y_va = toy_crops(20, 1)
+    s_tr, s_va = [f"t{i % 4}" for i in range(40)], [f"v{i % 2}" for i in range(20)]
+    cfg = TrainConfig(model="micropainnet", epochs=1, warmup_epochs=0, batch_size=8, device="cpu")
+    fit(cfg, x_tr, y_tr, x_va, y_va, out, progress=False, train_subjects=s_tr, val_subjects=s_va,
+        provenance={"data_sha256": "cd" * 32})  # fmt: skip
+    return out, cfg, (x_tr, y_tr, s_tr), (x_va, y_va, s_va)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ("model", "model 'micropainnet' -> 'simplecnn'"),
+        ("model_kwargs", "model_kwargs"),
+        ("seed", "seed 42 -> 7"),
+        ("subjects", "training subjects differ"),
+        ("data", "crops data_sha256"),
+    ],
+)
+def test_resume_refuses_another_run_before_writing(subject_run, tmp_path, change, words):
+    out, cfg, (x_tr, y_tr, s_tr), (x_va, y_va, s_va) = subject_run
+    _copy_run(out, tmp_path)
+    before = _snapshot(tmp_path)
+    settings = {**cfg.to_dict(), "epochs": 3}
+    data_sha = "cd" * 32
+    if change == "model":
+        settings["model"] = "simplecnn"
+    elif change == "model_kwargs":
+        settings["model_kwargs"] = {"dropout": 0.3}
+    elif change == "seed":
+        settings["seed"] = 7
+    elif change == "subjects":
+        s_tr = [s.replace("t0", "v0") for s in s_tr]  # a validation person of another split
+        s_va = [s.replace("v0", "t0") for s in s_va]
+    else:
+        data_sha = "ef" * 32
+    with pytest.raises(InvalidInputError, match="cannot resume") as caught:
+        fit(TrainConfig(**settings), x_tr, y_tr, x_va, y_va, tmp_path, resume=True,
+            progress=False, train_subjects=s_tr, val_subjects=s_va,
+            provenance={"data_sha256": data_sha})  # fmt: skip
+    assert words in str(caught.value)
+    assert _snapshot(tmp_path) == before  # not even config.json rewritten
+
+
+def test_resume_of_the_same_run_with_more_epochs_still_works(subject_run, tmp_path):
+    out, cfg, (x_tr, y_tr, s_tr), (x_va, y_va, s_va) = subject_run
+    _copy_run(out, tmp_path)
+    longer = TrainConfig(**{**cfg.to_dict(), "epochs": 2, "patience": 3})
+    result = fit(longer, x_tr, y_tr, x_va, y_va, tmp_path, resume=True, progress=False,
+                 train_subjects=s_tr, val_subjects=s_va,
+                 provenance={"data_sha256": "cd" * 32})  # fmt: skip
+    assert result.epochs_run == 2
+
+
+def test_resume_of_a_run_without_a_recorded_identity_compares_its_files(subject_run, tmp_path):
+    """last.json of an older painmon: config.json and best.json say what the run was."""
+    out, cfg, (x_tr, y_tr, s_tr), (x_va, y_va, s_va) = subject_run
+    _copy_run(out, tmp_path)
+    state = json.loads((tmp_path / "last.json").read_text())
+    del state["identity"]
+    (tmp_path / "last.json").write_text(json.dumps(state))
+    before = _snapshot(tmp_path)
+    other = TrainConfig(**{**cfg.to_dict(), "model": "simplecnn", "epochs": 2})
+    with pytest.raises(InvalidInputError, match="model 'micropainnet' -> 'simplecnn'"):
+        fit(other, x_tr, y_tr, x_va, y_va, tmp_path, resume=True, progress=False,
+            train_subjects=s_tr, val_subjects=s_va,
+            provenance={"data_sha256": "cd" * 32})  # fmt: skip
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_its_json_is_one_clear_error(trained_run, tmp_path):
+    """best.json says micropainnet, the weights are another network's (bug: a RuntimeError)."""
+    out, _, _, _ = trained_run
+    _copy_run(out, tmp_path)
+    from painmon.core.research.train import checkpoint_meta, save_checkpoint
+    from painmon.models import create_model
+
+    other = create_model("simplecnn")
+    save_checkpoint(other, tmp_path / "best.safetensors", checkpoint_meta(other))
+    meta = json.loads((tmp_path / "best.json").read_text())
+    original = json.loads((out / "best.json").read_text())
+    meta.update(architecture=original["architecture"], model_kwargs=original["model_kwargs"])
+    (tmp_path / "best.json").write_text(json.dumps(meta))
+    with pytest.raises(InvalidInputError, match="does not fit the 'micropainnet' model") as caught:
+        load_checkpoint(tmp_path)
+    assert str(tmp_path) in str(caught.value)
