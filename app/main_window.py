@@ -80,7 +80,7 @@ from painmon.app.widgets import (
     VideoView,
 )
 from painmon.app.worker import Command, InferenceWorker
-from painmon.core.live.alarms import AlarmEventKind, AlarmSettings, AlarmState
+from painmon.core.live.alarms import AlarmEventKind, AlarmSettings, AlarmState, SystemCondition
 from painmon.core.live.capture import CaptureStats, FrameSource
 from painmon.core.live.display import NO_MODEL_TEXT as NO_MODEL_TEXT  # re-exported
 from painmon.core.live.display import (
@@ -140,6 +140,13 @@ _py_incref.restype = None
 _SOUND_HOLD_MAX_S = 1.0
 _SILENCING_KINDS = frozenset({AlarmEventKind.ACKNOWLEDGE, AlarmEventKind.AUDIO_PAUSE})
 _STATUS_KINDS = frozenset({AlarmEventKind.TECHNICAL_ONSET, AlarmEventKind.ONSET})
+#: what to do, on the banner's technical row, while a session's files cannot be written
+RECORDING_FAILED_ACTION = "free disk space, then start a new session"
+#: the same row without the technical alarm RECORDING_FAILED (a state before it came)
+RECORDING_FAILED_TEXT = (
+    f"RECORDING STOPPED: session files could not be written — {RECORDING_FAILED_ACTION}; "
+    "pain monitoring goes on"
+)
 # Window sizes: the default on a large screen, and the trend plot's floor.
 DEFAULT_SIZE_PX = (1560, 960)
 MIN_TREND_HEIGHT_PX = 120
@@ -279,6 +286,9 @@ class MainWindow(QMainWindow):
         self._popup_tracker = PopupTracker()
         self.session_folder: Path | None = None
         self.session_active = False
+        #: why recording stopped (the session's files could not be written: a full disk),
+        #: shown until a new session or source starts; monitoring went on regardless
+        self.recording_error: str | None = None
         #: the running engine's face detector (as session.json records it); None until it is built
         self.face_detector: str | None = None
         # Writers this window opened for the running worker; closed for certain once it stopped.
@@ -619,6 +629,7 @@ class MainWindow(QMainWindow):
         self.source_name = redact_source(source if isinstance(source, str) else source.name)
         self._source_problem = None
         self.source_ended_reason = None
+        self.recording_error = None
         self.face_detector = None
         self._latest = None
         self._latest_image = None
@@ -657,6 +668,7 @@ class MainWindow(QMainWindow):
         worker.source_failed.connect(self._on_source_failed)
         worker.source_ended.connect(self._on_source_ended)
         worker.command_failed.connect(self._on_command_failed)
+        worker.recording_failed.connect(self._on_recording_failed)
         worker.error.connect(self._on_worker_error)
         self._worker, self._thread = worker, thread
         thread.start()
@@ -821,6 +833,20 @@ class MainWindow(QMainWindow):
     @Slot(str)
     def _on_command_failed(self, message: str) -> None:
         self.statusBar().showMessage(redact_source(message), 15000)
+
+    @Slot(str)
+    def _on_recording_failed(self, message: str) -> None:
+        """The session's files could not be written: recording stopped, monitoring and
+        alarms go on. Shown in the banner and the status bar until a new session starts."""
+        if not self._from_current_worker():
+            return
+        self.recording_error = redact_source(message)
+        self.session_active = False  # the engine detached the writer; the window closes it
+        self._update_session_actions()
+        self.statusBar().showMessage(
+            f"Recording stopped, monitoring goes on: {self.recording_error}"
+        )
+        self._show_recording_problem()
 
     @Slot(str)
     def _on_worker_error(self, message: str) -> None:
@@ -997,6 +1023,7 @@ class MainWindow(QMainWindow):
             display.alarm_state, blink_on=display.blink_on, banner=display.banner
         )
         self._show_source_problem()
+        self._show_recording_problem()
         self._fit_state_panel()
         self.sound.play(display.sound_priority)
         narrow = getattr(self, "_narrow_status", False)
@@ -1019,6 +1046,23 @@ class MainWindow(QMainWindow):
             self.banner.text.setText("Pain not monitored")
         self.banner.technical_row.setText(f"{problem.headline}: pain not monitored")
         self.banner.technical_row.show()
+
+    def _show_recording_problem(self) -> None:
+        """Recording failed (full disk): the technical row says so and what to do."""
+        if self.recording_error is None:
+            return
+        row = self.banner.technical_row
+        shown = "" if row.isHidden() else row.text()
+        if RECORDING_FAILED_ACTION in shown:
+            return
+        state = self.alarm_state
+        named = state is not None and SystemCondition.RECORDING_FAILED in state.system_conditions
+        if shown and named:
+            text = f"{shown} — {RECORDING_FAILED_ACTION}"  # the technical alarm names it
+        else:
+            text = f"{shown}; {RECORDING_FAILED_TEXT}" if shown else RECORDING_FAILED_TEXT
+        row.setText(text)
+        row.show()
 
     @Slot()
     def show_new_frame(self) -> None:
@@ -1219,6 +1263,7 @@ class MainWindow(QMainWindow):
         self._session_writers.append(writer)
         self.session_folder = writer.folder
         self.session_active = True
+        self.recording_error = None
         self._update_session_actions()
         return writer.folder
 
@@ -1303,7 +1348,14 @@ class MainWindow(QMainWindow):
         if self.session_active and self.session_folder is not None:
             self.status_session.setText(f"recording: {self.session_folder.name}")
             self.status_session.setStyleSheet(f"color: {COLOUR_HIGH};")
+            self.status_session.setToolTip("")
+        elif self.recording_error is not None:
+            name = self.session_folder.name if self.session_folder is not None else "session"
+            self.status_session.setText(f"recording FAILED: {name}")
+            self.status_session.setStyleSheet(f"color: {COLOUR_HIGH}; font-weight: bold;")
+            self.status_session.setToolTip(self.recording_error)
         else:
+            self.status_session.setToolTip("")
             self.status_session.setText("no session")
             self.status_session.setStyleSheet(f"color: {COLOUR_UNKNOWN};")
 

@@ -20,6 +20,10 @@ them): ``on_result(result)`` after every scored frame, ``on_alarm_state(state)``
 alarm states that come without a result (ticks, commands) and ``on_poll(engine, t_s)``
 on every loop, whose returned alarm states are emitted. They run on this thread; one that
 raises is logged and never stops the monitor (the bed stays the primary alarm).
+
+A session whose files cannot be written (a full disk) stops recording, not monitoring:
+the engine detaches the writer and goes on (``Engine.recording_error``), and the worker
+emits ``recording_failed`` once per failure so the window can say so.
 """
 
 from __future__ import annotations
@@ -83,6 +87,9 @@ class InferenceWorker(QObject):
     source_ended = Signal(str)
     #: a queued command failed (message); the monitor keeps running
     command_failed = Signal(str)
+    #: the session's files could not be written: recording stopped, monitoring goes on
+    #: (the SessionWriteError's message: what happened and what to do)
+    recording_failed = Signal(str)
     #: the engine failed: monitoring of this source stopped (message)
     error = Signal(str)
     finished = Signal()
@@ -118,6 +125,10 @@ class InferenceWorker(QObject):
             queue.SimpleQueue()
         )
         self._engine: MonitorEngine | None = None
+        # The engine the factory made (inside a PipelinedEngine, if pipelined), and the
+        # recording error last reported from it.
+        self._base_engine: Any = None
+        self._recording_error: BaseException | None = None
         self._t_s: float | None = None  # last time handed to the engine
         self.capture: CaptureThread | None = None
 
@@ -161,6 +172,7 @@ class InferenceWorker(QObject):
             return
         try:
             engine: MonitorEngine = self._engine_factory()
+            self._base_engine = engine
             if self.pipelined and isinstance(engine, Engine):
                 engine = PipelinedEngine(engine)
             self._engine = engine
@@ -205,6 +217,7 @@ class InferenceWorker(QObject):
                     tick_state = engine.tick(self._t_s)
                     self.alarm_state.emit(tick_state)
                     self._hook(self.on_alarm_state, tick_state)
+                    self._check_recording()
                 elif ended and not silent:
                     self._stop.wait(_POLL_S)
                 continue
@@ -225,6 +238,14 @@ class InferenceWorker(QObject):
             return
         self.result_ready.emit(result, frame_to_qimage(result.frame.rgb))
         self._hook(self.on_result, result)
+        self._check_recording()
+
+    def _check_recording(self) -> None:
+        """Emit ``recording_failed`` once for each session write failure of the engine."""
+        error = getattr(self._base_engine, "recording_error", None)
+        if error is not None and error is not self._recording_error:
+            self.recording_failed.emit(str(error))  # the engine logged it
+        self._recording_error = error
 
     def _hook(self, hook: Callable[..., Any] | None, *args: Any) -> Any:
         if hook is None:
@@ -246,6 +267,7 @@ class InferenceWorker(QObject):
         t_s = self._t_s if self._t_s is not None else 0.0
         for state in self._hook(self.on_poll, engine, t_s) or ():
             self.alarm_state.emit(state)
+        self._check_recording()
 
     def _drain_commands(self) -> None:
         engine = self._engine
@@ -265,6 +287,7 @@ class InferenceWorker(QObject):
             if isinstance(value, AlarmState):
                 self.alarm_state.emit(value)
                 self._hook(self.on_alarm_state, value)
+            self._check_recording()
             if on_done is not None:
                 on_done(value)
 

@@ -27,11 +27,19 @@ Design choices (the specification left these open):
 * Crops are framed the way the model's training crops were (its metadata: square
   box + margin, eye line levelled when the training crops were), so the network sees
   faces framed as it was trained on.
+* A session write that fails (a full disk: :class:`SessionWriteError`) stops recording,
+  never monitoring: the engine detaches the writer, keeps the error in
+  :attr:`Engine.recording_error`, raises the system condition RECORDING_FAILED (a
+  technical alarm, in the alarm state it returns; cleared when a new writer is attached)
+  and returns the frame's result (alarms included) as usual. The caller decides what
+  ends: the bedside window shows the failure and goes on; ``painmon monitor``, whose
+  purpose is the recording, ends as a session write error.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import math
 import time
@@ -44,6 +52,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from painmon.core.live.alarms import (
+    AlarmEvent,
     AlarmManager,
     AlarmSettings,
     AlarmState,
@@ -57,7 +66,7 @@ from painmon.core.live.domain import DomainMonitor
 from painmon.core.live.face import FaceObservation, FaceTracker
 from painmon.core.live.quality import QualityReport, assess_quality
 from painmon.core.live.scoring import PainScorer
-from painmon.core.live.session import SessionRow, SessionWriter
+from painmon.core.live.session import SessionRow, SessionWriteError, SessionWriter
 from painmon.core.live.smoothing import ProbabilitySmoother, SmoothedScore, au_agreement
 from painmon.core.util.errors import InvalidInputError, PainmonError
 from painmon.core.util.labels import pspi_to_class
@@ -245,6 +254,12 @@ class Engine:
             maxlen=_NEUTRAL_FRAMES
         )
         self._closed = False
+        #: why the last session stopped recording (its files could not be written), else
+        #: None; reset when a new writer is attached. Monitoring goes on without a writer.
+        self.recording_error: SessionWriteError | None = None
+        # Alarm events made outside a returned state (the RECORDING_FAILED clear when a
+        # writer is attached): delivered, and logged, with the next state.
+        self._undelivered: tuple[AlarmEvent, ...] = ()
 
     @property
     def session_writer(self) -> SessionWriter | None:
@@ -259,9 +274,24 @@ class Engine:
     @session_writer.setter
     def session_writer(self, writer: SessionWriter | None) -> None:
         if writer is not None and writer is not self._session_writer:
-            # Written before attaching: a writer that cannot write is not attached.
-            writer.write_events(self.alarms.active_alarm_events())
+            failed = self.recording_error is not None
+            if failed:  # recording resumes; the clear goes to the new session's log
+                self._set_recording_failed(False)
+            try:
+                # Written before attaching: a writer that cannot write is not attached.
+                writer.write_events(self.alarms.active_alarm_events())
+            except BaseException:
+                if failed:
+                    self._set_recording_failed(True)
+                raise
+            self.recording_error = None
         self._session_writer = writer
+
+    def _set_recording_failed(self, active: bool) -> None:
+        state = self.alarms.set_system_condition(
+            self._media_now_s, SystemCondition.RECORDING_FAILED, active
+        )
+        self._undelivered += state.new_events
 
     def crop(self, frame: Frame, observation: FaceObservation) -> np.ndarray:
         """The model's input crop of the observed face, framed like its training crops.
@@ -392,8 +422,7 @@ class Engine:
             domain_score=domain_score,
             out_of_domain=out_of_domain,
         )
-        self._record(result)
-        return result
+        return self._record(result)
 
     def _score(
         self, crop: np.ndarray, frame_index: int
@@ -452,7 +481,10 @@ class Engine:
         if smoothing_time_constant_s is not None:
             self.smoother.time_constant_s = tau_s
         if self.session_writer is not None:
-            self.session_writer.update_settings(alarm_settings)
+            try:
+                self.session_writer.update_settings(alarm_settings)
+            except SessionWriteError as exc:
+                state = self._recording_failed(exc, state)
         return self._log_events(state)
 
     def acknowledge(self, t_s: float) -> AlarmState:
@@ -488,32 +520,60 @@ class Engine:
             self.face_tracker.close()
 
     def _log_events(self, state: AlarmState) -> AlarmState:
-        if self.session_writer is not None and state.new_events:
-            self.session_writer.write_events(state.new_events)
+        """``state`` (with any undelivered events first), its new events logged."""
+        if self._undelivered:
+            events, self._undelivered = self._undelivered, ()
+            state = dataclasses.replace(state, new_events=events + state.new_events)
+        writer = self._session_writer
+        if writer is not None and state.new_events:
+            try:
+                writer.write_events(state.new_events)
+            except SessionWriteError as exc:
+                state = self._recording_failed(exc, state)
         return state
 
-    def _record(self, result: EngineResult) -> None:
-        self._log_events(result.alarm_state)
-        if self.session_writer is None:
-            return
+    def _recording_failed(self, error: SessionWriteError, state: AlarmState) -> AlarmState:
+        """The session's files could not be written: detach the writer (its owner closes
+        it), keep the error for the caller and go on monitoring without recording.
+
+        Returns ``state`` with the technical alarm RECORDING_FAILED raised in it.
+        """
+        self._session_writer = None
+        self.recording_error = error
+        log.error("session recording stopped; pain monitoring goes on: %s", error)
+        raised = self.alarms.set_system_condition(state.t_s, SystemCondition.RECORDING_FAILED, True)
+        return dataclasses.replace(raised, new_events=state.new_events + raised.new_events)
+
+    def _record(self, result: EngineResult) -> EngineResult:
+        """Log the result's alarm events and its session row; the result as returned."""
+        state = self._log_events(result.alarm_state)
+        writer = self._session_writer
+        if writer is not None:
+            try:
+                writer.write_row(self._session_row(result))
+            except SessionWriteError as exc:
+                state = self._recording_failed(exc, state)
+        if state is result.alarm_state:
+            return result
+        return dataclasses.replace(result, alarm_state=state)
+
+    def _session_row(self, result: EngineResult) -> SessionRow:
         known = result.output_known
-        self.session_writer.write_row(
-            SessionRow(
-                utc_time=self._utc_clock().isoformat(),
-                t_s=result.frame.t_s,
-                frame=result.frame.index,
-                face_found=result.observation.face_found,
-                quality_ok=result.quality.ok and result.observation.face_found,
-                probabilities=tuple(result.probs.tolist()) if result.probs is not None else None,
-                pain_class=result.pain_class,
-                pain_level=result.pain_level,
-                pain_level_smoothed=result.smoothed.pain_level if known else None,
-                confidence=result.smoothed.confidence if known else None,
-                au_pspi=result.au_pspi,
-                alarm_priority=result.alarm_state.pain_priority,
-                technical_condition=result.technical_condition,
-                domain_score=result.domain_score,
-            )
+        return SessionRow(
+            utc_time=self._utc_clock().isoformat(),
+            t_s=result.frame.t_s,
+            frame=result.frame.index,
+            face_found=result.observation.face_found,
+            quality_ok=result.quality.ok and result.observation.face_found,
+            probabilities=tuple(result.probs.tolist()) if result.probs is not None else None,
+            pain_class=result.pain_class,
+            pain_level=result.pain_level,
+            pain_level_smoothed=result.smoothed.pain_level if known else None,
+            confidence=result.smoothed.confidence if known else None,
+            au_pspi=result.au_pspi,
+            alarm_priority=result.alarm_state.pain_priority,
+            technical_condition=result.technical_condition,
+            domain_score=result.domain_score,
         )
 
 

@@ -463,6 +463,13 @@ def run_monitor(
         if on_poll is not None:
             for state in on_poll(engine, engine.media_now_s):
                 count_events(state)
+        check_recording()
+
+    def check_recording() -> None:
+        # The engine goes on monitoring when its session files cannot be written (the
+        # bedside window does); a headless run exists to record, so it ends here.
+        if engine.recording_error is not None:
+            raise engine.recording_error
 
     def frame_loop(capture: CaptureThread, stop: StopSignals) -> str:
         """Score frames until something ends the run; says what: stop, max_seconds, exhausted."""
@@ -516,6 +523,7 @@ def run_monitor(
                     count_events(tick_state)
                     if on_alarm_state is not None:
                         on_alarm_state(tick_state)
+                    check_recording()
                 continue
             if frame.t_s < engine.media_now_s:
                 # Stamped just before a tick advanced the clock past it (a live source's

@@ -5,17 +5,31 @@ are averaged into ``bucket_s`` buckets on wall-clock time. A bucket whose
 frames were all unknown is unknown (NaN), never zero; a bucket with any known
 frame averages only the known ones. The highest alarm priority seen in a
 bucket is kept, so shaded alarm episodes are never shortened by averaging.
+
+The wall clock can be stepped (NTP, an RTC correction). A step back of more than
+:data:`CLOCK_STEP_BACK_S` moves the whole history back with it, so the newest bucket goes
+on where the new clock says and the axis keeps showing clock times; nothing is dropped
+and no alarm episode goes unshaded. A smaller step back is jitter: the point joins the
+bucket still filling. A step forward leaves a gap, as time without data does.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 PRIORITY_RANK: dict[str, int] = {"none": 0, "medium": 1, "high": 2}
+
+#: A wall clock running back by more than this (seconds) between two points was stepped:
+#: the trend's history is moved back with it (less is jitter, kept in the open bucket).
+CLOCK_STEP_BACK_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,7 @@ class TrendBuffer:
         self._open_key: int | None = None
         self._sums = [0.0, 0.0, 0]  # level sum, confidence sum, known count
         self._open_priority = "none"
+        self._newest_wall_s = -math.inf  # the latest wall clock seen (since a step back)
 
     def __len__(self) -> int:
         return len(self._points) + (self._open_key is not None)
@@ -71,9 +86,22 @@ class TrendBuffer:
         """Add one frame's smoothed values at wall-clock ``wall_s`` (epoch seconds)."""
         if priority not in PRIORITY_RANK:
             raise ValueError(f"priority must be one of {', '.join(PRIORITY_RANK)}")
+        if not math.isfinite(wall_s):
+            raise ValueError(f"wall_s must be finite, got {wall_s!r}")
         key = math.floor(wall_s / self.bucket_s)
         if self._open_key is not None and key < self._open_key:
-            return  # the wall clock stepped back (NTP): drop rather than reorder history
+            if self._newest_wall_s - wall_s > CLOCK_STEP_BACK_S:
+                # The wall clock was stepped back (NTP, RTC): the history moves back with
+                # it, to end in the bucket before this point's.
+                log.info(
+                    "the wall clock stepped back %.1f s: the trend's history moves with it",
+                    self._newest_wall_s - wall_s,
+                )
+                self._shift(key - self._open_key - 1)
+                self._newest_wall_s = -math.inf
+            else:
+                key = self._open_key  # jitter: the point joins the bucket still filling
+        self._newest_wall_s = max(self._newest_wall_s, float(wall_s))
         if self._open_key is not None and key != self._open_key:
             self._close_bucket()
         if self._open_key is None:
@@ -89,6 +117,15 @@ class TrendBuffer:
         oldest_s = wall_s - self.max_age_s
         while self._points and self._points[0].wall_s < oldest_s:
             self._points.popleft()
+
+    def _shift(self, buckets: int) -> None:
+        """Move every bucket, the open one too, by ``buckets`` buckets in time."""
+        delta_s = buckets * self.bucket_s
+        self._points = collections.deque(
+            dataclasses.replace(p, wall_s=p.wall_s + delta_s) for p in self._points
+        )
+        if self._open_key is not None:
+            self._open_key += buckets
 
     def _open_point(self) -> TrendPoint | None:
         if self._open_key is None:
