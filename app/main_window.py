@@ -81,7 +81,12 @@ from painmon.app.widgets import (
 )
 from painmon.app.worker import Command, InferenceWorker
 from painmon.core.live.alarms import AlarmEventKind, AlarmSettings, AlarmState, SystemCondition
-from painmon.core.live.capture import CaptureStats, FrameSource
+from painmon.core.live.capture import (
+    STREAM_OPEN_TIMEOUT_S,
+    STREAM_READ_TIMEOUT_S,
+    CaptureStats,
+    FrameSource,
+)
 from painmon.core.live.display import NO_MODEL_TEXT as NO_MODEL_TEXT  # re-exported
 from painmon.core.live.display import (
     NO_SOURCE_HEADLINE,
@@ -129,7 +134,18 @@ VIDEO_REFRESH_MS = 100
 # refresh showed a 30 fps camera at 10 fps and added up to 100 ms of display latency.
 FRAME_REFRESH_MS = 33
 TREND_REFRESH_MS = 1000
+# How long a source switch waits for a running worker to stop (its session files closed)
+# before it detaches the thread and lets it finish on its own; an opening source is not
+# waited for (an unreachable stream blocks in its open for STREAM_OPEN_TIMEOUT_S).
 _THREAD_JOIN_MS = 5000
+# Closing the window waits this long for every worker thread, the longest a worker can
+# take: a stream's open, then a blocked read while the capture stops (and some margin).
+# A QThread destroyed while running aborts the process.
+_CLOSE_JOIN_MS = int((STREAM_OPEN_TIMEOUT_S + STREAM_READ_TIMEOUT_S + 1.0) * 1000) + 10_000
+# Set on a worker's QThread once its ``finished`` was handled on the GUI thread.
+_FINISHED_SEEN = "painmon_finished_seen"
+# Worker threads still running when their window closed past _CLOSE_JOIN_MS: never destroyed.
+_UNFINISHED_THREADS: list[tuple[Any, QThread]] = []
 # keep_singletons_alive() keeps their reference counts above this: minutes of losses at the
 # measured worst (~1000/s) would still leave them far from zero.
 SINGLETON_REFS_FLOOR = 200_000
@@ -152,6 +168,11 @@ DEFAULT_SIZE_PX = (1560, 960)
 MIN_TREND_HEIGHT_PX = 120
 # Fits a 1280×720 screen with the window frame; the fonts scale down to fit it (resizeEvent).
 MIN_SIZE_PX = (1024, 640)
+#: the status bar when ward settings that need a restart were saved during an alarm/session
+WARD_DEFERRED_TEXT = (
+    "Ward settings saved: used at the next start of the video source "
+    "(not now: a restart would end the active alarm or the recording session)"
+)
 DEMO_SOURCE = "synthetic"
 DEMO_TITLE = "painmon — DEMO (synthetic patient, not for clinical use)"
 WINDOW_TITLE = "painmon — bedside pain monitor"
@@ -220,6 +241,21 @@ def keep_singletons_alive(floor: int = SINGLETON_REFS_FLOOR) -> int:
     return added
 
 
+@dataclasses.dataclass
+class _RetiredWorker:
+    """A stopped worker and its thread, kept until the thread's ``finished`` was handled.
+
+    Kept alive so that signals it queued before stopping are still recognised as stale
+    (``sender()`` of a deleted worker is None, and its address may be reused), and so that
+    a thread still running (a stream still opening) is never destroyed.
+    """
+
+    worker: InferenceWorker
+    thread: QThread
+    #: session writers the window opened for it; closed once its thread has ended
+    writers: list[SessionWriter]
+
+
 def default_session_root() -> Path:
     from painmon.core.util.paths import default_sessions_dir
 
@@ -269,7 +305,8 @@ class MainWindow(QMainWindow):
         self.source_live = False
         self._thread: QThread | None = None
         self._worker: InferenceWorker | None = None
-        self._retired_worker: InferenceWorker | None = None
+        #: stopped workers whose threads may still run or have signals queued
+        self._retired: list[_RetiredWorker] = []
         self._latest: EngineResult | None = None
         self._latest_image: QImage | None = None
         self._frame_dirty = False
@@ -526,27 +563,50 @@ class MainWindow(QMainWindow):
         return action
 
     # ------------------------------------------------------------------ model and source
-    def load_model(self, path: str | Path | None) -> bool:
-        """Load an exported model; on failure the window says why and keeps running."""
+    def load_model(self, path: str | Path | None, *, restart: bool = True) -> bool:
+        """Load an exported model; on failure the window says why and keeps running.
+
+        A model that cannot be loaded changes nothing: the previous model (if any) stays
+        active, in the engine and in the settings, and the status bar says so. No path
+        unloads the model (the running source restarts without one: the window never says
+        "no model" while an engine still scores). ``restart=False``: the caller restarts.
+        """
+        previous = self.model
         if not path:
             self.model, self.model_error = None, ""
             self._update_model_labels()
+            if previous is None:
+                return False
+            self.app_settings = dataclasses.replace(self.app_settings, model_path="")
+            self._persist()
+            self.statusBar().showMessage("model unloaded: pain is not scored", 15000)
+            if restart:
+                self._restart_engine()
             return False
         try:
             model = OnnxPainModel(path, intra_op_num_threads=ENGINE_ORT_THREADS)
         except (ModelLoadError, ProviderError, OSError, ValueError) as exc:
             log.error("model %s not loaded: %s", path, exc)
-            self.model, self.model_error = None, str(exc)
+            text = f"model {Path(path).name} not loaded ({exc})"
+            if previous is not None:
+                text += f", still using {previous.path.name}"
+            else:
+                self.model_error = str(exc)
             self._update_model_labels()
-            self.statusBar().showMessage(f"model not loaded: {exc}", 15000)
+            self.statusBar().showMessage(text, 30000)
             return False
         self.model, self.model_error = model, ""
         self.app_settings = dataclasses.replace(self.app_settings, model_path=str(path))
         self._persist()
         self._update_model_labels()
-        if self._worker is not None and isinstance(self.source_spec, str):
-            self.start_source(self.source_spec)  # rebuild the engine around the new model
+        if restart:
+            self._restart_engine()
         return True
+
+    def _restart_engine(self) -> None:
+        """Rebuild the running source's engine around the window's model."""
+        if self._worker is not None and isinstance(self.source_spec, str):
+            self.start_source(self.source_spec)
 
     def _update_model_labels(self) -> None:
         model = self.model
@@ -656,14 +716,17 @@ class MainWindow(QMainWindow):
             on_alarm_state=hooks.on_alarm_state if hooks is not None else None,
             on_poll=hooks.on_poll if hooks is not None else None,
         )
-        thread = QThread(self)
+        # No parent: a thread still running when the window goes (a stream still opening)
+        # must never be destroyed with it; the window holds it until it has finished.
+        thread = QThread()
         thread.setObjectName("painmon-inference")
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
         # Direct: the GUI thread may be blocked in wait() and could not run a queued quit().
         worker.finished.connect(thread.quit, Qt.ConnectionType.DirectConnection)
-        worker.result_ready.connect(self.on_result)
-        worker.alarm_state.connect(self.on_alarm_state)
+        thread.finished.connect(self._on_thread_finished)
+        worker.result_ready.connect(self._on_worker_result)
+        worker.alarm_state.connect(self._on_worker_alarm_state)
         worker.source_opened.connect(self._on_source_opened)
         worker.source_failed.connect(self._on_source_failed)
         worker.source_ended.connect(self._on_source_ended)
@@ -681,35 +744,82 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(text)
 
     def stop_source(self) -> None:
-        """Stop the worker and capture threads and wait for them (the session closes too)."""
-        worker, thread = self._worker, self._thread
+        """Stop the worker and capture threads (the session closes too).
+
+        A running worker is waited for (up to ``_THREAD_JOIN_MS``) so that its session files
+        are closed on return; one still opening its source is not (it holds no session, and
+        an unreachable stream can block for seconds). A thread that has not ended is
+        detached: kept, never destroyed, until it has finished.
+        """
+        self._retire(self._worker, self._thread, _THREAD_JOIN_MS)
         self._worker = self._thread = None
         if self.session_active:
             self.session_active = False
             self._update_session_actions()
         self.face_detector = None
-        if worker is not None:
-            worker.stop()
-        stopped = True
-        if thread is not None:
-            thread.quit()
-            stopped = thread.wait(_THREAD_JOIN_MS)
-            if not stopped:
-                log.error("the inference thread did not stop within %d ms", _THREAD_JOIN_MS)
-            thread.deleteLater()
-        if stopped:
-            # The worker closes the writer it holds; one whose attach never ran (the worker
-            # ended first) is closed here. Closing twice is harmless.
-            self._close_session_writers("monitoring stopped")
-        else:
-            self._session_writers.clear()  # still the worker's: it closes them when it ends
-        # Kept alive until the next stop so that signals it queued before stopping can still
-        # be recognised as stale (sender() of a deleted object is None).
-        self._retired_worker = worker
         publisher, self._bed_publisher = self._bed_publisher, None
         if publisher is not None:
             publisher.stop("monitoring stopped")  # the retained offline status
         self._show_ward_link()
+
+    def _retire(self, worker: InferenceWorker | None, thread: QThread | None, wait_ms: int) -> None:
+        """Stop ``worker``; wait for its thread if it runs its loop; keep both as retired."""
+        writers, self._session_writers = self._session_writers, []
+        if worker is not None:
+            worker.stop()
+        if thread is not None:
+            thread.quit()
+            # Only a worker whose loop runs can hold a session; one still opening is not waited.
+            running = worker is None or worker.source_opened_once
+            if running and not thread.wait(wait_ms):
+                log.error(
+                    "the inference thread did not stop within %d ms; it goes on alone "
+                    "and closes its session files when it ends",
+                    wait_ms,
+                )
+        finished = thread is None or thread.isFinished()
+        if finished:
+            # The worker closes the writer it holds; one whose attach never ran (the worker
+            # ended first) is closed here. Closing twice is harmless.
+            self._close_writers(writers, "monitoring stopped")
+            writers = []
+        if worker is not None and thread is not None:
+            self._retired.append(_RetiredWorker(worker, thread, writers))
+        self._prune_retired()
+
+    @Slot()
+    def _on_thread_finished(self) -> None:
+        """A worker thread ended: all the signals its worker queued have been handled."""
+        thread = self.sender()
+        if not isinstance(thread, QThread):
+            return
+        thread.setProperty(_FINISHED_SEEN, True)
+        for retired in self._retired:
+            if retired.thread is thread:
+                self._close_writers(retired.writers, "monitoring stopped")
+                retired.writers = []
+
+    def _prune_retired(self) -> None:
+        """Forget retired workers whose threads ended and whose ``finished`` was handled."""
+        self._retired = [
+            r
+            for r in self._retired
+            if not (r.thread.property(_FINISHED_SEEN) and r.thread.isFinished())
+        ]
+
+    def _join_all_threads(self, wait_ms: int) -> None:
+        """On close: wait for every worker thread; one that never ends is never destroyed."""
+        deadline_s = time.monotonic() + wait_ms / 1000.0
+        if not all(r.thread.isFinished() for r in self._retired):
+            self.hide()  # closing: not a frozen window while a stream's open times out
+        for retired in self._retired:
+            remaining_ms = max(0, int((deadline_s - time.monotonic()) * 1000))
+            if not retired.thread.wait(remaining_ms):
+                log.error("an inference thread did not stop within %d ms of closing", wait_ms)
+                _UNFINISHED_THREADS.append((retired.worker, retired.thread))
+                continue
+            self._close_writers(retired.writers, "monitoring stopped")
+            retired.writers = []
 
     @property
     def bed_publisher(self) -> Any:
@@ -782,11 +892,22 @@ class MainWindow(QMainWindow):
 
     def threads_finished(self) -> bool:
         """True when no worker or capture thread of this window is running."""
-        return self._thread is None and self._worker is None
+        return (
+            self._thread is None
+            and self._worker is None
+            and all(r.thread.isFinished() for r in self._retired)
+        )
 
     def _from_current_worker(self) -> bool:
-        # Signals queued by a worker that was since stopped must not paint over the new one.
-        return self._worker is not None and self.sender() is self._worker
+        """True in a slot called by a signal of the running worker.
+
+        Signals queued by a worker that was since stopped must not paint over the new one:
+        retired workers are kept alive until their thread's ``finished`` was handled (after
+        every signal they queued), so a stale signal's sender is a retired worker, never
+        None; None (no sender at all) is refused too.
+        """
+        sender = self.sender()
+        return sender is not None and sender is self._worker
 
     @Slot(str, bool, str)
     def _on_source_opened(self, name: str, live: bool, face_detector: str) -> None:
@@ -832,6 +953,8 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _on_command_failed(self, message: str) -> None:
+        if not self._from_current_worker():
+            return
         self.statusBar().showMessage(redact_source(message), 15000)
 
     @Slot(str)
@@ -855,13 +978,24 @@ class MainWindow(QMainWindow):
         message = redact_source(message)
         self._source_problem = monitor_stopped(message)
         self.statusBar().showMessage(message)
+        if self.session_active:
+            # The worker closes the session's files as it ends: no longer recording.
+            self.session_active = False
+            self._update_session_actions()
 
     # ------------------------------------------------------------------ results
     @Slot(object, QImage)
+    def _on_worker_result(self, result: EngineResult, image: QImage) -> None:
+        if self._from_current_worker():
+            self.on_result(result, image)
+
+    @Slot(object)
+    def _on_worker_alarm_state(self, state: AlarmState) -> None:
+        if self._from_current_worker():
+            self.on_alarm_state(state)
+
     def on_result(self, result: EngineResult, image: QImage) -> None:
         """Store the newest result (cheap); painting happens on the refresh timer."""
-        if self.sender() is not None and not self._from_current_worker():
-            return
         now_s = time.monotonic()
         self._latest, self._latest_image, self._frame_dirty = result, image, True
         self._last_result_mono_s = now_s
@@ -879,11 +1013,8 @@ class MainWindow(QMainWindow):
         )
         self._take_alarm_state(result.alarm_state)
 
-    @Slot(object)
     def on_alarm_state(self, state: AlarmState) -> None:
         """An alarm state from a tick (no frames) or an operator command."""
-        if self.sender() is not None and not self._from_current_worker():
-            return
         if not self.source_live or self._last_result_mono_s is None:
             pass
         elif time.monotonic() - self._last_result_mono_s > STALE_FRAME_S:
@@ -1085,6 +1216,10 @@ class MainWindow(QMainWindow):
         self.trend_plot.show_series(self.trend.series(now_wall_s - window_s), now_wall_s)
 
     # ------------------------------------------------------------------ operator actions
+    def _worker_ended(self) -> bool:
+        """True once the current worker's thread has ended (source failed, engine error)."""
+        return self._thread is not None and self._thread.isFinished()
+
     def _submit(self, command: Command, on_done: Callable[[Any], None] | None = None) -> bool:
         if self._worker is None:
             self.statusBar().showMessage("no video source is running", 5000)
@@ -1092,14 +1227,22 @@ class MainWindow(QMainWindow):
         self._worker.submit(command, on_done)
         return True
 
+    def _monitor_running(self) -> bool:
+        """True while an engine can take an operator command; else the status bar says so."""
+        if self._worker is not None and self._worker_ended():
+            # The source failed to open or the engine stopped: nothing would run it.
+            self.statusBar().showMessage("monitoring has stopped: nothing to acknowledge", 5000)
+            return False
+        return True
+
     def acknowledge(self) -> None:
         """Acknowledge the active (or latched) alarm; logged in the alarm log."""
-        if self._submit(lambda engine, t_s: engine.acknowledge(t_s)):
+        if self._monitor_running() and self._submit(lambda engine, t_s: engine.acknowledge(t_s)):
             self._silence_until_next_state()
 
     def audio_pause(self) -> None:
         """Silence pain alarm audio for the configured pause; logged."""
-        if self._submit(lambda engine, t_s: engine.audio_pause(t_s)):
+        if self._monitor_running() and self._submit(lambda engine, t_s: engine.audio_pause(t_s)):
             self._silence_until_next_state()
 
     def _silence_until_next_state(self) -> None:
@@ -1117,23 +1260,28 @@ class MainWindow(QMainWindow):
         if self._submit(calibrate):
             self.statusBar().showMessage("neutral face calibration requested", 5000)
 
-    def apply_settings(self, new: AppSettings) -> None:
-        """Persist ``new`` and apply alarm and smoothing changes now (logged as settings_change)."""
+    def apply_settings(self, new: AppSettings, *, restarting: bool = False) -> None:
+        """Persist ``new`` and apply alarm and smoothing changes now (logged as settings_change).
+
+        Ward changes that change what is published restart the running source, unless a
+        pain alarm is active or latched or a session is recording: then they are used at
+        the next start of the source, and the status bar says so (a restart would drop the
+        alarm and end the session). ``restarting``: the caller restarts the source anyway.
+        """
         old = self.app_settings
+        publishing_before = self._publishing()
         self.app_settings = new
         self._persist()
         self._apply_display_settings()
         self.trend_plot.set_thresholds(new.alarm)
         if new.ward != old.ward:
             self._ward_configured_here = True
-            same_source = (old.source, old.model_path, old.face_model) == (
-                new.source,
-                new.model_path,
-                new.face_model,
-            )
-            if same_source and self._worker is not None and self.source_spec is not None:
-                # Otherwise the caller restarts for the new source or model anyway.
-                self.start_source(self.source_spec)
+            changed = self._publishing() != publishing_before
+            if changed and not restarting and self._worker is not None:
+                if self._restart_would_drop():
+                    self.statusBar().showMessage(WARD_DEFERRED_TEXT)
+                elif self.source_spec is not None:
+                    self.start_source(self.source_spec)
         if (
             old.alarm == new.alarm
             and old.smoothing_time_constant_s == new.smoothing_time_constant_s
@@ -1147,6 +1295,19 @@ class MainWindow(QMainWindow):
             return engine.change_settings(t_s, alarm, tau)
 
         self._submit(change)
+
+    def _publishing(self) -> Any:
+        """What the running source would publish to the ward at a start (None: nothing)."""
+        ward = self.app_settings.ward
+        if not ward.publish or (self.demo and not self._ward_configured_here):
+            return None
+        return ward
+
+    def _restart_would_drop(self) -> bool:
+        """True while a restart would end a pain alarm (active or latched) or a recording."""
+        state = self.alarm_state
+        alarm = state is not None and state.pain_priority != "none"
+        return alarm or self.session_active
 
     def _apply_display_settings(self) -> None:
         s = self.app_settings
@@ -1177,19 +1338,24 @@ class MainWindow(QMainWindow):
 
     def open_settings(self) -> None:
         dialog = SettingsDialog(self.app_settings, self)
-        if dialog.exec() == SettingsDialog.DialogCode.Accepted:
-            new = dialog.settings()
-            restart = (new.source, new.model_path, new.face_model) != (
-                self.app_settings.source,
-                self.app_settings.model_path,
-                self.app_settings.face_model,
-            )
-            model_changed = new.model_path != self.app_settings.model_path
-            self.apply_settings(new)
-            if model_changed:
-                self.load_model(new.model_path)
-            elif restart:
-                self.start_source(new.source)
+        if dialog.exec() != SettingsDialog.DialogCode.Accepted:
+            return
+        new = dialog.settings()
+        old = self.app_settings
+        model_changed = new.model_path != old.model_path
+        # The model first: one that cannot be loaded leaves the old one, in the settings too.
+        loaded = model_changed and self.load_model(new.model_path, restart=False)
+        if model_changed and not loaded and new.model_path:
+            new = dataclasses.replace(new, model_path=old.model_path)
+            model_changed = False
+        source_changed = (new.source, new.face_model) != (old.source, old.face_model)
+        running_model_changed = model_changed and self._worker is not None
+        restart = source_changed or (running_model_changed and isinstance(self.source_spec, str))
+        self.apply_settings(new, restarting=restart)
+        if source_changed:
+            self.start_source(new.source)
+        elif restart:
+            self._restart_engine()
 
     def open_retrain(self) -> None:
         """The offline retraining dialog; training itself runs in a separate process."""
@@ -1287,6 +1453,10 @@ class MainWindow(QMainWindow):
     def _close_session_writers(self, reason: str) -> None:
         """Close the writers this window opened; only once the worker thread has ended."""
         writers, self._session_writers = self._session_writers, []
+        self._close_writers(writers, reason)
+
+    @staticmethod
+    def _close_writers(writers: list[SessionWriter], reason: str) -> None:
         for writer in writers:
             try:
                 writer.close(reason)
@@ -1314,7 +1484,9 @@ class MainWindow(QMainWindow):
                 return
             self.export_finished.emit(str(destination))
 
-        if not (self.session_active and self._submit(copy)):
+        # The worker flushes and copies between frames; once it has ended (an engine error)
+        # nothing would run the command: copy here (its files are closed).
+        if not (self.session_active and not self._worker_ended() and self._submit(copy)):
             copy()
 
     @Slot(str)
@@ -1391,6 +1563,9 @@ class MainWindow(QMainWindow):
         self._frame_timer.stop()
         self._trend_timer.stop()
         self.stop_source()
+        # Every worker thread, a detached one still opening a stream too, ends before the
+        # window goes: a QThread destroyed while running aborts the process.
+        self._join_all_threads(_CLOSE_JOIN_MS)
         self.sound.stop()
         self.popup.show_view(None)
         status = self.statusBar()

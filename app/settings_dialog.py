@@ -52,6 +52,12 @@ _ALARM_FIELDS = tuple(
 
 
 WARD_EXTRA_HINT = "publishing to the ward needs the ward extra: pip install 'painmon[ward]'"
+#: when changes to the ward group take effect (as MainWindow.apply_settings does it)
+WARD_RESTART_HINT = (
+    "A change to what this bed publishes restarts the video source at once, except while "
+    "a pain alarm is active or a session is recording: then it is used at the next start "
+    "of the source (the status bar says so). Nothing restarts while publishing stays off."
+)
 MIN_OBS_HZ, MAX_OBS_HZ = 1.0, 10.0  # as core.ward.bed (imported only with the ward extra)
 #: shown when the stored stream URL names a user but its password was not stored
 PASSWORD_NOT_STORED_TEXT = "Stream password is not stored: enter it in Settings → Source"
@@ -501,7 +507,8 @@ class SettingsDialog(QDialog):
         group.setObjectName("ward_group")
         form = QFormLayout(group)
         self.ward_available = ward_available()
-        self._ward_publish = QCheckBox("Publish this bed to the ward (used at the next start)")
+        self._ward_publish = QCheckBox("Publish this bed to the ward")
+        self._ward_publish.setToolTip(WARD_RESTART_HINT)
         self._ward_publish.setChecked(ward.publish and self.ward_available)
         self._ward_url = QLineEdit(ward.broker_url)
         self._ward_url.setPlaceholderText("mqtt://broker:1883 or mqtts://broker:8883")
@@ -529,6 +536,10 @@ class SettingsDialog(QDialog):
         for edit in (self._ward_ca, self._ward_cert, self._ward_key):
             edit.setPlaceholderText("PEM file (TLS only)")
         form.addRow(self._ward_publish)
+        self.ward_restart_hint = QLabel(WARD_RESTART_HINT)
+        self.ward_restart_hint.setWordWrap(True)
+        self.ward_restart_hint.setStyleSheet("color: #607d8b;")
+        form.addRow(self.ward_restart_hint)
         form.addRow("Broker", self._ward_url)
         form.addRow("Ward", self._ward_name)
         form.addRow("Bed", self._ward_bed)

@@ -131,6 +131,9 @@ class InferenceWorker(QObject):
         self._recording_error: BaseException | None = None
         self._t_s: float | None = None  # last time handed to the engine
         self.capture: CaptureThread | None = None
+        #: set once the source opened and the engine was built (the loop runs, a session
+        #: can be attached); before that, stopping has nothing to close and need not be waited
+        self.source_opened_once = False
 
     def playback_text(self) -> str:
         """The status bar's playback line for the running capture ("" before it started)."""
@@ -170,6 +173,9 @@ class InferenceWorker(QObject):
         except (SourceError, ValueError) as exc:
             self.source_failed.emit(str(exc))
             return
+        if self._stop.is_set():  # stopped while opening (a slow stream): build nothing
+            source.close()
+            return
         try:
             engine: MonitorEngine = self._engine_factory()
             self._base_engine = engine
@@ -182,6 +188,7 @@ class InferenceWorker(QObject):
         pipeline = engine if isinstance(engine, PipelinedEngine) else None
         self.capture = CaptureThread(source, realtime=not self.every_frame)
         tracker = engine.face_tracker
+        self.source_opened_once = True
         self.source_opened.emit(
             source.name, source.is_live, str(getattr(tracker, "name", type(tracker).__name__))
         )
