@@ -689,7 +689,7 @@ class AlarmManager:
             )
             self._condition, self._condition_since_t_s = condition, self._challenger_since_t_s
             self._challenger = self._challenger_since_t_s = None
-            self._raise_technical(t_s, condition, changing=False)
+            self._raise_technical(t_s, condition, changing=False, switching=True)
             return
         if condition != self._condition:
             self._condition, self._condition_since_t_s = condition, t_s
@@ -718,9 +718,16 @@ class AlarmManager:
             return held_s >= self.settings.technical_delay_s - _TIME_TOLERANCE_S
         return True
 
-    def _raise_technical(self, t_s: float, condition: TechnicalCondition, changing: bool) -> None:
+    def _raise_technical(
+        self, t_s: float, condition: TechnicalCondition, changing: bool, switching: bool = False
+    ) -> None:
+        """Raise ``condition``'s technical alarm; its message says what held how long
+        (``switching``: it replaced a shown one after the technical delay)."""
         threshold: float | None = None
-        if condition is TechnicalCondition.NO_FACE:
+        if condition is TechnicalCondition.NO_FACE and switching:
+            threshold = self.settings.technical_delay_s
+            message = f"technical alarm NO_FACE: no face for {threshold:g} s"
+        elif condition is TechnicalCondition.NO_FACE:
             threshold = self.settings.no_face_delay_s
             message = f"technical alarm NO_FACE: no face for more than {threshold:g} s"
         elif condition in _DELAYED_CONDITIONS:

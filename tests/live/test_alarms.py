@@ -445,6 +445,9 @@ def test_a_steady_condition_replaces_a_shown_one_after_the_technical_delay(
     assert all(st.technical_conditions for st in states)
     assert kinds(states) == ["technical_clear", "technical_onset"]
     assert states[-1].technical_conditions == ("NO_FACE",)
+    onset = [e for st in states for e in st.new_events][-1]
+    assert onset.message.startswith("technical alarm NO_FACE: no face for 1 s;")  # not "5 s"
+    assert onset.threshold == 1.0
 
 
 def test_a_new_episode_escalating_under_a_latched_high_is_no_crash(
