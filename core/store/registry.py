@@ -249,7 +249,14 @@ class ModelRegistry:
         folder = self.entry_dir(model_id)
         if not (folder / ENTRY_FILENAME).is_file():
             raise RegistryError(f"no registered model {model_id!r} in {self.root}")
-        return RegistryEntry.from_json(folder)
+        try:
+            return RegistryEntry.from_json(folder)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RegistryError(
+                f"registry entry {model_id!r} ({folder / ENTRY_FILENAME}) is unreadable "
+                f"({type(exc).__name__}: {exc}); the active model is unchanged — register the "
+                "model again (export it from its run) to use it"
+            ) from exc
 
     def active(self) -> RegistryEntry | None:
         """The active entry, or None when none was activated (file not re-verified here)."""
@@ -290,7 +297,16 @@ class ModelRegistry:
             return {"active": None, "previous": []}
         try:
             data = json.loads(path.read_text())
-            return {"active": data.get("active"), "previous": list(data.get("previous", []))}
+            if not isinstance(data, dict):
+                raise ValueError("it is not a registry state (active id, list of previous ids)")
+            active, previous = data.get("active"), data.get("previous", [])
+            if not (
+                (active is None or isinstance(active, str))
+                and isinstance(previous, list)
+                and all(isinstance(p, str) for p in previous)
+            ):
+                raise ValueError("it is not a registry state (active id, list of previous ids)")
+            return {"active": active, "previous": list(previous)}
         except (OSError, ValueError) as exc:
             raise RegistryError(
                 f"{path} is unreadable ({exc}); the change log {self.log_path} records which "

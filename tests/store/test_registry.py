@@ -162,6 +162,30 @@ def test_rollback_to_a_corrupted_model_is_refused(exported, tmp_path):
     assert registry.previous_id() == first  # nothing was lost: fix the file and retry
 
 
+def test_a_damaged_entry_or_state_file_is_a_registry_error(exported, tmp_path):
+    # The window's activate and roll-back buttons catch RegistryError only: anything else
+    # was an uncaught exception in a Qt slot, with no message for the nurse.
+    run, onnx_path = exported
+    registry = ModelRegistry(tmp_path / "reg")
+    first = registry.register(onnx_path, run, {})
+    second = registry.register(onnx_path, run, {})
+    registry.activate(first)
+    registry.activate(second)
+    entry_json = registry.entry_dir(first) / "entry.json"
+    good_entry = entry_json.read_text()
+    entry_json.write_text(good_entry[:20])  # cut short
+    with pytest.raises(RegistryError, match=rf"entry '{first}'.*unreadable.*unchanged"):
+        registry.rollback()
+    assert registry.active().model_id == second
+    entry_json.write_text(good_entry)
+    state = registry.root / "state.json"
+    for damaged in ("[]", "null", '"abc"', '{"active": 3}', '{"active": null, "previous": "abc"}'):
+        state.write_text(damaged)
+        for call in (registry.active, registry.previous_id, registry.rollback):
+            with pytest.raises(RegistryError, match=r"state\.json is unreadable"):
+                call()
+
+
 def test_unknown_and_invalid_ids(tmp_path):
     registry = ModelRegistry(tmp_path / "reg")
     with pytest.raises(RegistryError, match="no registered model"):
