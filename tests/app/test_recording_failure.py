@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import os
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import HIGH, FaceEverywhere, FakeModel, FullDiskFile
 
 pytest.importorskip("pytestqt")
 
@@ -26,37 +26,11 @@ from painmon.app.worker import InferenceWorker
 from painmon.core.live.alarms import AlarmSettings
 from painmon.core.live.capture import FrameSource, RawFrame
 from painmon.core.live.engine import Engine
-from painmon.core.live.face import FaceObservation
-from painmon.core.live.face_detect import FaceBox
-from painmon.core.live.scoring import OnnxPrediction
 from painmon.core.live.session import SESSION_CSV, SessionWriter
 
 WAIT_MS = 20000
-HIGH = np.array([0.02, 0.03, 0.05, 0.2, 0.7])  # level ~3.5: a HIGH alarm after its delay
 FRAMES = 300  # 30 s at 10 fps
 FULL_AT = 30  # the disk fills when frame 30 (t = 3 s) is read
-
-
-class FullDiskFile:
-    """A real text file that refuses writes with ENOSPC once ``full`` is set."""
-
-    def __init__(self, path: Path) -> None:
-        self._file = path.open("x", encoding="utf-8", newline="")
-        self.full = False
-
-    def write(self, text: str) -> int:
-        if self.full:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return self._file.write(text)
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def fileno(self) -> int:
-        return self._file.fileno()
-
-    def close(self) -> None:
-        self._file.close()
 
 
 class FillingSource(FrameSource):
@@ -82,32 +56,6 @@ class FillingSource(FrameSource):
         return RawFrame(rgb, (self.sent - 1) / 10.0, self.sent - 1)
 
 
-class FaceEverywhere:
-    name = "fake-face"
-
-    def observe(self, rgb: np.ndarray, t_s: float) -> FaceObservation:
-        return FaceObservation(t_s, True, FaceBox(20.0, 20.0, 120.0, 120.0, 0.99), 1, self.name)
-
-    def close(self) -> None:
-        pass
-
-
-class PainModel:
-    """Every crop is scored as severe pain."""
-
-    input_size = (3, 64, 64)
-    sha256 = "ab" * 32
-    path = Path("fake.onnx")
-    is_demo = False
-    providers = ("CPUExecutionProvider",)
-    domain_gate = None
-    metadata = {"architecture": "fake-dacnn"}  # noqa: RUF012 - read only
-
-    def predict(self, crops: np.ndarray) -> OnnxPrediction:
-        b = len(crops)
-        return OnnxPrediction(np.tile(HIGH, (b, 1)), np.zeros((b, 8, 8)), np.ones((b, 1, 8, 8)))
-
-
 @pytest.mark.parametrize("pipelined", [False, True])
 def test_a_full_disk_stops_recording_but_not_monitoring_or_alarms(tmp_path, pipelined):
     files: dict[str, FullDiskFile] = {}
@@ -116,7 +64,7 @@ def test_a_full_disk_stops_recording_but_not_monitoring_or_alarms(tmp_path, pipe
         files[path.name] = FullDiskFile(path)
         return files[path.name]
 
-    model = PainModel()
+    model = FakeModel(HIGH)
     settings = AlarmSettings(model_sha256=model.sha256)
     engines: list[Engine] = []
     writer = SessionWriter(

@@ -6,50 +6,11 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-import numpy as np
+from fakes import HIGH, SHA, FaceEverywhere, FakeModel, noise_frame
 
 from painmon.core.live.alarms import AlarmSettings
-from painmon.core.live.capture import Frame
 from painmon.core.live.engine import Engine
-from painmon.core.live.face import FaceObservation
-from painmon.core.live.face_detect import FaceBox
-from painmon.core.live.scoring import OnnxPrediction
 from painmon.core.live.session import SessionWriteError, SessionWriter, read_session_csv
-
-SHA = "ab" * 32
-HIGH = np.array([0.02, 0.03, 0.05, 0.2, 0.7])  # level ~3.5
-
-
-class _Face:
-    name = "fake-face"
-
-    def observe(self, rgb: np.ndarray, t_s: float) -> FaceObservation:
-        return FaceObservation(t_s, True, FaceBox(20.0, 20.0, 120.0, 120.0, 0.99), 1, self.name)
-
-    def close(self) -> None:
-        pass
-
-
-class _Model:
-    input_size = (3, 64, 64)
-    sha256 = SHA
-    path = Path("fake.onnx")
-    is_demo = False
-    providers = ("CPUExecutionProvider",)
-    domain_gate = None
-    metadata = {"architecture": "fake-dacnn"}  # noqa: RUF012 - read only
-
-    def predict(self, crops: np.ndarray) -> OnnxPrediction:
-        b = len(crops)
-        return OnnxPrediction(np.tile(HIGH, (b, 1)), np.zeros((b, 8, 8)), np.ones((b, 1, 8, 8)))
-
-
-_RNG = np.random.default_rng(3)
-
-
-def _frame(index: int) -> Frame:
-    rgb = _RNG.integers(40, 215, size=(160, 160, 3), dtype=np.uint8)
-    return Frame(index, index / 10.0, rgb, index / 10.0, "fake")
 
 
 def _writer(folder: Path) -> SessionWriter:
@@ -58,7 +19,7 @@ def _writer(folder: Path) -> SessionWriter:
 
 
 def test_a_full_disk_detaches_the_writer_and_raises_a_technical_alarm(tmp_path, monkeypatch):
-    engine = Engine(_Model(), _Face(), AlarmSettings(model_sha256=SHA))
+    engine = Engine(FakeModel(HIGH), FaceEverywhere(), AlarmSettings(model_sha256=SHA))
     first = _writer(tmp_path / "first")
     engine.session_writer = first
     real = SessionWriter.write_row
@@ -69,14 +30,14 @@ def test_a_full_disk_detaches_the_writer_and_raises_a_technical_alarm(tmp_path, 
         real(self, row)
 
     monkeypatch.setattr(SessionWriter, "write_row", write_row)
-    results = [engine.process(_frame(i)) for i in range(21)]  # frame 20 fails: no raise
+    results = [engine.process(noise_frame(i)) for i in range(21)]  # frame 20 fails: no raise
     assert isinstance(engine.recording_error, SessionWriteError)
     assert "Recording has stopped" in str(engine.recording_error)
     assert engine.session_writer is None
     # Its result came back, the technical alarm raised in it; the pain alarms go on.
     assert results[-1].frame.index == 20
     assert "RECORDING_FAILED" in results[-1].alarm_state.system_conditions
-    later = [engine.process(_frame(i)) for i in range(21, 120)]
+    later = [engine.process(noise_frame(i)) for i in range(21, 120)]
     events = [e for r in results + later for e in r.alarm_state.new_events]
     onsets = [e for e in events if e.kind == "technical_onset"]
     assert len(onsets) == 1 and "RECORDING_FAILED" in onsets[0].message
@@ -93,7 +54,7 @@ def test_a_full_disk_detaches_the_writer_and_raises_a_technical_alarm(tmp_path, 
     second = _writer(tmp_path / "second")
     engine.session_writer = second
     assert engine.recording_error is None and engine.session_writer is second
-    state = engine.process(_frame(130)).alarm_state
+    state = engine.process(noise_frame(130)).alarm_state
     assert "RECORDING_FAILED" not in state.system_conditions
     # The clear reached the caller too (the window, the ward), with the next state.
     assert [e.kind for e in state.new_events] == ["technical_clear"]
@@ -111,10 +72,10 @@ def test_a_full_disk_detaches_the_writer_and_raises_a_technical_alarm(tmp_path, 
 def test_a_settings_change_on_a_full_disk_applies_and_raises_the_technical_alarm(
     tmp_path, monkeypatch
 ):
-    engine = Engine(_Model(), _Face(), AlarmSettings(model_sha256=SHA))
+    engine = Engine(FakeModel(HIGH), FaceEverywhere(), AlarmSettings(model_sha256=SHA))
     writer = _writer(tmp_path / "s")
     engine.session_writer = writer
-    engine.process(_frame(0))
+    engine.process(noise_frame(0))
 
     def update_settings(self, settings):
         raise self._fail(OSError(errno.ENOSPC, "No space left on device"))

@@ -10,45 +10,15 @@ from __future__ import annotations
 import logging
 import socket
 
-import numpy as np
 import pytest
+from fakes import FaceEverywhere, FakeModel
 
 from painmon.core.live import monitor as monitor_module
 from painmon.core.live.capture import SourceError, open_source
-from painmon.core.live.face import FaceObservation
-from painmon.core.live.face_detect import FaceBox
 from painmon.core.live.monitor import run_monitor_cli
-from painmon.core.live.scoring import OnnxPrediction
 
 TOKEN = "ghp_abcdEFGH1234567890xyz"
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjYW0ifQ.c2lnbmF0dXJlX2hlcmU"
-
-
-class _FaceEverywhere:
-    name = "fake-face"
-
-    def observe(self, rgb: np.ndarray, t_s: float) -> FaceObservation:
-        return FaceObservation(t_s, True, FaceBox(20.0, 20.0, 120.0, 120.0, 0.99), 1, self.name)
-
-    def close(self) -> None:
-        pass
-
-
-class _Model:
-    input_size = (3, 64, 64)
-    sha256 = "ab" * 32
-    is_demo = False
-    providers = ["CPUExecutionProvider"]  # noqa: RUF012 - read only
-    domain_gate = None
-    metadata = {"architecture": "fake-dacnn"}  # noqa: RUF012 - read only
-
-    def __init__(self, path) -> None:
-        self.path = path
-
-    def predict(self, crops_uint8: np.ndarray) -> OnnxPrediction:
-        batch = len(crops_uint8)
-        probs = np.tile(np.array([0.6, 0.2, 0.1, 0.05, 0.05]), (batch, 1))
-        return OnnxPrediction(probs, np.zeros((batch, 8, 8)), np.ones((batch, 1, 8, 8)))
 
 
 @pytest.fixture
@@ -64,11 +34,16 @@ def mjpeg_server(server_factory):
 def test_a_url_credential_is_in_no_file_log_or_summary(
     tmp_path, caplog, capsys, monkeypatch, mjpeg_server, userinfo, secret, shown
 ):
-    monkeypatch.setattr(monitor_module, "create_face_tracker", lambda _m: _FaceEverywhere())
+    monkeypatch.setattr(monitor_module, "create_face_tracker", lambda _m: FaceEverywhere())
     url = f"http://{userinfo}@127.0.0.1:{mjpeg_server.port}/video"
     with caplog.at_level(logging.DEBUG, logger="painmon"):
         code = run_monitor_cli(
-            url, "fake.onnx", tmp_path / "out", max_seconds=1.0, realtime=True, load_model=_Model
+            url,
+            "fake.onnx",
+            tmp_path / "out",
+            max_seconds=1.0,
+            realtime=True,
+            load_model=lambda path: FakeModel(path=path),
         )
     assert code == 0
     out = capsys.readouterr()

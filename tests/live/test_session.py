@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import FullDiskFile
 
 from painmon.core.live.alarms import AlarmEvent, AlarmSettings
 from painmon.core.live.session import (
@@ -427,28 +427,6 @@ def test_recover_clean_session(tmp_path: Path) -> None:
 
 
 # -- errors ----------------------------------------------------------------------------------
-
-
-class FullDiskFile:
-    """A real text file that starts refusing writes with ENOSPC once ``full`` is set."""
-
-    def __init__(self, path: Path) -> None:
-        self._file = path.open("x", encoding="utf-8", newline="")
-        self.full = False
-
-    def write(self, text: str) -> int:
-        if self.full:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return self._file.write(text)
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def fileno(self) -> int:
-        return self._file.fileno()
-
-    def close(self) -> None:
-        self._file.close()
 
 
 def test_full_disk_stops_recording_with_actionable_error(tmp_path: Path) -> None:

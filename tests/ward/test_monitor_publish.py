@@ -19,12 +19,10 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+from fakes import SEVERE, FaceEverywhere, FakeModel
 
 from painmon.core.live.capture import FrameSource, RawFrame
-from painmon.core.live.face import FaceObservation
-from painmon.core.live.face_detect import FaceBox
 from painmon.core.live.monitor import run_monitor
-from painmon.core.live.scoring import OnnxPrediction
 from painmon.core.tools.cli import main
 from painmon.core.ward import topics
 from painmon.core.ward.bed import BedPublisher, monitor_hooks
@@ -57,35 +55,6 @@ class SlowSource(FrameSource):
 
     def close(self) -> None:
         pass
-
-
-class FaceEverywhere:
-    name = "fake-face"
-
-    def observe(self, rgb: np.ndarray, t_s: float) -> FaceObservation:
-        return FaceObservation(t_s, True, FaceBox(20.0, 20.0, 120.0, 120.0, 0.99), 1, self.name)
-
-    def close(self) -> None:
-        pass
-
-
-class PainfulModel:
-    """Enough of a pain model for the engine: every face is in severe pain (level ~3.9)."""
-
-    input_size = (3, 64, 64)
-    sha256 = "cd" * 32
-    path = Path("fake.onnx")
-    is_demo = False
-    providers = ("CPUExecutionProvider",)
-    domain_gate = None
-
-    def __init__(self) -> None:
-        self.metadata = {"architecture": "fake-dacnn"}
-
-    def predict(self, crops_uint8: np.ndarray) -> OnnxPrediction:
-        batch = len(crops_uint8)
-        probs = np.tile(np.array([0.0, 0.0, 0.02, 0.08, 0.9]), (batch, 1))
-        return OnnxPrediction(probs, np.zeros((batch, 8, 8)), np.ones((batch, 1, 8, 8)))
 
 
 class Station:
@@ -152,7 +121,7 @@ def test_the_monitor_hooks_publish_obs_and_a_pain_alarm_that_the_station_receipt
             "fake.onnx",
             tmp_path / "out",
             progress=False,
-            load_model=lambda _path: PainfulModel(),
+            load_model=lambda _path: FakeModel(SEVERE, sha256="cd" * 32),
             open_source_fn=lambda _spec: SlowSource(140, 0.01),
             make_face_tracker=lambda _m: FaceEverywhere(),
             on_result=hooks.on_result,
@@ -204,7 +173,7 @@ def test_an_unconfirmed_bus_raises_central_unreachable_in_the_session_log(broker
             "fake.onnx",
             tmp_path / "out",
             progress=False,
-            load_model=lambda _path: PainfulModel(),
+            load_model=lambda _path: FakeModel(SEVERE, sha256="cd" * 32),
             open_source_fn=lambda _spec: SlowSource(230, 0.05),
             make_face_tracker=lambda _m: FaceEverywhere(),
             on_result=on_result,
