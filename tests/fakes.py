@@ -1,12 +1,16 @@
 """Stand-ins for the bedside path's heavy parts, shared by the tests (``from fakes import …``;
 pytest puts ``tests/`` on the import path): a face tracker that always sees one face, a pain
-model with fixed probabilities, noisy frames and a file that runs out of disk."""
+model with fixed probabilities, noisy frames, a file that runs out of disk and the engine
+result of a face at a given level."""
 
 from __future__ import annotations
 
 import errno
+import math
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -92,3 +96,33 @@ class FullDiskFile:
 
     def close(self) -> None:
         self._file.close()
+
+
+def engine_result(
+    t_s: float, level: float, manager: Any, *, source: str = "s", gradcam: bool = True
+) -> Any:
+    """An EngineResult as the engine makes it for a face at smoothed ``level`` (its
+    probabilities split between the two classes around it), with ``manager``'s alarm state."""
+    from painmon.core.live.engine import STAGES, EngineResult
+    from painmon.core.live.quality import QualityReport
+    from painmon.core.live.smoothing import SmoothedScore
+
+    low = math.floor(min(level, 3.999))
+    probs = np.zeros(5)
+    probs[low], probs[low + 1] = low + 1 - level, level - low
+    frame = Frame(round(t_s * 10), t_s, np.zeros((120, 160, 3), np.uint8), time.monotonic(), source)
+    smoothed = SmoothedScore(t_s, tuple(probs), int(np.argmax(probs)), level, 0.8, False, "ok")
+    return EngineResult(
+        frame=frame,
+        observation=FaceObservation(t_s, True, FaceBox(40.0, 20.0, 60.0, 70.0, 0.9), 1, "test"),
+        quality=QualityReport(True, 1.0, ()),
+        probs=probs,
+        gradcam=np.full((8, 8), 0.5, np.float32) if gradcam else None,
+        pain_class=smoothed.pain_class,
+        pain_level=level,
+        smoothed=smoothed,
+        au_pspi=None,
+        alarm_state=manager.update(t_s, level),
+        technical_condition=None,
+        timings_ms=dict.fromkeys(STAGES, 1.0),
+    )

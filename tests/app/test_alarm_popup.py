@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import math
-import time
-
-import numpy as np
 import pytest
+from fakes import engine_result
 
 pytest.importorskip("pytestqt")
 
@@ -25,37 +22,8 @@ from painmon.app.alarm_popup import (
 from painmon.app.main_window import MainWindow
 from painmon.app.settings_dialog import AppSettings, save_settings
 from painmon.core.live.alarms import AlarmManager, AlarmSettings, AlarmState
-from painmon.core.live.capture import Frame
-from painmon.core.live.engine import STAGES, EngineResult
-from painmon.core.live.face import FaceObservation
-from painmon.core.live.face_detect import FaceBox
-from painmon.core.live.quality import QualityReport
-from painmon.core.live.smoothing import SmoothedScore
 
 IMAGE_SIZE = (160, 120)
-
-
-def _result(t_s: float, level: float, manager: AlarmManager) -> EngineResult:
-    """An EngineResult as the engine makes it for a face at smoothed ``level``."""
-    low = math.floor(min(level, 3.999))
-    probs = np.zeros(5)
-    probs[low], probs[low + 1] = low + 1 - level, level - low
-    frame = Frame(round(t_s * 10), t_s, np.zeros((120, 160, 3), np.uint8), time.monotonic(), "s")
-    smoothed = SmoothedScore(t_s, tuple(probs), int(np.argmax(probs)), level, 0.8, False, "ok")
-    return EngineResult(
-        frame=frame,
-        observation=FaceObservation(t_s, True, FaceBox(40.0, 20.0, 60.0, 70.0, 0.9), 1, "test"),
-        quality=QualityReport(True, 1.0, ()),
-        probs=probs,
-        gradcam=None,
-        pain_class=smoothed.pain_class,
-        pain_level=level,
-        smoothed=smoothed,
-        au_pspi=None,
-        alarm_state=manager.update(t_s, level),
-        technical_condition=None,
-        timings_ms=dict.fromkeys(STAGES, 1.0),
-    )
 
 
 class _Engine:
@@ -123,7 +91,9 @@ class _Scripted:
     def play(self, level: float, seconds: float) -> None:
         for _ in range(round(seconds * 10)):
             self.clock[0] = round(self.clock[0] + 0.1, 6)
-            self.window.on_result(_result(self.clock[0], level, self.manager), self.image)
+            self.window.on_result(
+                engine_result(self.clock[0], level, self.manager, gradcam=False), self.image
+            )
         self.window.refresh()
 
 

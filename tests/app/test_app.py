@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from fakes import engine_result
 
 pytest.importorskip("pytestqt")
 
@@ -28,18 +29,13 @@ from painmon.app.settings_dialog import (
 )
 from painmon.core.live.alarms import AlarmManager, AlarmSettings
 from painmon.core.live.capture import (
-    Frame,
     FrameSource,
     RawFrame,
     SourceDisconnectedError,
     SourceError,
 )
-from painmon.core.live.engine import STAGES, EngineResult
-from painmon.core.live.face import FaceObservation
-from painmon.core.live.face_detect import FaceBox
-from painmon.core.live.quality import QualityReport
+from painmon.core.live.engine import EngineResult
 from painmon.core.live.session import SESSION_COLUMNS
-from painmon.core.live.smoothing import SmoothedScore
 from painmon.core.live.trend import TrendBuffer
 from painmon.core.synth.stream import SyntheticPatientStream
 
@@ -217,30 +213,6 @@ def test_broken_model_is_reported_and_window_keeps_running(make_window, tmp_path
     assert "cannot be verified" in window.state_panel.reason.text()
 
 
-def _result(t_s: float, level: float, manager: AlarmManager) -> EngineResult:
-    """An EngineResult as the engine would make it for a face at smoothed ``level``."""
-    low = math.floor(min(level, 3.999))
-    probs = np.zeros(5)
-    probs[low], probs[low + 1] = low + 1 - level, level - low
-    frame = Frame(round(t_s * 10), t_s, np.zeros((120, 160, 3), np.uint8), time.monotonic(), "s")
-    box = FaceBox(40.0, 20.0, 60.0, 70.0, 0.9)
-    smoothed = SmoothedScore(t_s, tuple(probs), int(np.argmax(probs)), level, 0.8, False, "ok")
-    return EngineResult(
-        frame=frame,
-        observation=FaceObservation(t_s, True, box, 1, "test"),
-        quality=QualityReport(True, 1.0, ()),
-        probs=probs,
-        gradcam=np.full((8, 8), 0.5, np.float32),
-        pain_class=smoothed.pain_class,
-        pain_level=level,
-        smoothed=smoothed,
-        au_pspi=None,
-        alarm_state=manager.update(t_s, level),
-        technical_condition=None,
-        timings_ms=dict.fromkeys(STAGES, 1.0),
-    )
-
-
 def test_scripted_episode_raises_banner_and_exactly_one_popup(make_window):
     window = make_window()
     manager = AlarmManager(AlarmSettings(alarm_delay_s=2.0, clear_hold_s=1.0))
@@ -251,7 +223,7 @@ def test_scripted_episode_raises_banner_and_exactly_one_popup(make_window):
     script += [(9 + i / 10, 0.4) for i in range(30)]  # clears -> HIGH latches
     priorities, popups = [], []
     for t_s, level in script:
-        window.on_result(_result(t_s, level, manager), image)
+        window.on_result(engine_result(t_s, level, manager), image)
         window.refresh()
         priorities.append(window.banner.priority)
         popups.append(window.popup_count)
@@ -580,7 +552,7 @@ def _high_episode(window, effects_log):
     image = QImage(160, 120, QImage.Format.Format_RGB888)
     priorities = []
     for i in range(30):  # 3 s at level 3.8: HIGH after 1 s
-        window.on_result(_result(i / 10, 3.8, manager), image)
+        window.on_result(engine_result(i / 10, 3.8, manager), image)
         window.refresh()
         priorities.append(window.banner.priority)
     return manager, priorities

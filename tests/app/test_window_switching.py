@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -19,8 +18,8 @@ import textwrap
 import threading
 import time
 
-import numpy as np
 import pytest
+from fakes import engine_result
 
 pytest.importorskip("pytestqt")
 
@@ -38,13 +37,7 @@ from painmon.app.settings_dialog import (
 )
 from painmon.core.live import engine as engine_module
 from painmon.core.live.alarms import AlarmManager, AlarmSettings
-from painmon.core.live.capture import Frame
 from painmon.core.live.display import NO_PAIN_ALARM_TEXT, PAIN_NOT_MONITORED_TEXT
-from painmon.core.live.engine import STAGES, EngineResult
-from painmon.core.live.face import FaceObservation
-from painmon.core.live.face_detect import FaceBox
-from painmon.core.live.quality import QualityReport
-from painmon.core.live.smoothing import SmoothedScore
 from painmon.core.store.catalog import shipped_demo_model_path
 
 WAIT_MS = 30000
@@ -56,29 +49,6 @@ EAGER_HIGH = AlarmSettings(
 
 def _saved(store_path):
     return load_settings(QSettings(str(store_path), QSettings.Format.IniFormat))
-
-
-def _result(t_s: float, level: float, manager: AlarmManager, source: str = "s") -> EngineResult:
-    """An EngineResult as the engine would make it for a face at smoothed ``level``."""
-    low = math.floor(min(level, 3.999))
-    probs = np.zeros(5)
-    probs[low], probs[low + 1] = low + 1 - level, level - low
-    frame = Frame(round(t_s * 10), t_s, np.zeros((120, 160, 3), np.uint8), time.monotonic(), source)
-    smoothed = SmoothedScore(t_s, tuple(probs), int(np.argmax(probs)), level, 0.8, False, "ok")
-    return EngineResult(
-        frame=frame,
-        observation=FaceObservation(t_s, True, FaceBox(40.0, 20.0, 60.0, 70.0, 0.9), 1, "test"),
-        quality=QualityReport(True, 1.0, ()),
-        probs=probs,
-        gradcam=np.full((8, 8), 0.5, np.float32),
-        pain_class=smoothed.pain_class,
-        pain_level=level,
-        smoothed=smoothed,
-        au_pspi=None,
-        alarm_state=manager.update(t_s, level),
-        technical_condition=None,
-        timings_ms=dict.fromkeys(STAGES, 1.0),
-    )
 
 
 def _process_events(seconds: float) -> None:
@@ -127,7 +97,7 @@ def test_the_demo_patient_never_takes_results_queued_by_the_previous_source(
     # And signals the old worker queues just before the switch (emitted off the GUI thread:
     # queued, as the worker's are).
     old = window._worker
-    stale = _result(1.0, 3.8, AlarmManager(AlarmSettings(alarm_delay_s=0.0)), source="stale")
+    stale = engine_result(1.0, 3.8, AlarmManager(AlarmSettings(alarm_delay_s=0.0)), source="stale")
     image = QImage(160, 120, QImage.Format.Format_RGB888)
 
     def emit(worker) -> None:
@@ -352,7 +322,7 @@ def test_the_header_never_says_no_pain_alarm_right_after_a_switch_mid_alarm(
     manager = AlarmManager(AlarmSettings(alarm_delay_s=1.0))
     image = QImage(160, 120, QImage.Format.Format_RGB888)
     for i in range(40):
-        window.on_result(_result(i / 10, 3.8, manager), image)
+        window.on_result(engine_result(i / 10, 3.8, manager), image)
     window.refresh()
     assert window.banner.priority == "high"
     window.start_source(str(shared_file("media/single_face.mp4")))
