@@ -536,14 +536,7 @@ class AlarmManager:
             self._system[name] = (float(t_s), event.utc_time)
         elif not active and name in self._system:
             del self._system[name]
-            self._emit(
-                t_s,
-                AlarmEventKind.TECHNICAL_CLEAR,
-                AlarmPriority.TECHNICAL,
-                None,
-                None,
-                f"technical alarm {name.value} cleared",
-            )
+            self._technical_clear(t_s, f"technical alarm {name.value} cleared")
         return self._state(t_s)
 
     def change_settings(self, t_s: float, new_settings: AlarmSettings) -> AlarmState:
@@ -653,14 +646,7 @@ class AlarmManager:
     def _update_technical(self, t_s: float, condition: TechnicalCondition | None) -> None:
         if condition is None:
             if self._condition is not None and self._technical_active:
-                self._emit(
-                    t_s,
-                    AlarmEventKind.TECHNICAL_CLEAR,
-                    AlarmPriority.TECHNICAL,
-                    None,
-                    None,
-                    f"technical alarm {self._condition.value} cleared",
-                )
+                self._technical_clear(t_s, f"technical alarm {self._condition.value} cleared")
             self._condition = self._condition_since_t_s = self._unknown_since_t_s = None
             self._challenger = self._challenger_since_t_s = None
             self._stretch_frames = {}
@@ -679,13 +665,8 @@ class AlarmManager:
             assert self._challenger_since_t_s is not None
             if not self._delay_passed(condition, t_s - self._challenger_since_t_s, switching=True):
                 return
-            self._emit(
-                t_s,
-                AlarmEventKind.TECHNICAL_CLEAR,
-                AlarmPriority.TECHNICAL,
-                None,
-                None,
-                f"technical alarm {self._condition.value} cleared; {condition.value} follows",
+            self._technical_clear(
+                t_s, f"technical alarm {self._condition.value} cleared; {condition.value} follows"
             )
             self._condition, self._condition_since_t_s = condition, self._challenger_since_t_s
             self._challenger = self._challenger_since_t_s = None
@@ -703,6 +684,11 @@ class AlarmManager:
         if self._delay_passed(most, t_s - self._unknown_since_t_s):
             self._condition, self._condition_since_t_s = most, self._unknown_since_t_s
             self._raise_technical(t_s, most, changing=True)
+
+    def _technical_clear(self, t_s: float, message: str) -> None:
+        self._emit(
+            t_s, AlarmEventKind.TECHNICAL_CLEAR, AlarmPriority.TECHNICAL, None, None, message
+        )
 
     def _delay_passed(
         self, condition: TechnicalCondition, held_s: float, switching: bool = False

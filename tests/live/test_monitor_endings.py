@@ -21,13 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
+import fakes
 import numpy as np
 import pytest
+from fakes import FaceEverywhere
 
 from painmon.core.live import monitor as monitor_module
 from painmon.core.live.capture import FrameSource, RawFrame, SourceError
-from painmon.core.live.face import FaceObservation
-from painmon.core.live.face_detect import FaceBox
 from painmon.core.live.monitor import (
     EXIT_CLEAN,
     EXIT_FAULT,
@@ -93,46 +93,21 @@ class FakeSource(FrameSource):
         self.closed = True
 
 
-class FaceEverywhere:
-    """A face tracker that sees one sharp, well-lit 120 px face in every frame."""
-
-    name = "fake-face"
-
-    def __init__(self) -> None:
-        self.closed = False
-
-    def observe(self, rgb: np.ndarray, t_s: float) -> FaceObservation:
-        return FaceObservation(t_s, True, FaceBox(20.0, 20.0, 120.0, 120.0, 0.99), 1, self.name)
-
-    def close(self) -> None:
-        self.closed = True
-
-
-class FakeModel:
-    """Enough of a pain model for the engine and the session; ``predict`` fails on call N."""
-
-    input_size = (3, 64, 64)
-    sha256 = "ab" * 32
-    path = Path("fake.onnx")
-    is_demo = False
-    providers = ["CPUExecutionProvider"]  # noqa: RUF012 - read only
-    domain_gate = None
+class FakeModel(fakes.FakeModel):
+    """The shared stand-in, failing on call ``fail_on_call`` or taking non-square crops."""
 
     def __init__(self, fail_on_call: int | None = None, square: bool = True) -> None:
-        self.metadata = {"architecture": "fake-dacnn"}
+        super().__init__()
         self.fail_on_call = fail_on_call
-        self.calls = 0
         if not square:
             self.input_size = (3, 64, 48)
 
     def predict(self, crops_uint8: np.ndarray) -> OnnxPrediction:
-        self.calls += 1
-        if self.calls == self.fail_on_call:
+        if self.calls + 1 == self.fail_on_call:
+            self.calls += 1
             raise RuntimeError("ONNXRuntimeError: [ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION\n"
                                "Non-zero status code returned while running Conv node")  # fmt: skip
-        batch = len(crops_uint8)
-        probs = np.tile(np.array([0.6, 0.2, 0.1, 0.05, 0.05]), (batch, 1))
-        return OnnxPrediction(probs, np.zeros((batch, 8, 8)), np.ones((batch, 1, 8, 8)))
+        return super().predict(crops_uint8)
 
 
 def _run(tmp_path, source: FrameSource, model: FakeModel | None = None, **kwargs):
