@@ -42,7 +42,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from painmon.core.live.alarms import AlarmPriority, AlarmSettings, TechnicalCondition
+from painmon.core.live.alarms import (
+    SYSTEM_CONDITION_TEXT,
+    AlarmPriority,
+    AlarmSettings,
+    TechnicalCondition,
+)
 from painmon.core.live.display import CONDITION_TEXT, ColourRole, level_role, priority_role
 from painmon.core.util.errors import InvalidInputError
 from painmon.core.util.labels import DEFAULT_CLASS_NAMES
@@ -207,6 +212,8 @@ def condition_name(condition: str) -> str:
     """The display name of a technical condition name sent on the bus."""
     if condition == "CENTRAL_UNREACHABLE":
         return UNREACHABLE_TEXT
+    if condition in SYSTEM_CONDITION_TEXT:  # the bed's own system, e.g. RECORDING_FAILED
+        return SYSTEM_CONDITION_TEXT[condition].upper()
     try:
         return CONDITION_TEXT[TechnicalCondition(condition)]
     except ValueError:

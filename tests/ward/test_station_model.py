@@ -194,6 +194,11 @@ def test_technical_alarm_and_unknown_level_say_why():
         now_s=0.3,
     )
     assert "CENTRAL STATION NOT REACHED" in model.view(0.3).bed(WARD, "b1").alarm_text
+    model.on_message(
+        *_event("b1", 3, "start", "low", kind="technical", condition="RECORDING_FAILED")[:2],
+        now_s=0.4,
+    )  # the bed's disk is full: its words, not the bare condition name
+    assert "SESSION NOT RECORDED" in model.view(0.4).bed(WARD, "b1").alarm_text
 
 
 def test_the_retained_alarm_state_replaces_the_table_and_older_events_do_not_win():
