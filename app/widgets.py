@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from painmon.core.live.alarms import AlarmPriority, AlarmSettings, AlarmState
-from painmon.core.live.crop import DEFAULT_MARGIN
+from painmon.core.live.crop import DEFAULT_MARGIN, box_frame
 from painmon.core.live.display import (
     AU_BASELINE_PENDING,
     AU_READING_CAPTION,
@@ -166,15 +166,17 @@ class VideoView(QWidget):
         if box is None:
             return
         if self.show_gradcam and result.gradcam is not None:
-            # The Grad-CAM covers the square crop the network saw (box + margin), not the box.
-            cx, cy = box.center
-            side = max(box.width, box.height) * (1.0 + 2.0 * DEFAULT_MARGIN)
-            top_left = to_view(cx - side / 2, cy - side / 2)
-            crop = QRectF(top_left.x(), top_left.y(), side * scale, side * scale)
+            # The Grad-CAM covers the square the network's crop was cut from (its framing:
+            # stable landmarks or box + margin, turned to level the eyes), not the box.
+            square = getattr(result, "crop_square", None) or box_frame(box, DEFAULT_MARGIN)
+            side = square.side_px * scale
             painter.save()
             painter.setClipRect(target)
             painter.setOpacity(self.gradcam_opacity)
-            painter.drawImage(crop, _heatmap_image(result.gradcam))
+            painter.translate(to_view(*square.center))
+            painter.rotate(math.degrees(square.angle_rad))  # crop x axis -> image direction
+            heat = _heatmap_image(result.gradcam)
+            painter.drawImage(QRectF(-side / 2, -side / 2, side, side), heat)
             painter.restore()
         colour = QColor(COLOUR_OK if result.output_known else COLOUR_UNKNOWN)
         pen = QPen(colour, 3)

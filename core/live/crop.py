@@ -332,6 +332,9 @@ class ModelCrop:
     image: np.ndarray
     framing: str
     fell_back: bool = False
+    # The square cut from the image (image pixels, rotation included): where the crop, and
+    # so its Grad-CAM, lies in the frame.
+    frame: CropFrame | None = None
 
 
 def crop_for_model(
@@ -352,10 +355,11 @@ def crop_for_model(
     spec = crop_meta if isinstance(crop_meta, CropSpec) else CropSpec.from_meta(crop_meta)
     if spec.framing in STABLE_FRAMINGS and has_stable_landmarks(landmarks):
         frame = stable_frame(landmarks, spec.center_down, spec.side_scale, spec.framing)  # type: ignore[arg-type]
-        return ModelCrop(crop_frame(rgb, frame, size_px), spec.framing)
+        return ModelCrop(crop_frame(rgb, frame, size_px), spec.framing, frame=frame)
     if box is None:
         raise ValueError("no face box (and no face landmarks) to crop")
     # A stable-framing model's training crops were levelled by the eyes: keep that much.
     levelled = spec.eye_alignment or spec.framing in STABLE_FRAMINGS
-    image = crop_face(rgb, box, size_px, spec.margin, eye_line if levelled else None)
-    return ModelCrop(image, FRAMING_BOX, fell_back=spec.framing != FRAMING_BOX)
+    frame = box_frame(box, spec.margin, eye_line if levelled else None)
+    image = crop_frame(rgb, frame, size_px)
+    return ModelCrop(image, FRAMING_BOX, fell_back=spec.framing != FRAMING_BOX, frame=frame)

@@ -61,7 +61,7 @@ from painmon.core.live.alarms import (
 )
 from painmon.core.live.au import AUEstimator
 from painmon.core.live.capture import Frame, SignalWatchdog
-from painmon.core.live.crop import CropSpec, crop_for_model
+from painmon.core.live.crop import CropFrame, CropSpec, ModelCrop, crop_for_model
 from painmon.core.live.domain import DomainMonitor
 from painmon.core.live.face import FaceObservation, FaceTracker
 from painmon.core.live.quality import QualityReport, assess_quality
@@ -121,6 +121,9 @@ class EngineResult:
     # whether the crop lay beyond the gate's threshold (its pain output is then unknown).
     domain_score: float | None = None
     out_of_domain: bool = False
+    # The square the model's crop was cut from (frame pixels, rotation included): where the
+    # Grad-CAM lies on the frame. None when no crop was made.
+    crop_square: CropFrame | None = None
 
     def __post_init__(self) -> None:
         known = self.probs is not None
@@ -298,6 +301,10 @@ class Engine:
 
         Raises ``ValueError`` when there is no face box or the face cannot be cropped.
         """
+        return self.model_crop(frame, observation).image
+
+    def model_crop(self, frame: Frame, observation: FaceObservation) -> ModelCrop:
+        """:meth:`crop` with the square it was cut from (see :class:`ModelCrop`)."""
         if observation.box is None:
             raise ValueError("no face box to crop")
         result = crop_for_model(
@@ -314,7 +321,7 @@ class Engine:
                 "landmarks: crops are framed by the face box and scores may be less accurate"
             )
             self._crop_fallback_warned = True
-        return result.image
+        return result
 
     def process(self, frame: Frame, decode_ms: float = 0.0) -> EngineResult:
         """Run every stage on ``frame``; ``decode_ms`` is the wait for it (see module doc)."""
@@ -352,11 +359,13 @@ class Engine:
 
         probs = gradcam = None
         domain_score: float | None = None
+        crop_square: CropFrame | None = None
         if condition is None:
             assert observation.box is not None
             mark = time.perf_counter()
             try:
-                crop = self.crop(frame, observation)
+                model_crop = self.model_crop(frame, observation)
+                crop, crop_square = model_crop.image, model_crop.frame
             except ValueError as exc:
                 log.warning("frame %d: face could not be cropped (%s)", frame.index, exc)
                 condition = TechnicalCondition.LOW_QUALITY
@@ -421,6 +430,7 @@ class Engine:
             timings_ms=timings,
             domain_score=domain_score,
             out_of_domain=out_of_domain,
+            crop_square=crop_square,
         )
         return self._record(result)
 
