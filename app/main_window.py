@@ -173,6 +173,12 @@ WARD_DEFERRED_TEXT = (
     "Ward settings saved: used at the next start of the video source "
     "(not now: a restart would end the active alarm or the recording session)"
 )
+#: why a model is not switched now (activate, roll back)
+MODEL_SWITCH_REFUSED_TEXT = (
+    "Model not switched: switching restarts monitoring, which would end the active pain "
+    "alarm or the recording session. Acknowledge the alarm and stop the session, then "
+    "switch again."
+)
 DEMO_SOURCE = "synthetic"
 DEMO_TITLE = "painmon — DEMO (synthetic patient, not for clinical use)"
 WINDOW_TITLE = "painmon — bedside pain monitor"
@@ -1303,6 +1309,13 @@ class MainWindow(QMainWindow):
             return None
         return ward
 
+    def model_switch_refusal(self) -> str | None:
+        """Why the model cannot be switched now, or None: a switch restarts monitoring,
+        which would drop an active or latched pain alarm or end the recording session."""
+        if self._worker is None or not self._restart_would_drop():
+            return None
+        return MODEL_SWITCH_REFUSED_TEXT
+
     def _restart_would_drop(self) -> bool:
         """True while a restart would end a pain alarm (active or latched) or a recording."""
         state = self.alarm_state
@@ -1367,6 +1380,7 @@ class MainWindow(QMainWindow):
             existing.raise_()
             return
         self._retrain_dialog = RetrainDialog(parent=self)
+        self._retrain_dialog.switch_refusal = self.model_switch_refusal
         self._retrain_dialog.model_activated.connect(self.load_model)
         self._retrain_dialog.show()
 
@@ -1374,6 +1388,11 @@ class MainWindow(QMainWindow):
         """Re-activate the previously active retrained model (logged in the registry)."""
         from painmon.app.retrain import rollback_model
 
+        refusal = self.model_switch_refusal()
+        if refusal is not None:
+            self.statusBar().showMessage(refusal, 30000)
+            log.warning("roll back refused: %s", refusal)
+            return
         entry = rollback_model(self)
         if entry is not None and self.load_model(entry.onnx_path):
             self.statusBar().showMessage(f"rolled back to {entry.describe()}", 10000)

@@ -8,6 +8,7 @@ history.csv) and repaints; there is no thread here.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pyqtgraph as pg
@@ -88,6 +89,8 @@ class RetrainDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Retrain model (offline)")
         self.registry = registry if registry is not None else ModelRegistry()
+        #: set by the main window: why the model cannot be switched now (None: it can)
+        self.switch_refusal: Callable[[], str | None] | None = None
         self.runs_dir = Path(runs_dir) if runs_dir is not None else default_runs_dir()
         self.job: RetrainJob | None = None
         self.status: JobStatus | None = None
@@ -460,6 +463,10 @@ class RetrainDialog(QDialog):
         """Activate the exported model (verified again) and tell the main window."""
         status = self.status
         if status is None or status.state != "succeeded" or status.model_id is None:
+            return None
+        refusal = self.switch_refusal() if self.switch_refusal is not None else None
+        if refusal is not None:  # the registry is left as it was
+            self._show_error(refusal)
             return None
         try:
             entry = self.registry.activate(status.model_id)

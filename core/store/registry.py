@@ -213,8 +213,7 @@ class ModelRegistry:
         if state["active"] == model_id:
             return entry
         previous = [*state["previous"], state["active"]] if state["active"] else state["previous"]
-        self._write_state(model_id, previous)
-        self._log("activate", model_id, entry.sha256, previous=state["active"])
+        self._change("activate", entry, state["active"], previous)
         return entry
 
     def rollback(self) -> RegistryEntry:
@@ -228,8 +227,7 @@ class ModelRegistry:
             )
         target = previous.pop()
         entry = self._verified(target)
-        self._write_state(target, previous)
-        self._log("rollback", target, entry.sha256, previous=state["active"])
+        self._change("rollback", entry, state["active"], previous)
         return entry
 
     # ------------------------------------------------------------------ queries
@@ -316,6 +314,21 @@ class ModelRegistry:
     def _write_state(self, active: str, previous: list[str]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.root / STATE_FILENAME, {"active": active, "previous": previous})
+
+    def _change(
+        self, action: str, entry: RegistryEntry, active: str | None, previous: list[str]
+    ) -> None:
+        """Make ``entry`` the active model: logged first, so no change goes unlogged; a file
+        that cannot be written (a full disk) is a RegistryError with the model unchanged."""
+        try:
+            self._log(action, entry.model_id, entry.sha256, previous=active)
+            self._write_state(entry.model_id, previous)
+        except OSError as exc:
+            raise RegistryError(
+                f"could not record the {action} of model {entry.model_id} in {self.root} "
+                f"({exc.strerror or exc}); the active model is unchanged ({active or 'none'}): "
+                "free disk space and try again"
+            ) from exc
 
     def _log(self, action: str, model_id: str, sha256: str, **extra: Any) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 
 import pytest
 from fakes import engine_result
@@ -262,6 +263,39 @@ def test_a_ward_option_change_never_drops_an_active_alarm_or_the_session(qtbot, 
     assert window.statusBar().currentMessage() == main_window.WARD_DEFERRED_TEXT
     window.refresh()
     assert window.banner.priority == "high"
+
+
+def test_a_model_is_not_switched_under_an_active_alarm_or_a_recording(
+    qtbot, make_window, tmp_path, monkeypatch
+):
+    # Activating a retrained model or rolling back restarts monitoring: mid-alarm that
+    # dropped the alarm and ended the session without a word. Now refused, registry unchanged.
+    from painmon.app import retrain
+    from painmon.core.store.registry import ModelRegistry
+
+    window = make_window()
+    folder = _high_alarm_with_session(qtbot, window)
+    worker, model = window._worker, window.model
+    assert window.model_switch_refusal() == main_window.MODEL_SWITCH_REFUSED_TEXT
+    registry = ModelRegistry(tmp_path / "registry")
+    monkeypatch.setattr(retrain, "ModelRegistry", lambda: registry)
+    warned = []  # a modal box would block the test (a regression must fail, not hang)
+    monkeypatch.setattr(retrain.QMessageBox, "warning", lambda *a: warned.append(a[-1]))
+    window.rollback_model()
+    assert warned == []  # refused before the registry was asked
+    assert window.statusBar().currentMessage() == main_window.MODEL_SWITCH_REFUSED_TEXT
+    window.open_retrain()
+    dialog = window._retrain_dialog
+    dialog.status = types.SimpleNamespace(state="succeeded", model_id="m1")
+    assert dialog.activate() is None
+    assert main_window.MODEL_SWITCH_REFUSED_TEXT in dialog.notice.text()
+    assert registry.log_records() == []  # nothing was activated or rolled back
+    assert window._worker is worker and window.model is model and window.session_active
+    window.refresh()
+    assert window.banner.priority == "high"
+    meta = json.loads((folder / "session.json").read_text(encoding="utf-8"))
+    assert meta["status"] == "running"
+    dialog.close()
 
 
 # --------------------------------------------------------------------- source and model (5)

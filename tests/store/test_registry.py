@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 from datetime import UTC, datetime, timedelta
 
@@ -184,6 +186,24 @@ def test_a_damaged_entry_or_state_file_is_a_registry_error(exported, tmp_path):
         for call in (registry.active, registry.previous_id, registry.rollback):
             with pytest.raises(RegistryError, match=r"state\.json is unreadable"):
                 call()
+
+
+def test_a_registry_that_cannot_be_written_keeps_the_active_model(exported, tmp_path, monkeypatch):
+    run, onnx_path = exported
+    registry = ModelRegistry(tmp_path / "reg")
+    first = registry.register(onnx_path, run, {})
+    second = registry.register(onnx_path, run, {})
+    registry.activate(first)
+    log_before = registry.log_records()
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(registry, "_log", full)
+    with pytest.raises(RegistryError, match=rf"activate of model {second}.*unchanged \({first}\)"):
+        registry.activate(second)
+    monkeypatch.undo()
+    assert registry.active().model_id == first and registry.log_records() == log_before
 
 
 def test_unknown_and_invalid_ids(tmp_path):
