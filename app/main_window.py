@@ -1375,7 +1375,9 @@ class MainWindow(QMainWindow):
         from painmon.app.retrain import RetrainDialog
 
         existing = getattr(self, "_retrain_dialog", None)
-        if existing is not None and existing.running:
+        # A closed dialog whose model waits to be activated comes back as it was: this dialog
+        # is the only way to activate that model.
+        if existing is not None and (existing.running or existing.awaiting_activation):
             existing.show()
             existing.raise_()
             return

@@ -350,6 +350,11 @@ class RetrainDialog(QDialog):
     def running(self) -> bool:
         return self.status is not None and self.status.state in ("running", "cancelling")
 
+    @property
+    def awaiting_activation(self) -> bool:
+        """A job succeeded and its model, registered, has not been activated yet."""
+        return self.activate_button.isEnabled()
+
     @Slot()
     def cancel(self) -> None:
         """Interrupt the child (it keeps the best checkpoint); killed if it does not stop."""

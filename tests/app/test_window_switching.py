@@ -298,6 +298,31 @@ def test_a_model_is_not_switched_under_an_active_alarm_or_a_recording(
     dialog.close()
 
 
+def test_a_closed_retrain_dialog_with_a_model_to_activate_comes_back(
+    qtbot, make_window, tmp_path, monkeypatch
+):
+    # The dialog that ran the job is the only way to activate its registered model: closing
+    # it (Esc) and opening Monitor -> Retrain model... again gave a fresh dialog, the model
+    # stranded.
+    from painmon.core.research.retrain_job import JobStatus
+
+    monkeypatch.setenv("PAINMON_DATA", str(tmp_path))
+    window = make_window()
+    window.open_retrain()
+    first = window._retrain_dialog
+    first.status = JobStatus("succeeded", "done", model_id="m1")
+    first._show(first.status)
+    assert first.awaiting_activation
+    first.close()
+    window.open_retrain()
+    assert window._retrain_dialog is first and first.activate_button.isEnabled()
+    first.activate_button.setEnabled(False)  # activated (or nothing to activate): a new one
+    first.close()
+    window.open_retrain()
+    assert window._retrain_dialog is not first
+    window._retrain_dialog.close()
+
+
 # --------------------------------------------------------------------- source and model (5)
 
 
